@@ -1,0 +1,50 @@
+#!/bin/bash
+# Runs one pytest file for Bazel (see pytest.bzl).
+#
+# The file is run from the source tree, not from runfiles, so conftest.py,
+# helper modules and the dtmm package resolve exactly as with a plain `pytest`;
+# the interpreter is the project's venv (scripts/setup makes it), or
+# $DTMM_PYTHON when set.
+set -uo pipefail
+
+src="$1"
+shift
+real="$(readlink -f "$src")" || { echo "ERROR: cannot resolve $src" >&2; exit 1; }
+
+# The workspace root is the nearest ancestor holding WORKSPACE.
+root="$(dirname "$real")"
+while [ "$root" != "/" ] && [ ! -f "$root/WORKSPACE" ]; do
+  root="$(dirname "$root")"
+done
+if [ ! -f "$root/WORKSPACE" ]; then
+  echo "ERROR: no WORKSPACE above $real" >&2
+  exit 1
+fi
+
+py="${DTMM_PYTHON:-$root/.venv/bin/python}"
+if [ ! -x "$py" ]; then
+  echo "ERROR: no Python interpreter at $py: run scripts/setup first (or set DTMM_PYTHON)" >&2
+  exit 1
+fi
+
+export PYTHONPATH="$root/python${PYTHONPATH:+:$PYTHONPATH}"
+# The source tree may be read-only inside the sandbox.
+export PYTHONDONTWRITEBYTECODE=1
+export MPLBACKEND=Agg
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# Hypothesis' example database and any stray relative writes land in the test's tmp dir.
+cd "${TEST_TMPDIR:-$(mktemp -d)}"
+
+junit=()
+if [ -n "${XML_OUTPUT_FILE:-}" ]; then
+  junit=(--junitxml="$XML_OUTPUT_FILE")
+fi
+
+"$py" -m pytest -p no:cacheprovider -v -rs --rootdir="$root" "${junit[@]}" "$real" "$@"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+  # Skipped tests exit 0; 5 means the file defines no test at all.
+  echo "ERROR: pytest collected no tests from ${real#$root/}" >&2
+  exit 1
+fi
+exit "$rc"
