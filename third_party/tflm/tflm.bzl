@@ -30,6 +30,9 @@ def tflm_test(name, srcs, args = [], data = [], tags = [], **kwargs):
             **kwargs
         )
     else:
+        # Shown while Bazel loads the package, so plain `bazel test //...` says it too.
+        print("SKIPPED: set TFLM_ROOT=<tflm checkout> to run TFLM-bound tests (//%s:%s)" %
+              (native.package_name(), name))
         native.sh_test(
             name = name,
             srcs = ["//third_party/tflm:tflm_skip.sh"],

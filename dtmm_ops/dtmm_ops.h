@@ -1,0 +1,40 @@
+/* DTMM ops for TensorFlow Lite Micro.
+ *
+ * Add DTMM to an app that already has a MicroMutableOpResolver:
+ *
+ *   tflite::MicroMutableOpResolver<kMyOps + dtmm::kDtmmOpCount> resolver;
+ *   ...
+ *   dtmm::AddDtmmOps(resolver);
+ *
+ * Supported TFLM: tensorflow/tflite-micro 90b983c2b3f1480642e040bbd2ddb37b998f3424
+ * (see docs/tflm.md).
+ */
+#ifndef DTMM_OPS_DTMM_OPS_H_
+#define DTMM_OPS_DTMM_OPS_H_
+
+#include "tensorflow/lite/c/common.h"
+#include "tensorflow/lite/micro/micro_common.h"
+#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
+
+namespace dtmm {
+
+// Custom-op name the converter writes (docs/contract.md).
+constexpr const char* kDtmmConv2DName = "DTMM_CONV_2D";
+
+// Number of resolver slots AddDtmmOps uses.
+constexpr unsigned int kDtmmOpCount = 1;
+
+// DTMM_CONV_2D: filterlet-sparse int8 convolution (format version 1).
+TFLMRegistration Register_DTMM_CONV_2D();
+
+// Registers every DTMM op with the resolver. Returns kTfLiteError (after a
+// MicroPrintf from the resolver) when it is full or an op is already registered.
+template <unsigned int tOpCount>
+TfLiteStatus AddDtmmOps(tflite::MicroMutableOpResolver<tOpCount>& resolver) {
+  const TFLMRegistration conv = Register_DTMM_CONV_2D();
+  return resolver.AddCustom(kDtmmConv2DName, &conv);
+}
+
+}  // namespace dtmm
+
+#endif  // DTMM_OPS_DTMM_OPS_H_

@@ -1,0 +1,665 @@
+/* Tests of dtmm_conv_s8 (all compiled paths), its validator and scratch size.
+ *
+ * Three independent checks of the output bytes:
+ *  - golden vectors from the Python reference (dtmm.reference, via gen_golden.py);
+ *  - a plain-C dense conv with TFLite's reference semantics (unfolded bias, input
+ *    offset added per element, padded taps skipped, gemmlowp-style requantization),
+ *    on golden and on many random layer configs;
+ *  - guard bytes around output and scratch (no write outside them), and inputs /
+ *    FWCS arrays placed at the very end of their buffers where a checker (ASan on
+ *    x86) sees any over-read.
+ * The same source runs on x86 and, under QEMU, on Cortex-M4 (DSP) and M55 (MVE).
+ * Prints "N passed, N failed" and exits non-zero on any failure.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtmm_conv_s8.h"
+#include "dtmm_golden.h"
+
+#ifndef DTMM_TEST_RANDOM_CASES
+#define DTMM_TEST_RANDOM_CASES 1500
+#endif
+
+static int g_passed, g_failed;
+
+static void check(int ok, const char* what, const char* name) {
+  if (ok) {
+    g_passed++;
+  } else {
+    g_failed++;
+    printf("FAIL %s: %s\n", name, what);
+  }
+}
+
+/* --------------------------------------------------------------- PRNG
+ * xorshift32, mirrored in gen_golden.py: int8 = top byte of the state. */
+static uint32_t rng_next(uint32_t* s) {
+  uint32_t x = *s;
+  x ^= x << 13;
+  x ^= x >> 17;
+  x ^= x << 5;
+  *s = x;
+  return x;
+}
+static int8_t rng_i8(uint32_t* s) { return (int8_t)(rng_next(s) >> 24); }
+static int32_t rng_range(uint32_t* s, int32_t lo, int32_t hi) { /* inclusive */
+  return lo + (int32_t)(rng_next(s) % (uint32_t)(hi - lo + 1));
+}
+
+/* ---------------------------------------------------------- arena
+ * A bump allocator over a static buffer (no heap needed on the Cortex-M build).
+ * alloc_end() places n bytes flush against the end of a fresh heap block on x86
+ * so that ASan flags any read past them. */
+#define ARENA_BYTES (1u << 20)
+static uint8_t g_arena[ARENA_BYTES];
+static size_t g_arena_used;
+static void* g_heap_blocks[16];
+static int g_heap_n;
+
+static void* alloc(size_t n) {
+  void* p;
+  n = (n + 15u) & ~(size_t)15u;
+  if (g_arena_used + n > ARENA_BYTES) {
+    printf("arena exhausted\n");
+    exit(2);
+  }
+  p = g_arena + g_arena_used;
+  g_arena_used += n;
+  return p;
+}
+static void* alloc_end(size_t n) {
+#if defined(__x86_64__) || defined(__i386__) || defined(__aarch64__)
+  uint8_t* p = (uint8_t*)malloc(n ? n : 1);
+  if (!p || g_heap_n >= 16) exit(2);
+  g_heap_blocks[g_heap_n++] = p;
+  return p;
+#else
+  return alloc(n);
+#endif
+}
+static void arena_reset(void) {
+  g_arena_used = 0;
+  while (g_heap_n > 0) free(g_heap_blocks[--g_heap_n]);
+}
+
+/* ------------------------------------------------- reference (TFLite) */
+
+/* gemmlowp SaturatingRoundingDoublingHighMul + RoundingDivideByPOT, written the way
+ * TFLite writes them (independently of the kernel's formulation). */
+static int32_t ref_srdhm(int32_t a, int32_t b) {
+  const int overflow = a == b && a == INT32_MIN;
+  const int64_t ab = (int64_t)a * (int64_t)b;
+  const int32_t nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
+  const int32_t high = (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+  return overflow ? INT32_MAX : high;
+}
+static int32_t ref_rdbpot(int32_t x, int exponent) {
+  const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+  const int32_t remainder = x & mask;
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+static int32_t ref_mbqm(int32_t x, int32_t mult, int32_t shift) {
+  const int left = shift > 0 ? shift : 0;
+  const int right = shift > 0 ? 0 : -shift;
+  const int32_t xs = (int32_t)(uint32_t)((uint32_t)x * ((uint32_t)1 << left));
+  return ref_rdbpot(ref_srdhm(xs, mult), right);
+}
+
+typedef struct {
+  dtmm_conv_dims d;
+  dtmm_conv_params p;
+} layer_t;
+
+/* TFLite reference_integer_ops::ConvPerChannel on the dense OHWI filter with the
+ * original (unfolded) bias. */
+static void ref_conv(const layer_t* L, const int8_t* in, const int8_t* w, const int32_t* bias,
+                     const int32_t* mult, const int32_t* shift, int8_t* out) {
+  const dtmm_conv_dims* d = &L->d;
+  const dtmm_conv_params* p = &L->p;
+  int32_t b, y, x, oc, kh, kw, c;
+  for (b = 0; b < d->batches; ++b)
+    for (y = 0; y < d->output_h; ++y)
+      for (x = 0; x < d->output_w; ++x)
+        for (oc = 0; oc < d->output_c; ++oc) {
+          uint32_t acc = 0;
+          int32_t v;
+          for (kh = 0; kh < d->kernel_h; ++kh)
+            for (kw = 0; kw < d->kernel_w; ++kw) {
+              const int32_t iy = y * p->stride_h - p->pad_top + kh * p->dilation_h;
+              const int32_t ix = x * p->stride_w - p->pad_left + kw * p->dilation_w;
+              if (iy < 0 || iy >= d->input_h || ix < 0 || ix >= d->input_w) continue;
+              for (c = 0; c < d->input_c; ++c) {
+                const int32_t xv = in[((b * d->input_h + iy) * d->input_w + ix) * d->input_c + c];
+                const int32_t wv = w[((oc * d->kernel_h + kh) * d->kernel_w + kw) * d->input_c + c];
+                acc += (uint32_t)(wv * (xv - p->input_zero_point));
+              }
+            }
+          acc += (uint32_t)bias[oc];
+          v = ref_mbqm((int32_t)acc, mult[oc], shift[oc]) + p->output_offset;
+          if (v < p->activation_min) v = p->activation_min;
+          if (v > p->activation_max) v = p->activation_max;
+          out[((b * d->output_h + y) * d->output_w + x) * d->output_c + oc] = (int8_t)v;
+        }
+}
+
+/* TFLite ComputeOutSize / ComputePaddingHeightWidth. 0 = SAME, 1 = VALID. */
+static int32_t out_size(int32_t in, int32_t k, int32_t s, int32_t dl, int padding, int32_t* pad) {
+  const int32_t eff = (k - 1) * dl + 1;
+  int32_t out, total;
+  if (padding == 0) {
+    out = (in + s - 1) / s;
+  } else {
+    out = (in + s - eff) / s;
+    if (in + s - eff < 0) out = 0;
+  }
+  total = (out - 1) * s + eff - in;
+  *pad = total > 0 ? total / 2 : 0;
+  return out;
+}
+
+/* ------------------------------------------------------------ FWCS */
+
+typedef struct {
+  uint8_t* bitmap;
+  int32_t bitmap_bytes;
+  int8_t* values;
+  int32_t n_kept;
+} fwcs_t;
+
+/* Kept = bit set in `bitmap` (as given) -> rows of `w` in increasing bit order. */
+static void fwcs_from_bitmap(const layer_t* L, const int8_t* w, const uint8_t* bitmap,
+                             fwcs_t* f) {
+  const int32_t k = L->d.kernel_h * L->d.kernel_w, c = L->d.input_c;
+  const int32_t bits = L->d.output_c * k;
+  int32_t b, n = 0;
+  f->bitmap_bytes = (bits + 7) / 8;
+  for (b = 0; b < bits; ++b) n += (bitmap[b >> 3] >> (b & 7)) & 1;
+  f->n_kept = n;
+  f->bitmap = (uint8_t*)alloc_end((size_t)f->bitmap_bytes);
+  memcpy(f->bitmap, bitmap, (size_t)f->bitmap_bytes);
+  f->values = n ? (int8_t*)alloc_end((size_t)n * c) : NULL;
+  n = 0;
+  for (b = 0; b < bits; ++b)
+    if ((bitmap[b >> 3] >> (b & 7)) & 1) memcpy(f->values + (size_t)(n++) * c, w + (size_t)b * c, (size_t)c);
+}
+
+/* ------------------------------------------------------ run one case */
+
+#define GUARD 64
+#define GUARD_BYTE 0xA5
+
+static int guard_ok(const uint8_t* p, int32_t n) {
+  int32_t i;
+  for (i = 0; i < n; ++i)
+    if (p[i] != GUARD_BYTE) return 0;
+  return 1;
+}
+
+/* CMSIS-NN arm_convolve_s8_get_buffer_size for the same layer (DSP / MVE builds). */
+static int32_t cmsis_conv_buffer_size(const layer_t* L) {
+  const int32_t cols = L->d.kernel_h * L->d.kernel_w * L->d.input_c;
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+  return 4 * ((cols + 15) / 16) * 16;
+#else
+  return 2 * ((cols + 3) & ~3) * 2;
+#endif
+}
+
+/* Runs validate + kernel on (in, dense filter w masked by bitmap, folded bias...)
+ * and compares with `expected`. */
+static void run_case(const char* name, const layer_t* L, const int8_t* in, const int8_t* w,
+                     const uint8_t* bitmap, const int32_t* folded_bias, const int32_t* mult,
+                     const int32_t* shift, const int8_t* expected) {
+  const dtmm_conv_dims* d = &L->d;
+  const int32_t in_n = d->batches * d->input_h * d->input_w * d->input_c;
+  const int32_t out_n = d->batches * d->output_h * d->output_w * d->output_c;
+  fwcs_t f;
+  dtmm_fwcs_filter filt;
+  int8_t* in_copy;
+  uint8_t *out_buf, *scr_buf;
+  int32_t scratch_bytes;
+  dtmm_status st;
+  char msg[160];
+
+  fwcs_from_bitmap(L, w, bitmap, &f);
+  in_copy = (int8_t*)alloc_end((size_t)in_n);
+  memcpy(in_copy, in, (size_t)in_n);
+  filt.bitmap = f.bitmap;
+  filt.bitmap_bytes = f.bitmap_bytes;
+  filt.values = f.values;
+  filt.num_filterlets = f.n_kept;
+  filt.bias = folded_bias;
+  filt.multiplier = mult;
+  filt.shift = shift;
+
+  st = dtmm_conv_s8_validate(d, &L->p, &filt);
+  sprintf(msg, "validate returned %d", (int)st);
+  check(st == DTMM_OK, msg, name);
+  if (st != DTMM_OK) return;
+
+  scratch_bytes = dtmm_conv_s8_get_buffer_size(d, &L->p);
+  sprintf(msg, "scratch %ld > CMSIS-NN %ld", (long)scratch_bytes, (long)cmsis_conv_buffer_size(L));
+  check(scratch_bytes >= 0 && scratch_bytes <= cmsis_conv_buffer_size(L), msg, name);
+
+  out_buf = (uint8_t*)alloc((size_t)out_n + 2 * GUARD);
+  scr_buf = (uint8_t*)alloc((size_t)scratch_bytes + 2 * GUARD);
+  memset(out_buf, GUARD_BYTE, (size_t)out_n + 2 * GUARD);
+  memset(scr_buf, GUARD_BYTE, (size_t)scratch_bytes + 2 * GUARD);
+  st = dtmm_conv_s8(d, &L->p, &filt, in_copy, (int8_t*)(out_buf + GUARD),
+                    scratch_bytes ? scr_buf + GUARD : NULL);
+  check(st == DTMM_OK, "compute status", name);
+  check(guard_ok(out_buf, GUARD) && guard_ok(out_buf + GUARD + out_n, GUARD),
+        "write outside output", name);
+  check(guard_ok(scr_buf, GUARD) && guard_ok(scr_buf + GUARD + scratch_bytes, GUARD),
+        "write outside scratch", name);
+  if (memcmp(out_buf + GUARD, expected, (size_t)out_n) != 0) {
+    int32_t i;
+    for (i = 0; i < out_n && ((int8_t*)out_buf)[GUARD + i] == expected[i]; ++i) {
+    }
+    sprintf(msg, "output mismatch at %ld: got %d want %d", (long)i,
+            ((int8_t*)out_buf)[GUARD + i], expected[i]);
+    check(0, msg, name);
+  } else {
+    check(1, "", name);
+  }
+  check(memcmp(in_copy, in, (size_t)in_n) == 0, "input modified", name);
+}
+
+/* ------------------------------------------------------ golden cases */
+
+static void fold(const layer_t* L, const int8_t* w, const int32_t* bias, int32_t* folded) {
+  const int32_t per = L->d.kernel_h * L->d.kernel_w * L->d.input_c;
+  int32_t oc, i;
+  for (oc = 0; oc < L->d.output_c; ++oc) {
+    uint32_t s = 0;
+    for (i = 0; i < per; ++i) s += (uint32_t)(int32_t)w[oc * per + i];
+    folded[oc] = (int32_t)((uint32_t)bias[oc] - (uint32_t)L->p.input_zero_point * s);
+  }
+}
+
+static void test_golden(void) {
+  int i;
+  for (i = 0; i < DTMM_GOLDEN_COUNT; ++i) {
+    const dtmm_golden_case* g = &dtmm_golden_cases[i];
+    layer_t L;
+    int32_t in_n, w_n, out_n, b;
+    int8_t *in, *w, *ref;
+    uint32_t s = g->seed;
+    arena_reset();
+    L.d.batches = g->n;
+    L.d.input_h = g->h;
+    L.d.input_w = g->w;
+    L.d.input_c = g->c_in;
+    L.d.output_h = g->out_h;
+    L.d.output_w = g->out_w;
+    L.d.output_c = g->c_out;
+    L.d.kernel_h = g->kh;
+    L.d.kernel_w = g->kw;
+    L.p.version = DTMM_FORMAT_VERSION;
+    L.p.stride_h = g->sh;
+    L.p.stride_w = g->sw;
+    L.p.dilation_h = g->dh;
+    L.p.dilation_w = g->dw;
+    L.p.pad_top = g->pad_top;
+    L.p.pad_left = g->pad_left;
+    L.p.input_zero_point = g->zp_in;
+    L.p.output_offset = g->zp_out;
+    L.p.activation_min = g->act_min;
+    L.p.activation_max = g->act_max;
+    in_n = g->n * g->h * g->w * g->c_in;
+    w_n = g->c_out * g->kh * g->kw * g->c_in;
+    out_n = g->n * g->out_h * g->out_w * g->c_out;
+    in = (int8_t*)alloc((size_t)in_n);
+    w = (int8_t*)alloc((size_t)w_n);
+    ref = (int8_t*)alloc((size_t)out_n);
+    for (b = 0; b < in_n; ++b) in[b] = rng_i8(&s);
+    for (b = 0; b < w_n; ++b) w[b] = rng_i8(&s);
+    /* Zero the pruned filterlets so the dense reference sees the same filter. */
+    for (b = 0; b < g->c_out * g->kh * g->kw; ++b)
+      if (!((g->bitmap[b >> 3] >> (b & 7)) & 1)) memset(w + b * g->c_in, 0, (size_t)g->c_in);
+    {
+      /* The C reference must agree with the Python one (checks the checker). */
+      int32_t* folded = (int32_t*)alloc(sizeof(int32_t) * (size_t)g->c_out);
+      fold(&L, w, g->bias, folded);
+      check(memcmp(folded, g->folded_bias, sizeof(int32_t) * (size_t)g->c_out) == 0,
+            "C fold != Python fold", g->name);
+      ref_conv(&L, in, w, g->bias, g->multiplier, g->shift, ref);
+      check(memcmp(ref, g->expected, (size_t)out_n) == 0, "C reference != Python reference",
+            g->name);
+    }
+    run_case(g->name, &L, in, w, g->bitmap, g->folded_bias, g->multiplier, g->shift,
+             g->expected);
+  }
+}
+
+/* ------------------------------------------------------ random cases */
+
+static const int32_t k_cins[] = {1, 2, 3, 4, 5, 7, 8, 12, 15, 16, 17, 24, 31, 32, 33, 48, 67};
+
+/* Builds a random valid layer; returns 0 when the drawn shape has no output. */
+static int random_layer(uint32_t* s, layer_t* L, int* padding) {
+  int32_t pt, pl;
+  L->d.batches = rng_range(s, 1, 2);
+  L->d.input_h = rng_range(s, 1, 9);
+  L->d.input_w = rng_range(s, 1, 9);
+  L->d.input_c = k_cins[rng_next(s) % (sizeof(k_cins) / sizeof(k_cins[0]))];
+  L->d.output_c = rng_range(s, 1, 9);
+  L->d.kernel_h = rng_range(s, 1, 4);
+  L->d.kernel_w = rng_range(s, 1, 4);
+  if (rng_next(s) % 16 == 0) { /* long kernels: more than one 25-bit bitmap chunk */
+    L->d.kernel_h = rng_range(s, 1, 7);
+    L->d.kernel_w = rng_range(s, 5, 9);
+    L->d.input_w = rng_range(s, 5, 12);
+  }
+  L->p.version = DTMM_FORMAT_VERSION;
+  L->p.stride_h = rng_range(s, 1, 3);
+  L->p.stride_w = rng_range(s, 1, 3);
+  L->p.dilation_h = rng_range(s, 1, 4) > 3 ? 2 : 1;
+  L->p.dilation_w = rng_range(s, 1, 4) > 3 ? 2 : 1;
+  *padding = (int)(rng_next(s) & 1);
+  L->d.output_h = out_size(L->d.input_h, L->d.kernel_h, L->p.stride_h, L->p.dilation_h, *padding, &pt);
+  L->d.output_w = out_size(L->d.input_w, L->d.kernel_w, L->p.stride_w, L->p.dilation_w, *padding, &pl);
+  L->p.pad_top = pt;
+  L->p.pad_left = pl;
+  L->p.input_zero_point = rng_range(s, -128, 127);
+  L->p.output_offset = rng_range(s, -128, 127);
+  switch (rng_next(s) % 5) {
+    case 0: L->p.activation_min = -128; L->p.activation_max = 127; break;
+    case 1: L->p.activation_min = L->p.output_offset; L->p.activation_max = 127; break;
+    case 2: L->p.activation_min = -128; L->p.activation_max = -128; break;
+    case 3: L->p.activation_min = 127; L->p.activation_max = 127; break;
+    default:
+      L->p.activation_min = rng_range(s, -128, 127);
+      L->p.activation_max = rng_range(s, L->p.activation_min, 127);
+  }
+  return L->d.output_h >= 1 && L->d.output_w >= 1;
+}
+
+static void test_random(int cases) {
+  uint32_t s = 0x2545F491u;
+  int i;
+  char name[256];
+  for (i = 0; i < cases; ++i) {
+    layer_t L;
+    int padding;
+    int32_t in_n, w_n, out_n, k, bits, b, oc;
+    int8_t *in, *w, *ref;
+    uint8_t* bitmap;
+    int32_t *bias, *folded, *mult, *shift;
+    uint32_t keep_pct;
+    arena_reset();
+    if (!random_layer(&s, &L, &padding)) {
+      i--;
+      continue;
+    }
+    k = L.d.kernel_h * L.d.kernel_w;
+    bits = L.d.output_c * k;
+    in_n = L.d.batches * L.d.input_h * L.d.input_w * L.d.input_c;
+    w_n = bits * L.d.input_c;
+    out_n = L.d.batches * L.d.output_h * L.d.output_w * L.d.output_c;
+    in = (int8_t*)alloc((size_t)in_n);
+    w = (int8_t*)alloc((size_t)w_n);
+    ref = (int8_t*)alloc((size_t)out_n);
+    bitmap = (uint8_t*)alloc((size_t)(bits + 7) / 8);
+    bias = (int32_t*)alloc(4u * (size_t)L.d.output_c);
+    folded = (int32_t*)alloc(4u * (size_t)L.d.output_c);
+    mult = (int32_t*)alloc(4u * (size_t)L.d.output_c);
+    shift = (int32_t*)alloc(4u * (size_t)L.d.output_c);
+    for (b = 0; b < in_n; ++b) in[b] = rng_i8(&s);
+    /* Extreme inputs now and then (all -128 / 127 stress the accumulator). */
+    if (rng_next(&s) % 8 == 0) memset(in, (rng_next(&s) & 1) ? 0x80 : 0x7F, (size_t)in_n);
+    for (b = 0; b < w_n; ++b) w[b] = rng_i8(&s);
+    switch (rng_next(&s) % 6) {
+      case 0: keep_pct = 100; break;
+      case 1: keep_pct = 0; break;
+      default: keep_pct = rng_next(&s) % 101;
+    }
+    memset(bitmap, 0, (size_t)(bits + 7) / 8);
+    for (b = 0; b < bits; ++b) {
+      if (rng_next(&s) % 100 < keep_pct) {
+        bitmap[b >> 3] |= (uint8_t)(1u << (b & 7));
+      } else {
+        memset(w + b * L.d.input_c, 0, (size_t)L.d.input_c);
+      }
+    }
+    if (L.d.output_c > 1 && rng_next(&s) % 3 == 0) { /* one fully pruned filter */
+      oc = rng_range(&s, 0, L.d.output_c - 1);
+      for (b = oc * k; b < (oc + 1) * k; ++b) {
+        bitmap[b >> 3] &= (uint8_t)~(1u << (b & 7));
+        memset(w + b * L.d.input_c, 0, (size_t)L.d.input_c);
+      }
+    }
+    for (oc = 0; oc < L.d.output_c; ++oc) {
+      bias[oc] = (int32_t)rng_next(&s) >> rng_range(&s, 8, 31);
+      mult[oc] = (rng_next(&s) % 16 == 0) ? 0 : (int32_t)((1u << 30) + (rng_next(&s) >> 2));
+      if (rng_next(&s) % 8 == 0) {
+        shift[oc] = rng_range(&s, -31, 30); /* extremes: wrap on the left shift */
+      } else {
+        shift[oc] = rng_range(&s, -14, 0);
+      }
+      if (mult[oc] == INT32_MIN) mult[oc] = INT32_MAX;
+    }
+    fold(&L, w, bias, folded);
+    ref_conv(&L, in, w, bias, mult, shift, ref);
+    snprintf(name, sizeof(name),
+            "random#%d n%ld %ldx%ldx%ld->%ld k%ldx%ld s%ld,%ld d%ld,%ld %s zp%ld,%ld act[%ld,%ld] keep%lu%%",
+            i, (long)L.d.batches, (long)L.d.input_h, (long)L.d.input_w, (long)L.d.input_c,
+            (long)L.d.output_c, (long)L.d.kernel_h, (long)L.d.kernel_w, (long)L.p.stride_h,
+            (long)L.p.stride_w, (long)L.p.dilation_h, (long)L.p.dilation_w,
+            padding ? "VALID" : "SAME", (long)L.p.input_zero_point, (long)L.p.output_offset,
+            (long)L.p.activation_min, (long)L.p.activation_max, (unsigned long)keep_pct);
+    run_case(name, &L, in, w, bitmap, folded, mult, shift, ref);
+  }
+}
+
+/* Fixed shapes that random draws hit rarely: the benchmark layers in miniature,
+ * big C_in (several 16-byte blocks plus a tail), 1x1, a kernel wider than 25 taps. */
+static void test_fixed_shapes(void) {
+  static const int32_t shapes[][10] = {
+      /* h, w, c_in, c_out, kh, kw, sh, sw, padding, keep% */
+      {6, 6, 3, 8, 3, 3, 1, 1, 0, 100},    {5, 5, 64, 6, 3, 3, 1, 1, 0, 60},
+      {4, 4, 128, 5, 3, 3, 1, 1, 0, 25},   {13, 1, 40, 7, 5, 1, 3, 1, 1, 75},
+      {5, 4, 64, 9, 1, 1, 1, 1, 1, 50},    {7, 9, 67, 3, 3, 3, 2, 2, 0, 90},
+      {3, 30, 2, 4, 1, 30, 1, 1, 0, 70},   {9, 9, 1, 4, 7, 7, 1, 1, 0, 80},
+      {1, 1, 33, 3, 3, 3, 1, 1, 0, 100},   {8, 8, 16, 4, 3, 3, 2, 2, 0, 0},
+  };
+  uint32_t s = 0xC0FFEEu;
+  size_t i;
+  char name[64];
+  for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
+    const int32_t* t = shapes[i];
+    layer_t L;
+    int32_t pt, pl, in_n, w_n, out_n, bits, b, oc;
+    int8_t *in, *w, *ref;
+    uint8_t* bitmap;
+    int32_t *bias, *folded, *mult, *shift;
+    arena_reset();
+    L.d.batches = 1;
+    L.d.input_h = t[0];
+    L.d.input_w = t[1];
+    L.d.input_c = t[2];
+    L.d.output_c = t[3];
+    L.d.kernel_h = t[4];
+    L.d.kernel_w = t[5];
+    L.p.version = DTMM_FORMAT_VERSION;
+    L.p.stride_h = t[6];
+    L.p.stride_w = t[7];
+    L.p.dilation_h = L.p.dilation_w = 1;
+    L.d.output_h = out_size(t[0], t[4], t[6], 1, (int)t[8], &pt);
+    L.d.output_w = out_size(t[1], t[5], t[7], 1, (int)t[8], &pl);
+    L.p.pad_top = pt;
+    L.p.pad_left = pl;
+    L.p.input_zero_point = -128 + (int32_t)(i * 37 % 256);
+    L.p.output_offset = -128;
+    L.p.activation_min = -128;
+    L.p.activation_max = 127;
+    bits = t[3] * t[4] * t[5];
+    in_n = t[0] * t[1] * t[2];
+    w_n = bits * t[2];
+    out_n = L.d.output_h * L.d.output_w * t[3];
+    in = (int8_t*)alloc((size_t)in_n);
+    w = (int8_t*)alloc((size_t)w_n);
+    ref = (int8_t*)alloc((size_t)out_n);
+    bitmap = (uint8_t*)alloc((size_t)(bits + 7) / 8);
+    bias = (int32_t*)alloc(4u * (size_t)t[3]);
+    folded = (int32_t*)alloc(4u * (size_t)t[3]);
+    mult = (int32_t*)alloc(4u * (size_t)t[3]);
+    shift = (int32_t*)alloc(4u * (size_t)t[3]);
+    for (b = 0; b < in_n; ++b) in[b] = rng_i8(&s);
+    for (b = 0; b < w_n; ++b) w[b] = rng_i8(&s);
+    memset(bitmap, 0, (size_t)(bits + 7) / 8);
+    for (b = 0; b < bits; ++b) {
+      if ((int32_t)(rng_next(&s) % 100) < t[9]) {
+        bitmap[b >> 3] |= (uint8_t)(1u << (b & 7));
+      } else {
+        memset(w + b * t[2], 0, (size_t)t[2]);
+      }
+    }
+    for (oc = 0; oc < t[3]; ++oc) {
+      bias[oc] = (int32_t)rng_next(&s) >> 16;
+      mult[oc] = (int32_t)((1u << 30) + (rng_next(&s) >> 2));
+      shift[oc] = -9 - (int32_t)(rng_next(&s) % 5);
+    }
+    fold(&L, w, bias, folded);
+    ref_conv(&L, in, w, bias, mult, shift, ref);
+    sprintf(name, "fixed#%d", (int)i);
+    run_case(name, &L, in, w, bitmap, folded, mult, shift, ref);
+  }
+}
+
+/* ------------------------------------------------------- validator */
+
+static void test_validation(void) {
+  /* A valid 2-channel 3x3 layer over 5x5x3, SAME; then one corruption at a time. */
+  static const uint8_t good_bitmap[3] = {0x2C, 0x91, 0x01}; /* 18 bits, 7 set */
+  static int8_t values[7 * 3];
+  static const int32_t bias[2] = {10, -20}, mult[2] = {1 << 30, 1 << 30}, shift[2] = {-3, 1};
+  dtmm_conv_dims d = {1, 5, 5, 3, 5, 5, 2, 3, 3};
+  dtmm_conv_params p = {DTMM_FORMAT_VERSION, 1, 1, 1, 1, 1, 1, 0, 0, -128, 127};
+  dtmm_fwcs_filter f;
+  dtmm_conv_dims d2;
+  dtmm_conv_params p2;
+  dtmm_fwcs_filter f2;
+  uint8_t bm[4];
+  int32_t bad_shift[2], bad_mult[2];
+
+  f.bitmap = good_bitmap;
+  f.bitmap_bytes = 3;
+  f.values = values;
+  f.num_filterlets = 7;
+  f.bias = bias;
+  f.multiplier = mult;
+  f.shift = shift;
+  check(dtmm_conv_s8_validate(&d, &p, &f) == DTMM_OK, "valid layer rejected", "validate");
+
+#define EXPECT(call, code, what) check((call) == (code), what, "validate")
+  EXPECT(dtmm_conv_s8_validate(NULL, &p, &f), DTMM_ERR_ARG, "null dims");
+  EXPECT(dtmm_conv_s8_validate(&d, NULL, &f), DTMM_ERR_ARG, "null params");
+  EXPECT(dtmm_conv_s8_validate(&d, &p, NULL), DTMM_ERR_ARG, "null filter");
+
+  f2 = f; f2.bitmap_bytes = 2;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_BITMAP, "bitmap too short");
+  f2 = f; f2.bitmap_bytes = 4; memcpy(bm, good_bitmap, 3); bm[3] = 0; f2.bitmap = bm;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_BITMAP, "bitmap too long");
+  f2 = f; memcpy(bm, good_bitmap, 3); bm[2] |= 0x04; f2.bitmap = bm; f2.num_filterlets = 8;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_BITMAP, "padding bit set");
+  f2 = f; memcpy(bm, good_bitmap, 3); bm[2] |= 0x80; f2.bitmap = bm; f2.num_filterlets = 8;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_BITMAP, "top padding bit set");
+  f2 = f; f2.bitmap = NULL;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_BITMAP, "null bitmap");
+  f2 = f; f2.num_filterlets = 6;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_VALUES, "too few values rows");
+  f2 = f; f2.num_filterlets = 8;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_VALUES, "too many values rows");
+  f2 = f; f2.values = NULL;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_VALUES, "null values with kept rows");
+  f2 = f; memcpy(bm, good_bitmap, 3); bm[0] ^= 0x02; f2.bitmap = bm; /* popcount 8 */
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_VALUES, "bitmap popcount != rows");
+  f2 = f; memset(bm, 0, 3); f2.bitmap = bm; f2.num_filterlets = 0; f2.values = NULL;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_OK, "all pruned is valid");
+  f2 = f; f2.bias = NULL;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_ARG, "null bias");
+  f2 = f; f2.multiplier = NULL;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_ARG, "null multiplier");
+  f2 = f; bad_shift[0] = 0; bad_shift[1] = 31; f2.shift = bad_shift;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_PARAMS, "shift 31");
+  bad_shift[1] = -32;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_PARAMS, "shift -32");
+  f2 = f; bad_mult[0] = 1; bad_mult[1] = -5; f2.multiplier = bad_mult;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_PARAMS, "negative multiplier");
+
+  p2 = p; p2.version = 2;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_VERSION, "version 2");
+  p2 = p; p2.version = 0;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_VERSION, "version 0");
+  p2 = p; p2.stride_h = 0;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_PARAMS, "stride 0");
+  p2 = p; p2.dilation_w = -1;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_PARAMS, "dilation -1");
+  p2 = p; p2.pad_top = -1;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_PARAMS, "negative padding");
+  p2 = p; p2.pad_left = 3;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_PARAMS, "padding beyond the kernel");
+  p2 = p; p2.activation_min = 5; p2.activation_max = 4;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_PARAMS, "act_min > act_max");
+  p2 = p; p2.activation_max = 128;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_PARAMS, "act_max 128");
+  p2 = p; p2.activation_min = -129;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_PARAMS, "act_min -129");
+  p2 = p; p2.input_zero_point = 128;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_PARAMS, "zp_in 128");
+  p2 = p; p2.output_offset = -129;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_PARAMS, "zp_out -129");
+  p2 = p; p2.stride_h = INT32_MAX;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_PARAMS, "coordinate overflow");
+
+  d2 = d; d2.input_c = 0;
+  EXPECT(dtmm_conv_s8_validate(&d2, &p, &f), DTMM_ERR_ARG, "C_in 0");
+  d2 = d; d2.batches = -1;
+  EXPECT(dtmm_conv_s8_validate(&d2, &p, &f), DTMM_ERR_ARG, "negative batches");
+  d2 = d; d2.input_h = 70000; d2.input_w = 70000;
+  EXPECT(dtmm_conv_s8_validate(&d2, &p, &f), DTMM_ERR_ARG, "input size overflow");
+  d2 = d; d2.output_c = 3; /* bitmap now too short for 27 bits */
+  {
+    int32_t b3[3] = {0, 0, 0}, m3[3] = {1, 1, 1};
+    f2 = f; f2.bias = b3; f2.multiplier = m3; f2.shift = b3;
+    EXPECT(dtmm_conv_s8_validate(&d2, &p, &f2), DTMM_ERR_BITMAP, "bitmap for fewer channels");
+  }
+  d2 = d; d2.input_c = 4; /* same bitmap, values rows now C_in=4: rows still 7: valid */
+  EXPECT(dtmm_conv_s8_validate(&d2, &p, &f), DTMM_OK, "rows are counted, not bytes");
+#undef EXPECT
+
+  /* Scratch: none without padding (VALID / 1x1), the CMSIS-NN bound with it. */
+  {
+    dtmm_conv_dims dv = {1, 7, 7, 8, 5, 5, 4, 3, 3};
+    dtmm_conv_params pv = {DTMM_FORMAT_VERSION, 1, 1, 1, 1, 0, 0, 0, 0, -128, 127};
+    check(dtmm_conv_s8_get_buffer_size(&dv, &pv) == 0, "VALID layer needs scratch",
+          "buffer_size");
+    check(dtmm_conv_s8_get_buffer_size(&d, &p) > 0, "SAME layer needs none", "buffer_size");
+  }
+}
+
+int main(int argc, char** argv) {
+  int cases = DTMM_TEST_RANDOM_CASES;
+  if (argc > 1) cases = atoi(argv[1]);
+  test_validation();
+  test_fixed_shapes();
+  test_golden();
+  test_random(cases);
+  printf("dtmm_conv_s8_test (%s path): %d passed, %d failed\n",
+#if defined(DTMM_FORCE_PORTABLE)
+         "portable",
+#elif defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+         "MVE",
+#elif defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+         "DSP",
+#else
+         "portable",
+#endif
+         g_passed, g_failed);
+  return g_failed ? 1 : 0;
+}

@@ -1,0 +1,7 @@
+"""`python -m dtmm ...` is the `dtmm` command."""
+
+import sys
+
+from dtmm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,535 @@
+"""End to end: trained Keras CNN + dataset + device budgets -> the most accurate
+pruned model that fits, as int8 .tflite and DTMM .tflite.
+
+    from dtmm import pipeline
+    res = pipeline.prune("model.keras", data="fashion-mnist", flash="64KiB",
+                         sram="32KiB", max_drop=1.0, out_dir="out")
+    res.report["pruned"]["int8_accuracy"], res.report["pruned"]["flash_bytes"]
+
+Steps: dense int8 (tf.lite, representative dataset, int8 in/out) -> importance
+(Taylor, `dtmm.prune`) -> schedule (per-layer alpha/beta minimizing the importance
+removed under the flash and SRAM budgets, `dtmm.schedule`) -> masks, filter
+surgery, masked fine-tuning -> int8 .tflite -> `dtmm.convert` -> checks that the
+real file meets the budgets (re-plans with a tighter flash budget if the model
+was optimistic) -> report.json and plots. See docs/scheduler.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from dtmm.errors import DtmmError
+
+DEFAULT_SEED = 0
+
+
+def _quiet_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import warnings
+    warnings.filterwarnings("ignore", message=".*(Statistics|experimental_new_quantizer|tf.lite.Interpreter).*")
+
+
+# --------------------------------------------------------------------------------
+# int8 conversion and evaluation
+
+
+def to_int8(model, x_rep: np.ndarray, n_rep: int = 200) -> bytes:
+    """Full-integer .tflite: int8 weights and activations, int8 input and output,
+    calibrated on up to n_rep samples of x_rep."""
+    _quiet_tf()
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    sample = np.asarray(x_rep[:n_rep], np.float32)
+
+    def rep():
+        for i in range(len(sample)):
+            yield [sample[i:i + 1]]
+
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    try:
+        return bytes(conv.convert())
+    except Exception as e:  # the converter raises many types
+        raise DtmmError(f"int8 conversion failed: {type(e).__name__}: {e}") from e
+
+
+def int8_accuracy(tflite_bytes: bytes, x: np.ndarray, y: np.ndarray,
+                  batch: int = 500) -> float:
+    """Top-1 accuracy (percent) of an int8 .tflite with TFLite's interpreter (same
+    results as TFLM's reference kernels for these ops; a DTMM .tflite computes the
+    same bytes as its int8 source by the contract)."""
+    _quiet_tf()
+    import tensorflow as tf
+
+    it = tf.lite.Interpreter(model_content=bytes(tflite_bytes), num_threads=1)
+    inp = it.get_input_details()[0]
+    out = it.get_output_details()[0]
+    scale, zp = inp["quantization"]
+    correct = 0
+    for s in range(0, len(x), batch):
+        xb = np.asarray(x[s:s + batch], np.float32)
+        it.resize_tensor_input(inp["index"], [len(xb), *inp["shape"][1:]])
+        it.allocate_tensors()
+        q = np.clip(np.round(xb / scale + zp), -128, 127).astype(np.int8)
+        it.set_tensor(inp["index"], q)
+        it.invoke()
+        pred = it.get_tensor(out["index"]).reshape(len(xb), -1).argmax(axis=1)
+        correct += int((pred == np.asarray(y[s:s + batch])).sum())
+    return 100.0 * correct / max(len(x), 1)
+
+
+# --------------------------------------------------------------------------------
+# Keras model helpers
+
+
+def load_model(model):
+    _quiet_tf()
+    import keras
+
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise DtmmError(f"model file {path} does not exist")
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except Exception as e:
+            raise DtmmError(f"cannot load Keras model {path}: {type(e).__name__}: {e}") from e
+    if not isinstance(model, keras.Model):
+        raise DtmmError(f"expected a Keras model or a .keras path, got {type(model).__name__}")
+    return model
+
+
+def _outputs_probabilities(model) -> bool:
+    last = model.layers[-1]
+    act = getattr(last, "activation", None)
+    return getattr(act, "__name__", "") == "softmax" or type(last).__name__ == "Softmax"
+
+
+def compile_for_training(model, lr: float = 1e-3):
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=not _outputs_probabilities(model)),
+                  metrics=["accuracy"])
+    return model
+
+
+class _TqdmCallback:
+    """Keras callback: one tqdm bar over all fine-tuning batches."""
+
+    def __new__(cls, total, desc, enabled=True):
+        import keras
+        from tqdm.auto import tqdm
+
+        class CB(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.bar = tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.bar.update(1)
+                if logs and "loss" in logs:
+                    self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}")
+
+            def on_train_end(self, logs=None):
+                self.bar.close()
+
+        return CB()
+
+
+def fit(model, x, y, epochs: int, batch_size: int = 64, seed: int = DEFAULT_SEED,
+        desc: str = "fine-tune", progress: bool = True):
+    import keras
+
+    if epochs <= 0:
+        return
+    keras.utils.set_random_seed(seed)
+    steps = int(np.ceil(len(x) / batch_size)) * epochs
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True,
+              callbacks=[_TqdmCallback(steps, desc, progress)])
+
+
+def _check_data(model, data):
+    xtr, ytr, xte, yte = data
+    want = tuple(model.input_shape[1:])
+    if tuple(xtr.shape[1:]) != want:
+        raise DtmmError(f"dataset images have shape {tuple(xtr.shape[1:])}, the model "
+                        f"expects {want}")
+    n_cls = int(model.output_shape[-1])
+    top = int(max(ytr.max(), yte.max()))
+    if top >= n_cls:
+        raise DtmmError(f"dataset has label {top}, the model has {n_cls} outputs")
+
+
+# --------------------------------------------------------------------------------
+# Scheduling problem from a Keras model + its int8 file
+
+
+def match_convs(graph, infos):
+    """Keras Conv2D LayerInfo for each CONV_2D of the int8 graph (same topological
+    order; shapes must agree)."""
+    used, out = set(), []
+    for c in graph.convs:
+        hit = None
+        for i, li in enumerate(infos):
+            if i in used:
+                continue
+            if (li.c_out, li.kh, li.kw, li.c_in) == (c.c_out, c.kh, c.kw, c.c_in):
+                hit = i
+                break
+        if hit is None:
+            raise DtmmError(f"cannot match TFLite conv {c.name!r} "
+                            f"({c.c_out}x{c.kh}x{c.kw}x{c.c_in}) to a Keras Conv2D layer")
+        used.add(hit)
+        out.append(infos[hit])
+    return out
+
+
+def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str = "loss",
+                  latency_csv: str | None = None, prune_filterlets: bool = True,
+                  prune_filters: bool = True):
+    """(Problem, [Keras layer name per conv])."""
+    from dtmm import prune as P
+    from dtmm.schedule import cost, graph as G, search
+
+    g = G.analyze(int8_bytes)
+    if not g.convs:
+        raise DtmmError("the model has no CONV_2D layer to prune")
+    infos = P.conv_layers(model)
+    matched = match_convs(g, infos)
+    names = [li.name for li in matched]
+    # Keras-side coupling and removability win over what the int8 graph shows.
+    for grp in g.groups:
+        members = [matched[i] for i in grp.convs]
+        if any(li.removable_filters < li.c_out for li in members) and grp.frozen is None:
+            grp.frozen = f"dtmm.prune cannot remove filters of {members[0].name!r}"
+        keras_groups = {li.group for li in members}
+        if len(keras_groups) > 1:
+            grp.frozen = grp.frozen or "coupling differs between Keras and TFLite graphs"
+    by_group: dict = {}
+    for c, li in zip(g.convs, matched):
+        by_group.setdefault(li.group, set()).add(c.group)
+    for gs in by_group.values():
+        if len(gs) > 1:
+            for gi in gs:
+                g.groups[gi].frozen = g.groups[gi].frozen or "coupled in Keras across TFLite groups"
+    imp = []
+    for c, n in zip(g.convs, names):
+        fl = importance.filterlet.get(n)
+        if fl is None:
+            raise DtmmError(f"no filterlet importance for conv {n!r}")
+        imp.append((importance.filter[n], np.asarray(fl).reshape(c.c_out, c.k)))
+    coeffs = cost.fit_latency_csv(latency_csv) if latency_csv else cost.LatencyCoeffs()
+    prob = search.Problem(g, imp, budgets, objective=objective, flash=cost.FlashModel(g),
+                          sram=cost.SramModel(g), latency=cost.LatencyModel(g, coeffs),
+                          prune_filterlets=prune_filterlets, prune_filters=prune_filters)
+    return prob, names
+
+
+def apply_plan(model, importance, names, plan, graph):
+    """Masks for the plan, filter surgery, masks re-applied: (model, masks)."""
+    from dtmm import prune as P
+
+    alpha = {n: float(plan.alpha[i]) for i, n in enumerate(names)}
+    beta = {n: float(plan.beta[graph.convs[i].group]) for i, n in enumerate(names)}
+    masks = P.prune_to_ratios(model, importance, alpha_per_layer=alpha, beta_per_layer=beta)
+    res = P.remove_filters(model, masks)
+    P.apply_masks(res.model, res.masks)
+    return res.model, res.masks
+
+
+# --------------------------------------------------------------------------------
+# The pipeline
+
+
+@dataclass
+class PipelineResult:
+    report: dict
+    out_dir: str
+    model: object
+    int8_bytes: bytes
+    dtmm_bytes: bytes
+
+
+def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
+          objective: str = "loss", latency_csv: str | None = None,
+          epochs: int = 2, extra_epochs: int = 2, batch_size: int = 64,
+          importance_batches: int = 16, importance_method: str = "taylor",
+          max_train: int | None = None, seed: int = DEFAULT_SEED, progress: bool = True,
+          lr: float = 5e-4, dense_int8: bytes | None = None, log=print) -> PipelineResult:
+    """Run the whole pipeline; write DIR/{pruned.keras, model_int8.tflite,
+    model_dtmm.tflite, dense_int8.tflite, report.json, sparsity.png,
+    accuracy_size.png}. Raises DtmmError on bad input or unmeetable budgets;
+    when the accuracy drop exceeds max_drop after fine-tuning the outputs are
+    written and DtmmError says so."""
+    from dtmm import prune as P
+    from dtmm.convert import convert_model
+    from dtmm.datasets import load as load_data
+    from dtmm.schedule import cost, search
+    from dtmm.schedule.cost import parse_bytes
+
+    t_start = time.perf_counter()
+    timings = {}
+    flash_b = parse_bytes(flash)
+    sram_b = parse_bytes(sram)
+    if max_drop is not None and max_drop < 0:
+        raise DtmmError(f"--max-drop must be >= 0 points, got {max_drop}")
+    model = load_model(model)
+    data = load_data(data) if isinstance(data, (str, os.PathLike)) else data
+    xtr, ytr, xte, yte = data
+    if max_train:
+        xtr, ytr = xtr[:max_train], ytr[:max_train]
+    _check_data(model, (xtr, ytr, xte, yte))
+    os.makedirs(out_dir, exist_ok=True)
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if not any(isinstance(l, keras.layers.Conv2D) for l in model.layers):
+        raise DtmmError("the model has no Conv2D layer to prune")
+
+    # Dense int8 reference.
+    t = time.perf_counter()
+    dense_int8 = dense_int8 or to_int8(model, xtr)
+    dense_acc = int8_accuracy(dense_int8, xte, yte)
+    timings["dense_int8_s"] = time.perf_counter() - t
+    log(f"dense int8: {len(dense_int8)} bytes, test accuracy {dense_acc:.2f} %")
+
+    # Importance.
+    t = time.perf_counter()
+    compile_for_training(model, lr)
+    ds = tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(
+        len(xtr), seed=seed).batch(batch_size)
+    importance = P.compute_importance(model, ds, method=importance_method,
+                                      steps=importance_batches, progress=progress)
+    timings["importance_s"] = time.perf_counter() - t
+
+    # Schedule; re-plan with a tighter flash budget if the real file is over.
+    budgets = search.Budgets(flash=flash_b, sram=sram_b)
+    prob, names = build_problem(model, dense_int8, importance, budgets, objective,
+                                latency_csv)
+    g = prob.graph
+    dense_m = prob.dense
+    margin = 0.0
+    for attempt in range(4):
+        prob.budgets = search.Budgets(flash=flash_b * (1 - margin), sram=sram_b)
+        t = time.perf_counter()
+        plan = _search_with_progress(prob, progress)
+        timings.setdefault("search_s", 0.0)
+        timings["search_s"] += time.perf_counter() - t
+        log(f"plan: modeled flash {plan.flash:.0f} B, SRAM {plan.sram:.0f} B, importance "
+            f"removed {100 * plan.loss:.2f} %, latency {plan.latency / dense_m['latency']:.1%} "
+            f"of dense ({plan.seconds:.1f} s)")
+
+        t = time.perf_counter()
+        pruned, masks = apply_plan(model, importance, names, plan, g)
+        compile_for_training(pruned, lr)
+        fit(pruned, xtr, ytr, epochs, batch_size, seed, "fine-tune", progress)
+        final = P.strip_masks(pruned)
+        int8 = to_int8(final, xtr)
+        dtmm_bytes, conv_report = convert_model(int8)
+        timings.setdefault("finetune_convert_s", 0.0)
+        timings["finetune_convert_s"] += time.perf_counter() - t
+        if len(dtmm_bytes) <= flash_b:
+            break
+        over = len(dtmm_bytes) - flash_b
+        log(f"real DTMM file {len(dtmm_bytes)} B is {over} B over the flash budget; re-planning")
+        margin = margin + over / flash_b + 0.005
+    else:
+        raise DtmmError(f"flash budget {cost.fmt_bytes(flash_b)} cannot be met: the "
+                        f"converted model stays at {cost.fmt_bytes(len(dtmm_bytes))}")
+
+    acc = int8_accuracy(int8, xte, yte)
+    extra_done = 0
+    while max_drop is not None and dense_acc - acc > max_drop and extra_done < extra_epochs:
+        log(f"accuracy drop {dense_acc - acc:.2f} points > {max_drop}: one more epoch")
+        fit(pruned, xtr, ytr, 1, batch_size, seed + 1 + extra_done, "fine-tune (extra)", progress)
+        extra_done += 1
+        final = P.strip_masks(pruned)
+        int8 = to_int8(final, xtr)
+        dtmm_bytes, conv_report = convert_model(int8)
+        acc = int8_accuracy(int8, xte, yte)
+
+    from dtmm.schedule.graph import analyze
+    real_graph = analyze(dtmm_bytes)
+    sram_model = cost.SramModel(real_graph)
+    real_sram = int(sram_model())
+    if real_sram > sram_b:
+        raise DtmmError(f"SRAM budget {cost.fmt_bytes(sram_b)} cannot be met: the pruned "
+                        f"model needs {cost.fmt_bytes(real_sram)}")
+    try:
+        wheel = cost.tflm_arena_usage(int8)
+    except Exception:  # the wheel may lack an op; the report says so
+        wheel = None
+
+    final.save(os.path.join(out_dir, "pruned.keras"))
+    _write(os.path.join(out_dir, "dense_int8.tflite"), dense_int8)
+    _write(os.path.join(out_dir, "model_int8.tflite"), int8)
+    _write(os.path.join(out_dir, "model_dtmm.tflite"), dtmm_bytes)
+
+    rewritten = {r.op_index: r for r in conv_report.layers}
+    layers = []
+    for i, (c, n) in enumerate(zip(g.convs, names)):
+        m = masks[n]
+        kept_f = int(m.filters.sum())
+        kept_fl = int(m.filterlets[m.filters].sum())
+        layers.append({
+            "name": n, "c_out": c.c_out, "kh": c.kh, "kw": c.kw, "c_in": c.c_in,
+            "alpha": round(float(plan.alpha[i]), 4),
+            "beta": round(float(plan.beta[c.group]), 4),
+            "filters_kept": kept_f,
+            "filterlets_kept": kept_fl,
+            "filterlet_sparsity": round(1 - kept_fl / max(kept_f * c.k, 1), 4),
+            "density": round(kept_fl / (c.c_out * c.k), 4),
+        })
+    for li, r in zip(layers, conv_report.layers):
+        li["dtmm_op"] = bool(r.rewritten)
+    lat_model = prob.latency
+    report = {
+        "budgets": {"flash_bytes": flash_b, "sram_bytes": sram_b, "max_drop_points": max_drop,
+                    "objective": objective},
+        "dense": {"int8_accuracy": round(dense_acc, 3), "int8_bytes": len(dense_int8),
+                  "flash_bytes_modeled": round(dense_m["flash"]),
+                  "sram_bytes_modeled": round(dense_m["sram"]),
+                  "latency_modeled": round(dense_m["latency"])},
+        "pruned": {"int8_accuracy": round(acc, 3),
+                   "accuracy_drop_points": round(dense_acc - acc, 3),
+                   "flash_bytes": len(dtmm_bytes), "flash_bytes_modeled": round(plan.flash),
+                   "int8_bytes": len(int8),
+                   "sram_bytes": real_sram, "sram_bytes_modeled": round(plan.sram),
+                   "sram_target": sram_model.target.name,
+                   "tflm_wheel_arena_int8": wheel,
+                   "latency_modeled": round(plan.latency),
+                   "latency_vs_dense": round(plan.latency / dense_m["latency"], 4),
+                   "latency_model": lat_model.coeffs.source,
+                   "importance_removed": round(plan.loss, 5),
+                   "dtmm_ops": int(conv_report.num_rewritten)},
+        "budgets_met": {"flash": len(dtmm_bytes) <= flash_b, "sram": real_sram <= sram_b,
+                        "max_drop": None if max_drop is None else dense_acc - acc <= max_drop},
+        "search": {"method": plan.method, "seconds": round(plan.seconds, 3),
+                   "evaluations": plan.evaluations, "flash_margin": round(margin, 4)},
+        "fine_tune_epochs": epochs + extra_done,
+        "layers": layers,
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "seed": seed,
+    }
+    report["timings_s"]["total_s"] = round(time.perf_counter() - t_start, 2)
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    plot_report(report, out_dir)
+    log(f"pruned int8: accuracy {acc:.2f} % ({dense_acc - acc:+.2f} points drop), DTMM file "
+        f"{len(dtmm_bytes)} B (budget {flash_b}), SRAM {real_sram} B (budget {sram_b})")
+    res = PipelineResult(report, out_dir, final, int8, dtmm_bytes)
+    if max_drop is not None and dense_acc - acc > max_drop:
+        raise DtmmError(f"accuracy drop {dense_acc - acc:.2f} points exceeds --max-drop "
+                        f"{max_drop} after {epochs + extra_done} fine-tuning epochs; "
+                        f"outputs are in {out_dir}")
+    return res
+
+
+def _search_with_progress(prob, progress: bool):
+    from tqdm.auto import tqdm
+
+    from dtmm.schedule import search
+
+    bar = tqdm(total=None, desc="search", unit="eval", disable=not progress, leave=False)
+    try:
+        return search.schedule(prob, progress=lambda n: bar.update(n))
+    finally:
+        bar.close()
+
+
+def _write(path, data: bytes):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def plot_report(report: dict, out_dir: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = report["layers"]
+    names = [l["name"] for l in layers]
+    x = np.arange(len(layers))
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(layers) + 2), 4))
+    ax.bar(x - 0.3, [l["beta"] for l in layers], 0.3, label="filter ratio β (removed)")
+    ax.bar(x, [l["filterlet_sparsity"] for l in layers], 0.3,
+           label="filterlet sparsity α (in kept filters)")
+    ax.bar(x + 0.3, [1 - l["density"] for l in layers], 0.3, label="total weight sparsity")
+    ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction pruned")
+    ax.set_title("per-layer sparsity")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "sparsity.png"), dpi=100)
+    plt.close(fig)
+
+    d, p, b = report["dense"], report["pruned"], report["budgets"]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter([d["int8_bytes"] / 1024], [d["int8_accuracy"]], label="dense int8", s=60)
+    ax.scatter([p["flash_bytes"] / 1024], [p["int8_accuracy"]], label="DTMM (pruned)", s=60,
+               marker="s")
+    ax.axvline(b["flash_bytes"] / 1024, color="gray", ls="--", label="flash budget")
+    ax.set_xlabel("flash (KiB, .tflite file)")
+    ax.set_ylabel("int8 test accuracy (%)")
+    ax.set_title("accuracy vs size")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "accuracy_size.png"), dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------
+# Demo: a small CNN on sklearn digits
+
+
+def demo_model(input_shape=(8, 8, 1), n_classes=10, width=16):
+    import keras
+    from keras import layers as L
+
+    inp = keras.Input(input_shape)
+    x = L.Conv2D(width, 3, padding="same", activation="relu", name="conv1")(inp)
+    x = L.Conv2D(2 * width, 3, padding="same", activation="relu", name="conv2")(x)
+    x = L.MaxPooling2D(name="pool1")(x)
+    x = L.Conv2D(2 * width, 3, padding="same", activation="relu", name="conv3")(x)
+    x = L.Conv2D(4 * width, 3, padding="same", activation="relu", name="conv4")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(n_classes, name="logits")(x)
+    return keras.Model(inp, out, name="digits_cnn")
+
+
+def demo(out_dir: str, flash="24KiB", sram="16KiB", max_drop: float | None = 1.0,
+         train_epochs: int = 40, epochs: int = 3, seed: int = DEFAULT_SEED,
+         progress: bool = True, log=print) -> PipelineResult:
+    """Train demo_model on sklearn digits, then run `prune` on it."""
+    _quiet_tf()
+    import keras
+
+    from dtmm.datasets import load_digits
+
+    t0 = time.perf_counter()
+    data = load_digits()
+    xtr, ytr, xte, yte = data
+    keras.utils.set_random_seed(seed)
+    model = compile_for_training(demo_model(), 2e-3)
+    fit(model, xtr, ytr, train_epochs, 32, seed, "train (digits)", progress)
+    os.makedirs(out_dir, exist_ok=True)
+    model.save(os.path.join(out_dir, "dense.keras"))
+    log(f"trained demo CNN on digits in {time.perf_counter() - t0:.1f} s")
+    res = prune(model, data, flash, sram, out_dir, max_drop=max_drop, epochs=epochs,
+                batch_size=32, seed=seed, progress=progress, lr=1e-3, log=log)
+    res.report["timings_s"]["demo_total_s"] = round(time.perf_counter() - t0, 2)
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(res.report, f, indent=2)
+    return res

@@ -1,0 +1,70 @@
+"""Filterlet and filter pruning for Keras 3 models (a small API in the TF-MOT spirit).
+
+Example::
+
+    imp = dtmm.prune.compute_importance(model, train_ds.take(20), method="taylor")
+    masks = dtmm.prune.prune_to_ratios(model, imp, alpha_per_layer={"conv2": 0.5}, beta_per_layer=0.25)
+    res = dtmm.prune.remove_filters(model, masks)        # physically smaller model
+    dtmm.prune.apply_masks(res.model, res.masks); res.model.compile(...); res.model.fit(...)
+    final = dtmm.prune.strip_masks(res.model)            # plain Keras model, masked filterlets == 0
+
+Vocabulary (docs/contract.md, docs/pruning.md): a *filterlet* of a Conv2D with Keras
+kernel ``[kh, kw, C_in, C_out]`` is ``kernel[kh, kw, :, oc]``; masks and importance are
+indexed ``(oc, kh, kw)`` like the FWCS bitmap. Filterlet pruning zeroes filterlets
+(the DTMM_CONV_2D kernel skips them); filter pruning removes output channels, and the
+matching input channels downstream, physically.
+
+Modules:
+
+* ``graph``: ``ChannelGraph`` (which channels must be removed together),
+  ``conv_layers(model)`` -> ``LayerInfo`` per layer (shapes, stride, 1x1, MACs, coupling).
+* ``importance``: ``compute_importance`` (Taylor ``|w * dL/dw|`` or magnitude), per
+  filterlet ``(C_out, kh, kw)`` and per filter ``(C_out,)``; works under tf.distribute.
+* ``select``: ``prune_to_ratios(model, importance, alpha, beta)`` -> ``Masks``.
+* ``masks``: ``LayerMask``/``Masks``, ``apply_masks`` (zero + keep zero through
+  training via a kernel constraint), ``FilterletMasking`` (fit callback, needed with
+  ``use_ema=True``), ``reapply_masks``, ``strip_masks``, ``zero_filterlets``,
+  ``masks_from_weights``.
+* ``surgery``: ``remove_filters(model, masks_or_indices)`` -> ``SurgeryResult``.
+"""
+
+from .graph import ChannelGraph, LayerInfo, UnsupportedModelError, conv_layers, functional_model
+from .importance import Importance, compute_importance
+from .masks import (
+    FilterletMaskConstraint,
+    FilterletMasking,
+    LayerMask,
+    Masks,
+    apply_masks,
+    masked_layers,
+    masks_from_weights,
+    reapply_masks,
+    strip_masks,
+    zero_filterlets,
+)
+from .select import n_pruned, prune_to_ratios
+from .surgery import SurgeryResult, remove_filters
+
+__all__ = [
+    "ChannelGraph",
+    "LayerInfo",
+    "UnsupportedModelError",
+    "conv_layers",
+    "functional_model",
+    "Importance",
+    "compute_importance",
+    "FilterletMaskConstraint",
+    "LayerMask",
+    "Masks",
+    "apply_masks",
+    "masked_layers",
+    "masks_from_weights",
+    "reapply_masks",
+    "FilterletMasking",
+    "strip_masks",
+    "zero_filterlets",
+    "n_pruned",
+    "prune_to_ratios",
+    "SurgeryResult",
+    "remove_filters",
+]

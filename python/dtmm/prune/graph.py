@@ -1,0 +1,365 @@
+"""Channel graph of a Keras functional model, and per-layer descriptions.
+
+Every channel of every tensor gets an integer *channel id*. A ``Conv2D`` creates
+fresh ids for its output channels; layers that act on each channel separately
+(BatchNormalization, ReLU, pooling, DepthwiseConv2D, ...) pass their input ids
+through; ``Add``-like merges *unite* the ids of matching channels of their inputs;
+``Concatenate`` concatenates id lists; ``Flatten`` repeats the ids over the
+spatial positions in NHWC order. Ids united into one equivalence class must be
+removed together, which is what keeps shapes consistent after surgery: the
+parents of an ``Add`` end up sharing one set of classes, hence one kept set.
+
+A class is *frozen* (never removable) when it contains a channel of the model
+input, of a layer we do not understand (its outputs are fresh frozen ids, its
+inputs are frozen), of a ``Dense`` output, or a channel that reaches a model output.
+
+Example::
+
+    g = ChannelGraph(model)
+    g.coupled_groups()          # [['conv_a', 'conv_b'], ['conv_c']] : share filter removal
+    conv_layers(model)[0].macs  # per-layer description for cost models
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+
+__all__ = ["ChannelGraph", "LayerInfo", "conv_layers", "functional_model", "UnsupportedModelError"]
+
+
+class UnsupportedModelError(ValueError):
+    """The model cannot be analysed (subclassed model, shared weighted layer, ...)."""
+
+
+L = keras.layers
+
+# Layers that act on each channel separately and do not change the channel count.
+_PASSTHROUGH = tuple(
+    c
+    for c in (
+        getattr(L, n, None)
+        for n in (
+            "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout2D", "GaussianNoise",
+            "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",
+            "ZeroPadding2D", "Cropping2D", "UpSampling2D", "MaxPooling2D",
+            "AveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling2D",
+        )
+    )
+    if c is not None
+)
+_MERGE = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
+# Activations that mix channels: removing one channel changes the others.
+_MIXING_ACTIVATIONS = {"softmax", "log_softmax"}
+
+
+def _activation_name(layer) -> str | None:
+    act = getattr(layer, "activation", None)
+    if act is None:
+        return None
+    return getattr(act, "__name__", type(act).__name__).lower()
+
+
+def _channels_last(layer) -> bool:
+    return getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
+def functional_model(model):
+    """Return the functional graph behind ``model`` (itself, or a Sequential's inner one)."""
+    if isinstance(model, keras.Sequential):
+        if getattr(model, "_functional", None) is None:
+            raise UnsupportedModelError(
+                "Sequential model has no known input shape; build it with keras.Input first"
+            )
+        return model._functional
+    if not hasattr(model, "_nodes_by_depth") or not hasattr(model, "_run_through_graph"):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is not a functional or Sequential Keras model"
+        )
+    return model
+
+
+class _UnionFind:
+    def __init__(self):
+        self.parent: list[int] = []
+
+    def new(self, n: int) -> np.ndarray:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def find(self, a: int) -> int:
+        p = self.parent
+        root = a
+        while p[root] != root:
+            root = p[root]
+        while p[a] != root:  # path compression
+            p[a], a = root, p[a]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+@dataclasses.dataclass
+class _NodeRecord:
+    layer: object
+    in_ids: list  # one int64 array per input tensor (channel ids of its last axis)
+    out_ids: list  # one int64 array per output tensor
+    kind: str  # "conv", "depthwise", "dense", "bn", "pass", "merge", "concat", "flatten", "opaque"
+    node: object = None  # the Keras Node of this call
+
+
+class ChannelGraph:
+    """Channel-id analysis of a functional/Sequential Keras model (see module docstring).
+
+    Attributes:
+        model: the functional model analysed (a Sequential's inner functional model).
+        records: per-layer ``_NodeRecord`` (input/output channel ids), in topological order.
+        sources: ``{conv_name: ids}`` output channel ids of each removable-kind ``Conv2D``.
+    """
+
+    def __init__(self, model):
+        self.original = model
+        self.model = functional_model(model)
+        self._uf = _UnionFind()
+        self._frozen_ids: list[int] = []
+        self.records: dict[str, _NodeRecord] = {}
+        self.sources: dict[str, np.ndarray] = {}
+        self.opaque_reasons: dict[str, str] = {}
+        self._analyse()
+        self._roots_cache: dict[str, np.ndarray] = {}
+        self._frozen_roots = {self._uf.find(int(i)) for i in self._frozen_ids}
+
+    # ------------------------------------------------------------------ analysis
+    def _freeze(self, ids: np.ndarray) -> None:
+        self._frozen_ids.extend(int(i) for i in ids)
+
+    def _fresh_frozen(self, tensor) -> np.ndarray:
+        c = tensor.shape[-1] if len(tensor.shape) else 1
+        ids = self._uf.new(int(c) if c is not None else 0)
+        self._freeze(ids)
+        return ids
+
+    def _analyse(self) -> None:
+        m = self.model
+        tensor_ids: dict[int, np.ndarray] = {}
+        calls: dict[int, int] = {}
+        for depth in sorted(m._nodes_by_depth, reverse=True):
+            for node in m._nodes_by_depth[depth]:
+                if node.operation is not None and not node.is_input:
+                    calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+        for depth in sorted(m._nodes_by_depth, reverse=True):
+            for node in m._nodes_by_depth[depth]:
+                layer = node.operation
+                if node.is_input:
+                    for t in node.outputs:
+                        tensor_ids[id(t)] = self._fresh_frozen(t)
+                    continue
+                ins = [tensor_ids[id(t)] for t in node.input_tensors]
+                if calls[id(layer)] > 1 and layer.weights:
+                    raise UnsupportedModelError(
+                        f"layer {layer.name!r} with weights is called more than once; "
+                        "shared weighted layers are not supported"
+                    )
+                # Weightless layers may be called several times: each call is analysed on
+                # its own, and the record keeps the last call (only weighted ones matter).
+                kind, outs = self._visit(layer, node, ins)
+                self.records[layer.name] = _NodeRecord(layer, ins, outs, kind, node)
+                for t, ids in zip(node.outputs, outs):
+                    tensor_ids[id(t)] = ids
+        for t in m.outputs:
+            self._freeze(tensor_ids[id(t)])
+
+    def _opaque(self, layer, node, ins, reason):
+        for ids in ins:
+            self._freeze(ids)
+        self.opaque_reasons.setdefault(layer.name, reason)
+        return "opaque", [self._fresh_frozen(t) for t in node.outputs]
+
+    def _visit(self, layer, node, ins):
+        single = len(ins) == 1 and len(node.outputs) == 1
+        rank = len(node.outputs[0].shape) if node.outputs else 0
+        if isinstance(layer, L.Conv2D) and type(layer).__name__ not in ("Conv2DTranspose",):
+            if not single or not _channels_last(layer) or getattr(layer, "groups", 1) != 1:
+                return self._opaque(layer, node, ins, "grouped or channels_first Conv2D")
+            out = self._uf.new(layer.filters)
+            if _activation_name(layer) in _MIXING_ACTIVATIONS:
+                self._freeze(out)
+            self.sources[layer.name] = out
+            return "conv", [out]
+        if isinstance(layer, L.DepthwiseConv2D):
+            if not single or not _channels_last(layer):
+                return self._opaque(layer, node, ins, "channels_first DepthwiseConv2D")
+            out = np.repeat(ins[0], layer.depth_multiplier)
+            if _activation_name(layer) in _MIXING_ACTIVATIONS:
+                self._freeze(out)
+            return "depthwise", [out]
+        if isinstance(layer, L.Dense):
+            if not single:
+                return self._opaque(layer, node, ins, "Dense with several inputs")
+            return "dense", [self._fresh_frozen(node.outputs[0])]
+        if isinstance(layer, L.BatchNormalization):
+            axis = layer.axis if isinstance(layer.axis, int) else None
+            if not single or axis not in (-1, rank - 1):
+                return self._opaque(layer, node, ins, "BatchNormalization not on the last axis")
+            return "bn", [ins[0]]
+        if isinstance(layer, L.Activation):
+            if not single or _activation_name(layer) in _MIXING_ACTIVATIONS:
+                return self._opaque(layer, node, ins, "channel-mixing activation")
+            return "pass", [ins[0]]
+        if isinstance(layer, _PASSTHROUGH):
+            if not single or not _channels_last(layer):
+                return self._opaque(layer, node, ins, "channels_first layer")
+            return "pass", [ins[0]]
+        if isinstance(layer, _MERGE):
+            if len(node.outputs) != 1 or len({len(i) for i in ins}) != 1 or len(ins[0]) == 0:
+                return self._opaque(layer, node, ins, "merge with broadcasting over channels")
+            for other in ins[1:]:
+                for a, b in zip(ins[0], other):
+                    self._uf.union(int(a), int(b))
+            return "merge", [ins[0].copy()]
+        if isinstance(layer, L.Concatenate):
+            if len(node.outputs) != 1 or layer.axis not in (-1, rank - 1):
+                return self._opaque(layer, node, ins, "Concatenate not on the channel axis")
+            return "concat", [np.concatenate(ins)]
+        if isinstance(layer, L.Flatten):
+            shape = node.input_tensors[0].shape
+            if not single or not _channels_last(layer) or any(d is None for d in shape[1:]):
+                return self._opaque(layer, node, ins, "Flatten of a channels_first/dynamic tensor")
+            spatial = int(np.prod(shape[1:-1], dtype=np.int64)) if len(shape) > 2 else 1
+            return "flatten", [np.tile(ins[0], spatial)]  # NHWC: channel index varies fastest
+        return self._opaque(layer, node, ins, f"unsupported layer type {type(layer).__name__}")
+
+    # ------------------------------------------------------------------ queries
+    def roots(self, ids: np.ndarray) -> np.ndarray:
+        """Equivalence-class representative of each channel id."""
+        return np.array([self._uf.find(int(i)) for i in ids], dtype=np.int64)
+
+    def source_roots(self, name: str) -> np.ndarray:
+        """Class of every output channel of Conv2D ``name``."""
+        if name not in self._roots_cache:
+            self._roots_cache[name] = self.roots(self.sources[name])
+        return self._roots_cache[name]
+
+    def is_frozen_root(self, root: int) -> bool:
+        return int(root) in self._frozen_roots
+
+    def removable(self, name: str) -> np.ndarray:
+        """Bool (C_out,): output channels of Conv2D ``name`` that surgery may remove."""
+        return np.array([not self.is_frozen_root(r) for r in self.source_roots(name)], dtype=bool)
+
+    def coupled_groups(self) -> list[list[str]]:
+        """Conv2D layers whose output channels are tied (through Add-like merges, in layer
+        order). Each Conv2D appears in exactly one group; uncoupled layers are singletons."""
+        names = list(self.sources)
+        owner: dict[int, int] = {}
+        uf = _UnionFind()
+        uf.new(len(names))
+        for i, n in enumerate(names):
+            for r in set(self.source_roots(n).tolist()):
+                if r in owner:
+                    uf.union(owner[r], i)
+                else:
+                    owner[r] = i
+        groups: dict[int, list[str]] = {}
+        for i, n in enumerate(names):
+            groups.setdefault(uf.find(i), []).append(n)
+        return list(groups.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    """Description of one weighted layer, for cost models and schedulers.
+
+    ``in_hw``/``out_hw`` are the spatial sizes (H, W) of the layer's input/output.
+    ``macs`` = out_H * out_W * kh * kw * C_in * C_out for Conv2D (per image),
+    out_H * out_W * kh * kw * C_out for DepthwiseConv2D, C_in * C_out for Dense.
+    ``coupled_with`` lists the other Conv2D layers whose filters are removed together
+    with this one's (parents of an Add); ``group`` indexes ``ChannelGraph.coupled_groups()``.
+    ``removable_filters`` is how many output channels surgery may remove (0 when the
+    output reaches a model output or an unsupported layer).
+    """
+
+    name: str
+    type: str
+    kh: int
+    kw: int
+    c_in: int
+    c_out: int
+    in_hw: tuple
+    out_hw: tuple
+    strides: tuple
+    dilation: tuple
+    padding: str
+    is_1x1: bool
+    filterlet_prunable: bool
+    removable_filters: int
+    coupled_with: tuple
+    group: int
+    macs: int
+
+
+def _hw(shape) -> tuple:
+    return tuple(int(d) if d is not None else -1 for d in shape[1:-1])
+
+
+def conv_layers(model, *, include_non_prunable: bool = False, graph: ChannelGraph | None = None):
+    """Describe every Conv2D (filterlet-prunable, groups=1) of ``model`` as a ``LayerInfo``.
+
+    With ``include_non_prunable=True`` DepthwiseConv2D, Dense and grouped Conv2D layers are
+    listed too, with ``filterlet_prunable=False``. Order: topological (graph) order.
+    """
+    g = graph or ChannelGraph(model)
+    groups = g.coupled_groups()
+    group_of = {n: gi for gi, grp in enumerate(groups) for n in grp}
+    out = []
+    for name, rec in g.records.items():
+        layer = rec.layer
+        is_conv = isinstance(layer, L.Conv2D) and rec.kind == "conv"
+        if not is_conv and not include_non_prunable:
+            continue
+        if not isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.Dense)):
+            continue
+        node = rec.node
+        ishape, oshape = node.input_tensors[0].shape, node.outputs[0].shape
+        c_in, c_out = int(ishape[-1]), int(oshape[-1])
+        if isinstance(layer, L.Dense):
+            kh = kw = 1
+            strides = dilation = (1, 1)
+            padding = "valid"
+            macs = c_in * c_out * int(np.prod([d for d in oshape[1:-1] if d], dtype=np.int64))
+        else:
+            kh, kw = (int(k) for k in layer.kernel_size)
+            strides = tuple(int(s) for s in layer.strides)
+            dilation = tuple(int(d) for d in layer.dilation_rate)
+            padding = layer.padding
+            hw = int(np.prod([d for d in oshape[1:-1] if d], dtype=np.int64))
+            macs = hw * kh * kw * c_out * (c_in if is_conv else 1)
+        grp = group_of.get(name, -1)
+        out.append(
+            LayerInfo(
+                name=name,
+                type=type(layer).__name__,
+                kh=kh,
+                kw=kw,
+                c_in=c_in,
+                c_out=c_out,
+                in_hw=_hw(ishape),
+                out_hw=_hw(oshape),
+                strides=strides,
+                dilation=dilation,
+                padding=padding,
+                is_1x1=(kh == 1 and kw == 1),
+                filterlet_prunable=is_conv,
+                removable_filters=int(g.removable(name).sum()) if is_conv else 0,
+                coupled_with=tuple(n for n in groups[grp] if n != name) if grp >= 0 else (),
+                group=grp,
+                macs=int(macs),
+            )
+        )
+    return out

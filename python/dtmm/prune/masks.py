@@ -1,0 +1,251 @@
+"""Filterlet masks and masked fine-tuning.
+
+A ``LayerMask`` for a Conv2D with kernel ``[kh, kw, C_in, C_out]`` holds
+
+* ``filterlets``: bool ``(C_out, kh, kw)``, True = kept. Same ``(oc, kh, kw)`` order as
+  the FWCS bitmap of docs/contract.md.
+* ``filters``: bool ``(C_out,)``, True = kept; False marks a filter that
+  ``dtmm.prune.surgery.remove_filters`` will physically remove. A removed filter has
+  all its filterlets False too.
+
+``apply_masks`` zeroes the masked filterlets and installs a ``FilterletMaskConstraint``
+on the kernel variable. Keras' optimizers apply variable constraints right after every
+update (``BaseOptimizer.apply``), so whatever Adam's momentum or (decoupled) weight
+decay do, the pruned weights are exactly 0 after every step, under ``tf.distribute``
+too. An optimizer with ``use_ema=True`` overwrites the weights with their moving
+averages at the end of ``fit`` (after the last constraint): pass the
+``FilterletMasking()`` callback, or rely on ``strip_masks``, which returns a plain clone
+with the masks applied one last time.
+
+Exact zeros survive conversion: BatchNorm folding multiplies each output channel by
+a scale (0 * s = 0) and int8 per-channel symmetric quantization maps 0 to 0. Bias /
+BN shift are not masked; a fully pruned filter outputs its constant bias.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+
+__all__ = [
+    "LayerMask",
+    "Masks",
+    "FilterletMaskConstraint",
+    "apply_masks",
+    "strip_masks",
+    "zero_filterlets",
+    "masks_from_weights",
+    "masked_layers",
+    "reapply_masks",
+    "FilterletMasking",
+]
+
+
+@dataclasses.dataclass
+class LayerMask:
+    """Mask of one Conv2D. See the module docstring."""
+
+    filterlets: np.ndarray
+    filters: np.ndarray
+
+    def __post_init__(self):
+        self.filterlets = np.asarray(self.filterlets, dtype=bool)
+        if self.filterlets.ndim != 3:
+            raise ValueError(f"filterlet mask must be (C_out, kh, kw), got {self.filterlets.shape}")
+        if self.filters is None:
+            self.filters = np.ones(self.filterlets.shape[0], dtype=bool)
+        self.filters = np.asarray(self.filters, dtype=bool)
+        if self.filters.shape != (self.filterlets.shape[0],):
+            raise ValueError(
+                f"filter mask shape {self.filters.shape} does not match C_out "
+                f"{self.filterlets.shape[0]}"
+            )
+        # A removed filter has no kept filterlet.
+        self.filterlets = self.filterlets & self.filters[:, None, None]
+
+    @classmethod
+    def dense(cls, c_out: int, kh: int, kw: int) -> "LayerMask":
+        return cls(np.ones((c_out, kh, kw), bool), np.ones(c_out, bool))
+
+    @property
+    def shape(self) -> tuple:
+        """(C_out, kh, kw)."""
+        return self.filterlets.shape
+
+    def kernel_mask(self, c_in: int, dtype=np.float32) -> np.ndarray:
+        """The mask broadcast to a Keras kernel ``[kh, kw, C_in, C_out]``."""
+        m = np.transpose(self.filterlets, (1, 2, 0))[:, :, None, :].astype(dtype)
+        return np.broadcast_to(m, m.shape[:2] + (c_in,) + m.shape[3:]).copy()
+
+    @property
+    def filterlet_sparsity(self) -> float:
+        """Fraction of pruned filterlets among the kept filters (the ``alpha`` realised)."""
+        kept = self.filterlets[self.filters]
+        return float(1.0 - kept.mean()) if kept.size else 0.0
+
+    @property
+    def filter_sparsity(self) -> float:
+        """Fraction of removed filters (the ``beta`` realised)."""
+        return float(1.0 - self.filters.mean())
+
+
+class Masks(dict):
+    """``{conv layer name: LayerMask}``."""
+
+    def save(self, path) -> None:
+        """Write to an ``.npz`` file (``<name>/filterlets``, ``<name>/filters``)."""
+        arrays = {}
+        for name, m in self.items():
+            arrays[f"{name}/filterlets"] = m.filterlets
+            arrays[f"{name}/filters"] = m.filters
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path) -> "Masks":
+        out = cls()
+        with np.load(path) as z:
+            for key in z.files:
+                name, _, part = key.rpartition("/")
+                if part == "filterlets":
+                    out[name] = LayerMask(z[key], z[f"{name}/filters"])
+        return out
+
+    def summary(self) -> str:
+        lines = [f"{'layer':32s} {'C_out':>6s} {'K':>3s} {'filters removed':>16s} {'filterlets pruned':>18s}"]
+        for name, m in self.items():
+            c, kh, kw = m.shape
+            lines.append(
+                f"{name:32s} {c:6d} {kh * kw:3d} {int((~m.filters).sum()):8d} ({m.filter_sparsity:5.1%})"
+                f" {int((~m.filterlets[m.filters]).sum()):9d} ({m.filterlet_sparsity:5.1%})"
+            )
+        return "\n".join(lines)
+
+
+class FilterletMaskConstraint(keras.constraints.Constraint):
+    """Kernel constraint ``w -> inner(w) * mask``; ``mask`` has the kernel's shape."""
+
+    def __init__(self, mask, inner=None):
+        self.mask = np.asarray(mask, dtype=np.float32)
+        self.inner = inner
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        return w * keras.ops.cast(self.mask, w.dtype)
+
+    def get_config(self):
+        return {"mask": self.mask.tolist(), "inner": keras.constraints.serialize(self.inner) if self.inner else None}
+
+
+def _conv(model, name):
+    layer = model.get_layer(name)
+    if not isinstance(layer, keras.layers.Conv2D) or getattr(layer, "groups", 1) != 1:
+        raise ValueError(f"layer {name!r} ({type(layer).__name__}) is not a filterlet-prunable Conv2D")
+    if not layer.built:
+        raise ValueError(f"layer {name!r} is not built")
+    return layer
+
+
+def apply_masks(model, masks: dict, *, constrain: bool = True):
+    """Zero the masked filterlets of ``model`` in place and keep them zero while training.
+
+    Args:
+        model: a built Keras model (may live in a ``tf.distribute`` strategy scope).
+        masks: ``{conv name: LayerMask}`` (e.g. from ``prune_to_ratios``).
+        constrain: install ``FilterletMaskConstraint`` on the kernels (replacing an
+            earlier mask constraint, chaining any other constraint). A train step
+            already traced by ``fit`` is dropped so the next ``fit`` applies them; a
+            custom ``tf.function`` training loop must be re-traced after this call.
+
+    Returns:
+        ``model``.
+    """
+    for name, m in masks.items():
+        layer = _conv(model, name)
+        kh, kw, c_in, c_out = (int(d) for d in layer.kernel.shape)
+        if m.shape != (c_out, kh, kw):
+            raise ValueError(f"mask for {name!r} has shape {m.shape}, layer needs {(c_out, kh, kw)}")
+        km = m.kernel_mask(c_in)
+        var = layer.kernel
+        var.assign(keras.ops.convert_to_tensor(var.numpy() * km, dtype=var.dtype))
+        if constrain:
+            inner = var.constraint
+            if isinstance(inner, FilterletMaskConstraint):
+                inner = inner.inner
+            var.constraint = FilterletMaskConstraint(km, inner)
+    if constrain and getattr(model, "train_function", None) is not None:
+        # fit() traces its train step once; drop it so the next fit sees the constraints.
+        model.train_function = None
+    return model
+
+
+def reapply_masks(model) -> int:
+    """Zero the masked filterlets again (``w *= mask`` for every installed mask); returns
+    the number of masked layers. For custom loops that write kernels outside an optimizer."""
+    n = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and layer.built:
+            c = layer.kernel.constraint
+            if isinstance(c, FilterletMaskConstraint):
+                layer.kernel.assign(keras.ops.convert_to_tensor(layer.kernel.numpy() * c.mask, layer.kernel.dtype))
+                n += 1
+    return n
+
+
+class FilterletMasking(keras.callbacks.Callback):
+    """``fit`` callback for masks installed by ``apply_masks``: checks they are there when
+    training starts and re-applies them when it ends, after an optimizer with
+    ``use_ema=True`` has overwritten the weights with their (unmasked) moving averages."""
+
+    def on_train_begin(self, logs=None):
+        if not masked_layers(self.model):
+            raise ValueError("FilterletMasking: no masks installed; call dtmm.prune.apply_masks first")
+
+    def on_train_end(self, logs=None):
+        reapply_masks(self.model)
+
+
+def masked_layers(model) -> Masks:
+    """The masks currently installed on ``model`` by ``apply_masks``."""
+    out = Masks()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and layer.built:
+            c = layer.kernel.constraint
+            if isinstance(c, FilterletMaskConstraint):
+                fl = np.transpose(c.mask[:, :, 0, :] != 0, (2, 0, 1))
+                out[layer.name] = LayerMask(fl, None)
+    return out
+
+
+def strip_masks(model):
+    """Return a plain Keras clone of ``model`` (no mask constraints) with the masked
+    filterlets zeroed. ``model`` itself is left unchanged."""
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and layer.built:
+            c = layer.kernel.constraint
+            if isinstance(c, FilterletMaskConstraint):
+                var = clone.get_layer(layer.name).kernel
+                var.assign(var.numpy() * c.mask)
+    return clone
+
+
+def zero_filterlets(kernel) -> np.ndarray:
+    """Bool ``(C_out, kh, kw)``: True where the filterlet of a Keras kernel
+    ``[kh, kw, C_in, C_out]`` is all zero."""
+    k = np.asarray(kernel)
+    return np.transpose(np.all(k == 0, axis=2), (2, 0, 1))
+
+
+def masks_from_weights(model) -> Masks:
+    """Masks describing the all-zero filterlets of every filterlet-prunable Conv2D
+    (``filters`` all True: zero filters are not marked for removal)."""
+    out = Masks()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and getattr(layer, "groups", 1) == 1 and layer.built:
+            out[layer.name] = LayerMask(~zero_filterlets(layer.kernel.numpy()), None)
+    return out

@@ -1,0 +1,174 @@
+"""Physical filter removal: a smaller plain Keras functional model with copied weights.
+
+Removing output channel ``oc`` of a Conv2D removes its channel class
+(``ChannelGraph``): the matching channels of every tensor in the class disappear, and
+every consumer drops the matching input slice -- Conv2D input channels, BatchNorm
+parameters, DepthwiseConv2D channels (which then propagate further), Dense rows after
+Flatten (one row per spatial position, NHWC order) or after global pooling, and the
+other parents of an Add (they are in the same class). Concatenate shifts nothing
+explicitly: channel ids carry their offsets.
+
+Which classes go (``rule``), given per-layer removed filters:
+
+* ``"union"``: a class is removed if any of its Conv2D member channels is marked.
+* ``"intersection"``: only if all its Conv2D member channels are marked.
+* ``"strict"``: members must agree, else ``ValueError``.
+
+``prune_to_ratios`` always produces masks on which the three agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from .graph import ChannelGraph
+from .masks import LayerMask, Masks
+
+__all__ = ["remove_filters", "SurgeryResult"]
+
+
+@dataclasses.dataclass
+class SurgeryResult:
+    """``model``: the smaller functional model (same layer names);
+    ``masks``: the input's filterlet masks restricted to the kept filters (all
+    ``filters`` True), ready for ``apply_masks(model, masks)``;
+    ``kept``: ``{layer name: kept output channel indices}`` for every Conv2D and
+    DepthwiseConv2D (indices into the original layer's outputs)."""
+
+    model: object
+    masks: Masks
+    kept: dict
+
+
+def _removed_sets(spec) -> tuple[dict, Masks | None]:
+    if isinstance(spec, dict) and spec and all(isinstance(v, LayerMask) for v in spec.values()):
+        return {n: np.flatnonzero(~m.filters) for n, m in spec.items()}, Masks(spec)
+    return {n: np.unique(np.asarray(list(v), dtype=np.int64)) for n, v in (spec or {}).items()}, None
+
+
+def remove_filters(model, removed, *, rule: str = "union", graph: ChannelGraph | None = None) -> SurgeryResult:
+    """Physically remove Conv2D filters and everything downstream that depends on them.
+
+    Args:
+        model: functional or Sequential Keras model (not modified).
+        removed: ``Masks`` (filters with ``filters == False`` are removed) or
+            ``{conv name: iterable of output channel indices}``.
+        rule: "union", "intersection" or "strict" (module docstring).
+        graph: ``ChannelGraph(model)`` if already built.
+
+    Returns:
+        ``SurgeryResult(model, masks, kept)``.
+
+    Raises:
+        ValueError: unknown layer, index out of range, a channel that cannot be
+            removed (it reaches a model output or an unsupported layer), a layer
+            that would lose all its channels, or members disagreeing under "strict".
+    """
+    if rule not in ("union", "intersection", "strict"):
+        raise ValueError(f"unknown rule {rule!r}")
+    g = graph or ChannelGraph(model)
+    rem, in_masks = _removed_sets(removed)
+
+    marked: dict[int, set] = {}  # class -> marked (layer, oc)
+    for name, idx in rem.items():
+        if name not in g.sources:
+            raise ValueError(f"{name!r} is not a Conv2D whose filters can be removed")
+        roots = g.source_roots(name)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(roots)):
+            raise ValueError(f"filter index out of range for {name!r} (C_out={len(roots)})")
+        for oc in idx.tolist():
+            r = int(roots[oc])
+            if g.is_frozen_root(r):
+                raise ValueError(
+                    f"filter {oc} of {name!r} cannot be removed: its channel reaches a model "
+                    "output, the model input or an unsupported layer"
+                )
+            marked.setdefault(r, set()).add((name, oc))
+
+    members: dict[int, set] = {}
+    for name in g.sources:
+        for oc, r in enumerate(g.source_roots(name).tolist()):
+            if r in marked:
+                members.setdefault(r, set()).add((name, oc))
+    removed_roots = set()
+    for r, mk in marked.items():
+        complete = mk == members[r]
+        if rule == "strict" and not complete:
+            missing = sorted(members[r] - mk)
+            raise ValueError(f"coupled filters disagree: {sorted(mk)} removed but {missing} kept")
+        if rule == "union" or complete:
+            removed_roots.add(r)
+
+    def keep_of(ids):
+        return np.array([g._uf.find(int(i)) not in removed_roots for i in ids], dtype=bool)
+
+    kept, keep_in, keep_out = {}, {}, {}
+    for name, rec in g.records.items():
+        if rec.kind in ("conv", "depthwise", "dense", "bn"):
+            keep_in[name] = keep_of(rec.in_ids[0])
+            keep_out[name] = keep_of(rec.out_ids[0])
+            if rec.kind in ("conv", "depthwise", "bn") and not keep_out[name].any():
+                raise ValueError(f"layer {name!r} would lose all its channels")
+            if rec.kind in ("conv", "depthwise"):
+                kept[name] = np.flatnonzero(keep_out[name])
+
+    new_model = _rebuild(g, keep_in, keep_out)
+
+    out_masks = Masks()
+    for name, m in (in_masks or {}).items():
+        k = keep_out[name]
+        out_masks[name] = LayerMask(m.filterlets[k], np.ones(int(k.sum()), bool))
+    return SurgeryResult(new_model, out_masks, kept)
+
+
+def _slice(layer, kind, var_name, w, kin, kout):
+    if kind == "conv":
+        if var_name == "kernel":
+            return w[:, :, kin][..., kout]
+        return w[kout]  # bias
+    if kind == "depthwise":
+        if var_name == "kernel" or w.ndim == 4:
+            return w[:, :, kin, :]
+        return w.reshape(len(kin), -1)[kin].reshape(-1)  # bias, channel c * m + j
+    if kind == "dense":
+        if w.ndim == 2:
+            return w[kin]
+        return w
+    if kind == "bn":
+        return w[kin]
+    return w
+
+
+def _rebuild(g: ChannelGraph, keep_in, keep_out):
+    fm = g.model
+    new_layers = {}
+    for name, rec in g.records.items():
+        layer = rec.layer
+        cfg = layer.get_config()
+        if rec.kind == "conv":
+            cfg["filters"] = int(keep_out[name].sum())
+        new_layers[id(layer)] = type(layer).from_config(cfg)
+
+    inputs = []
+    for t in fm.inputs:
+        hist = t._keras_history
+        inputs.append(keras.Input(batch_shape=t.shape, dtype=t.dtype, name=hist.operation.name))
+    outputs = fm._run_through_graph(inputs if len(inputs) > 1 else inputs[0:1],
+                                    operation_fn=lambda op: new_layers[id(op)])
+    new_model = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=g.original.name)
+
+    for name, rec in g.records.items():
+        old, new = rec.layer, new_layers[id(rec.layer)]
+        if not old.weights:
+            continue
+        if len(old.weights) != len(new.weights):
+            raise RuntimeError(f"rebuilt layer {name!r} has different variables")
+        for ov, nv in zip(old.weights, new.weights):
+            w = _slice(old, rec.kind, ov.name, ov.numpy(), keep_in.get(name), keep_out.get(name))
+            if tuple(w.shape) != tuple(nv.shape):
+                raise RuntimeError(f"{name}/{ov.name}: sliced {w.shape} but layer needs {tuple(nv.shape)}")
+            nv.assign(w)
+    return new_model

@@ -1,0 +1,518 @@
+"""Cost models the scheduler optimizes against: flash bytes of the DTMM .tflite,
+peak SRAM (TFLM arena) and latency, each as a function of the per-layer filterlet
+ratio alpha and per-group filter ratio beta.
+
+    g = graph.analyze(int8_bytes)
+    flash = FlashModel(g, dtmm_dense_bytes=len(convert_model(int8_bytes)[0]))
+    sram = SramModel(g)
+    lat = LatencyModel(g)
+    cfg = Config.dense(g)                 # alpha = beta = 0 everywhere
+    flash(cfg), sram(cfg), lat(cfg)
+
+Pruned counts are rounded the way the pruner rounds them (`kept_filters`,
+`kept_filterlets`), so the models see exactly the shapes the pruned model will have.
+docs/scheduler.md lists what each model counts and how close it is to the real
+thing.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dtmm.errors import DtmmError
+from dtmm.schedule.graph import DTMM_CUSTOM_CODE, Graph
+
+ALIGN = 16  # MicroArenaBufferAlignment() and the flatbuffer buffer alignment
+
+
+def align_up(n: int, a: int = ALIGN) -> int:
+    return (int(n) + a - 1) // a * a
+
+
+def n_pruned(ratio: float, n: int) -> int:
+    """floor(ratio * n + 0.5), as dtmm.prune.select.n_pruned rounds."""
+    return int(math.floor(ratio * n + 0.5 + 1e-9))
+
+
+def kept_filters(c_out: int, beta: float) -> int:
+    """Filters left after removing n_pruned(beta, C_out); at least one stays."""
+    return max(1, c_out - n_pruned(beta, c_out))
+
+
+def kept_filterlets(c_out_kept: int, k: int, alpha: float) -> int:
+    """Filterlets left among the kept filters after pruning n_pruned(alpha, n)."""
+    n = c_out_kept * k
+    return n - n_pruned(alpha, n)
+
+
+@dataclass
+class Config:
+    """alpha per conv (filterlet ratio within kept filters), beta per group."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+
+    @classmethod
+    def dense(cls, g: Graph) -> "Config":
+        return cls(np.zeros(len(g.convs)), np.zeros(len(g.groups)))
+
+    def copy(self) -> "Config":
+        return Config(self.alpha.copy(), self.beta.copy())
+
+    def key(self):
+        return (tuple(np.round(self.alpha, 6)), tuple(np.round(self.beta, 6)))
+
+
+def layer_shapes(g: Graph, cfg: Config):
+    """Per conv: (c_out', c_in', n_kept) under cfg."""
+    out = []
+    for c in g.convs:
+        co = kept_filters(c.c_out, cfg.beta[c.group])
+        if c.in_from is not None:
+            src = g.groups[g.convs[c.in_from].group]
+            ci = kept_filters(src.c_out, cfg.beta[src.index]) * c.c_in // src.c_out
+        else:
+            ci = c.c_in
+        out.append((co, ci, kept_filterlets(co, c.k, cfg.alpha[c.index])))
+    return out
+
+
+def group_scale(g: Graph, cfg: Config) -> np.ndarray:
+    """Fraction of channels each group keeps."""
+    return np.array([kept_filters(gr.c_out, cfg.beta[gr.index]) / gr.c_out
+                     for gr in g.groups])
+
+
+# --------------------------------------------------------------------------------
+# Flash
+
+
+def _r4(n):
+    return (n + 3) // 4 * 4
+
+
+def _tensor_cost(name_len, rank, data_bytes, n_scales):
+    """Flatbuffer bytes of one tensor (+ its buffer): the converter's own estimate
+    (dtmm.convert._tensor_cost), vectorized over numpy arrays."""
+    cost = 4 + 36 + (4 + 4 * rank) + _r4(4 + name_len + 1)
+    cost = cost + (n_scales > 0) * (24 + (4 + 4 * n_scales) + (8 + 8 * n_scales))
+    if data_bytes is not None:
+        cost = cost + 4 + 16 + 4 + _r4(data_bytes)
+    return cost
+
+
+def _op_cost(n_inputs, options_bytes):
+    return 4 + 32 + 2 * 4 + 4 * (n_inputs + 1) + options_bytes
+
+
+def _options_len() -> int:
+    from flatbuffers import flexbuffers
+    return len(bytes(flexbuffers.Dumps(
+        {"version": 1, "kh": 3, "kw": 3, "sh": 1, "sw": 1, "dh": 1, "dw": 1,
+         "padding": 0, "in_zp": -128, "act_min": -128, "act_max": 127})))
+
+
+@dataclass
+class FlashModel:
+    """Bytes of the DTMM .tflite that `dtmm.convert.convert_model` writes.
+
+    Per conv, from (C_out', K, C_in', n_kept): the dense CONV_2D form (int8 filter
+    C_out' K C_in' + per-channel scale/zero point, int32 bias with its own
+    quantization) or the DTMM_CONV_2D form (FWCS values n_kept C_in' + bitmap
+    ceil(C_out' K / 8) + folded bias, multiplier, shift at 4 B per channel, three
+    more tensors and the op's options), whichever is smaller, as the converter
+    decides; tensor/buffer/op overheads as the converter estimates them.
+    Non-conv constants with a channel axis from a pruned group (dense rows after a
+    flatten or GAP, depthwise weights) scale with the group. The rest (graph,
+    names, other constants, flatbuffer header) is the constant `base`: the dense
+    int8 file minus the modeled dense convs.
+    """
+
+    graph: Graph
+    always: bool = False       # convert_model(always=True): every conv as DTMM
+    base: float = field(init=False, default=0.0)
+
+    def __post_init__(self):
+        g = self.graph
+        self._opt = _options_len()
+        self._fname = np.array([len(c.name) for c in g.convs])
+        self._bname = np.array([len(c.name) + 5 for c in g.convs])
+        self._k = np.array([c.k for c in g.convs])
+        dense = Config.dense(g)
+        co, ci, nk = (np.array(v) for v in zip(*layer_shapes(g, dense)))
+        int8_dense = self._dense_form(co, ci)
+        self.base = g.size - float(int8_dense.sum()) - \
+            sum(gr.scaled_const_bytes for gr in g.groups)
+
+    def _dense_form(self, co, ci):
+        return (_op_cost(3, 28) + _tensor_cost(self._fname, 4, co * self._k * ci, co)
+                + _tensor_cost(self._bname, 1, 4 * co, co))
+
+    def _dtmm_form(self, co, ci, nk):
+        name = self._fname + 14
+        return (_op_cost(6, self._opt + 8) + _tensor_cost(name, 2, nk * ci, 0)
+                + _tensor_cost(name, 1, (co * self._k + 7) // 8, 0)
+                + 3 * _tensor_cost(name, 1, 4 * co, 0))
+
+    def conv_bytes(self, co, ci, nk):
+        """(bytes per conv, rewritten as DTMM?) for arrays over all convs."""
+        co, ci, nk = (np.asarray(v) for v in (co, ci, nk))
+        dense = self._dense_form(co, ci)
+        dtmm = self._dtmm_form(co, ci, nk)
+        use = np.ones(len(co), bool) if self.always else dtmm < dense
+        return np.where(use, dtmm, dense), use
+
+    def __call__(self, cfg: Config) -> float:
+        g = self.graph
+        co, ci, nk = (np.array(v) for v in zip(*layer_shapes(g, cfg)))
+        per, _ = self.conv_bytes(co, ci, nk)
+        scale = group_scale(g, cfg)
+        return self.base + float(per.sum()) + float(
+            sum(gr.scaled_const_bytes * scale[gr.index] for gr in g.groups))
+
+    def rewritten(self, cfg: Config) -> np.ndarray:
+        co, ci, nk = (np.array(v) for v in zip(*layer_shapes(self.graph, cfg)))
+        return self.conv_bytes(co, ci, nk)[1]
+
+    def per_layer(self, cfg: Config) -> list:
+        co, ci, nk = (np.array(v) for v in zip(*layer_shapes(self.graph, cfg)))
+        return [float(v) for v in self.conv_bytes(co, ci, nk)[0]]
+
+
+# --------------------------------------------------------------------------------
+# SRAM: TFLM's GreedyMemoryPlanner, replayed
+
+
+def greedy_plan(sizes, first, last):
+    """Offsets and peak bytes of TFLM's GreedyMemoryPlanner (online buffers only).
+
+    Same order as TFLM: buffers are listed in reverse id order, then stably sorted
+    by decreasing size; each goes into the first gap, in offset order among the
+    buffers alive at the same time, that fits it."""
+    n = len(sizes)
+    if n == 0:
+        return [], 0
+    order = sorted(range(n - 1, -1, -1), key=lambda i: -sizes[i])
+    offsets = [0] * n
+    placed = []  # ids sorted by offset (stable: a new one goes after equal offsets)
+    for bid in order:
+        size, f, l = sizes[bid], first[bid], last[bid]
+        cand = 0
+        for other in placed:
+            if first[other] > l or f > last[other]:
+                continue
+            if offsets[other] - cand >= size:
+                break
+            cand = max(cand, offsets[other] + sizes[other])
+        offsets[bid] = cand
+        pos = len(placed)
+        for j, other in enumerate(placed):
+            if offsets[other] > cand:
+                pos = j
+                break
+        placed.insert(pos, bid)
+    return offsets, max(offsets[i] + sizes[i] for i in range(n))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Sizes of TFLM's persistent structures on one ABI (see docs/scheduler.md)."""
+
+    name: str
+    eval_tensor: int          # TfLiteEvalTensor
+    node_and_registration: int
+    tflite_tensor: int        # persistent TfLiteTensor for model inputs / outputs
+    quant: int                # its quantization params (aligned)
+    fixed: int                # allocator objects, subgraph tables, planner object
+    op_data: dict             # per op kind: bytes of its OpData (aligned)
+    builtin_data: int         # builtin options struct per builtin op
+
+
+CORTEX_M = Target("cortex-m (32-bit)", 12, 40, 48, 32, 272,
+                  {"CONV_2D": 80, "DEPTHWISE_CONV_2D": 80, "FULLY_CONNECTED": 48,
+                   DTMM_CUSTOM_CODE: 16, "_default": 48}, 16)
+HOST_64 = Target("x86-64 (tflite-micro wheel)", 24, 64, 64, 32, 704,
+                 {"CONV_2D": 96, "DEPTHWISE_CONV_2D": 96, "FULLY_CONNECTED": 64,
+                  DTMM_CUSTOM_CODE: 32, "_default": 64}, 16)
+
+
+@dataclass
+class SramModel:
+    """Peak TFLM arena bytes = planned non-persistent head (exact replay of the
+    planner over tensor lifetimes and scratch requests) + persistent tail
+    (structure sizes of `target`; the conv ops' per-channel multiplier/shift arrays,
+    8 * C_out each, which DTMM_CONV_2D keeps in flash instead).
+
+    `dtmm_scratch(conv, c_out, c_in, k)` returns extra per-conv scratch bytes."""
+
+    graph: Graph
+    target: Target = CORTEX_M
+    dtmm_scratch: object = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def lifetimes(self):
+        g = self.graph
+        n_t = len(g.tensors)
+        first = [-1] * n_t
+        last = [-1] * n_t
+        for t in g.inputs:
+            first[t] = 0 if first[t] == -1 else first[t]
+            last[t] = 0
+        scratch_times = []
+        for i, op in enumerate(g.ops):
+            count = i + 1
+            for t in op.outputs:
+                if first[t] == -1:
+                    first[t] = count
+            for t in op.inputs:
+                if t >= 0:
+                    last[t] = count
+            for t in op.outputs:
+                last[t] = count
+        count = len(g.ops)
+        for t in g.outputs:
+            if first[t] == -1:
+                first[t] = count
+            last[t] = count
+        for op_index, _ in g.scratch:
+            scratch_times.append(op_index + 1)
+        return first, last, scratch_times
+
+    def head(self, cfg: Config | None = None, dtmm: bool = False) -> int:
+        g = self.graph
+        scale = group_scale(g, cfg) if cfg is not None else np.ones(len(g.groups))
+        key = (tuple(np.round(scale, 9)), dtmm)
+        if key in self._cache:
+            return self._cache[key]
+        first, last, s_times = self.lifetimes()
+        sizes, fs, ls = [], [], []
+        for t in g.tensors:
+            if t.is_const or t.is_variable or t.nbytes == 0:
+                continue
+            nb = t.nbytes
+            if t.owner is not None:
+                grp = g.groups[g.convs[t.owner].group]
+                nb = nb // grp.c_out * kept_filters(grp.c_out, cfg.beta[grp.index]) \
+                    if cfg is not None else nb
+            sizes.append(align_up(nb))
+            fs.append(first[t.index])
+            ls.append(last[t.index])
+        for (op_index, nb), tt in zip(g.scratch, s_times):
+            sizes.append(align_up(nb))
+            fs.append(tt)
+            ls.append(tt)
+        if dtmm and self.dtmm_scratch is not None and cfg is not None:
+            for c, (co, ci, _) in zip(g.convs, layer_shapes(g, cfg)):
+                nb = self.dtmm_scratch(c, co, ci, c.k)
+                if nb:
+                    sizes.append(align_up(nb))
+                    fs.append(c.op_index + 1)
+                    ls.append(c.op_index + 1)
+        peak = greedy_plan(sizes, fs, ls)[1]
+        self._cache[key] = peak
+        return peak
+
+    def tail_const(self) -> int:
+        """Persistent bytes that do not depend on the plan (all but the convs')."""
+        g, t = self.graph, self.target
+        total = t.fixed + align_up(t.eval_tensor * len(g.tensors))
+        total += align_up(t.node_and_registration * len(g.ops))
+        total += (len(g.inputs) + len(g.outputs)) * (t.tflite_tensor + t.quant)
+        conv_ops = {c.op_index for c in g.convs}
+        for op in g.ops:
+            if op.index in conv_ops:
+                continue
+            total += t.op_data.get(op.name, t.op_data["_default"])
+            if op.name != DTMM_CUSTOM_CODE:
+                total += t.builtin_data
+            if op.name == "DEPTHWISE_CONV_2D":
+                total += 2 * align_up(4 * g.tensors[op.outputs[0]].shape[-1])
+        return total + len(g.scratch) * 16
+
+    def conv_tail(self, co, rewritten):
+        """Persistent bytes per conv: TFLM's CONV_2D keeps OpData + per-channel
+        multiplier and shift (4 B each per channel); DTMM_CONV_2D only its OpData."""
+        t = self.target
+        co = np.asarray(co)
+        dense = t.op_data["CONV_2D"] + t.builtin_data + 2 * ((4 * co + ALIGN - 1) // ALIGN * ALIGN)
+        return np.where(np.asarray(rewritten), t.op_data[DTMM_CUSTOM_CODE], dense)
+
+    def tail(self, cfg: Config | None = None, rewritten=None) -> int:
+        g = self.graph
+        cfg = cfg if cfg is not None else Config.dense(g)
+        co = np.array([s[0] for s in layer_shapes(g, cfg)])
+        if rewritten is None:
+            rewritten = np.array([g.ops[c.op_index].name == DTMM_CUSTOM_CODE for c in g.convs])
+        return int(self.tail_const() + self.conv_tail(co, rewritten).sum())
+
+    def __call__(self, cfg: Config | None = None, rewritten=None) -> int:
+        return self.head(cfg, dtmm=rewritten is not None and bool(np.any(rewritten))) + \
+            self.tail(cfg, rewritten)
+
+
+def tflm_arena_usage(model_bytes: bytes, custom_op_registerers=None) -> dict:
+    """Arena bytes the tflite-micro wheel's RecordingMicroAllocator reports for a
+    model: {'total', 'head', 'tail'} (runs one inference on zeros)."""
+    from tflite_micro import runtime
+    it = runtime.Interpreter.from_bytes(bytes(model_bytes),
+                                        custom_op_registerers=custom_op_registerers or [],
+                                        arena_size=max(len(model_bytes) * 10, 1 << 20))
+    det = it.get_input_details(0)
+    it.set_input(np.zeros(det["shape"], det["dtype"]), 0)
+    it.invoke()
+    # print_allocations writes to the C stderr; capture fd 2.
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            it.print_allocations()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    out = {}
+    for key in ("total", "head", "tail"):
+        m = re.search(rf"Arena allocation {key} (\d+) bytes", text)
+        if not m:
+            raise DtmmError(f"tflite-micro did not report arena '{key}' usage:\n{text}")
+        out[key] = int(m.group(1))
+    return out
+
+
+# --------------------------------------------------------------------------------
+# Latency
+
+
+@dataclass
+class LatencyCoeffs:
+    """instructions ≈ a * kept_MACs + b * outputs + c * outputs * K (+ d per op)."""
+
+    a: float = 1.0
+    b: float = 12.0
+    c: float = 2.0
+    source: str = "MAC-count stand-in"
+
+
+@dataclass
+class LatencyModel:
+    """Modeled instructions of one inference: DTMM convs by the coefficients, other
+    ops by their MACs (FULLY_CONNECTED, DEPTHWISE_CONV_2D) or elements touched."""
+
+    graph: Graph
+    coeffs: LatencyCoeffs = field(default_factory=LatencyCoeffs)
+
+    def conv_cost(self, c, co, ci, n_kept) -> float:
+        outputs = co * c.out_h * c.out_w
+        kept_macs = n_kept * ci * c.out_h * c.out_w
+        return self.coeffs.a * kept_macs + self.coeffs.b * outputs + \
+            self.coeffs.c * outputs * c.k
+
+    def per_layer(self, cfg: Config) -> list:
+        g = self.graph
+        return [self.conv_cost(c, *s) for c, s in zip(g.convs, layer_shapes(g, cfg))]
+
+    def other(self, cfg: Config) -> float:
+        g = self.graph
+        scale = group_scale(g, cfg)
+        total = 0.0
+        conv_ops = {c.op_index for c in g.convs}
+        for op in g.ops:
+            if op.index in conv_ops:
+                continue
+            t_in = g.tensors[op.inputs[0]] if op.inputs and op.inputs[0] >= 0 else None
+            s = scale[g.convs[t_in.owner].group] if t_in is not None and t_in.owner is not None else 1.0
+            if op.name == "FULLY_CONNECTED":
+                total += self.coeffs.a * g.tensors[op.inputs[1]].nbytes * s
+            elif t_in is not None:
+                total += t_in.nbytes * s
+        return total
+
+    def __call__(self, cfg: Config) -> float:
+        return float(sum(self.per_layer(cfg)) + self.other(cfg))
+
+
+def fit_latency_csv(path: str, target: str | None = None) -> LatencyCoeffs:
+    """Least-squares a, b, c from bench/kernels' CSV (columns target, layer, c_in,
+    sparsity, kernel, instructions, ... and the layer's shape) for one target.
+
+    The CSV's `layer` column names a shape `CoutxHxWxK` or carries columns
+    c_out, out_h, out_w, k; rows of kernel 'dtmm' are used."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise DtmmError(f"{path}: no rows")
+    targets = sorted({r.get("target", "") for r in rows})
+    target = target or targets[0]
+    X, y = [], []
+    for r in rows:
+        if r.get("target", "") != target:
+            continue
+        if "kernel" in r and r["kernel"] and "dtmm" not in r["kernel"].lower():
+            continue
+        shape = _row_shape(r)
+        if shape is None:
+            continue
+        c_out, out_h, out_w, k = shape
+        c_in = int(r["c_in"])
+        sp = float(r["sparsity"])
+        sp = sp / 100.0 if sp > 1 else sp
+        outputs = c_out * out_h * out_w
+        kept = (c_out * k - int(round(sp * c_out * k))) * c_in * out_h * out_w
+        X.append([kept, outputs, outputs * k])
+        y.append(float(r["instructions"]))
+    if len(X) < 3:
+        raise DtmmError(f"{path}: fewer than 3 usable DTMM rows for target {target!r} "
+                        f"(targets: {', '.join(targets)})")
+    coef, *_ = np.linalg.lstsq(np.array(X, float), np.array(y), rcond=None)
+    return LatencyCoeffs(*map(float, coef), source=f"fit to {os.path.basename(path)} [{target}]")
+
+
+def _row_shape(r: dict):
+    keys = ("c_out", "out_h", "out_w", "k")
+    if all(r.get(k) for k in keys):
+        return tuple(int(r[k]) for k in keys)
+    m = re.search(r"(\d+)x(\d+)x(\d+)x(\d+)", r.get("layer", ""))
+    if m:
+        return tuple(int(v) for v in m.groups())
+    return None
+
+
+def fmt_bytes(n: float) -> str:
+    n = float(n)
+    if abs(n) >= 1 << 20:
+        return f"{n / (1 << 20):.2f} MiB"
+    if abs(n) >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{int(round(n))} B"
+
+
+_UNITS = {"": 1, "B": 1, "KB": 1000, "KIB": 1024, "K": 1024, "MB": 1000 ** 2,
+          "MIB": 1024 ** 2, "M": 1024 ** 2}
+
+
+def parse_bytes(text) -> int:
+    """'64KiB' -> 65536, '64KB' -> 64000, '65536' -> 65536, '0.5MiB' -> 524288."""
+    if isinstance(text, (int, np.integer)):
+        if text <= 0:
+            raise DtmmError(f"budget must be positive, got {text}")
+        return int(text)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+    if not m:
+        raise DtmmError(f"cannot parse byte size {text!r}: use e.g. 65536, 64KiB, 64KB, 0.5MiB")
+    unit = m.group(2).upper()
+    if unit not in _UNITS:
+        raise DtmmError(f"unknown unit {m.group(2)!r} in {text!r}: use B, KB, KiB, MB or MiB")
+    value = float(m.group(1)) * _UNITS[unit]
+    if value <= 0 or not math.isfinite(value):
+        raise DtmmError(f"budget must be positive, got {text!r}")
+    if abs(value - round(value)) > 1e-6:
+        raise DtmmError(f"{text!r} is not a whole number of bytes ({value})")
+    return int(round(value))

@@ -1,0 +1,329 @@
+"""What the scheduler needs to know about an int8 .tflite: its convolutions, which
+activation tensors and constants shrink when a convolution loses filters, and the
+tensor lifetimes TFLM plans the arena from.
+
+    g = analyze(open("model_int8.tflite", "rb").read())
+    g.convs[0].c_out, g.groups, g.tensors[3].owner
+
+Filter pruning removes output channels of a CONV_2D. Every activation that carries
+those channels (through ReLU, pooling, reshape, an ADD with another pruned branch)
+shrinks by the same ratio, and so does the channel axis of whatever consumes them
+(the next conv's C_in, a FULLY_CONNECTED's input rows). Convolutions whose outputs
+meet at an ADD/MUL/SUB must keep the same channels: they form one *group* that shares
+beta. A convolution whose channels reach the model output, a CONCATENATION, or an
+op this module does not know cannot lose filters (its group is *frozen*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dtmm.errors import ModelError
+
+_schema = None
+
+
+def schema():
+    """The TFLite flatbuffer schema module of the tflite-micro wheel (lazy)."""
+    global _schema
+    if _schema is None:
+        from tflite_micro.tensorflow.lite.micro.python import schema_py_generated
+        _schema = schema_py_generated
+    return _schema
+
+
+# Bytes per element of TensorType values that occur in int8 models.
+_DTYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 15: 4, 16: 2}
+
+# Ops whose output carries the channels of input 0 unchanged (element count scales
+# with the channel count). MEAN/SUM are checked for the reduced axes separately.
+_CHANNEL_PRESERVING = {
+    "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "LEAKY_RELU", "PRELU", "LOGISTIC",
+    "TANH", "HARD_SWISH", "MAX_POOL_2D", "AVERAGE_POOL_2D", "L2_POOL_2D", "RESHAPE",
+    "SQUEEZE", "EXPAND_DIMS", "QUANTIZE", "DEQUANTIZE", "PAD", "PADV2",
+    "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "DEPTHWISE_CONV_2D",
+    "SPACE_TO_DEPTH", "DEPTH_TO_SPACE", "BATCH_TO_SPACE_ND", "SPACE_TO_BATCH_ND",
+}
+_REDUCE = {"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"}
+_ELEMENTWISE_BINARY = {"ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE"}
+CONV_OPS = ("CONV_2D",)
+DTMM_CUSTOM_CODE = "DTMM_CONV_2D"
+
+
+@dataclass
+class Tensor:
+    index: int
+    name: str
+    shape: tuple
+    dtype: int
+    nbytes: int          # element bytes (0 for an empty/unknown shape)
+    is_const: bool       # has data in the flatbuffer (never planned in the arena)
+    is_variable: bool
+    owner: int | None = None   # conv index whose output channels this tensor carries
+    small_data: tuple | None = None  # values of small int32 constants (axes)
+
+
+@dataclass
+class Op:
+    index: int
+    name: str            # builtin op name, or the custom code
+    inputs: list
+    outputs: list
+    options: object = None
+    custom_options: bytes | None = None
+
+
+@dataclass
+class Conv:
+    """One CONV_2D (or DTMM_CONV_2D) of the model, in operator order."""
+
+    index: int           # position among the model's convolutions
+    op_index: int
+    name: str            # filter tensor name
+    c_out: int
+    kh: int
+    kw: int
+    c_in: int
+    out_h: int
+    out_w: int
+    input_tensor: int
+    output_tensor: int
+    in_from: int | None = None   # conv whose channels are this conv's C_in
+    group: int = -1
+
+    @property
+    def k(self) -> int:
+        return self.kh * self.kw
+
+    @property
+    def weights(self) -> int:
+        return self.c_out * self.kh * self.kw * self.c_in
+
+    @property
+    def macs(self) -> int:
+        return self.weights * self.out_h * self.out_w
+
+
+@dataclass
+class Group:
+    """Convolutions that must keep the same output channels (share beta)."""
+
+    index: int
+    convs: list
+    c_out: int
+    frozen: str | None = None    # why filters of this group cannot be removed
+    scaled_const_bytes: int = 0  # non-conv constants with a channel axis from here
+
+
+@dataclass
+class Graph:
+    tensors: list
+    ops: list
+    convs: list
+    groups: list
+    inputs: list
+    outputs: list
+    scratch: list = field(default_factory=list)   # (op_index, bytes) TFLM requests
+    size: int = 0
+
+    def group_of(self, conv_index: int) -> Group:
+        return self.groups[self.convs[conv_index].group]
+
+
+def _op_names():
+    s = schema()
+    return {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def load_model(buf: bytes):
+    s = schema()
+    try:
+        return s.ModelT.InitFromObj(s.Model.GetRootAsModel(bytearray(buf), 0))
+    except Exception as e:  # flatbuffers raises assorted errors on garbage
+        raise ModelError(f"not a TFLite flatbuffer ({type(e).__name__}: {e})") from e
+
+
+def analyze(buf: bytes) -> Graph:
+    """Read subgraph 0 of a .tflite into a Graph (see module docstring)."""
+    model = load_model(buf)
+    if not model.subgraphs:
+        raise ModelError("model has no subgraph")
+    names = _op_names()
+    sg = model.subgraphs[0]
+    tensors = []
+    for i, t in enumerate(sg.tensors or []):
+        shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
+        buf_obj = model.buffers[t.buffer] if model.buffers is not None else None
+        has_data = buf_obj is not None and (
+            (buf_obj.data is not None and len(buf_obj.data) > 0) or
+            (getattr(buf_obj, "size", 0) or 0) > 0)
+        n = int(np.prod(shape)) if shape and min(shape) > 0 else 0
+        small = None
+        if has_data and int(t.type) == 2 and buf_obj.data is not None and len(buf_obj.data) <= 64:
+            small = tuple(int(v) for v in np.frombuffer(bytes(bytearray(buf_obj.data)), "<i4"))
+        tensors.append(Tensor(i, (t.name or b"").decode(errors="replace"), shape,
+                              int(t.type), n * _DTYPE_BYTES.get(int(t.type), 1),
+                              bool(has_data), bool(t.isVariable), small_data=small))
+    ops = []
+    for i, op in enumerate(sg.operators or []):
+        oc = model.operatorCodes[op.opcodeIndex]
+        code = max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))
+        name = names.get(code, str(code))
+        if name == "CUSTOM":
+            name = (oc.customCode or b"").decode(errors="replace")
+        ops.append(Op(i, name, [int(x) for x in (op.inputs if op.inputs is not None else [])],
+                      [int(x) for x in (op.outputs if op.outputs is not None else [])],
+                      op.builtinOptions,
+                      bytes(bytearray(op.customOptions)) if op.customOptions is not None else None))
+    g = Graph(tensors, ops, [], [], [int(x) for x in sg.inputs],
+              [int(x) for x in sg.outputs], size=len(buf))
+    _find_convs(g)
+    _trace_channels(g)
+    g.scratch = _scratch_requests(g)
+    return g
+
+
+def _find_convs(g: Graph) -> None:
+    for op in g.ops:
+        if op.name in CONV_OPS:
+            filt = g.tensors[op.inputs[1]]
+            c_out, kh, kw, c_in = filt.shape
+        elif op.name == DTMM_CUSTOM_CODE:
+            # values [n_kept, C_in]; C_out from the bias, K from the bitmap is not
+            # enough, so take it from the custom options.
+            from flatbuffers import flexbuffers
+            if not op.custom_options:
+                raise ModelError(f"operator {op.index} (DTMM_CONV_2D) has no options")
+            opts = flexbuffers.Loads(op.custom_options)
+            c_out = g.tensors[op.inputs[3]].shape[0]
+            kh, kw = int(opts["kh"]), int(opts["kw"])
+            c_in = g.tensors[op.inputs[0]].shape[-1]
+            filt = g.tensors[op.inputs[1]]
+        else:
+            continue
+        out = g.tensors[op.outputs[0]]
+        if len(out.shape) != 4:
+            raise ModelError(f"conv output {out.name!r} is not 4-D: {out.shape}")
+        g.convs.append(Conv(len(g.convs), op.index, filt.name, c_out, kh, kw, c_in,
+                            out.shape[1], out.shape[2], op.inputs[0], op.outputs[0]))
+
+
+class _UnionFind:
+    def __init__(self, n):
+        self.p = list(range(n))
+
+    def find(self, a):
+        while self.p[a] != a:
+            self.p[a] = self.p[self.p[a]]
+            a = self.p[a]
+        return a
+
+    def union(self, a, b):
+        self.p[self.find(a)] = self.find(b)
+
+
+def _trace_channels(g: Graph) -> None:
+    """Propagate channel ownership forward in operator order; build groups."""
+    conv_by_op = {c.op_index: c for c in g.convs}
+    uf = _UnionFind(len(g.convs))
+    frozen: dict[int, str] = {}
+    scaled: list[tuple[int, int]] = []   # (conv owning the channels, const bytes)
+
+    def freeze(owner, why):
+        if owner is not None:
+            frozen.setdefault(owner, why)
+
+    for op in g.ops:
+        ins = [i for i in op.inputs if i >= 0]
+        act_in = [i for i in ins if not g.tensors[i].is_const]
+        owners = [g.tensors[i].owner for i in act_in]
+        if op.index in conv_by_op:
+            c = conv_by_op[op.index]
+            c.in_from = g.tensors[op.inputs[0]].owner
+            g.tensors[op.outputs[0]].owner = c.index
+            continue
+        first = owners[0] if owners else None
+        if op.name in _CHANNEL_PRESERVING or (op.name in _REDUCE and _keeps_last_axis(g, op)):
+            for o in op.outputs:
+                g.tensors[o].owner = first
+            if op.name == "DEPTHWISE_CONV_2D" and first is not None:
+                scaled.append((first, sum(g.tensors[i].nbytes for i in ins
+                                          if g.tensors[i].is_const)))
+            continue
+        if op.name in _ELEMENTWISE_BINARY:
+            real = [o for o in owners if o is not None]
+            for a in real[1:]:
+                uf.union(real[0], a)
+            if len(real) != len(act_in):
+                # one side is a pruned branch, the other is not: cannot shrink
+                for o in real:
+                    freeze(o, f"{op.name} operator {op.index} mixes it with an unpruned tensor")
+            const_in = [i for i in ins if g.tensors[i].is_const]
+            if real and const_in:
+                scaled.append((real[0], sum(g.tensors[i].nbytes for i in const_in)))
+            for o in op.outputs:
+                g.tensors[o].owner = real[0] if real else None
+            continue
+        if op.name == "FULLY_CONNECTED":
+            if first is not None and len(op.inputs) > 1:
+                scaled.append((first, g.tensors[op.inputs[1]].nbytes))
+            continue
+        if op.name in ("SOFTMAX", "LOG_SOFTMAX", "ARG_MAX", "ARG_MIN"):
+            freeze(first, f"its channels reach {op.name} operator {op.index}")
+            continue
+        for o in owners:
+            freeze(o, f"its channels reach {op.name} operator {op.index}, which "
+                      "filter pruning does not handle")
+    for t in g.outputs:
+        freeze(g.tensors[t].owner, "its channels are a model output")
+
+    roots = {}
+    for c in g.convs:
+        r = uf.find(c.index)
+        if r not in roots:
+            roots[r] = Group(len(g.groups), [], c.c_out)
+            g.groups.append(roots[r])
+        grp = roots[r]
+        grp.convs.append(c.index)
+        c.group = grp.index
+        if c.c_out != grp.c_out:
+            grp.frozen = grp.frozen or "its convolutions meet at an elementwise op with different channel counts"
+    for owner, why in frozen.items():
+        grp = g.groups[g.convs[owner].group]
+        grp.frozen = grp.frozen or f"conv {g.convs[owner].name!r}: {why}"
+    for owner, nbytes in scaled:
+        g.groups[g.convs[owner].group].scaled_const_bytes += nbytes
+
+
+def _keeps_last_axis(g: Graph, op: Op) -> bool:
+    if len(op.inputs) < 2:
+        return False
+    axis_t = g.tensors[op.inputs[1]]
+    rank = len(g.tensors[op.inputs[0]].shape)
+    if axis_t.small_data is None or rank == 0:
+        return False
+    return (rank - 1) not in {a % rank for a in axis_t.small_data}
+
+
+def _scratch_requests(g: Graph) -> list:
+    """Scratch buffers TFLM's reference kernels request in Prepare, as
+    (op_index, bytes), in request order. Only ops with requests are listed."""
+    out = []
+    for op in g.ops:
+        if op.name == "MEAN" or op.name == "SUM":
+            inp = g.tensors[op.inputs[0]]
+            outp = g.tensors[op.outputs[0]]
+            n_out = int(np.prod(outp.shape)) if outp.shape else 1
+            n_axis = int(np.prod(g.tensors[op.inputs[1]].shape)) if g.tensors[op.inputs[1]].shape else 1
+            if inp.dtype in (9, 7):  # int8 / int16 accumulate in int32 scratch
+                out.append((op.index, 4 * n_out))
+            out.append((op.index, 4 * len(inp.shape)))
+            out.append((op.index, 4 * n_axis))
+        elif op.name in ("REDUCE_MAX", "REDUCE_MIN"):
+            inp = g.tensors[op.inputs[0]]
+            n_axis = int(np.prod(g.tensors[op.inputs[1]].shape)) if g.tensors[op.inputs[1]].shape else 1
+            out.append((op.index, 4 * len(inp.shape)))
+            out.append((op.index, 4 * n_axis))
+    return out

@@ -1,0 +1,442 @@
+"""Per-layer filterlet ratio alpha and per-group filter ratio beta under flash,
+SRAM, latency and importance budgets.
+
+    prob = Problem(graph, importance, Budgets(flash=64 << 10, sram=32 << 10),
+                   objective="loss")
+    plan = schedule(prob)               # ours: greedy marginal utility + exchange
+    plan_sa = anneal(prob, seed=0)      # the original DTMM simulated annealing
+    plan.alpha, plan.beta, plan.flash, plan.loss
+
+Objective (docs/scheduler.md):
+
+* ``objective="loss"`` (the pipeline's default, "most accurate model that fits"):
+  minimize the importance removed, ``loss``, subject to flash <= F, SRAM <= S and
+  (if given) latency <= T.
+* ``objective="latency"``: minimize modeled latency subject to flash <= F,
+  SRAM <= S and loss <= L.
+
+``loss`` is the fraction (0..1) of the model's total filterlet importance that the
+plan removes: per group, the filters of lowest group importance go first (beta),
+then, inside each kept filter set, the filterlets of lowest importance (alpha).
+Ratios live on a grid of ``step`` (0.05, the original's move size).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dtmm.errors import DtmmError
+from dtmm.schedule.cost import (Config, FlashModel, LatencyModel, SramModel,
+                                fmt_bytes, kept_filterlets, kept_filters)
+from dtmm.schedule.graph import Graph
+
+RESOURCES = ("flash", "sram", "latency", "loss")
+
+
+@dataclass
+class Budgets:
+    flash: float | None = None     # bytes of the DTMM .tflite
+    sram: float | None = None      # peak arena bytes
+    latency: float | None = None   # modeled instructions
+    loss: float | None = None      # fraction of total importance removed
+
+    def get(self, r):
+        return getattr(self, r)
+
+
+@dataclass
+class Plan:
+    alpha: np.ndarray
+    beta: np.ndarray
+    flash: float
+    sram: float
+    latency: float
+    loss: float
+    objective: float
+    feasible: bool
+    seconds: float
+    evaluations: int
+    method: str
+    trace: list = field(default_factory=list)   # (seconds, best feasible objective)
+
+    @property
+    def config(self) -> Config:
+        return Config(self.alpha.copy(), self.beta.copy())
+
+    def summary(self) -> dict:
+        return {k: (float(getattr(self, k)) if not isinstance(getattr(self, k), bool)
+                    else getattr(self, k))
+                for k in ("flash", "sram", "latency", "loss", "objective", "feasible",
+                          "seconds", "evaluations")}
+
+
+class Problem:
+    """A scheduling problem: graph + cost models + importance + budgets.
+
+    importance: per conv, (filter_importance [C_out], filterlet_importance
+    [C_out, K]) as non-negative arrays (any common scale across layers).
+    """
+
+    def __init__(self, graph: Graph, importance, budgets: Budgets,
+                 objective: str = "loss", flash: FlashModel | None = None,
+                 sram: SramModel | None = None, latency: LatencyModel | None = None,
+                 step: float = 0.05, alpha_max: float = 0.95, beta_max: float = 0.9,
+                 prune_filterlets: bool = True, prune_filters: bool = True):
+        if objective not in ("loss", "latency"):
+            raise DtmmError(f"objective must be 'loss' or 'latency', got {objective!r}")
+        if not graph.convs:
+            raise DtmmError("the model has no CONV_2D layer to prune")
+        self.graph = graph
+        self.budgets = budgets
+        self.objective = objective
+        self.flash = flash or FlashModel(graph)
+        self.sram = sram or SramModel(graph)
+        self.latency = latency or LatencyModel(graph)
+        self.step = step
+        n_a = int(round(alpha_max / step))
+        n_b = int(round(beta_max / step))
+        # Decision variables: ('a', conv) for each conv with K > 1 (for 1x1 convs a
+        # filterlet is the whole filter: alpha folds into beta), ('b', group) for
+        # each group that may lose filters.
+        self.vars = []
+        self.vmax = []
+        for c in graph.convs:
+            if c.k > 1 and prune_filterlets:
+                self.vars.append(("a", c.index))
+                self.vmax.append(n_a)
+        for gr in graph.groups:
+            if gr.frozen is None and prune_filters:
+                self.vars.append(("b", gr.index))
+                self.vmax.append(n_b)
+        self.vmax = np.array(self.vmax, int)
+        if len(self.vars) == 0:
+            raise DtmmError("nothing to prune: every conv is 1x1 in a frozen group")
+        self._loss_tables(importance, n_a, n_b)
+        self._sram_needed = True
+        self._sram_cache = {}
+        self._compile()
+        self.dense = self.evaluate(np.zeros(len(self.vars), int))
+        self.evaluations = 0
+
+    # -- importance ---------------------------------------------------------------
+    def _loss_tables(self, importance, n_a, n_b):
+        g = self.graph
+        if len(importance) != len(g.convs):
+            raise DtmmError(f"importance has {len(importance)} entries for "
+                            f"{len(g.convs)} convs")
+        fl = []
+        for c, (f_imp, fl_imp) in zip(g.convs, importance):
+            fl_imp = np.asarray(fl_imp, float).reshape(c.c_out, c.k)
+            f_imp = np.asarray(f_imp, float).reshape(c.c_out)
+            if (fl_imp < 0).any() or (f_imp < 0).any() or not np.isfinite(fl_imp).all():
+                raise DtmmError(f"importance of conv {c.name!r} must be finite and >= 0")
+            fl.append((f_imp, fl_imp))
+        total = sum(x[1].sum() for x in fl) or 1.0
+        group_rank = []
+        for gr in g.groups:
+            s = sum(fl[i][0] for i in gr.convs)
+            group_rank.append(np.argsort(s, kind="stable"))   # least important first
+        self.tables = []
+        for c, (_, fl_imp) in zip(g.convs, fl):
+            order = group_rank[c.group]
+            t = np.zeros((n_b + 1, n_a + 1))
+            for ib in range(n_b + 1):
+                co = kept_filters(c.c_out, ib * self.step)
+                removed, kept = order[:c.c_out - co], order[c.c_out - co:]
+                base = fl_imp[removed].sum()
+                vals = np.sort(fl_imp[kept].reshape(-1))
+                csum = np.concatenate([[0.0], np.cumsum(vals)])
+                for ia in range(n_a + 1):
+                    nk = kept_filterlets(co, c.k, ia * self.step)
+                    t[ib, ia] = base + csum[co * c.k - nk]
+            self.tables.append(t / total)
+
+    # -- evaluation -----------------------------------------------------------------
+    def config(self, x) -> Config:
+        cfg = Config.dense(self.graph)
+        for (kind, i), v in zip(self.vars, x):
+            if kind == "a":
+                cfg.alpha[i] = v * self.step
+            else:
+                cfg.beta[i] = v * self.step
+        return cfg
+
+    def _compile(self):
+        """Arrays for a vectorized evaluate(); test_schedule_cost checks it against
+        the cost models themselves."""
+        g, st = self.graph, self.step
+        n_b = self.tables[0].shape[0]
+        self._kf = [np.array([kept_filters(gr.c_out, i * st) for i in range(n_b)])
+                    for gr in g.groups]
+        self._grp = np.array([c.group for c in g.convs])
+        self._src = np.array([g.convs[c.in_from].group if c.in_from is not None else -1
+                              for c in g.convs])
+        self._k = np.array([c.k for c in g.convs])
+        self._hw = np.array([c.out_h * c.out_w for c in g.convs], float)
+        self._cin = np.array([c.c_in for c in g.convs])
+        self._csrc = np.array([g.groups[s].c_out if s >= 0 else 1 for s in self._src])
+        self._gc = np.array([gr.c_out for gr in g.groups], float)
+        self._gscaled = np.array([gr.scaled_const_bytes for gr in g.groups], float)
+        self._va = np.array([i for k, i in self.vars if k == "a"], int)
+        self._vb = np.array([i for k, i in self.vars if k == "b"], int)
+        self._xa = np.array([j for j, (k, _) in enumerate(self.vars) if k == "a"], int)
+        self._xb = np.array([j for j, (k, _) in enumerate(self.vars) if k == "b"], int)
+        # latency of non-conv ops: constant + per-group linear part
+        lat = self.latency
+        self._lat_const = lat.other(Config.dense(g))
+        self._lat_grp = np.zeros(len(g.groups))
+        for gi in range(len(g.groups)):
+            cfg = Config.dense(g)
+            cfg.beta[gi] = 0.5
+            kf = kept_filters(g.groups[gi].c_out, 0.5) / g.groups[gi].c_out
+            self._lat_grp[gi] = (lat.other(cfg) - self._lat_const) / (kf - 1.0)
+        self._tail_const = self.sram.tail_const()
+        self._tab = np.stack([t for t in self.tables])  # [L, n_b, n_a]
+        self._L = np.arange(len(g.convs))
+
+    def evaluate(self, x) -> dict:
+        self.evaluations = getattr(self, "evaluations", 0) + 1
+        x = np.asarray(x)
+        ia = np.zeros(len(self.graph.convs), int)
+        ib = np.zeros(len(self.graph.groups), int)
+        ia[self._va] = x[self._xa]
+        ib[self._vb] = x[self._xb]
+        kf = np.array([t[i] for t, i in zip(self._kf, ib)])
+        co = kf[self._grp]
+        ci = np.where(self._src >= 0, kf[self._src] * self._cin // self._csrc, self._cin)
+        n = co * self._k
+        nk = n - np.floor(ia * self.step * n + 0.5 + 1e-9).astype(int)
+        scale = kf / self._gc
+        per, rewritten = self.flash.conv_bytes(co, ci, nk)
+        flash = self.flash.base + float(per.sum() + self._gscaled @ scale)
+        co_ = self.latency.coeffs
+        lat = float((co_.a * nk * ci * self._hw + (co_.b + co_.c * self._k) * co * self._hw).sum()
+                    + self._lat_const + self._lat_grp @ (scale - 1.0))
+        loss = float(self._tab[self._L, ib[self._grp], ia].sum())
+        if self._sram_needed:
+            key = tuple(ib)
+            sram = self._sram_cache.get(key)
+            if sram is None:
+                cfg = Config(np.zeros(len(self.graph.convs)), ib * self.step)
+                sram = self._sram_cache[key] = self.sram.head(cfg)
+            sram = sram + self._tail_const + float(self.sram.conv_tail(co, rewritten).sum())
+        else:
+            sram = 0.0
+        return {"flash": flash, "sram": sram, "latency": lat, "loss": loss}
+
+    def violation(self, m: dict) -> float:
+        """Sum of relative budget overruns (0 when feasible)."""
+        v = 0.0
+        for r in RESOURCES:
+            if r == self.objective:
+                continue
+            b = self.budgets.get(r)
+            if b is not None and m[r] > b:
+                v += (m[r] - b) / max(b, 1e-12) if r != "loss" else (m[r] - b) * 10.0
+        return v
+
+    def obj(self, m: dict) -> float:
+        """Objective in percent: latency as % of dense, loss as % of importance."""
+        if self.objective == "latency":
+            return 100.0 * m["latency"] / self.dense["latency"]
+        return 100.0 * m["loss"]
+
+    def plan(self, x, method, t0, trace) -> Plan:
+        m = self.evaluate(x)
+        cfg = self.config(x)
+        return Plan(cfg.alpha, cfg.beta, m["flash"], m["sram"], m["latency"], m["loss"],
+                    self.obj(m), self.violation(m) == 0.0, time.perf_counter() - t0,
+                    self.evaluations, method, trace)
+
+    # -- feasibility --------------------------------------------------------------
+    def check_reachable(self):
+        """Raise DtmmError naming the budget that no plan on the grid can meet."""
+        most = self.evaluate(self.vmax.copy())
+        for r, what, fmt in (("flash", "flash", fmt_bytes), ("sram", "SRAM", fmt_bytes),
+                             ("latency", "latency", lambda v: f"{v:.4g} instructions")):
+            b = self.budgets.get(r)
+            if b is not None and r != self.objective and most[r] > b:
+                noun = {"flash": "smallest reachable model is",
+                        "sram": "smallest reachable arena is",
+                        "latency": "fastest reachable model takes"}[r]
+                raise DtmmError(
+                    f"{what} budget {fmt(b)} cannot be met: {noun} {fmt(most[r])} "
+                    f"({fmt(most[r] - b)} over)")
+
+
+# --------------------------------------------------------------------------------
+# Baseline: simulated annealing as in the original DTMM scheduler
+
+
+def anneal(prob: Problem, seed: int = 0, t0: float = 100.0, t_end: float = 0.1,
+           k: float = 0.9, moves: int = 100, penalty: float = 1000.0,
+           x0=None) -> Plan:
+    """Simulated annealing: T from t0 down to t_end by factor k, `moves` random
+    +-1 grid steps of one variable per temperature, Metropolis acceptance on
+    energy = objective (percent) + penalty * relative budget overrun. Returns the
+    best feasible state seen (or the least infeasible one)."""
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    prob.evaluations = 0
+    x = np.zeros(len(prob.vars), int) if x0 is None else np.array(x0, int)
+    m = prob.evaluate(x)
+
+    def energy(m):
+        return prob.obj(m) + penalty * prob.violation(m)
+
+    e = energy(m)
+    best_x, best_key = x.copy(), (prob.violation(m) > 0, prob.violation(m), prob.obj(m))
+    trace = []
+    T = t0
+    while T > t_end:
+        for _ in range(moves):
+            j = rng.integers(len(x))
+            d = 1 if rng.random() < 0.5 else -1
+            nv = x[j] + d
+            if nv < 0 or nv > prob.vmax[j]:
+                continue
+            y = x.copy()
+            y[j] = nv
+            my = prob.evaluate(y)
+            ey = energy(my)
+            if ey <= e or rng.random() < math.exp(-(ey - e) / T):
+                x, e, m = y, ey, my
+                key = (prob.violation(m) > 0, prob.violation(m), prob.obj(m))
+                if key < best_key:
+                    best_x, best_key = x.copy(), key
+                    if not key[0]:
+                        trace.append((time.perf_counter() - start, key[2]))
+        T *= k
+    return prob.plan(best_x, "simulated annealing", start, trace)
+
+
+# --------------------------------------------------------------------------------
+# Ours: greedy marginal utility, then pairwise exchange
+
+
+def schedule(prob: Problem, time_limit: float = 8.0, check: bool = True,
+             progress=None) -> Plan:
+    """Greedy descent from the dense model along the best ratio of budget progress
+    to objective cost, then exchange refinement (move grid steps between
+    variables while feasible and better). Deterministic."""
+    if check:
+        prob.check_reachable()
+    start = time.perf_counter()
+    prob.evaluations = 0
+    x = np.zeros(len(prob.vars), int)
+    m = prob.evaluate(x)
+    trace = []
+    scale = {r: (prob.budgets.get(r) or prob.dense[r] or 1.0) for r in RESOURCES}
+    scale["loss"] = prob.budgets.loss or 0.01
+
+    def progress(m0, m1):
+        """Weighted reduction of the violated budgets plus, in latency mode, of
+        latency itself."""
+        p = 0.0
+        for r in ("flash", "sram", "latency"):
+            b = prob.budgets.get(r)
+            if r == prob.objective:
+                p += (m0[r] - m1[r]) / prob.dense[r]
+            elif b is not None and m0[r] > b:
+                p += 10.0 * (min(m0[r], m0[r]) - max(m1[r], b)) / scale[r]
+        return p
+
+    def cost(m0, m1):
+        return max(m1["loss"] - m0["loss"], 0.0) + 1e-9
+
+    # Phase 1: greedy.
+    while True:
+        viol = prob.violation(m)
+        if viol == 0.0 and prob.objective == "loss":
+            break
+        best = None
+        for j in range(len(x)):
+            for d in (1, 2):
+                if x[j] + d > prob.vmax[j]:
+                    continue
+                y = x.copy()
+                y[j] += d
+                my = prob.evaluate(y)
+                if prob.objective == "latency" and prob.budgets.loss is not None \
+                        and my["loss"] > prob.budgets.loss:
+                    continue
+                gain = progress(m, my)
+                if gain <= 0:
+                    continue
+                ratio = gain / cost(m, my)
+                if best is None or ratio > best[0]:
+                    best = (ratio, y, my)
+        if best is None:
+            break
+        _, x, m = best
+        if progress is not None:
+            progress(len(x))
+    if prob.violation(m) == 0:
+        trace.append((time.perf_counter() - start, prob.obj(m)))
+
+    # Phase 2: exchange refinement.
+    def better(ma, mb):
+        """Is state a better than b: feasibility first, then objective."""
+        va, vb = prob.violation(ma), prob.violation(mb)
+        if (va > 0) != (vb > 0):
+            return va == 0
+        if va > 0:
+            return va < vb - 1e-12
+        return prob.obj(ma) < prob.obj(mb) - 1e-9
+
+    improved = True
+    while improved and time.perf_counter() - start < time_limit:
+        improved = False
+        cands = []
+        n = len(x)
+        for i in range(n):
+            for j in range(n):
+                if i == j:
+                    continue
+                for di, dj in ((-1, 1), (-1, 2), (-2, 1), (1, 0), (-1, 0)):
+                    if dj == 0 and j != (i + 1) % n:
+                        continue  # single-variable moves once per i
+                    cands.append((i, j, di, dj))
+        for i, j, di, dj in cands:
+            if not (0 <= x[i] + di <= prob.vmax[i] and 0 <= x[j] + dj <= prob.vmax[j]):
+                continue
+            y = x.copy()
+            y[i] += di
+            y[j] += dj
+            my = prob.evaluate(y)
+            if better(my, m):
+                x, m = y, my
+                improved = True
+                if prob.violation(m) == 0:
+                    trace.append((time.perf_counter() - start, prob.obj(m)))
+            if time.perf_counter() - start >= time_limit:
+                break
+        if progress is not None:
+            progress(len(cands))
+    plan = prob.plan(x, "greedy + exchange", start, trace)
+    if check and not plan.feasible:
+        raise DtmmError(_infeasible_message(prob, plan))
+    return plan
+
+
+def _infeasible_message(prob: Problem, plan: Plan) -> str:
+    parts = []
+    for r in RESOURCES:
+        b = prob.budgets.get(r)
+        v = getattr(plan, r)
+        if r == prob.objective or b is None or v <= b:
+            continue
+        if r in ("flash", "sram"):
+            parts.append(f"{r if r == 'flash' else 'SRAM'} budget {fmt_bytes(b)} cannot be "
+                         f"met together with the other budgets: best plan needs "
+                         f"{fmt_bytes(v)} ({fmt_bytes(v - b)} over)")
+        elif r == "loss":
+            parts.append(f"importance budget {100 * b:.2f} % cannot be met: best plan "
+                         f"removes {100 * v:.2f} % ({100 * (v - b):.2f} points over)")
+        else:
+            parts.append(f"latency budget {b:.4g} cannot be met: best plan needs {v:.4g}")
+    return "; ".join(parts) or "no plan meets the budgets"

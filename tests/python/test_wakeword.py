@@ -1,0 +1,100 @@
+"""The four microWakeWord int8 models (pymicro-wakeword): two subgraphs, CALL_ONCE,
+resource variables, a signature and metadata. Half of each conv's filterlets are
+zeroed at the int8 level; the converted model must verify bit for bit over a
+sequence of invokes (the streaming state lives in variables), be smaller, and keep
+everything but the convs."""
+
+import numpy as np
+import pytest
+
+import tflite_models as tm
+from dtmm.convert import convert_model
+from dtmm.inspect_model import inspect_model
+from dtmm.tflite_io import load_model, op_name, text
+from dtmm.verify import verify_models
+
+MODELS = tm.wakeword_models()
+
+
+def test_all_four_models_are_there():
+    assert sorted(MODELS) == ["alexa", "hey_jarvis", "hey_mycroft", "okay_nabu"]
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def converted(request):
+    name = request.param
+    pruned = tm.zero_filterlets(MODELS[name], 0.5, seed=len(name))
+    out, report = convert_model(pruned)
+    return name, pruned, out, report
+
+
+def _signatures(model):
+    return [(text(sd.signatureKey), sd.subgraphIndex,
+             [(text(t.name), text(model.subgraphs[sd.subgraphIndex]
+                                  .tensors[t.tensorIndex].name)) for t in sd.inputs],
+             [(text(t.name), text(model.subgraphs[sd.subgraphIndex]
+                                  .tensors[t.tensorIndex].name)) for t in sd.outputs])
+            for sd in model.signatureDefs]
+
+
+def test_every_conv_is_rewritten_and_the_file_shrinks(converted):
+    name, pruned, out, report = converted
+    n_conv = len(tm.conv_ops(load_model(pruned)))
+    assert n_conv >= 5
+    assert report.num_rewritten == n_conv, report.table()
+    for r in report.layers:
+        assert 0.45 <= r.sparsity <= 0.55
+        assert r.bytes_after < r.bytes_before
+    assert len(out) == report.file_bytes_after < len(pruned) == report.file_bytes_before
+    # the dense filters really left the file: at least 40 % of their bytes saved
+    dense = sum(r.shape[0] * r.shape[1] * r.shape[2] * r.shape[3] for r in report.layers)
+    assert len(pruned) - len(out) > 0.4 * dense
+
+
+def test_verifies_bit_exact_over_a_stream(converted):
+    name, pruned, out, _ = converted
+    result = verify_models(pruned, out, random=6, seed=3, check=False)
+    assert result.ok, result.summary()
+    assert result.invokes == 6
+    assert len(result.dtmm_ops) == len(tm.conv_ops(load_model(pruned)))
+
+
+def test_everything_but_the_convs_is_kept(converted):
+    name, pruned, out, _ = converted
+    a, b = load_model(pruned), load_model(out)
+    assert len(a.subgraphs) == len(b.subgraphs) == 2
+    ops_a = [[op_name(a, op) for op in sg.operators] for sg in a.subgraphs]
+    ops_b = [[op_name(b, op) for op in sg.operators] for sg in b.subgraphs]
+    assert [["DTMM_CONV_2D" if n == "CONV_2D" else n for n in sg] for sg in ops_a] == ops_b
+    for names in ("CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"):
+        assert sum(sg.count(names) for sg in ops_b) == sum(sg.count(names) for sg in ops_a) > 0
+    # the initialisation subgraph is untouched, tensor for tensor
+    assert tm.op_summary(pruned)[1] == tm.op_summary(out)[1]
+    assert text(a.subgraphs[1].name) == text(b.subgraphs[1].name)
+    assert _signatures(a) == _signatures(b) and len(a.signatureDefs) == 1
+    meta = lambda m: [(text(x.name), bytes(m.buffers[x.buffer].data)) for x in m.metadata]
+    assert meta(a) == meta(b) and len(meta(a)) == 2
+    # tensors: the dense filters/biases went, DTMM constants came, others stayed
+    names_a = {n for n, _ in tm.op_summary(pruned)[0][1]}
+    names_b = {n for n, _ in tm.op_summary(out)[0][1]}
+    assert all("/dtmm_" in n for n in names_b - names_a)
+    assert len(names_b - names_a) == 5 * len(tm.conv_ops(a))
+    assert b.buffers[0].data is None or len(b.buffers[0].data) == 0
+    assert len(b.buffers) < len(a.buffers) + 5 * len(tm.conv_ops(a))
+
+
+def test_inspect_decodes_the_converted_model(converted):
+    name, pruned, out, report = converted
+    layers = [r for r in inspect_model(out) if r.op == "DTMM_CONV_2D"]
+    assert [r.name for r in layers] == [r.name for r in report.layers]
+    assert [r.sparsity for r in layers] == pytest.approx([r.sparsity for r in report.layers])
+
+
+def test_unpruned_models_still_verify():
+    # density 100 %: every conv rewritten with --always, still bit-exact
+    buf = MODELS["hey_jarvis"]
+    out, report = convert_model(buf, always=True)
+    assert report.num_rewritten == len(report.layers) > 0
+    result = verify_models(buf, out, random=3, seed=1, check=False)
+    assert result.ok, result.summary()
+    assert np.all([r.sparsity == 0 for r in report.layers])
