@@ -230,8 +230,14 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data,
   const TfLiteTensor* input = in[kInput];
   if (!CheckTensor(input, "input", kTfLiteInt8, 4, false) ||
       !CheckTensor(output, "output", kTfLiteInt8, 4, false) ||
-      !CheckTensor(in[kValues], "values", kTfLiteInt8, 2, true) ||
+      !CheckTensor(in[kValues], "values", kTfLiteInt8, 2, false) ||
       !CheckTensor(in[kBitmap], "bitmap", kTfLiteUInt8, 1, true)) {
+    return kTfLiteError;
+  }
+  // An empty values tensor (every filterlet pruned) has no buffer, and TFLM then
+  // plans it in the arena instead of marking it constant; nothing is read from it.
+  if (in[kValues]->dims->data[0] > 0 && !tflite::IsConstantTensor(in[kValues])) {
+    MicroPrintf("DTMM_CONV_2D: values must be a constant tensor");
     return kTfLiteError;
   }
   dtmm_conv_dims& d = data->dims;  // kernel_h/w came from the options

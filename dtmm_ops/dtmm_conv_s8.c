@@ -2,7 +2,7 @@
  *
  * One driver for all three paths (see dtmm_conv_s8.h for the contract):
  *  - output pixels are taken in raster order in groups of DTMM_P (4 portable/MVE,
- *    2 DSP), so a group may span rows (a 1-wide output such as a 49x1 feature map
+ *    3 DSP), so a group may span rows (a 1-wide output such as a 49x1 feature map
  *    still fills every group);
  *  - interior groups read the input in place (a filterlet's C_in inputs are
  *    contiguous in NHWC); a group with any padded tap is first copied to an int8
@@ -24,7 +24,7 @@
 #elif !defined(DTMM_FORCE_PORTABLE) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #define DTMM_PATH_DSP 1
 #include <arm_acle.h>
-#define DTMM_P 2
+#define DTMM_P 3
 #else
 #define DTMM_PATH_PORTABLE 1
 #define DTMM_P 4
@@ -220,43 +220,39 @@ DTMM_INLINE int8_t dtmm_clamp_out(int32_t v, int32_t off, int32_t lo, int32_t hi
 
 /* ------------------------------------------------------------- dot products */
 
-/* acc[j] += sum_i w[i] * x_j[i] for the DTMM_P pixels of a group, n >= 1. */
+/* a_j += sum_i w[i] * x_j[i] over the DTMM_P pixels of a group, n >= 1. The
+ * accumulators are passed by address so that, once inlined, they stay in registers. */
 #if defined(DTMM_PATH_MVE)
 
-DTMM_INLINE void dtmm_dot(const int8_t* w, const int8_t* const* x, int32_t n,
-                          int32_t* acc) {
-  const int8_t* x0 = x[0];
-  const int8_t* x1 = x[1];
-  const int8_t* x2 = x[2];
-  const int8_t* x3 = x[3];
-  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-  int32_t blocks = n >> 4;
-  const int32_t rest = n & 15;
-  while (blocks-- > 0) {
-    const int8x16_t vw = vldrbq_s8(w);
-    a0 = vmladavaq_s8(a0, vldrbq_s8(x0), vw);
-    a1 = vmladavaq_s8(a1, vldrbq_s8(x1), vw);
-    a2 = vmladavaq_s8(a2, vldrbq_s8(x2), vw);
-    a3 = vmladavaq_s8(a3, vldrbq_s8(x3), vw);
-    w += 16;
-    x0 += 16;
-    x1 += 16;
-    x2 += 16;
-    x3 += 16;
-  }
-  if (rest) {
-    /* Predicated-off lanes are not read: no access past the row. */
-    const mve_pred16_t p = vctp8q((uint32_t)rest);
-    const int8x16_t vw = vldrbq_z_s8(w, p);
-    a0 = vmladavaq_s8(a0, vldrbq_z_s8(x0, p), vw);
-    a1 = vmladavaq_s8(a1, vldrbq_z_s8(x1, p), vw);
-    a2 = vmladavaq_s8(a2, vldrbq_z_s8(x2, p), vw);
-    a3 = vmladavaq_s8(a3, vldrbq_z_s8(x3, p), vw);
-  }
-  acc[0] = a0;
-  acc[1] = a1;
-  acc[2] = a2;
-  acc[3] = a3;
+/* A tail-predicated loop (DLSTP/LETP): the last iteration's lanes past n are
+ * inactive and not read, so any n needs no separate tail code. The weights are
+ * loaded once per 16 bytes and used for the 4 pixels; VMLADAVA accumulates into
+ * even general registers ("Te"). */
+DTMM_INLINE void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
+                          const int8_t* x2, const int8_t* x3, int32_t n, int32_t* a0,
+                          int32_t* a1, int32_t* a2, int32_t* a3) {
+  int32_t s0 = *a0, s1 = *a1, s2 = *a2, s3 = *a3;
+  __asm volatile(
+      "dlstp.8 lr, %[n]\n"
+      "1:\n\t"
+      "vldrb.8 q0, [%[w]], #16\n\t"
+      "vldrb.8 q1, [%[x0]], #16\n\t"
+      "vmladava.s8 %[s0], q1, q0\n\t"
+      "vldrb.8 q1, [%[x1]], #16\n\t"
+      "vmladava.s8 %[s1], q1, q0\n\t"
+      "vldrb.8 q1, [%[x2]], #16\n\t"
+      "vmladava.s8 %[s2], q1, q0\n\t"
+      "vldrb.8 q1, [%[x3]], #16\n\t"
+      "vmladava.s8 %[s3], q1, q0\n\t"
+      "letp lr, 1b\n"
+      : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [w] "+r"(w),
+        [x0] "+r"(x0), [x1] "+r"(x1), [x2] "+r"(x2), [x3] "+r"(x3)
+      : [n] "r"(n)
+      : "q0", "q1", "lr", "memory");
+  *a0 = s0;
+  *a1 = s1;
+  *a2 = s2;
+  *a3 = s3;
 }
 
 #elif defined(DTMM_PATH_DSP)
@@ -274,93 +270,94 @@ DTMM_INLINE uint32_t dtmm_sxtb16_ror8(uint32_t v) {
 }
 
 /* Bytes (0,2) and (1,3) of weights and inputs are widened the same way, so two
- * SMLADs give w0*x0 + w2*x2 + w1*x1 + w3*x3 without any repacking. */
-DTMM_INLINE void dtmm_dot(const int8_t* w, const int8_t* const* x, int32_t n,
-                          int32_t* acc) {
-  const int8_t* x0 = x[0];
-  const int8_t* x1 = x[1];
-  int32_t a0 = acc[0], a1 = acc[1];
+ * SMLADs give w0*x0 + w2*x2 + w1*x1 + w3*x3 without any repacking; the weights are
+ * widened once for the 3 pixels (3 is what fits the 13 registers without spills:
+ * 20 instructions per 12 MACs, against 15 per 8 with 2 pixels). */
+DTMM_INLINE void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
+                          const int8_t* x2, int32_t n, int32_t* a0, int32_t* a1,
+                          int32_t* a2) {
+  int32_t s0 = *a0, s1 = *a1, s2 = *a2;
   int32_t quads = n >> 2;
   int32_t rest = n & 3;
   while (quads-- > 0) {
     const uint32_t wv = dtmm_read_u32(w);
     const uint32_t xa = dtmm_read_u32(x0);
     const uint32_t xb = dtmm_read_u32(x1);
+    const uint32_t xc = dtmm_read_u32(x2);
     const uint32_t w02 = __sxtb16(wv);
     const uint32_t w13 = dtmm_sxtb16_ror8(wv);
-    a0 = __smlad(__sxtb16(xa), w02, a0);
-    a0 = __smlad(dtmm_sxtb16_ror8(xa), w13, a0);
-    a1 = __smlad(__sxtb16(xb), w02, a1);
-    a1 = __smlad(dtmm_sxtb16_ror8(xb), w13, a1);
+    s0 = __smlad(__sxtb16(xa), w02, s0);
+    s0 = __smlad(dtmm_sxtb16_ror8(xa), w13, s0);
+    s1 = __smlad(__sxtb16(xb), w02, s1);
+    s1 = __smlad(dtmm_sxtb16_ror8(xb), w13, s1);
+    s2 = __smlad(__sxtb16(xc), w02, s2);
+    s2 = __smlad(dtmm_sxtb16_ror8(xc), w13, s2);
     w += 4;
     x0 += 4;
     x1 += 4;
+    x2 += 4;
   }
   while (rest-- > 0) {
     const int32_t wi = *w++;
-    a0 += wi * *x0++;
-    a1 += wi * *x1++;
+    s0 += wi * *x0++;
+    s1 += wi * *x1++;
+    s2 += wi * *x2++;
   }
-  acc[0] = a0;
-  acc[1] = a1;
+  *a0 = s0;
+  *a1 = s1;
+  *a2 = s2;
 }
 
 #else /* portable */
 
 /* Branch-free inner loop; uint32 accumulation wraps like the int32 contract. */
-DTMM_INLINE void dtmm_dot(const int8_t* w, const int8_t* const* x, int32_t n,
-                          int32_t* acc) {
-  const int8_t* x0 = x[0];
-  const int8_t* x1 = x[1];
-  const int8_t* x2 = x[2];
-  const int8_t* x3 = x[3];
-  uint32_t a0 = (uint32_t)acc[0], a1 = (uint32_t)acc[1];
-  uint32_t a2 = (uint32_t)acc[2], a3 = (uint32_t)acc[3];
+DTMM_INLINE void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
+                          const int8_t* x2, const int8_t* x3, int32_t n, int32_t* a0,
+                          int32_t* a1, int32_t* a2, int32_t* a3) {
+  uint32_t s0 = (uint32_t)*a0, s1 = (uint32_t)*a1, s2 = (uint32_t)*a2, s3 = (uint32_t)*a3;
   int32_t i;
   for (i = 0; i < n; ++i) {
     const int32_t wi = w[i];
-    a0 += (uint32_t)(wi * x0[i]);
-    a1 += (uint32_t)(wi * x1[i]);
-    a2 += (uint32_t)(wi * x2[i]);
-    a3 += (uint32_t)(wi * x3[i]);
+    s0 += (uint32_t)(wi * x0[i]);
+    s1 += (uint32_t)(wi * x1[i]);
+    s2 += (uint32_t)(wi * x2[i]);
+    s3 += (uint32_t)(wi * x3[i]);
   }
-  acc[0] = (int32_t)a0;
-  acc[1] = (int32_t)a1;
-  acc[2] = (int32_t)a2;
-  acc[3] = (int32_t)a3;
+  *a0 = (int32_t)s0;
+  *a1 = (int32_t)s1;
+  *a2 = (int32_t)s2;
+  *a3 = (int32_t)s3;
 }
 
 #endif
 
-/* Requantizes and stores one output channel of the group (np <= DTMM_P pixels). */
+/* Requantizes one output channel of the group and stores its np <= DTMM_P pixels
+ * (out points at pixel 0, channel oc; pixels are out_c apart). */
 #if defined(DTMM_PATH_MVE)
-DTMM_INLINE void dtmm_store(const int32_t* acc, int32_t np, int32_t mult, int32_t shift,
-                            const dtmm_conv_params* p, int8_t* out, int32_t out_c) {
+DTMM_INLINE void dtmm_store(int32_t a0, int32_t a1, int32_t a2, int32_t a3, int32_t np,
+                            int32_t mult, int32_t shift, int32_t out_off, int32_t act_min,
+                            int32_t act_max, int8_t* out, uint32x4_t offs) {
   /* vqrdmulh == SaturatingRoundingDoublingHighMul; the fixup makes VRSHL round
    * half away from zero like RoundingDivideByPOT (as TFLite's NEON code does). */
   const int32_t left = shift > 0 ? shift : 0;
   const int32_t right = shift > 0 ? 0 : -shift;
-  int32x4_t v = vldrwq_s32(acc);
+  int32x4_t v = vdupq_n_s32(a0);
   int32x4_t fix;
+  v = vsetq_lane_s32(a1, v, 1);
+  v = vsetq_lane_s32(a2, v, 2);
+  v = vsetq_lane_s32(a3, v, 3);
   v = vqrdmulhq_n_s32(vshlq_r_s32(v, left), mult);
   fix = vshrq_n_s32(vandq_s32(v, vdupq_n_s32(-right)), 31);
   v = vrshlq_n_s32(vqaddq_s32(v, fix), -right);
-  v = vaddq_n_s32(v, p->output_offset);
-  v = vmaxq_s32(v, vdupq_n_s32(p->activation_min));
-  v = vminq_s32(v, vdupq_n_s32(p->activation_max));
-  {
-    const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)out_c);
-    vstrbq_scatter_offset_p_s32(out, offs, v, vctp32q((uint32_t)np));
-  }
+  v = vaddq_n_s32(v, out_off);
+  v = vmaxq_s32(v, vdupq_n_s32(act_min));
+  v = vminq_s32(v, vdupq_n_s32(act_max));
+  vstrbq_scatter_offset_p_s32(out, offs, v, vctp32q((uint32_t)np));
 }
 #else
-DTMM_INLINE void dtmm_store(const int32_t* acc, int32_t np, int32_t mult, int32_t shift,
-                            const dtmm_conv_params* p, int8_t* out, int32_t out_c) {
-  int32_t j;
-  for (j = 0; j < np; ++j) {
-    out[j * out_c] = dtmm_clamp_out(dtmm_requantize(acc[j], mult, shift), p->output_offset,
-                                    p->activation_min, p->activation_max);
-  }
+DTMM_INLINE void dtmm_store1(int32_t a, int32_t mult, int32_t shift, int32_t out_off,
+                             int32_t act_min, int32_t act_max, int8_t* out) {
+  *out = dtmm_clamp_out(dtmm_requantize(a, mult, shift), out_off, act_min, act_max);
 }
 #endif
 
@@ -371,8 +368,12 @@ DTMM_INLINE uint32_t dtmm_bits(const uint8_t* bm, int32_t len, int32_t pos, int3
   const int32_t q = pos >> 3;
   uint32_t v;
   if (q + 4 <= len) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(&v, bm + q, 4); /* one (unaligned) load */
+#else
     v = (uint32_t)bm[q] | ((uint32_t)bm[q + 1] << 8) | ((uint32_t)bm[q + 2] << 16) |
         ((uint32_t)bm[q + 3] << 24);
+#endif
   } else {
     int32_t i;
     v = 0;
@@ -427,15 +428,316 @@ static void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t
 
 /* ------------------------------------------------------------------ compute */
 
-dtmm_status DTMM_CONV_FN(const dtmm_conv_dims* dims,
-                                  const dtmm_conv_params* params,
-                                  const dtmm_fwcs_filter* filter, const int8_t* input,
-                                  int8_t* output, void* scratch) {
+/* The group code is written once for DTMM_P = 4 or 3 pixels. */
+#if DTMM_P == 4
+#define DTMM_ACCS int32_t a0, a1, a2, a3
+#define DTMM_ACC_SET(v) (a0 = a1 = a2 = a3 = (v))
+#define DTMM_DOT(w, x0, x1, x2, x3, n) \
+  dtmm_dot((w), (x0), (x1), (x2), (x3), (n), &a0, &a1, &a2, &a3)
+#else
+#define DTMM_ACCS int32_t a0, a1, a2
+#define DTMM_ACC_SET(v) (a0 = a1 = a2 = (v))
+#define DTMM_DOT(w, x0, x1, x2, x3, n) dtmm_dot((w), (x0), (x1), (x2), (n), &a0, &a1, &a2)
+#endif
+
+/* Requantize and store channel oc of the group: pixel j goes to base + oo[j] (MVE:
+ * the same offsets as a vector), only the first np pixels. */
+#if defined(DTMM_PATH_MVE)
+#define DTMM_STORE(oc, base, oo, ov)                                                     \
+  dtmm_store(a0, a1, a2, a3, np, f->multiplier[oc], f->shift[oc], p->output_offset,      \
+             p->activation_min, p->activation_max, (base), (ov))
+#elif DTMM_P == 4
+#define DTMM_STORE(oc, base, oo, ov)                                                     \
+  do {                                                                                   \
+    const int32_t m_ = f->multiplier[oc], s_ = f->shift[oc];                             \
+    dtmm_store1(a0, m_, s_, p->output_offset, p->activation_min, p->activation_max,      \
+                (base) + (oo)[0]);                                                       \
+    if (np > 1)                                                                          \
+      dtmm_store1(a1, m_, s_, p->output_offset, p->activation_min, p->activation_max,    \
+                  (base) + (oo)[1]);                                                     \
+    if (np > 2)                                                                          \
+      dtmm_store1(a2, m_, s_, p->output_offset, p->activation_min, p->activation_max,    \
+                  (base) + (oo)[2]);                                                     \
+    if (np > 3)                                                                          \
+      dtmm_store1(a3, m_, s_, p->output_offset, p->activation_min, p->activation_max,    \
+                  (base) + (oo)[3]);                                                     \
+  } while (0)
+#else
+#define DTMM_STORE(oc, base, oo, ov)                                                     \
+  do {                                                                                   \
+    const int32_t m_ = f->multiplier[oc], s_ = f->shift[oc];                             \
+    dtmm_store1(a0, m_, s_, p->output_offset, p->activation_min, p->activation_max,      \
+                (base) + (oo)[0]);                                                       \
+    if (np > 1)                                                                          \
+      dtmm_store1(a1, m_, s_, p->output_offset, p->activation_min, p->activation_max,    \
+                  (base) + (oo)[1]);                                                     \
+    if (np > 2)                                                                          \
+      dtmm_store1(a2, m_, s_, p->output_offset, p->activation_min, p->activation_max,    \
+                  (base) + (oo)[2]);                                                     \
+  } while (0)
+#endif
+
+/* Bitmap field of one output channel (all ones in the dense variant). */
+#ifdef DTMM_DENSE_VARIANT
+#define DTMM_FIELD(f, pos, nb) ((1u << (nb)) - 1u)
+#else
+#define DTMM_FIELD(f, pos, nb) dtmm_bits((f)->bitmap, (f)->bitmap_bytes, (pos), (nb))
+#endif
+
+/* Run of kept taps from t = ctz(m) on that are contiguous in the input; clears them
+ * from m. `cont` marks taps that continue the previous one in memory. */
+#define DTMM_NEXT_RUN(m, cont, t, run)                              \
+  do {                                                              \
+    (t) = DTMM_CTZ(m);                                              \
+    (run) = DTMM_CTZ(~(((m) & ((cont) | (1u << (t)))) >> (t)));     \
+    (m) &= 0xFFFFFFFEu << ((t) + (run)-1);                          \
+  } while (0)
+
+/* Layout of the "strided" part of the output: all interior pixels, taken DTMM_P
+ * at a time along a row (or down the column when the interior is narrower than
+ * DTMM_P, e.g. a 49x1 feature map), so that the pixels of a group are one fixed
+ * input stride apart and need no im2col and no per-group address arithmetic. A
+ * line whose length leaves at least 3/4 of a group ends with a group that
+ * overlaps the previous one (those pixels are computed twice, identically);
+ * shorter leftovers go to the general path, which measured cheaper for them. */
+typedef struct {
+  int32_t lines;      /* rows (or columns) holding groups */
+  int32_t groups;     /* groups per line */
+  int32_t last;       /* first pixel of the last group in a line */
+  int32_t covered;    /* pixels of a line that the groups cover */
+  int32_t along_y;    /* 0: groups run along x; 1: along y */
+  int32_t in_step;    /* input bytes between two pixels of a group */
+  int32_t out_step;   /* output bytes between two pixels of a group */
+} dtmm_strided;
+
+static void dtmm_line_groups(int32_t len, dtmm_strided* s) {
+  const int32_t rest = len % DTMM_P;
+  s->groups = len / DTMM_P;
+  s->covered = s->groups * DTMM_P;
+  if (4 * rest >= 3 * DTMM_P) {
+    s->groups++;
+    s->covered = len;
+  }
+  s->last = s->covered == len ? len - DTMM_P : (s->groups - 1) * DTMM_P;
+}
+
+static void dtmm_strided_layout(const dtmm_geom* g, dtmm_strided* s) {
+  const int32_t wi = g->x_hi - g->x_lo, hi = g->y_hi - g->y_lo;
+  s->lines = s->groups = s->along_y = s->last = s->covered = 0;
+  s->in_step = s->out_step = 0;
+  if (wi >= DTMM_P && hi > 0) {
+    s->lines = hi;
+    dtmm_line_groups(wi, s);
+    s->in_step = g->sw * g->in_c;
+    s->out_step = g->out_c;
+  } else if (hi >= DTMM_P && wi > 0) {
+    s->along_y = 1;
+    s->lines = wi;
+    dtmm_line_groups(hi, s);
+    s->in_step = g->sh * g->in_w * g->in_c;
+    s->out_step = g->out_w * g->out_c;
+  }
+}
+
+static int dtmm_in_strided(const dtmm_geom* g, const dtmm_strided* s, int32_t y, int32_t x) {
+  if (s->groups == 0) return 0;
+  if (s->along_y) {
+    return x >= g->x_lo && x < g->x_hi && y >= g->y_lo && y < g->y_lo + s->covered;
+  }
+  return y >= g->y_lo && y < g->y_hi && x >= g->x_lo && x < g->x_lo + s->covered;
+}
+
+/* One strided group, one output channel: the channel's runs replayed at bg. */
+DTMM_INLINE void dtmm_strided_group(const dtmm_conv_params* p, const dtmm_fwcs_filter* f,
+                                    int32_t oc, const int8_t* w, const int8_t* bg,
+                                    int8_t* og, int32_t ps, int32_t nr,
+                                    const int32_t* run_off, const int32_t* run_len,
+                                    const int32_t* oo
+#if defined(DTMM_PATH_MVE)
+                                    ,
+                                    uint32x4_t ov
+#endif
+) {
+  const int32_t np = DTMM_P;
+  int32_t k;
+  DTMM_ACCS;
+  DTMM_ACC_SET(f->bias[oc]);
+  for (k = 0; k < nr; ++k) {
+    const int8_t* x = bg + run_off[k];
+    DTMM_DOT(w, x, x + ps, x + 2 * ps, x + 3 * ps, run_len[k]);
+    w += run_len[k];
+  }
+  (void)oo;
+  DTMM_STORE(oc, og, oo, ov);
+}
+
+#if defined(DTMM_PATH_MVE)
+#define DTMM_OV_ARG , ov
+#else
+#define DTMM_OV_ARG
+#endif
+
+/* Strided part, output channel outermost: a channel's bitmap field is decoded
+ * once into its runs (offset, length), then replayed for every group. Kernels of
+ * up to DTMM_CHUNK taps. */
+static void dtmm_run_strided(const dtmm_geom* g, const dtmm_strided* s,
+                             const dtmm_conv_params* p, const dtmm_fwcs_filter* f,
+                             const int8_t* in_b, int8_t* out_b, const int32_t* off_in,
+                             uint32_t cont) {
+  int32_t run_off[DTMM_CHUNK], run_len[DTMM_CHUNK];
+  const int32_t taps = g->taps, in_c = g->in_c, ps = s->in_step;
+  const int8_t* w = f->values;
+  int32_t oc, j;
+  int32_t oo[DTMM_P];
+#if defined(DTMM_PATH_MVE)
+  const uint32x4_t ov = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)s->out_step);
+#endif
+  for (j = 0; j < DTMM_P; ++j) oo[j] = j * s->out_step;
+  for (oc = 0; oc < g->out_c; ++oc) {
+    uint32_t m = DTMM_FIELD(f, oc * taps, taps);
+    int32_t nr = 0, total = 0, line, gi, t, run;
+    if (!m) continue; /* pruned filter: constant output already written */
+    while (m) {
+      DTMM_NEXT_RUN(m, cont, t, run);
+      run_off[nr] = off_in[t];
+      run_len[nr] = run * in_c;
+      total += run_len[nr++];
+    }
+    for (line = 0; line < s->lines; ++line) {
+      const int32_t y0 = s->along_y ? g->y_lo : g->y_lo + line;
+      const int32_t x0 = s->along_y ? g->x_lo + line : g->x_lo;
+      const int8_t* b = in_b + ((y0 * g->sh - g->pt) * g->in_w + (x0 * g->sw - g->pl)) * in_c;
+      int8_t* o = out_b + (y0 * g->out_w + x0) * g->out_c + oc;
+      for (gi = 1; gi < s->groups; ++gi, b += DTMM_P * ps, o += DTMM_P * s->out_step) {
+        dtmm_strided_group(p, f, oc, w, b, o, ps, nr, run_off, run_len, oo DTMM_OV_ARG);
+      }
+      /* The last group may overlap its neighbour. */
+      b -= (s->groups - 1) * DTMM_P * ps;
+      o -= (s->groups - 1) * DTMM_P * s->out_step;
+      dtmm_strided_group(p, f, oc, w, b + s->last * ps, o + s->last * s->out_step, ps, nr,
+                         run_off, run_len, oo DTMM_OV_ARG);
+    }
+    w += total;
+  }
+}
+
+/* One group of up to DTMM_P arbitrary pixels (borders, leftovers), all output
+ * channels: base[j] is pixel j's input window (in place, or an im2col row),
+ * offs/cont describe the taps of the current DTMM_CHUNK-tap piece, pixel j's
+ * output is out_b + oo[j] + oc. */
+static void dtmm_run_group(const dtmm_geom* g, const dtmm_conv_params* p,
+                           const dtmm_fwcs_filter* f, const int8_t* const* base, int border,
+                           int32_t* off_in, int32_t* off_col, uint32_t cont_in,
+                           uint32_t cont_col, int32_t np, int8_t* out_b, const int32_t* oo) {
+  const int32_t taps = g->taps, in_c = g->in_c;
+  const int8_t* w = f->values;
+  const int8_t* b0 = base[0];
+  const int8_t* b1 = base[1];
+  const int8_t* b2 = base[2];
+#if DTMM_P == 4
+  const int8_t* b3 = base[3];
+#else
+  const int8_t* b3 = b2;
+#endif
+  const int32_t* offs = border ? off_col : off_in;
+  uint32_t cont = border ? cont_col : cont_in;
+  int32_t oc, pos = 0;
+#if defined(DTMM_PATH_MVE)
+  const uint32x4_t ov = vldrwq_u32((const uint32_t*)oo);
+#else
+  const int32_t ov = 0;
+#endif
+  (void)ov;
+  (void)b2;
+  (void)b3;
+  for (oc = 0; oc < g->out_c; ++oc) {
+    int32_t first;
+    DTMM_ACCS;
+    if (taps <= DTMM_CHUNK) {
+      uint32_t m = DTMM_FIELD(f, pos, taps);
+      pos += taps;
+#ifndef DTMM_DENSE_VARIANT
+      if (!m) continue; /* pruned filter: constant output already written */
+#endif
+      DTMM_ACC_SET(f->bias[oc]);
+      while (m) {
+        int32_t t, run, n, o;
+        DTMM_NEXT_RUN(m, cont, t, run);
+        n = run * in_c;
+        o = offs[t];
+        DTMM_DOT(w, b0 + o, b1 + o, b2 + o, b3 + o, n);
+        w += n;
+      }
+    } else {
+      /* Large kernels: tap tables rebuilt per DTMM_CHUNK-bit piece. */
+      DTMM_ACC_SET(f->bias[oc]);
+      for (first = 0; first < taps; first += DTMM_CHUNK) {
+        const int32_t nb = taps - first < DTMM_CHUNK ? taps - first : DTMM_CHUNK;
+        uint32_t m = DTMM_FIELD(f, pos, nb);
+        pos += nb;
+        if (!m) continue;
+        dtmm_tap_tables(g, first, nb, off_in, off_col, &cont_in, &cont_col);
+        cont = border ? cont_col : cont_in;
+        while (m) {
+          int32_t t, run, n, o;
+          DTMM_NEXT_RUN(m, cont, t, run);
+          n = run * in_c;
+          o = offs[t];
+          DTMM_DOT(w, b0 + o, b1 + o, b2 + o, b3 + o, n);
+          w += n;
+        }
+      }
+    }
+    DTMM_STORE(oc, out_b + oc, oo, ov);
+  }
+}
+
+#ifndef DTMM_DENSE_VARIANT
+/* A fully pruned filter's output channel is the constant requantize(bias): written
+ * here for every pixel (one store each), so that the group loop skips the channel
+ * after reading its bitmap field. This is what makes 1x1 convolutions (where a
+ * filterlet is a whole filter) scale with sparsity. */
+static void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_conv_params* p,
+                             const dtmm_fwcs_filter* f, int8_t* out, int32_t pixels) {
+  int32_t oc, pos = 0;
+  const int32_t out_c = g->out_c;
+  for (oc = 0; oc < out_c; ++oc) {
+    uint32_t any = 0;
+    int32_t first;
+    for (first = 0; first < g->taps; first += DTMM_CHUNK) {
+      const int32_t nb = g->taps - first < DTMM_CHUNK ? g->taps - first : DTMM_CHUNK;
+      any |= dtmm_bits(f->bitmap, f->bitmap_bytes, pos + first, nb);
+    }
+    pos += g->taps;
+    if (!any) {
+      const int8_t v = dtmm_clamp_out(dtmm_requantize(f->bias[oc], f->multiplier[oc], f->shift[oc]),
+                                      p->output_offset, p->activation_min, p->activation_max);
+      int8_t* o = out + oc;
+      int32_t i = pixels;
+      for (; i >= 4; i -= 4) {
+        o[0] = v;
+        o[out_c] = v;
+        o[2 * out_c] = v;
+        o[3 * out_c] = v;
+        o += 4 * out_c;
+      }
+      for (; i > 0; --i) {
+        *o = v;
+        o += out_c;
+      }
+    }
+  }
+}
+#endif
+
+dtmm_status DTMM_CONV_FN(const dtmm_conv_dims* dims, const dtmm_conv_params* params,
+                         const dtmm_fwcs_filter* filter, const int8_t* input,
+                         int8_t* output, void* scratch) {
   dtmm_geom g;
+  dtmm_strided st;
   int32_t off_in[DTMM_CHUNK], off_col[DTMM_CHUNK];
-  uint32_t cont_in, cont_col;
-  int32_t b, pix0, j;
-  int32_t npix, taps, in_c, out_c, single_chunk;
+  uint32_t cont_in = 0, cont_col = 0;
+  int32_t b, j, npix, taps, in_c, out_c, small;
   int8_t* col = (int8_t*)scratch;
 
   dtmm_make_geom(dims, params, &g);
@@ -443,78 +745,56 @@ dtmm_status DTMM_CONV_FN(const dtmm_conv_dims* dims,
   in_c = g.in_c;
   out_c = g.out_c;
   npix = g.out_h * g.out_w;
-  single_chunk = taps <= DTMM_CHUNK;
-  if (single_chunk) dtmm_tap_tables(&g, 0, taps, off_in, off_col, &cont_in, &cont_col);
+  small = taps <= DTMM_CHUNK;
+  if (small) dtmm_tap_tables(&g, 0, taps, off_in, off_col, &cont_in, &cont_col);
+  dtmm_strided_layout(&g, &st);
+  if (!small) st.groups = 0; /* large kernels take the general path only */
+#ifndef DTMM_DENSE_VARIANT
+  dtmm_fill_pruned(&g, params, filter, output, dims->batches * npix);
+#endif
 
   for (b = 0; b < dims->batches; ++b) {
     const int8_t* in_b = input + b * g.in_h * g.in_w * in_c; /* validated < 2^31 */
     int8_t* out_b = output + b * npix * out_c;
-    for (pix0 = 0; pix0 < npix; pix0 += DTMM_P) {
+    int32_t y = 0, x = 0; /* raster cursor of the general path */
+    if (st.groups > 0) dtmm_run_strided(&g, &st, params, filter, in_b, out_b, off_in, cont_in);
+    /* Everything else, DTMM_P pixels at a time in raster order. */
+    for (;;) {
       const int8_t* base[DTMM_P];
-      const int32_t np = npix - pix0 < DTMM_P ? npix - pix0 : DTMM_P;
-      int32_t py[DTMM_P], px[DTMM_P];
+      int32_t py[DTMM_P], px[DTMM_P], oo[DTMM_P];
+      int32_t np = 0;
       int border = 0;
-      const int32_t* offs;
-      uint32_t cont;
-      const int8_t* wrow = filter->values;
-      int32_t bitpos = 0, oc;
-
+      while (np < DTMM_P && y < g.out_h) {
+        if (!dtmm_in_strided(&g, &st, y, x)) {
+          py[np] = y;
+          px[np] = x;
+          np++;
+        }
+        if (++x == g.out_w) {
+          x = 0;
+          ++y;
+        }
+      }
+      if (np == 0) break;
       for (j = 0; j < DTMM_P; ++j) {
-        /* A short last group repeats its last pixel; only np outputs are stored. */
-        const int32_t pix = pix0 + (j < np ? j : np - 1);
-        py[j] = pix / g.out_w;
-        px[j] = pix - py[j] * g.out_w;
+        /* A short group repeats its last pixel; only np outputs are stored. */
+        const int32_t jj = j < np ? j : np - 1;
+        py[j] = py[jj];
+        px[j] = px[jj];
+        oo[j] = (py[j] * g.out_w + px[j]) * out_c;
         border |= py[j] < g.y_lo || py[j] >= g.y_hi || px[j] < g.x_lo || px[j] >= g.x_hi;
       }
-      if (border) {
-        for (j = 0; j < DTMM_P; ++j) {
+      for (j = 0; j < DTMM_P; ++j) {
+        if (border) {
           int8_t* dst = col + j * taps * in_c;
           dtmm_im2col(&g, in_b, py[j], px[j], (int8_t)params->input_zero_point, dst);
           base[j] = dst;
-        }
-        offs = off_col;
-        cont = cont_col;
-      } else {
-        for (j = 0; j < DTMM_P; ++j) {
+        } else {
           base[j] = in_b + ((py[j] * g.sh - g.pt) * g.in_w + (px[j] * g.sw - g.pl)) * in_c;
         }
-        offs = off_in;
-        cont = cont_in;
       }
-
-      for (oc = 0; oc < out_c; ++oc) {
-        int32_t acc[DTMM_P];
-        int32_t first;
-        for (j = 0; j < DTMM_P; ++j) acc[j] = filter->bias[oc];
-        for (first = 0; first < taps; first += DTMM_CHUNK) {
-          const int32_t nb = taps - first < DTMM_CHUNK ? taps - first : DTMM_CHUNK;
-#ifdef DTMM_DENSE_VARIANT
-          uint32_t m = (1u << nb) - 1u;
-#else
-          uint32_t m = dtmm_bits(filter->bitmap, filter->bitmap_bytes, bitpos, nb);
-#endif
-          bitpos += nb;
-          if (!single_chunk) {
-            dtmm_tap_tables(&g, first, nb, off_in, off_col, &cont_in, &cont_col);
-            cont = border ? cont_col : cont_in;
-          }
-          while (m) {
-            const int8_t* x[DTMM_P];
-            const int32_t t = DTMM_CTZ(m);
-            /* Run of kept taps starting at t that are contiguous in the input. */
-            const uint32_t u = (m & (cont | (1u << t))) >> t;
-            const int32_t run = u == 0xFFFFFFFFu ? 32 : DTMM_CTZ(~u);
-            const int32_t n = run * in_c;
-            const int32_t o = offs[t];
-            m &= 0xFFFFFFFEu << (t + run - 1);
-            for (j = 0; j < DTMM_P; ++j) x[j] = base[j] + o;
-            dtmm_dot(wrow, x, n, acc);
-            wrow += n;
-          }
-        }
-        dtmm_store(acc, np, filter->multiplier[oc], filter->shift[oc], params,
-                   out_b + pix0 * out_c + oc, out_c);
-      }
+      dtmm_run_group(&g, params, filter, base, border, off_in, off_col, cont_in, cont_col, np,
+                     out_b, oo);
     }
   }
   return DTMM_OK;

@@ -92,7 +92,7 @@ def _inspect_run(args) -> int:
     from dtmm.inspect_model import inspect_table
     from dtmm.tflite_io import read_file
 
-    print(inspect_table(read_file(args.model), all_ops=args.all_ops))
+    print(inspect_table(read_file(args.model), all_ops=args.all_ops, name=args.model))
     return 0
 
 

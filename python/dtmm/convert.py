@@ -17,13 +17,14 @@ When no conv is rewritten the output is the input, byte for byte.
 
 from __future__ import annotations
 
+import collections
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from dtmm import reference as ref
-from dtmm.errors import ModelError
+from dtmm.errors import DtmmError, ModelError, UnsupportedError
 from dtmm.fwcs import FORMAT_VERSION, FWCS, filterlet_sparsity
 from dtmm.tflite_io import (DTMM_CUSTOM_CODE, BuiltinOperator, TensorType, dumps_options,
                             load_model, opcode_of, quant_of, read_file, save_model,
@@ -183,7 +184,8 @@ def parse_conv(model, si: int, oi: int, report: LayerReport):
         return skip(f"skipped: {type_name(x_t.type)} input, {type_name(y_t.type)} "
                     "output (int8 only)")
     if w_t.type != TensorType.INT8:
-        return skip(f"skipped: {type_name(w_t.type)} filter (int8 only)")
+        raise UnsupportedError(f"{where}: int8 conv with {type_name(w_t.type)} filter "
+                               "is not supported (int8 filters only)")
     # From here on it is an int8 conv: disagreements are errors in the model.
     if len(x_shape) != 4 or len(w_shape) != 4 or len(y_shape) != 4:
         raise ModelError(f"{where}: input/filter/output must be 4-D, got "
@@ -443,32 +445,33 @@ def _drop_unused(model, candidates: dict) -> None:
 
 
 def _usage_counts(model):
-    tensor_users, buffer_users = {}, {}
+    """How many references each (subgraph, tensor) and each buffer has: an op input,
+    output or intermediate, a subgraph input/output; a tensor or metadata entry."""
+    tensor_users, buffer_users = collections.Counter(), collections.Counter()
     for si, sg in enumerate(model.subgraphs):
-        for i in _referenced_tensors(model, si):
-            tensor_users[(si, i)] = 0
-        io = set(int(i) for i in list(sg.inputs if sg.inputs is not None else [])
-                 + list(sg.outputs if sg.outputs is not None else []))
-        for i in io:
-            tensor_users[(si, i)] = tensor_users.get((si, i), 0) + 1
+        vecs = [sg.inputs, sg.outputs]
         for op in sg.operators or []:
-            for vec in (op.inputs, op.outputs, op.intermediates):
-                for i in (vec if vec is not None else []):
-                    if int(i) >= 0:
-                        tensor_users[(si, int(i))] = tensor_users.get((si, int(i)), 0) + 1
+            vecs += [op.inputs, op.outputs, op.intermediates]
+        for vec in vecs:
+            for i in (vec if vec is not None else []):
+                if int(i) >= 0:
+                    tensor_users[(si, int(i))] += 1
         for t in sg.tensors:
-            buffer_users[t.buffer] = buffer_users.get(t.buffer, 0) + 1
+            buffer_users[t.buffer] += 1
     for m in model.metadata or []:
-        buffer_users[m.buffer] = buffer_users.get(m.buffer, 0) + 1
+        buffer_users[m.buffer] += 1
     return tensor_users, buffer_users
 
 
-def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False):
-    """Convert a .tflite flatbuffer. Returns (output bytes, ConversionReport)."""
+def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
+                  name: str = "input"):
+    """Convert a .tflite flatbuffer. Returns (output bytes, ConversionReport).
+    `name` is how error messages call the model (the CLI passes the file name)."""
     if not 0.0 <= float(min_sparsity) <= 1.0:
         raise ValueError(f"min_sparsity must be in [0, 1], got {min_sparsity}")
     buf = bytes(buf)
-    model = load_model(buf)
+    name_of_model = name
+    model = load_model(buf, name)
     report = ConversionReport(file_bytes_before=len(buf))
     tensor_users, buffer_users = _usage_counts(model)
     plans = []
@@ -481,7 +484,10 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False):
             name = text(sg.tensors[int(outs[0])].name) if len(outs) and outs[0] >= 0 else ""
             rep = LayerReport(subgraph=si, op_index=oi, name=name)
             report.layers.append(rep)
-            info = parse_conv(model, si, oi, rep)
+            try:
+                info = parse_conv(model, si, oi, rep)
+            except DtmmError as e:
+                raise type(e)(f"{name_of_model}: {e}") from None
             if info is None:
                 continue
             constants = dtmm_constants(info)
@@ -517,7 +523,8 @@ def convert_file(in_path, out_path, min_sparsity: float = 0.0,
     """Convert IN to OUT (written atomically; IN is never modified). When nothing
     is rewritten OUT is a byte-identical copy of IN."""
     buf = read_file(in_path)
-    out, report = convert_model(buf, min_sparsity=min_sparsity, always=always)
+    out, report = convert_model(buf, min_sparsity=min_sparsity, always=always,
+                                name=os.fspath(in_path))
     if os.path.exists(out_path) and os.path.samefile(in_path, out_path):
         raise ModelError(f"output {out_path} is the input file; choose another path")
     write_atomic(out_path, out)

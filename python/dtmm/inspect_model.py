@@ -156,10 +156,10 @@ def _dense_bytes(model, sg, op) -> int:
     return total
 
 
-def inspect_model(buf: bytes, all_ops: bool = False) -> list:
+def inspect_model(buf: bytes, all_ops: bool = False, name: str = "input") -> list:
     """LayerReport per CONV_2D and DTMM_CONV_2D (per op with all_ops). Raises
     ModelError/FormatError for an invalid model or DTMM op."""
-    model = load_model(buf)
+    model = load_model(buf, name)
     layers = []
     for si, sg in enumerate(model.subgraphs):
         for oi, op in enumerate(sg.operators or []):
@@ -199,9 +199,9 @@ def inspect_model(buf: bytes, all_ops: bool = False) -> list:
     return layers
 
 
-def inspect_table(buf: bytes, all_ops: bool = False) -> str:
-    layers = inspect_model(buf, all_ops=all_ops)
-    model = load_model(buf)
+def inspect_table(buf: bytes, all_ops: bool = False, name: str = "input") -> str:
+    layers = inspect_model(buf, all_ops=all_ops, name=name)
+    model = load_model(buf, name)
     counts = {}
     for sg in model.subgraphs:
         for op in sg.operators or []:

@@ -57,9 +57,33 @@ def to_int8(model, x_rep: np.ndarray, n_rep: int = 200) -> bytes:
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
     try:
-        return bytes(conv.convert())
+        with _silenced():   # the converter prints pages of SavedModel chatter
+            return bytes(conv.convert())
     except Exception as e:  # the converter raises many types
         raise DtmmError(f"int8 conversion failed: {type(e).__name__}: {e}") from e
+
+
+class _silenced:
+    """Send fd 1 and 2 to /dev/null (Python and C++ writers alike)."""
+
+    def __enter__(self):
+        import sys
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = [os.dup(1), os.dup(2)]
+        self.null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(self.null, 1)
+        os.dup2(self.null, 2)
+
+    def __exit__(self, *exc):
+        import sys
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        for fd in (*self.saved, self.null):
+            os.close(fd)
+        return False
 
 
 def int8_accuracy(tflite_bytes: bytes, x: np.ndarray, y: np.ndarray,
@@ -196,7 +220,7 @@ def match_convs(graph, infos):
 
 def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str = "loss",
                   latency_csv: str | None = None, prune_filterlets: bool = True,
-                  prune_filters: bool = True):
+                  prune_filters: bool = True, flash_model=None):
     """(Problem, [Keras layer name per conv])."""
     from dtmm import prune as P
     from dtmm.schedule import cost, graph as G, search
@@ -229,7 +253,8 @@ def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str 
             raise DtmmError(f"no filterlet importance for conv {n!r}")
         imp.append((importance.filter[n], np.asarray(fl).reshape(c.c_out, c.k)))
     coeffs = cost.fit_latency_csv(latency_csv) if latency_csv else cost.LatencyCoeffs()
-    prob = search.Problem(g, imp, budgets, objective=objective, flash=cost.FlashModel(g),
+    flash = flash_model(g) if flash_model is not None else cost.FlashModel(g)
+    prob = search.Problem(g, imp, budgets, objective=objective, flash=flash,
                           sram=cost.SramModel(g), latency=cost.LatencyModel(g, coeffs),
                           prune_filterlets=prune_filterlets, prune_filters=prune_filters)
     return prob, names
@@ -528,6 +553,7 @@ def demo(out_dir: str, flash="24KiB", sram="16KiB", max_drop: float | None = 1.0
     model.save(os.path.join(out_dir, "dense.keras"))
     log(f"trained demo CNN on digits in {time.perf_counter() - t0:.1f} s")
     res = prune(model, data, flash, sram, out_dir, max_drop=max_drop, epochs=epochs,
+                extra_epochs=2 if max_drop is not None else 0,
                 batch_size=32, seed=seed, progress=progress, lr=1e-3, log=log)
     res.report["timings_s"]["demo_total_s"] = round(time.perf_counter() - t0, 2)
     with open(os.path.join(out_dir, "report.json"), "w") as f:

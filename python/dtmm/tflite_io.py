@@ -77,8 +77,8 @@ def load_model(buf: bytes, what: str = "input") -> "schema.ModelT":
     try:
         model = schema.ModelT.InitFromPackedBuf(buf, 0)
     except Exception as e:  # the generated reader raises whatever struct/numpy raise
-        raise ModelError(f"{what} is not a valid TFLite flatbuffer (truncated or "
-                         f"corrupt: {type(e).__name__})") from None
+        raise ModelError(f"{what} is not a valid TFLite flatbuffer: truncated or "
+                         f"corrupt ({len(buf)} bytes)") from None
     check_model(model, what)
     return model
 
@@ -160,6 +160,9 @@ def write_atomic(path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)  # mkstemp makes 0600; give the file the usual mode
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException as e:
         try:

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from dtmm import reference as ref
 from dtmm.convert import LayerReport, dtmm_constants, parse_conv
-from dtmm.errors import DtmmError, FormatError, ModelError
+from dtmm.errors import DtmmError, ModelError
 from dtmm.inspect_model import parse_dtmm
 from dtmm.tflite_io import (BuiltinOperator, is_dtmm_op, load_model, opcode_of,
                             quant_of, read_file, shape_of, text)
@@ -153,7 +154,7 @@ def compare_structure(orig, conv, report: VerifyReport) -> dict:
             out = _names(sb, b.outputs)
             where = f"op {oi if si == 0 else f'{si}:{oi}'} ({(out or ['?'])[0]})"
             code_a = opcode_of(orig, a)
-            if is_dtmm_op(conv, b):
+            if is_dtmm_op(conv, b) and not is_dtmm_op(orig, a):
                 if code_a[0] != BuiltinOperator.CONV_2D:
                     f.append(f"{where}: DTMM_CONV_2D replaces {code_a}, not CONV_2D")
                     continue
@@ -189,14 +190,12 @@ def compare_structure(orig, conv, report: VerifyReport) -> dict:
             (may_drop if ti in replaced else want)[key] += 1
         for t in sb.tensors:
             name = text(t.name)
-            if "/dtmm_" in name:
-                continue
             key = (name, _tensor_sig(conv, t))
             if want[key] > 0:
                 want[key] -= 1
             elif may_drop[key] > 0:
                 may_drop[key] -= 1  # a replaced conv's constant still used elsewhere
-            else:
+            elif "/dtmm_" not in name:  # DTMM constants are checked with their op
                 have.setdefault(name, 0)
         for (name, _), n in want.items():
             if n > 0:
@@ -269,10 +268,12 @@ def _interpreter(buf: bytes):
     import tensorflow as tf  # slow import: only when running models
 
     try:
-        interp = tf.lite.Interpreter(
-            model_content=buf,
-            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
-            experimental_preserve_all_tensors=True)
+        with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
+            warnings.simplefilter("ignore")
+            interp = tf.lite.Interpreter(
+                model_content=buf,
+                experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
+                experimental_preserve_all_tensors=True)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise ModelError(f"TFLite cannot load the original model: "
@@ -360,9 +361,10 @@ def _run_and_check(orig_buf, orig, dtmm, feeds, source, report):
 
 
 def verify_models(orig_buf: bytes, conv_buf: bytes, input_files=(), random: int = 4,
-                  seed: int = 0, check: bool = True) -> VerifyReport:
-    orig = load_model(orig_buf, "original")
-    conv = load_model(conv_buf, "converted")
+                  seed: int = 0, check: bool = True, names=("original", "converted")
+                  ) -> VerifyReport:
+    orig = load_model(orig_buf, names[0])
+    conv = load_model(conv_buf, names[1])
     report = VerifyReport()
     dtmm = compare_structure(orig, conv, report)
     report.static_only = [f"{si}:{oi}" for si, oi in dtmm if si != 0]
@@ -391,4 +393,5 @@ def verify_files(original, converted, input_files=(), random: int = 4, seed: int
     """Verify CONVERTED against ORIGINAL (paths). Raises VerificationError on any
     difference when `check`, else returns the report with its failures."""
     return verify_models(read_file(original), read_file(converted),
-                         input_files=input_files, random=random, seed=seed, check=check)
+                         input_files=input_files, random=random, seed=seed, check=check,
+                         names=(os.fspath(original), os.fspath(converted)))

@@ -36,6 +36,14 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 # pytest reports tests/python/... paths.
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 export HYPOTHESIS_STORAGE_DIRECTORY="$tmp/.hypothesis"
+# HOME is read-only in the sandbox; each test gets its own temp dir and caches,
+# so two pytest processes never share /tmp/pytest-of-$USER. Short path under /tmp
+# (not TEST_TMPDIR) to stay within AF_UNIX socket path limits.
+TMPDIR="$(mktemp -d /tmp/dtmm-pytest.XXXXXX)"
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
+export MPLCONFIGDIR="$tmp/matplotlib"
+export KERAS_HOME="$tmp/keras"
 cd "$root"
 
 junit=()

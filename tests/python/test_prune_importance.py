@@ -112,6 +112,9 @@ def test_prune_to_ratios_coupled_and_1x1():
     # Surgery accepts the masks under the strict rule.
     res = prune.remove_filters(model, masks, rule="strict")
     assert res.model.get_layer("c").kernel.shape == (3, 3, 4, 4)
+    # A beta given for one member applies to its whole group.
+    one = prune.prune_to_ratios(model, imp, None, {"c": 0.5})
+    assert all((~one[n].filters).sum() == 3 for n in ("a", "b", "c")) and one["stem"].filters.all()
 
     seq = pm.sequential()
     m = prune.prune_to_ratios(seq, fake_importance(seq), {"c3": 0.4}, {"c3": 0.2})

@@ -13,18 +13,26 @@ from dtmm import prune
 L = keras.layers
 
 
-def zero_out(model, removed):
-    """Make the removed channels contribute exactly 0 downstream: zero filter and bias,
-    every BatchNorm maps 0 to 0 (beta = mean = 0), every depthwise bias is 0."""
+def zero_out(model, removed, follow):
+    """Make the removed channels contribute exactly 0 downstream: zero filter and bias;
+    ``follow`` names the BatchNorm / DepthwiseConv2D channels that carry them, whose
+    shift (beta, mean) / bias is set to 0 so they map 0 to 0. Every other channel keeps
+    random statistics and biases, so the slicing of those vectors is checked too."""
     rng = np.random.default_rng(1)
     pm.randomize_bn(model, rng)
     for layer in model.layers:
-        if isinstance(layer, L.BatchNormalization):
-            g, b, m, v = layer.get_weights()
-            layer.set_weights([g, np.zeros_like(b), np.zeros_like(m), v])
-        elif isinstance(layer, L.DepthwiseConv2D):
+        if isinstance(layer, L.DepthwiseConv2D):
             k, b = layer.get_weights()
-            layer.set_weights([k, np.zeros_like(b)])
+            layer.set_weights([k, rng.uniform(-0.5, 0.5, b.shape).astype("float32")])
+    for name, idx in follow.items():
+        layer = model.get_layer(name)
+        w = layer.get_weights()
+        if isinstance(layer, L.BatchNormalization):
+            w[1][idx] = 0
+            w[2][idx] = 0
+        else:
+            w[1][idx] = 0
+        layer.set_weights(w)
     for name, idx in removed.items():
         layer = model.get_layer(name)
         w = layer.get_weights()
@@ -35,25 +43,26 @@ def zero_out(model, removed):
 
 
 CASES = [
-    # model, removed filters, expected kernel shapes after surgery
-    (pm.sequential, {"c1": [1, 6], "c2": [0, 3, 5], "c3": [2]},
+    # model, removed filters, channels downstream that carry them, kernel shapes after
+    (pm.sequential, {"c1": [1, 6], "c2": [0, 3, 5], "c3": [2]}, {"bn2": [0, 3, 5]},
      {"c1": (3, 3, 3, 6), "c2": (3, 3, 6, 3), "c3": (1, 1, 3, 4), "fc": (4, 3)}),
-    (pm.residual, {"stem": [2], "a": [1, 4], "b": [1, 4], "c": [1, 4], "d": [3]},
+    (pm.residual, {"stem": [2], "a": [1, 4], "b": [1, 4], "c": [1, 4], "d": [3]}, {"bn_a": [1, 4]},
      {"stem": (3, 3, 3, 5), "a": (3, 3, 5, 4), "b": (1, 1, 5, 4), "c": (3, 3, 4, 4),
       "d": (3, 3, 4, 3), "fc": (3, 3)}),
-    (pm.concat, {"a": [0, 3], "b": [2], "c": [1, 5]},
+    (pm.concat, {"a": [0, 3], "b": [2], "c": [1, 5]}, {},
      {"a": (3, 3, 2, 2), "b": (3, 3, 2, 4), "c": (3, 3, 6, 4), "fc": (16, 3)}),
-    (pm.flatten_dense, {"c1": [0, 4, 6]},
+    (pm.flatten_dense, {"c1": [0, 4, 6]}, {},
      {"c1": (3, 3, 2, 4), "fc1": (48, 4), "fc2": (4, 2)}),
-    (pm.depthwise, {"c1": [1, 2, 5], "pw": [0]},
+    # depth_multiplier 2: input channel c feeds outputs 2c and 2c+1
+    (pm.depthwise, {"c1": [1, 2, 5], "pw": [0]}, {"dw": [2, 3, 4, 5, 10, 11], "bn_dw": [2, 3, 4, 5, 10, 11]},
      {"c1": (3, 3, 3, 3), "dw": (3, 3, 3, 2), "pw": (1, 1, 6, 4), "fc": (4, 3)}),
 ]
 
 
-@pytest.mark.parametrize("build,removed,shapes", CASES, ids=[c[0].__name__ for c in CASES])
-def test_removal_is_exact(build, removed, shapes):
+@pytest.mark.parametrize("build,removed,follow,shapes", CASES, ids=[c[0].__name__ for c in CASES])
+def test_removal_is_exact(build, removed, follow, shapes):
     model = build()
-    zero_out(model, removed)
+    zero_out(model, removed, follow)
     x = np.random.default_rng(2).normal(size=(4,) + tuple(model.inputs[0].shape[1:])).astype("float32")
     want = model(x, training=False).numpy()
 

@@ -227,7 +227,26 @@ def cnn_model(sparsity: float = 0.6, seed: int = 1) -> bytes:
         for _ in range(16):
             yield [rng.uniform(0, 1, (1, 24, 24, 3)).astype(np.float32)]
 
-    return _convert(model, representative).convert()
+    return add_signature(_convert(model, representative).convert())
+
+
+def add_signature(buf: bytes, key: str = "serving_default") -> bytes:
+    """Give subgraph 0 a SignatureDef over its inputs and outputs (models from
+    concrete functions have none; Keras/SavedModel ones do)."""
+    from dtmm.tflite_io import schema
+
+    model = load_model(buf)
+    sg = model.subgraphs[0]
+    sd = schema.SignatureDefT()
+    sd.signatureKey, sd.subgraphIndex = key, 0
+    sd.inputs, sd.outputs = [], []
+    for vec, out in ((sg.inputs, sd.inputs), (sg.outputs, sd.outputs)):
+        for i, idx in enumerate(vec):
+            tm = schema.TensorMapT()
+            tm.name, tm.tensorIndex = f"{key}_{'io'[vec is sg.outputs]}{i}", int(idx)
+            out.append(tm)
+    model.signatureDefs = [sd]
+    return save_model(model)
 
 
 def wakeword_models() -> dict:

@@ -36,7 +36,6 @@ def tflm_test(name, srcs, args = [], data = [], tags = [], **kwargs):
         native.sh_test(
             name = name,
             srcs = ["//third_party/tflm:tflm_skip.sh"],
-            args = ["//%s:%s" % (native.package_name(), name)],
             tags = tags + ["tflm"],
             size = "small",
         )

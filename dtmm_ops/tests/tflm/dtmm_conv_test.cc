@@ -184,7 +184,20 @@ void CheckLayer(const LayerSpec& spec) {
 
 // batches, in_h, in_w, in_c, out_c, kh, kw, sh, sw, dh, dw, padding, activation,
 // in_zp, out_zp, prune_percent, has_bias, seed
+void PrintKernelPath() {
+  // The kernel picks its path from these macros (same flags as this file); the
+  // log then shows whether e.g. a Cortex-M55 build really has Helium on.
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+  MicroPrintf("DTMM kernel path: Helium (MVE)");
+#elif defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+  MicroPrintf("DTMM kernel path: DSP");
+#else
+  MicroPrintf("DTMM kernel path: portable");
+#endif
+}
+
 TEST(DtmmConv, Same3x3Stride1) {
+  PrintKernelPath();
   CheckLayer({1, 5, 5, 4, 6, 3, 3, 1, 1, 1, 1, 0, 0, -3, 5, 50, true, 1});
 }
 TEST(DtmmConv, Valid3x3Stride2Relu) {
@@ -213,6 +226,20 @@ TEST(DtmmConv, EverythingPruned) {
   // n_kept = 0: every output is requantize(bias).
   CheckLayer({1, 4, 4, 4, 4, 3, 3, 1, 1, 1, 1, 0, 0, 5, 0, 100, true, 9});
 }
+TEST(DtmmConv, EverythingPrunedValuesWithoutBuffer) {
+  // A real model's empty values tensor has no buffer: TFLM gives it no data and
+  // plans it in the arena instead of marking it constant. Prepare must accept it.
+  ASSERT_TRUE(dtmm_test::MakeLayer(
+      {1, 4, 4, 4, 4, 3, 3, 1, 1, 1, 1, 0, 0, 5, 0, 100, true, 9}, &g_layer));
+  ASSERT_EQ(0, g_layer.n_kept);
+  dtmm_test::DenseReference(g_layer, g_ref_out);
+  DtmmNode node(g_layer, g_dtmm_out);
+  node.t[1].allocation_type = kTfLiteArenaRw;
+  node.t[1].data.data = nullptr;
+  ASSERT_EQ(kTfLiteOk, RunDtmm(node, dtmm_test::BuildOptions(g_layer, OptionsSpec())));
+  EXPECT_EQ(0, memcmp(g_ref_out, g_dtmm_out, g_layer.OutputSize()));
+}
+
 TEST(DtmmConv, ZeroPoint127SamePadding) {
   CheckLayer({1, 5, 5, 3, 4, 3, 3, 2, 2, 1, 1, 0, 1, 127, -128, 50, true, 10});
 }

@@ -41,10 +41,11 @@ int CountOps(const tflite::Model* model, tflite::BuiltinOperator builtin,
   for (const auto* sg : *model->subgraphs()) {
     for (const auto* op : *sg->operators()) {
       const auto* code = codes->Get(op->opcode_index());
+      // Newer converters fill builtin_code; older ones only the deprecated one.
+      const int builtin_code = static_cast<int>(code->builtin_code());
+      const int deprecated = static_cast<int>(code->deprecated_builtin_code());
       const auto b = static_cast<tflite::BuiltinOperator>(
-          code->builtin_code() > code->deprecated_builtin_code()
-              ? code->builtin_code()
-              : code->deprecated_builtin_code());
+          builtin_code > deprecated ? builtin_code : deprecated);
       if (custom != nullptr) {
         if (b == tflite::BuiltinOperator_CUSTOM && code->custom_code() != nullptr &&
             strcmp(code->custom_code()->c_str(), custom) == 0) {

@@ -62,7 +62,7 @@ inline int PadBefore(int padding, int in, int out, int k, int s, int d) {
 // TFLite's CalculateActivationRangeQuantized for an int8 output.
 inline void ActivationRange(int activation, float scale, int zp, int* lo, int* hi) {
   auto q = [&](float x) {
-    return zp + static_cast<int>(TfLiteRound(x / scale));
+    return zp + static_cast<int>(tflite::TfLiteRound(x / scale));
   };
   int a = -128, b = 127;
   if (activation == 1) {

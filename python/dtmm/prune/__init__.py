@@ -26,6 +26,8 @@ Modules:
   ``use_ema=True``), ``reapply_masks``, ``strip_masks``, ``zero_filterlets``,
   ``masks_from_weights``.
 * ``surgery``: ``remove_filters(model, masks_or_indices)`` -> ``SurgeryResult``.
+* ``match``: ``match_tflite_convs(model, tflite_bytes)`` -> Keras Conv2D name of each
+  CONV_2D operator of the converted model (by shape, then by weights).
 """
 
 from .graph import ChannelGraph, LayerInfo, UnsupportedModelError, conv_layers, functional_model
@@ -42,6 +44,7 @@ from .masks import (
     strip_masks,
     zero_filterlets,
 )
+from .match import match_tflite_convs, tflite_conv_filters
 from .select import n_pruned, prune_to_ratios
 from .surgery import SurgeryResult, remove_filters
 
@@ -63,6 +66,8 @@ __all__ = [
     "FilterletMasking",
     "strip_masks",
     "zero_filterlets",
+    "match_tflite_convs",
+    "tflite_conv_filters",
     "n_pruned",
     "prune_to_ratios",
     "SurgeryResult",

@@ -6,7 +6,7 @@ For every filterlet-prunable Conv2D ``L`` with ``C_out`` filters and ``K = kh*kw
    the ones with the lowest filter importance. Conv layers coupled through Add-like
    merges (``ChannelGraph.coupled_groups()``) share one removed set: their filter
    scores are summed per shared channel class, and the group uses the *smallest* beta
-   of its members (a warning is issued if they differ). Channels that cannot be
+   of its members that have one (a warning is issued if they differ). Channels that cannot be
    removed (they reach a model output, or an unsupported layer) are never selected.
 2. **Filterlets** (``alpha``): among the ``K * C_kept`` filterlets of the kept filters,
    ``n_pruned(alpha, K * C_kept)`` with the lowest filterlet importance are pruned.
@@ -85,7 +85,9 @@ def prune_to_ratios(model, importance, alpha_per_layer=None, beta_per_layer=None
                 b = 1.0 - (1.0 - alpha[n]) * (1.0 - b)
                 as_filter[n] = n_pruned(alpha[n], c_out)
         else:
-            bs = {beta[n] for n in group}
+            # Members without an explicit beta follow the ones that have one.
+            given = [n for n in group if not isinstance(beta_per_layer, dict) or n in beta_per_layer]
+            bs = {beta[n] for n in (given or group)}
             if len(bs) > 1:
                 warnings.warn(f"coupled layers {group} have different beta {sorted(bs)}; using the smallest")
             b = min(bs)

@@ -166,7 +166,7 @@ class FlashModel:
         co, ci, nk = (np.asarray(v) for v in (co, ci, nk))
         dense = self._dense_form(co, ci)
         dtmm = self._dtmm_form(co, ci, nk)
-        use = np.ones(len(co), bool) if self.always else dtmm < dense
+        use = np.ones(np.shape(co), bool) if self.always else dtmm < dense
         return np.where(use, dtmm, dense), use
 
     def __call__(self, cfg: Config) -> float:
@@ -184,6 +184,26 @@ class FlashModel:
     def per_layer(self, cfg: Config) -> list:
         co, ci, nk = (np.array(v) for v in zip(*layer_shapes(self.graph, cfg)))
         return [float(v) for v in self.conv_bytes(co, ci, nk)[0]]
+
+
+class WeightBytesModel(FlashModel):
+    """Weight bytes only (no flatbuffer, bias or quantization overhead): per conv
+    the FWCS values + bitmap when `fwcs` (DTMM), else the dense kept filters
+    C_out' K C_in' (filter pruning only); plus non-conv weights scaled by their
+    group. Used by bench/accuracy to compare formats at equal weight bytes."""
+
+    def __init__(self, graph: Graph, fwcs: bool = True):
+        self.fwcs = fwcs
+        super().__init__(graph)
+        self.base = 0.0
+
+    def conv_bytes(self, co, ci, nk):
+        co, ci, nk = (np.asarray(v) for v in (co, ci, nk))
+        if self.fwcs:
+            b = nk * ci + (co * self._k + 7) // 8
+        else:
+            b = co * self._k * ci
+        return b, np.full(np.shape(co), self.fwcs)
 
 
 # --------------------------------------------------------------------------------
@@ -238,7 +258,7 @@ class Target:
 CORTEX_M = Target("cortex-m (32-bit)", 12, 40, 48, 32, 272,
                   {"CONV_2D": 80, "DEPTHWISE_CONV_2D": 80, "FULLY_CONNECTED": 48,
                    DTMM_CUSTOM_CODE: 16, "_default": 48}, 16)
-HOST_64 = Target("x86-64 (tflite-micro wheel)", 24, 64, 64, 32, 704,
+HOST_64 = Target("x86-64 (tflite-micro wheel)", 24, 64, 64, 32, 560,
                  {"CONV_2D": 96, "DEPTHWISE_CONV_2D": 96, "FULLY_CONNECTED": 64,
                   DTMM_CUSTOM_CODE: 32, "_default": 64}, 16)
 
@@ -318,6 +338,43 @@ class SramModel:
         peak = greedy_plan(sizes, fs, ls)[1]
         self._cache[key] = peak
         return peak
+
+    def _buffers(self):
+        """(nbytes, owner group or -1, first, last) of every planned buffer."""
+        if getattr(self, "_buf", None) is None:
+            g = self.graph
+            first, last, s_times = self.lifetimes()
+            rows = []
+            for t in g.tensors:
+                if t.is_const or t.is_variable or t.nbytes == 0:
+                    continue
+                grp = g.convs[t.owner].group if t.owner is not None else -1
+                rows.append((t.nbytes, grp, first[t.index], last[t.index]))
+            for (_, nb), tt in zip(g.scratch, s_times):
+                rows.append((nb, -1, tt, tt))
+            nb, grp, f, l = (np.array(v) for v in zip(*rows)) if rows else \
+                (np.zeros(0, int),) * 4
+            times = np.arange(0, (l.max() if len(l) else 0) + 1)
+            live = (f[None, :] <= times[:, None]) & (times[:, None] <= l[None, :])
+            gc = np.array([gr.c_out for gr in g.groups] + [1])
+            self._buf = (nb, grp, live.astype(float), gc)
+        return self._buf
+
+    def head_lower_bound(self, kept_per_group):
+        """max over time of the live planned bytes: a lower bound of the planner's
+        peak (equal whenever the greedy plan has no gaps), vectorized for search.
+        kept_per_group: [G] or [B, G] kept filters; returns a float or [B]."""
+        nb, grp, live, gc = self._buffers()
+        k = np.asarray(kept_per_group, float)
+        batch = k.ndim == 2
+        k = np.atleast_2d(k)
+        if len(nb) == 0:
+            return np.zeros(len(k)) if batch else 0.0
+        kept = np.concatenate([k, np.ones((len(k), 1))], axis=1)   # [B, G+1]
+        sizes = np.where(grp >= 0, (nb // gc[grp]) * kept[:, grp], nb)
+        sizes = (sizes + ALIGN - 1) // ALIGN * ALIGN                # [B, N]
+        peak = (sizes @ live.T).max(axis=1)
+        return peak if batch else float(peak[0])
 
     def tail_const(self) -> int:
         """Persistent bytes that do not depend on the plan (all but the convs')."""
@@ -495,7 +552,7 @@ def fmt_bytes(n: float) -> str:
 
 
 _UNITS = {"": 1, "B": 1, "KB": 1000, "KIB": 1024, "K": 1024, "MB": 1000 ** 2,
-          "MIB": 1024 ** 2, "M": 1024 ** 2}
+          "MIB": 1024 ** 2, "M": 1024 ** 2, "GB": 1000 ** 3, "GIB": 1024 ** 3}
 
 
 def parse_bytes(text) -> int:
@@ -509,7 +566,8 @@ def parse_bytes(text) -> int:
         raise DtmmError(f"cannot parse byte size {text!r}: use e.g. 65536, 64KiB, 64KB, 0.5MiB")
     unit = m.group(2).upper()
     if unit not in _UNITS:
-        raise DtmmError(f"unknown unit {m.group(2)!r} in {text!r}: use B, KB, KiB, MB or MiB")
+        raise DtmmError(f"unknown unit {m.group(2)!r} in {text!r}: use B, KB, KiB, MB, MiB, "
+                        "GB or GiB")
     value = float(m.group(1)) * _UNITS[unit]
     if value <= 0 or not math.isfinite(value):
         raise DtmmError(f"budget must be positive, got {text!r}")

@@ -270,6 +270,8 @@ def _trace_channels(g: Graph) -> None:
             if first is not None and len(op.inputs) > 1:
                 scaled.append((first, g.tensors[op.inputs[1]].nbytes))
             continue
+        if op.name == "SHAPE":
+            continue  # reads only the shape (Flatten's dynamic-batch RESHAPE)
         if op.name in ("SOFTMAX", "LOG_SOFTMAX", "ARG_MAX", "ARG_MIN"):
             freeze(first, f"its channels reach {op.name} operator {op.index}")
             continue

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dtmm.errors import DtmmError
-from dtmm.schedule.cost import (Config, FlashModel, LatencyModel, SramModel,
+from dtmm.schedule.cost import (ALIGN, Config, FlashModel, LatencyModel, SramModel,
                                 fmt_bytes, kept_filterlets, kept_filters)
 from dtmm.schedule.graph import Graph
 
@@ -85,7 +85,10 @@ class Problem:
                  objective: str = "loss", flash: FlashModel | None = None,
                  sram: SramModel | None = None, latency: LatencyModel | None = None,
                  step: float = 0.05, alpha_max: float = 0.95, beta_max: float = 0.9,
-                 prune_filterlets: bool = True, prune_filters: bool = True):
+                 prune_filterlets: bool = True, prune_filters: bool = True,
+                 kicks: int = 60, ils_seconds: float = 3.0):
+        self.kicks = kicks
+        self.ils_seconds = ils_seconds
         if objective not in ("loss", "latency"):
             raise DtmmError(f"objective must be 'loss' or 'latency', got {objective!r}")
         if not graph.convs:
@@ -116,7 +119,7 @@ class Problem:
         if len(self.vars) == 0:
             raise DtmmError("nothing to prune: every conv is 1x1 in a frozen group")
         self._loss_tables(importance, n_a, n_b)
-        self._sram_needed = True
+        self.exact_sram = True      # False: planner lower bound while searching
         self._sram_cache = {}
         self._compile()
         self.dense = self.evaluate(np.zeros(len(self.vars), int))
@@ -172,6 +175,9 @@ class Problem:
         n_b = self.tables[0].shape[0]
         self._kf = [np.array([kept_filters(gr.c_out, i * st) for i in range(n_b)])
                     for gr in g.groups]
+        width = max(len(k) for k in self._kf)
+        self._kf2 = np.array([np.pad(k, (0, width - len(k)), mode="edge") for k in self._kf])
+        self._G = np.arange(len(g.groups))
         self._grp = np.array([c.group for c in g.convs])
         self._src = np.array([g.convs[c.in_from].group if c.in_from is not None else -1
                               for c in g.convs])
@@ -199,33 +205,44 @@ class Problem:
         self._L = np.arange(len(g.convs))
 
     def evaluate(self, x) -> dict:
-        self.evaluations = getattr(self, "evaluations", 0) + 1
-        x = np.asarray(x)
-        ia = np.zeros(len(self.graph.convs), int)
-        ib = np.zeros(len(self.graph.groups), int)
-        ia[self._va] = x[self._xa]
-        ib[self._vb] = x[self._xb]
-        kf = np.array([t[i] for t, i in zip(self._kf, ib)])
-        co = kf[self._grp]
-        ci = np.where(self._src >= 0, kf[self._src] * self._cin // self._csrc, self._cin)
+        """flash, sram, latency, loss of one grid point x (one int per variable)."""
+        m = self.evaluate_batch(np.asarray(x)[None, :])
+        return {k: float(v[0]) for k, v in m.items()}
+
+    def evaluate_batch(self, X) -> dict:
+        """The same for a batch X [B, n_vars]: arrays of B values each."""
+        X = np.asarray(X, int)
+        B = X.shape[0]
+        self.evaluations = getattr(self, "evaluations", 0) + B
+        ia = np.zeros((B, len(self.graph.convs)), int)
+        ib = np.zeros((B, len(self.graph.groups)), int)
+        ia[:, self._va] = X[:, self._xa]
+        ib[:, self._vb] = X[:, self._xb]
+        kf = self._kf2[self._G[None, :], ib]                    # [B, G]
+        co = kf[:, self._grp]                                   # [B, L]
+        src = np.maximum(self._src, 0)
+        ci = np.where(self._src >= 0, kf[:, src] * self._cin // self._csrc, self._cin)
         n = co * self._k
         nk = n - np.floor(ia * self.step * n + 0.5 + 1e-9).astype(int)
         scale = kf / self._gc
         per, rewritten = self.flash.conv_bytes(co, ci, nk)
-        flash = self.flash.base + float(per.sum() + self._gscaled @ scale)
-        co_ = self.latency.coeffs
-        lat = float((co_.a * nk * ci * self._hw + (co_.b + co_.c * self._k) * co * self._hw).sum()
-                    + self._lat_const + self._lat_grp @ (scale - 1.0))
-        loss = float(self._tab[self._L, ib[self._grp], ia].sum())
-        if self._sram_needed:
-            key = tuple(ib)
-            sram = self._sram_cache.get(key)
-            if sram is None:
-                cfg = Config(np.zeros(len(self.graph.convs)), ib * self.step)
-                sram = self._sram_cache[key] = self.sram.head(cfg)
-            sram = sram + self._tail_const + float(self.sram.conv_tail(co, rewritten).sum())
+        flash = self.flash.base + per.sum(axis=1) + scale @ self._gscaled
+        c = self.latency.coeffs
+        lat = ((c.a * nk * ci * self._hw + (c.b + c.c * self._k) * co * self._hw).sum(axis=1)
+               + self._lat_const + (scale - 1.0) @ self._lat_grp)
+        loss = self._tab[self._L[None, :], ib[:, self._grp], ia].sum(axis=1)
+        if not self.exact_sram:
+            head = self.sram.head_lower_bound(kf)
         else:
-            sram = 0.0
+            head = np.empty(B)
+            for b in range(B):
+                key = tuple(ib[b])
+                h = self._sram_cache.get(key)
+                if h is None:
+                    cfg = Config(np.zeros(len(self.graph.convs)), ib[b] * self.step)
+                    h = self._sram_cache[key] = self.sram.head(cfg)
+                head[b] = h
+        sram = head + self._tail_const + self.sram.conv_tail(co, rewritten).sum(axis=1)
         return {"flash": flash, "sram": sram, "latency": lat, "loss": loss}
 
     def violation(self, m: dict) -> float:
@@ -274,7 +291,7 @@ class Problem:
 
 def anneal(prob: Problem, seed: int = 0, t0: float = 100.0, t_end: float = 0.1,
            k: float = 0.9, moves: int = 100, penalty: float = 1000.0,
-           x0=None) -> Plan:
+           x0=None, exact_sram: bool = True) -> Plan:
     """Simulated annealing: T from t0 down to t_end by factor k, `moves` random
     +-1 grid steps of one variable per temperature, Metropolis acceptance on
     energy = objective (percent) + penalty * relative budget overrun. Returns the
@@ -282,6 +299,7 @@ def anneal(prob: Problem, seed: int = 0, t0: float = 100.0, t_end: float = 0.1,
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     prob.evaluations = 0
+    prob.exact_sram = exact_sram
     x = np.zeros(len(prob.vars), int) if x0 is None else np.array(x0, int)
     m = prob.evaluate(x)
 
@@ -311,6 +329,7 @@ def anneal(prob: Problem, seed: int = 0, t0: float = 100.0, t_end: float = 0.1,
                     if not key[0]:
                         trace.append((time.perf_counter() - start, key[2]))
         T *= k
+    prob.exact_sram = True
     return prob.plan(best_x, "simulated annealing", start, trace)
 
 
@@ -322,105 +341,173 @@ def schedule(prob: Problem, time_limit: float = 8.0, check: bool = True,
              progress=None) -> Plan:
     """Greedy descent from the dense model along the best ratio of budget progress
     to objective cost, then exchange refinement (move grid steps between
-    variables while feasible and better). Deterministic."""
+    variables while feasible and better). Deterministic.
+
+    The search sees the planner's lower bound for SRAM (vectorized); the result is
+    re-checked with the exact planner and, if it is over, searched again with the
+    SRAM budget lowered by the difference."""
     if check:
         prob.check_reachable()
     start = time.perf_counter()
-    prob.evaluations = 0
-    x = np.zeros(len(prob.vars), int)
-    m = prob.evaluate(x)
-    trace = []
-    scale = {r: (prob.budgets.get(r) or prob.dense[r] or 1.0) for r in RESOURCES}
-    scale["loss"] = prob.budgets.loss or 0.01
-
-    def progress(m0, m1):
-        """Weighted reduction of the violated budgets plus, in latency mode, of
-        latency itself."""
-        p = 0.0
-        for r in ("flash", "sram", "latency"):
-            b = prob.budgets.get(r)
-            if r == prob.objective:
-                p += (m0[r] - m1[r]) / prob.dense[r]
-            elif b is not None and m0[r] > b:
-                p += 10.0 * (min(m0[r], m0[r]) - max(m1[r], b)) / scale[r]
-        return p
-
-    def cost(m0, m1):
-        return max(m1["loss"] - m0["loss"], 0.0) + 1e-9
-
-    # Phase 1: greedy.
-    while True:
-        viol = prob.violation(m)
-        if viol == 0.0 and prob.objective == "loss":
-            break
-        best = None
-        for j in range(len(x)):
-            for d in (1, 2):
-                if x[j] + d > prob.vmax[j]:
-                    continue
-                y = x.copy()
-                y[j] += d
-                my = prob.evaluate(y)
-                if prob.objective == "latency" and prob.budgets.loss is not None \
-                        and my["loss"] > prob.budgets.loss:
-                    continue
-                gain = progress(m, my)
-                if gain <= 0:
-                    continue
-                ratio = gain / cost(m, my)
-                if best is None or ratio > best[0]:
-                    best = (ratio, y, my)
-        if best is None:
-            break
-        _, x, m = best
-        if progress is not None:
-            progress(len(x))
-    if prob.violation(m) == 0:
-        trace.append((time.perf_counter() - start, prob.obj(m)))
-
-    # Phase 2: exchange refinement.
-    def better(ma, mb):
-        """Is state a better than b: feasibility first, then objective."""
-        va, vb = prob.violation(ma), prob.violation(mb)
-        if (va > 0) != (vb > 0):
-            return va == 0
-        if va > 0:
-            return va < vb - 1e-12
-        return prob.obj(ma) < prob.obj(mb) - 1e-9
-
-    improved = True
-    while improved and time.perf_counter() - start < time_limit:
-        improved = False
-        cands = []
-        n = len(x)
-        for i in range(n):
-            for j in range(n):
-                if i == j:
-                    continue
-                for di, dj in ((-1, 1), (-1, 2), (-2, 1), (1, 0), (-1, 0)):
-                    if dj == 0 and j != (i + 1) % n:
-                        continue  # single-variable moves once per i
-                    cands.append((i, j, di, dj))
-        for i, j, di, dj in cands:
-            if not (0 <= x[i] + di <= prob.vmax[i] and 0 <= x[j] + dj <= prob.vmax[j]):
-                continue
-            y = x.copy()
-            y[i] += di
-            y[j] += dj
-            my = prob.evaluate(y)
-            if better(my, m):
-                x, m = y, my
-                improved = True
-                if prob.violation(m) == 0:
-                    trace.append((time.perf_counter() - start, prob.obj(m)))
-            if time.perf_counter() - start >= time_limit:
+    budget = prob.budgets.sram
+    total_evals = 0
+    try:
+        for _ in range(4):
+            prob.exact_sram = False
+            plan = _schedule_once(prob, time_limit, progress, start)
+            total_evals += prob.evaluations
+            prob.exact_sram = True
+            exact = prob.evaluate(np.array([round(v / prob.step) for v in
+                                            [plan.alpha[i] if k == "a" else plan.beta[i]
+                                             for k, i in prob.vars]]))
+            if budget is None or exact["sram"] <= budget or prob.budgets.sram <= 0:
                 break
-        if progress is not None:
-            progress(len(cands))
-    plan = prob.plan(x, "greedy + exchange", start, trace)
+            prob.budgets.sram -= exact["sram"] - plan.sram + ALIGN
+    finally:
+        prob.exact_sram = True
+        prob.budgets.sram = budget
+    x = np.array([round(v / prob.step) for v in
+                  [plan.alpha[i] if k == "a" else plan.beta[i] for k, i in prob.vars]])
+    plan = prob.plan(x, plan.method, start, plan.trace)
+    plan.evaluations = total_evals
     if check and not plan.feasible:
         raise DtmmError(_infeasible_message(prob, plan))
     return plan
+
+
+def _schedule_once(prob: Problem, time_limit: float, progress, start) -> Plan:
+    prob.evaluations = 0
+    nv = len(prob.vars)
+    x = np.zeros(nv, int)
+    m = prob.evaluate(x)
+    trace = []
+    scale = {r: (prob.budgets.get(r) or prob.dense[r] or 1.0) for r in RESOURCES}
+
+    def violation(M):
+        """Vectorized Problem.violation over a batch of metrics."""
+        v = np.zeros(len(M["loss"]))
+        for r in RESOURCES:
+            b = prob.budgets.get(r)
+            if r == prob.objective or b is None:
+                continue
+            over = np.maximum(M[r] - b, 0.0)
+            v += over * 10.0 if r == "loss" else over / max(b, 1e-12)
+        return v
+
+    def objective(M):
+        if prob.objective == "latency":
+            return 100.0 * M["latency"] / prob.dense["latency"]
+        return 100.0 * M["loss"]
+
+    # Phase 1 -- greedy: from the dense model, take the single step (one variable
+    # +1 or +2 grid steps) with the best ratio of progress (violated budgets
+    # reduced, weighted by 1/budget; in latency mode also latency itself) to
+    # importance removed. Loss mode stops at the first feasible point; latency
+    # mode goes on while the importance budget allows.
+    steps = [(j, d) for j in range(nv) for d in (1, 2)]
+    while True:
+        if prob.violation(m) == 0.0 and prob.objective == "loss":
+            break
+        ok = [(j, d) for j, d in steps if x[j] + d <= prob.vmax[j]]
+        if not ok:
+            break
+        Y = np.repeat(x[None, :], len(ok), axis=0)
+        for row, (j, d) in enumerate(ok):
+            Y[row, j] += d
+        M = prob.evaluate_batch(Y)
+        gain = np.zeros(len(ok))
+        for r in ("flash", "sram", "latency"):
+            b = prob.budgets.get(r)
+            if r == prob.objective:
+                gain += (m[r] - M[r]) / prob.dense[r]
+            elif b is not None and m[r] > b:
+                gain += 10.0 * (m[r] - np.maximum(M[r], b)) / scale[r]
+        cost = np.maximum(M["loss"] - m["loss"], 0.0) + 1e-9
+        ratio = np.where(gain > 0, gain / cost, -np.inf)
+        if prob.objective == "latency" and prob.budgets.loss is not None:
+            ratio[M["loss"] > prob.budgets.loss] = -np.inf
+        best = int(np.argmax(ratio))
+        if not np.isfinite(ratio[best]):
+            break
+        x = Y[best]
+        m = {k: float(v[best]) for k, v in M.items()}
+        if progress is not None:
+            progress(len(ok))
+    if prob.violation(m) == 0:
+        trace.append((time.perf_counter() - start, prob.obj(m)))
+
+    x, m = _exchange(prob, x, m, start, time_limit, trace, progress, violation, objective)
+    # Phase 3 -- iterated local search: kick the local optimum (a few random
+    # +-1..2 steps, fixed seed), exchange again, keep the better one; until the
+    # time budget or `kicks` kicks.
+    rng = np.random.default_rng(0)
+    for _ in range(prob.kicks):
+        if time.perf_counter() - start >= min(time_limit, prob.ils_seconds):
+            break
+        y = x.copy()
+        for j in rng.choice(nv, size=min(3, nv), replace=False):
+            y[j] = int(np.clip(y[j] + rng.choice([-2, -1, 1, 2]), 0, prob.vmax[j]))
+        my = prob.evaluate(y)
+        y, my = _exchange(prob, y, my, start, time_limit, [], progress, violation, objective)
+        if _better(prob, my, m):
+            x, m = y, my
+            if prob.violation(m) == 0:
+                trace.append((time.perf_counter() - start, prob.obj(m)))
+    return prob.plan(x, "greedy + exchange", start, trace)
+
+
+def _better(prob, ma, mb) -> bool:
+    """Feasible beats infeasible; then less overrun, or lower objective."""
+    va, vb = prob.violation(ma), prob.violation(mb)
+    if (va > 0) != (vb > 0):
+        return va == 0
+    if va > 0:
+        return va < vb - 1e-12
+    return prob.obj(ma) < prob.obj(mb) - 1e-9
+
+
+def _exchange(prob, x, m, start, time_limit, trace, progress, violation, objective):
+    nv = len(x)
+    # Phase 2 -- exchange: all moves that take 1-2 grid steps from one variable
+    # and give 1-2 to another (or change one variable by one step), evaluated in
+    # one batch; apply the best one (feasible first, then lower objective);
+    # repeat until none improves.
+    moves = []
+    for i in range(nv):
+        moves += [(i, i, 1, 0), (i, i, -1, 0)]
+        for j in range(nv):
+            if i != j:
+                moves += [(i, j, -1, 1), (i, j, -1, 2), (i, j, -2, 1), (i, j, -2, 2)]
+    mv = np.array(moves)
+    delta = np.zeros((len(mv), nv), int)
+    delta[np.arange(len(mv)), mv[:, 0]] += mv[:, 2]
+    delta[np.arange(len(mv)), mv[:, 1]] += mv[:, 3]
+    while time.perf_counter() - start < time_limit:
+        Y = x[None, :] + delta
+        valid = ((Y >= 0) & (Y <= prob.vmax[None, :])).all(axis=1)
+        Y = Y[valid]
+        if len(Y) == 0:
+            break
+        M = prob.evaluate_batch(Y)
+        v = violation(M)
+        o = objective(M)
+        v0, o0 = prob.violation(m), prob.obj(m)
+        if v0 > 0:
+            score = np.where(v < v0 - 1e-12, v, np.inf)
+            if (v == 0).any():
+                score = np.where(v == 0, -1e9 + o, np.inf)
+        else:
+            score = np.where((v == 0) & (o < o0 - 1e-9), o, np.inf)
+        best = int(np.argmin(score))
+        if progress is not None:
+            progress(len(Y))
+        if not np.isfinite(score[best]):
+            break
+        x = Y[best]
+        m = {k: float(val[best]) for k, val in M.items()}
+        if prob.violation(m) == 0:
+            trace.append((time.perf_counter() - start, prob.obj(m)))
+    return x, m
 
 
 def _infeasible_message(prob: Problem, plan: Plan) -> str:

@@ -1,0 +1,88 @@
+"""Which Keras Conv2D became which CONV_2D of a converted .tflite.
+
+    names = match_tflite_convs(model, open("model_int8.tflite", "rb").read())
+    names[i]  # Keras layer name of the i-th CONV_2D operator (operator order)
+
+Shapes alone are ambiguous (parallel branches often have equal shapes), so
+candidates of the same ``(C_out, kh, kw, C_in)`` are told apart by their weights: the
+converter folds BatchNorm by scaling each output channel (possibly by a negative
+number) and quantizes per channel, so each filter of the .tflite is, up to a scale
+and rounding, the Keras filter. The score is the mean over output channels of
+``|cos(keras filter, dequantized tflite filter)|``; the assignment maximises the total
+score (Hungarian method).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+__all__ = ["match_tflite_convs", "tflite_conv_filters"]
+
+
+def tflite_conv_filters(tflite_bytes: bytes) -> list:
+    """``[(operator index, float filter (C_out, kh, kw, C_in))]`` for every CONV_2D of
+    subgraph 0, dequantized with its per-channel scales (float models: as stored)."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAs(tflite_bytes, 0))
+    sg = m.subgraphs[0]
+    dtypes = {schema.TensorType.INT8: np.int8, schema.TensorType.FLOAT32: np.float32,
+              schema.TensorType.FLOAT16: np.float16, schema.TensorType.UINT8: np.uint8}
+    out = []
+    for i, op in enumerate(sg.operators):
+        code = m.operatorCodes[op.opcodeIndex]
+        if max(code.builtinCode, code.deprecatedBuiltinCode) != schema.BuiltinOperator.CONV_2D:
+            continue
+        t = sg.tensors[op.inputs[1]]
+        data = m.buffers[t.buffer].data
+        if data is None or t.type not in dtypes:
+            raise ValueError(f"CONV_2D operator {i}: filter is not a constant of a known type")
+        w = np.frombuffer(bytes(data), dtypes[t.type]).reshape(t.shape).astype(np.float64)
+        q = t.quantization
+        if q is not None and q.scale is not None and len(q.scale):
+            scale = np.asarray(q.scale, np.float64)
+            zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0] * len(scale), np.float64)
+            shape = (-1,) + (1,) * (w.ndim - 1) if len(scale) > 1 else ()
+            w = (w - zp.reshape(shape)) * scale.reshape(shape)
+        out.append((i, w))
+    return out
+
+
+def _score(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.reshape(a.shape[0], -1)
+    b = b.reshape(b.shape[0], -1)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    both_zero = (na == 0) & (nb == 0)
+    cos = np.abs((a * b).sum(axis=1)) / np.maximum(na * nb, 1e-30)
+    return float(np.where(both_zero, 1.0, cos).mean())
+
+
+def match_tflite_convs(model, tflite_bytes: bytes) -> list:
+    """Keras Conv2D name for each CONV_2D operator of ``tflite_bytes``, in operator order.
+
+    Raises:
+        ValueError: a CONV_2D has no Keras Conv2D of the same shape left.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    keras_convs = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and getattr(layer, "groups", 1) == 1 and layer.built:
+            k = np.transpose(np.asarray(layer.kernel.numpy(), np.float64), (3, 0, 1, 2))  # OHWI
+            keras_convs[layer.name] = k
+    convs = tflite_conv_filters(tflite_bytes)
+    names = [None] * len(convs)
+    by_shape: dict = {}
+    for j, (_, w) in enumerate(convs):
+        by_shape.setdefault(w.shape, []).append(j)
+    for shape, js in by_shape.items():
+        cands = [n for n, k in keras_convs.items() if k.shape == shape]
+        if len(cands) < len(js):
+            raise ValueError(f"{len(js)} CONV_2D with filter shape {shape} but only "
+                             f"{len(cands)} Keras Conv2D layers of that shape")
+        score = np.array([[_score(keras_convs[n], convs[j][1]) for n in cands] for j in js])
+        rows, cols = linear_sum_assignment(-score)
+        for r, c in zip(rows, cols):
+            names[js[r]] = cands[c]
+    return names

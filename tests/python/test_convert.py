@@ -1,0 +1,292 @@
+"""dtmm.convert: what gets rewritten, what the DTMM op holds, and that the rest of
+the model (tensors, buffers, signatures, metadata) survives with indices remapped."""
+
+import numpy as np
+import pytest
+from flatbuffers import flexbuffers
+
+import tflite_models as tm
+from dtmm import reference as ref
+from dtmm.convert import DTMM_SUFFIXES, convert_model
+from dtmm.errors import FormatError, ModelError, UnsupportedError
+from dtmm.fwcs import FWCS
+from dtmm.inspect_model import OPTION_KEYS, decode_options, inspect_model, parse_dtmm
+from dtmm.tflite_io import (TensorType, dumps_options, is_dtmm_op, load_model, op_name,
+                            save_model, tensor_value, text)
+from dtmm.verify import verify_models
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return tm.cnn_model()
+
+
+@pytest.fixture(scope="module")
+def cnn_converted(cnn):
+    return convert_model(cnn)
+
+
+def _referenced_buffers(model):
+    used = {t.buffer for sg in model.subgraphs for t in sg.tensors}
+    return used | {m.buffer for m in model.metadata or []}
+
+
+def test_cnn_converts_shrinks_and_verifies(cnn, cnn_converted):
+    out, report = cnn_converted
+    assert len(report.layers) == 5
+    assert report.num_rewritten == 5, report.table()
+    assert len(out) == report.file_bytes_after < len(cnn) == report.file_bytes_before
+    result = verify_models(cnn, out, random=3, check=False)
+    assert result.ok, result.summary()
+    assert len(result.dtmm_ops) == 5
+
+
+def test_cnn_table(cnn_converted):
+    _, report = cnn_converted
+    table = report.table().splitlines()
+    assert "CoutxKhxKwxCin" in table[0] and "in->out" in table[0]
+    rows = table[2:-1]
+    assert len(rows) == 5
+    assert "16x3x3x3" in rows[0] and "24x24->12x12" in rows[0] and "2x2" in rows[0]
+    assert "24x3x3x32" in rows[3] and "SAME" in rows[3]
+    assert "24x5x3x24" in rows[4] and "VALID" in rows[4]
+    assert all(r.rstrip().endswith("rewritten") for r in rows)
+    assert table[-1].startswith("rewrote 5 of 5 CONV_2D; file bytes ")
+
+
+def test_dtmm_op_holds_the_contract(cnn, cnn_converted):
+    out, report = cnn_converted
+    a, b = load_model(cnn), load_model(out)
+    codes = [oc for oc in b.operatorCodes if text(oc.customCode) == "DTMM_CONV_2D"]
+    assert len(codes) == 1 and codes[0].builtinCode == 32
+    sg_a, sg_b = a.subgraphs[0], b.subgraphs[0]
+    n = 0
+    for oi, op in enumerate(sg_b.operators):
+        if not is_dtmm_op(b, op):
+            continue
+        n += 1
+        orig = sg_a.operators[oi]
+        assert op_name(a, orig) == "CONV_2D"
+        assert op.customOptionsFormat == 0  # FLEXBUFFERS
+        opts = flexbuffers.Loads(bytes(op.customOptions))
+        assert set(opts) == set(OPTION_KEYS) and opts["version"] == 1
+        ins = [int(i) for i in op.inputs]
+        assert text(sg_b.tensors[ins[0]].name) == text(sg_a.tensors[orig.inputs[0]].name)
+        filt = sg_a.tensors[orig.inputs[1]]
+        for suffix, idx, ttype in zip(DTMM_SUFFIXES, ins[1:], (
+                TensorType.INT8, TensorType.UINT8, TensorType.INT32, TensorType.INT32,
+                TensorType.INT32)):
+            t = sg_b.tensors[idx]
+            assert text(t.name) == text(filt.name) + "/dtmm_" + suffix
+            assert t.type == ttype
+        w = tensor_value(a, filt)
+        d = parse_dtmm(b, 0, oi)
+        assert np.array_equal(d.fwcs.to_dense(), w)
+        bias = tensor_value(a, sg_a.tensors[orig.inputs[2]])
+        zp_in = int(sg_a.tensors[orig.inputs[0]].quantization.zeroPoint[0])
+        expect = bias.astype(np.int64) - zp_in * w.reshape(len(w), -1).astype(np.int64).sum(1)
+        assert np.array_equal(d.bias, expect.astype(np.int32))
+        assert opts["in_zp"] == zp_in
+    assert n == 5
+
+
+def test_dense_constants_are_dropped_and_indices_remapped(cnn, cnn_converted):
+    out, _ = cnn_converted
+    a, b = load_model(cnn), load_model(out)
+    sg_a, sg_b = a.subgraphs[0], b.subgraphs[0]
+    filters = {text(sg_a.tensors[op.inputs[i]].name) for _, op in tm.conv_ops(a)
+               for i in (1, 2)}
+    names_b = [text(t.name) for t in sg_b.tensors]
+    assert not filters & set(names_b)
+    assert len(sg_b.tensors) == len(sg_a.tensors) - len(filters) + 5 * 5
+    # every buffer but the sentinel is used, the sentinel is empty
+    assert _referenced_buffers(b) | {0} == set(range(len(b.buffers)))
+    assert b.buffers[0].data is None or len(b.buffers[0].data) == 0
+    assert len(b.buffers) == len(a.buffers) - len(filters) + 5 * 5
+    # io, signatures and metadata point at the same names / bytes as before
+    names_a = [text(t.name) for t in sg_a.tensors]
+    assert [names_a[i] for i in sg_a.inputs] == [names_b[i] for i in sg_b.inputs]
+    assert [names_a[i] for i in sg_a.outputs] == [names_b[i] for i in sg_b.outputs]
+    assert a.signatureDefs, "TF models carry a serving signature"
+    for sa, sb in zip(a.signatureDefs, b.signatureDefs):
+        assert [names_a[t.tensorIndex] for t in sa.outputs] == \
+               [names_b[t.tensorIndex] for t in sb.outputs]
+        assert [names_a[t.tensorIndex] for t in sa.inputs] == \
+               [names_b[t.tensorIndex] for t in sb.inputs]
+    meta = lambda m: [(text(x.name), bytes(m.buffers[x.buffer].data)) for x in m.metadata]
+    assert meta(a) == meta(b) and meta(a)
+    # other ops: same tensors by name, in the same order
+    for oa, ob in zip(sg_a.operators, sg_b.operators):
+        if not is_dtmm_op(b, ob):
+            nm = lambda names, vec: [names[i] if i >= 0 else None for i in vec]
+            assert nm(names_a, oa.inputs) == nm(names_b, ob.inputs)
+            assert nm(names_a, oa.outputs) == nm(names_b, ob.outputs)
+
+
+def test_min_sparsity_and_nothing_to_rewrite(cnn):
+    out, report = convert_model(cnn, min_sparsity=0.99)
+    assert report.num_rewritten == 0
+    assert out == cnn  # the input, byte for byte
+    assert all(r.reason.startswith("kept: sparsity") for r in report.layers)
+    assert "nothing to rewrite" in report.table()
+
+
+def test_dense_convs_stay_unless_always():
+    # per-tensor filters at 0 % sparsity: the DTMM form only adds bytes
+    cfgs = [tm.ConvConfig(8, 8, 3, 3, seed=1), tm.ConvConfig(16, 4, 1, 1, seed=2)]
+    buf = tm.conv_branches_model(cfgs, per_channel=False)
+    out, report = convert_model(buf)
+    assert out == buf and report.num_rewritten == 0
+    assert all(r.reason == "kept: DTMM form is not smaller" for r in report.layers)
+    assert all(r.bytes_after >= r.bytes_before for r in report.layers)
+    out, report = convert_model(buf, always=True)
+    assert report.num_rewritten == 2 and len(out) > len(buf)
+    assert verify_models(buf, out, random=1, check=False).ok
+
+
+def test_convert_is_idempotent(cnn_converted):
+    out, _ = cnn_converted
+    again, report = convert_model(out, always=True)
+    assert again == out and report.layers == []
+
+
+def test_bias_less_conv_folds_from_zero():
+    cfgs = [tm.ConvConfig(5, 7, 3, 3, dilation=2, bias=False, seed=3, in_lo=0.2),
+            tm.ConvConfig(4, 3, 2, 2, bias=False, seed=4, in_lo=-3)]
+    buf = tm.conv_branches_model(cfgs)
+    model = load_model(buf)
+    assert all(int(op.inputs[2]) == -1 for _, op in tm.conv_ops(model))
+    out, report = convert_model(buf, always=True)
+    conv = load_model(out)
+    for (oi, _), r in zip(tm.conv_ops(model), report.layers):
+        d = parse_dtmm(conv, 0, oi)
+        zp = d.params.input_zero_point
+        assert zp != 0
+        assert np.array_equal(d.bias, (-zp * d.fwcs.weight_sums()).astype(np.int32))
+    assert verify_models(buf, out, random=2, check=False).ok
+
+
+def test_shared_filter_tensor():
+    cfg = tm.ConvConfig(6, 5, 3, 3, seed=7, sparsity=0.5)
+    buf = tm.conv_branches_model([cfg, cfg])
+    model = load_model(buf)
+    (_, a), (_, b) = tm.conv_ops(model)
+    b.inputs = [int(b.inputs[0]), int(a.inputs[1]), int(b.inputs[2])]  # one filter
+    buf = save_model(model)
+    out, report = convert_model(buf, always=True)
+    names = [text(t.name) for t in load_model(out).subgraphs[0].tensors]
+    assert len(set(names)) == len(names)  # second copy's names are made unique
+    assert sum(n.endswith("/dtmm_values") for n in names) == 2
+    assert verify_models(buf, out, random=1, check=False).ok
+
+
+def test_float_and_int16_convs_are_skipped(cnn):
+    model = load_model(cnn)
+    sg = model.subgraphs[0]
+    (_, op), *_ = tm.conv_ops(model)
+    sg.tensors[op.inputs[0]].type = TensorType.INT16
+    sg.tensors[op.outputs[0]].type = TensorType.INT16
+    out, report = convert_model(save_model(model))
+    assert not report.layers[0].rewritten
+    assert report.layers[0].reason == "skipped: INT16 input, INT16 output (int8 only)"
+    assert report.num_rewritten == 4
+
+
+def test_float_model_has_nothing_to_rewrite():
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 5, 5, 3), tf.float32)])
+    def f(x):
+        return tf.nn.conv2d(x, np.ones((3, 3, 3, 4), np.float32), 1, "SAME")
+
+    buf = tf.lite.TFLiteConverter.from_concrete_functions(
+        [f.get_concrete_function()], f).convert()
+    out, report = convert_model(buf)
+    assert out == buf and report.num_rewritten == 0
+    assert report.layers[0].reason.startswith("skipped: FLOAT32 input")
+
+
+@pytest.mark.parametrize("edit, error, message", [
+    ("cin", ModelError, "filter C_in=3 does not match input channels 5"),
+    ("cout", ModelError, "filter C_out=16 does not match output channels 15"),
+    ("scales", ModelError, "filter has 3 scales for C_out=16"),
+    ("bias_type", ModelError, "bias is INT64, int8 conv needs int32"),
+    ("filter_zp", ModelError, "int8 filter zero points must be 0"),
+    ("out_hw", ModelError, "output is 11x12, the conv gives 12x12"),
+    ("filter_type", UnsupportedError, "int8 conv with INT16 filter is not supported"),
+])
+def test_inconsistent_int8_conv_is_an_error(cnn, edit, error, message):
+    model = load_model(cnn)
+    sg = model.subgraphs[0]
+    (_, op), *_ = tm.conv_ops(model)
+    x, w, b, y = (sg.tensors[int(i)] for i in list(op.inputs) + list(op.outputs))
+    if edit == "cin":
+        x.shape = [1, 24, 24, 5]
+    elif edit == "cout":
+        y.shape = [1, 12, 12, 15]
+    elif edit == "scales":
+        w.quantization.scale = w.quantization.scale[:3]
+    elif edit == "bias_type":
+        b.type = TensorType.INT64
+    elif edit == "filter_zp":
+        w.quantization.zeroPoint = np.ones(16, np.int64)
+    elif edit == "out_hw":
+        y.shape = [1, 11, 12, 16]
+    elif edit == "filter_type":
+        w.type = TensorType.INT16
+    with pytest.raises(error) as e:
+        convert_model(save_model(model))
+    assert message in str(e.value)
+    assert "CONV_2D 0 (" in str(e.value)
+
+
+def test_options_decoder():
+    opts = {"version": 1, "kh": 3, "kw": 3, "sh": 1, "sw": 1, "dh": 1, "dw": 1,
+            "padding": 0, "in_zp": -5, "act_min": -128, "act_max": 127}
+    assert decode_options(dumps_options(opts), "op") == opts
+    assert decode_options(dumps_options({**opts, "future": 7}), "op")["future"] == 7
+    with pytest.raises(FormatError, match="version 2 is not supported"):
+        decode_options(dumps_options({**opts, "version": 2}), "op")
+    with pytest.raises(FormatError, match="miss act_max"):
+        decode_options(dumps_options({k: v for k, v in opts.items() if k != "act_max"}),
+                       "op")
+    with pytest.raises(FormatError, match="activation range"):
+        decode_options(dumps_options({**opts, "act_min": 100, "act_max": 99}), "op")
+    with pytest.raises(FormatError, match="not a flexbuffer"):
+        decode_options(np.array([1, 2, 3], np.uint8), "op")
+
+
+def test_inspect_rejects_bad_fwcs(cnn_converted):
+    out, _ = cnn_converted
+    model = load_model(out)
+    sg = model.subgraphs[0]
+    oi, op = next((i, o) for i, o in enumerate(sg.operators) if is_dtmm_op(model, o))
+    bitmap = sg.tensors[int(op.inputs[2])]
+    data = model.buffers[bitmap.buffer].data.copy()
+    data[0] ^= 1  # one more / one fewer kept filterlet than values holds
+    model.buffers[bitmap.buffer].data = data
+    with pytest.raises(FormatError, match="values hold"):
+        inspect_model(save_model(model))
+
+
+def test_reference_agrees_with_unfolded_tflite_formula(cnn, cnn_converted):
+    # the folded DTMM op equals dtmm.reference.tflite_conv2d on the dense filter
+    out, _ = cnn_converted
+    a, b = load_model(cnn), load_model(out)
+    rng = np.random.default_rng(0)
+    for oi, op in tm.conv_ops(a):
+        d = parse_dtmm(b, 0, oi)
+        x = rng.integers(-128, 128, d.input_shape, dtype=np.int8)
+        bias = tensor_value(a, a.subgraphs[0].tensors[op.inputs[2]])
+        dense = ref.tflite_conv2d(x, d.fwcs.to_dense(), bias, d.multiplier, d.shift,
+                                  d.params)
+        assert np.array_equal(dense, ref.dtmm_conv2d(x, d.fwcs, d.bias, d.multiplier,
+                                                     d.shift, d.params))
+        assert isinstance(d.fwcs, FWCS)
+
+
+def test_external_buffers_are_rejected(cnn):
+    model = load_model(cnn)
+    model.buffers[1].offset, model.buffers[1].size = 64, 16
+    with pytest.raises(ModelError, match=r"offset/size, models > 2 GB\): not supported"):
+        convert_model(save_model(model))

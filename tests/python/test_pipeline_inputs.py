@@ -1,0 +1,114 @@
+"""Pipeline inputs: datasets, budgets, models; each bad input is one clear error."""
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dtmm import datasets
+from dtmm.errors import DtmmError
+
+ROOT = next(p for p in __import__("pathlib").Path(__file__).resolve().parents
+            if (p / "WORKSPACE").is_file())
+
+
+def test_digits_are_nhwc_floats():
+    xtr, ytr, xte, yte = datasets.load("digits")
+    assert xtr.shape[1:] == (8, 8, 1) and xtr.dtype == np.float32
+    assert 0.0 <= xtr.min() and xtr.max() <= 1.0
+    assert len(xtr) + len(xte) == 1797 and set(np.unique(ytr)) == set(range(10))
+
+
+def _idx(path, arr):
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 8, arr.ndim))
+        f.write(struct.pack(f">{arr.ndim}I", *arr.shape))
+        f.write(arr.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_reads_idx_files(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    _idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (5, 28, 28)))
+    _idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(5))
+    _idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (3, 28, 28)))
+    _idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(3))
+    monkeypatch.setenv("DTMM_FASHION_MNIST_DIR", str(tmp_path))
+    xtr, ytr, xte, yte = datasets.load("fashion-mnist")
+    assert xtr.shape == (5, 28, 28, 1) and xte.shape == (3, 28, 28, 1)
+    assert list(ytr) == [0, 1, 2, 3, 4]
+
+
+def test_fashion_mnist_missing_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("DTMM_FASHION_MNIST_DIR", str(tmp_path))
+    with pytest.raises(DtmmError, match="install the Debian package dataset-fashion-mnist"):
+        datasets.load("fashion-mnist")
+
+
+def test_npz_dataset(tmp_path):
+    p = tmp_path / "d.npz"
+    np.savez(p, x_train=np.zeros((4, 6, 6), np.uint8), y_train=np.arange(4),
+             x_test=np.full((2, 6, 6), 255, np.uint8), y_test=np.arange(2))
+    xtr, ytr, xte, yte = datasets.load(str(p))
+    assert xtr.shape == (4, 6, 6, 1) and xte.max() == 1.0
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=np.zeros((4, 6, 6)), y_train=np.arange(4))
+    with pytest.raises(DtmmError, match="must hold arrays x_train, y_train, x_test, y_test"):
+        datasets.load(str(bad))
+    mism = tmp_path / "mism.npz"
+    np.savez(mism, x_train=np.zeros((4, 6, 6)), y_train=np.arange(3),
+             x_test=np.zeros((2, 6, 6)), y_test=np.arange(2))
+    with pytest.raises(DtmmError, match="3 labels for 4 images"):
+        datasets.load(str(mism))
+
+
+def test_unknown_dataset():
+    with pytest.raises(DtmmError, match="unknown dataset 'mnist3d'"):
+        datasets.load("mnist3d")
+    with pytest.raises(DtmmError, match="does not exist"):
+        datasets.load("/nonexistent/x.npz")
+
+
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"), TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "dtmm", *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def test_cli_rejects_bad_units(tmp_path):
+    r = _cli("prune", "m.keras", "--data", "digits", "--flash", "64KiBs", "--sram", "1KiB",
+             "--out", str(tmp_path))
+    assert r.returncode == 2
+    assert "unknown unit 'KiBs'" in r.stderr
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = _cli("prune", str(tmp_path / "missing.keras"), "--data", "digits", "--flash", "64KiB",
+             "--sram", "32KiB", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("dtmm: error: model file")
+    assert "Traceback" not in r.stderr
+
+
+def test_model_without_convs_and_unknown_dataset(tmp_path):
+    import keras
+
+    from dtmm import pipeline
+
+    m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                          keras.layers.Dense(10)])
+    with pytest.raises(DtmmError, match="no Conv2D layer"):
+        pipeline.prune(m, "digits", "64KiB", "32KiB", str(tmp_path))
+    conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
+                             keras.layers.Flatten(), keras.layers.Dense(10)])
+    with pytest.raises(DtmmError, match="unknown dataset"):
+        pipeline.prune(conv, "nope", "64KiB", "32KiB", str(tmp_path))
+    wrong = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(4, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    with pytest.raises(DtmmError, match=r"images have shape \(8, 8, 1\), the model expects"):
+        pipeline.prune(wrong, "digits", "64KiB", "32KiB", str(tmp_path))
+    with pytest.raises(DtmmError, match="unknown unit"):
+        pipeline.prune(conv, "digits", "64 KiBi", "32KiB", str(tmp_path))
