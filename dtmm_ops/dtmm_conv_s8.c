@@ -56,6 +56,19 @@ static inline int32_t DTMM_CTZ(uint32_t x) {
 }
 #endif
 
+/* The MAC loop and the requantization; bench/kernels --breakdown builds with
+ * DTMM_BENCH_NOINLINE so that the instruction-count plugin can attribute them. */
+#if defined(DTMM_BENCH_NOINLINE) && (defined(__GNUC__) || defined(__clang__))
+#define DTMM_HOT static __attribute__((noinline))
+#else
+#define DTMM_HOT DTMM_INLINE
+#endif
+#if defined(DTMM_BENCH_NOINLINE) && (defined(__GNUC__) || defined(__clang__))
+#define DTMM_BENCH_SPLIT static __attribute__((noinline))
+#else
+#define DTMM_BENCH_SPLIT static
+#endif
+
 /* ------------------------------------------------------------------ geometry */
 
 typedef struct {
@@ -228,7 +241,7 @@ DTMM_INLINE int8_t dtmm_clamp_out(int32_t v, int32_t off, int32_t lo, int32_t hi
  * inactive and not read, so any n needs no separate tail code. The weights are
  * loaded once per 16 bytes and used for the 4 pixels; VMLADAVA accumulates into
  * even general registers ("Te"). */
-DTMM_INLINE void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
+DTMM_HOT void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
                           const int8_t* x2, const int8_t* x3, int32_t n, int32_t* a0,
                           int32_t* a1, int32_t* a2, int32_t* a3) {
   int32_t s0 = *a0, s1 = *a1, s2 = *a2, s3 = *a3;
@@ -273,7 +286,7 @@ DTMM_INLINE uint32_t dtmm_sxtb16_ror8(uint32_t v) {
  * SMLADs give w0*x0 + w2*x2 + w1*x1 + w3*x3 without any repacking; the weights are
  * widened once for the 3 pixels (3 is what fits the 13 registers without spills:
  * 20 instructions per 12 MACs, against 15 per 8 with 2 pixels). */
-DTMM_INLINE void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
+DTMM_HOT void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
                           const int8_t* x2, int32_t n, int32_t* a0, int32_t* a1,
                           int32_t* a2) {
   int32_t s0 = *a0, s1 = *a1, s2 = *a2;
@@ -311,7 +324,7 @@ DTMM_INLINE void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
 #else /* portable */
 
 /* Branch-free inner loop; uint32 accumulation wraps like the int32 contract. */
-DTMM_INLINE void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
+DTMM_HOT void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
                           const int8_t* x2, const int8_t* x3, int32_t n, int32_t* a0,
                           int32_t* a1, int32_t* a2, int32_t* a3) {
   uint32_t s0 = (uint32_t)*a0, s1 = (uint32_t)*a1, s2 = (uint32_t)*a2, s3 = (uint32_t)*a3;
@@ -334,7 +347,7 @@ DTMM_INLINE void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
 /* Requantizes one output channel of the group and stores its np <= DTMM_P pixels
  * (out points at pixel 0, channel oc; pixels are out_c apart). */
 #if defined(DTMM_PATH_MVE)
-DTMM_INLINE void dtmm_store(int32_t a0, int32_t a1, int32_t a2, int32_t a3, int32_t np,
+DTMM_HOT void dtmm_store(int32_t a0, int32_t a1, int32_t a2, int32_t a3, int32_t np,
                             int32_t mult, int32_t shift, int32_t out_off, int32_t act_min,
                             int32_t act_max, int8_t* out, uint32x4_t offs) {
   /* vqrdmulh == SaturatingRoundingDoublingHighMul; the fixup makes VRSHL round
@@ -352,10 +365,14 @@ DTMM_INLINE void dtmm_store(int32_t a0, int32_t a1, int32_t a2, int32_t a3, int3
   v = vaddq_n_s32(v, out_off);
   v = vmaxq_s32(v, vdupq_n_s32(act_min));
   v = vminq_s32(v, vdupq_n_s32(act_max));
-  vstrbq_scatter_offset_p_s32(out, offs, v, vctp32q((uint32_t)np));
+  if (np == DTMM_P) { /* constant in the strided part: no predicate there */
+    vstrbq_scatter_offset_s32(out, offs, v);
+  } else {
+    vstrbq_scatter_offset_p_s32(out, offs, v, vctp32q((uint32_t)np));
+  }
 }
 #else
-DTMM_INLINE void dtmm_store1(int32_t a, int32_t mult, int32_t shift, int32_t out_off,
+DTMM_HOT void dtmm_store1(int32_t a, int32_t mult, int32_t shift, int32_t out_off,
                              int32_t act_min, int32_t act_max, int8_t* out) {
   *out = dtmm_clamp_out(dtmm_requantize(a, mult, shift), out_off, act_min, act_max);
 }
@@ -440,41 +457,31 @@ static void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t
 #define DTMM_DOT(w, x0, x1, x2, x3, n) dtmm_dot((w), (x0), (x1), (x2), (n), &a0, &a1, &a2)
 #endif
 
-/* Requantize and store channel oc of the group: pixel j goes to base + oo[j] (MVE:
- * the same offsets as a vector), only the first np pixels. */
+/* Requantize and store the current channel of the group: pixel j goes to
+ * base + oo[j] (MVE: the same offsets as a vector), only the first np pixels. The
+ * requantization constants are locals rq_* of the caller (kept out of memory so
+ * that the asm's memory clobber does not force reloads). */
 #if defined(DTMM_PATH_MVE)
-#define DTMM_STORE(oc, base, oo, ov)                                                     \
-  dtmm_store(a0, a1, a2, a3, np, f->multiplier[oc], f->shift[oc], p->output_offset,      \
-             p->activation_min, p->activation_max, (base), (ov))
-#elif DTMM_P == 4
-#define DTMM_STORE(oc, base, oo, ov)                                                     \
-  do {                                                                                   \
-    const int32_t m_ = f->multiplier[oc], s_ = f->shift[oc];                             \
-    dtmm_store1(a0, m_, s_, p->output_offset, p->activation_min, p->activation_max,      \
-                (base) + (oo)[0]);                                                       \
-    if (np > 1)                                                                          \
-      dtmm_store1(a1, m_, s_, p->output_offset, p->activation_min, p->activation_max,    \
-                  (base) + (oo)[1]);                                                     \
-    if (np > 2)                                                                          \
-      dtmm_store1(a2, m_, s_, p->output_offset, p->activation_min, p->activation_max,    \
-                  (base) + (oo)[2]);                                                     \
-    if (np > 3)                                                                          \
-      dtmm_store1(a3, m_, s_, p->output_offset, p->activation_min, p->activation_max,    \
-                  (base) + (oo)[3]);                                                     \
+#define DTMM_STORE(base, oo, ov)                                                      \
+  dtmm_store(a0, a1, a2, a3, np, rq_mult, rq_shift, rq_off, rq_min, rq_max, (base), (ov))
+#else
+#define DTMM_STORE1(a, ptr) dtmm_store1((a), rq_mult, rq_shift, rq_off, rq_min, rq_max, (ptr))
+#if DTMM_P == 4
+#define DTMM_STORE(base, oo, ov)                        \
+  do {                                                  \
+    DTMM_STORE1(a0, (base) + (oo)[0]);                  \
+    if (np > 1) DTMM_STORE1(a1, (base) + (oo)[1]);      \
+    if (np > 2) DTMM_STORE1(a2, (base) + (oo)[2]);      \
+    if (np > 3) DTMM_STORE1(a3, (base) + (oo)[3]);      \
   } while (0)
 #else
-#define DTMM_STORE(oc, base, oo, ov)                                                     \
-  do {                                                                                   \
-    const int32_t m_ = f->multiplier[oc], s_ = f->shift[oc];                             \
-    dtmm_store1(a0, m_, s_, p->output_offset, p->activation_min, p->activation_max,      \
-                (base) + (oo)[0]);                                                       \
-    if (np > 1)                                                                          \
-      dtmm_store1(a1, m_, s_, p->output_offset, p->activation_min, p->activation_max,    \
-                  (base) + (oo)[1]);                                                     \
-    if (np > 2)                                                                          \
-      dtmm_store1(a2, m_, s_, p->output_offset, p->activation_min, p->activation_max,    \
-                  (base) + (oo)[2]);                                                     \
+#define DTMM_STORE(base, oo, ov)                        \
+  do {                                                  \
+    DTMM_STORE1(a0, (base) + (oo)[0]);                  \
+    if (np > 1) DTMM_STORE1(a1, (base) + (oo)[1]);      \
+    if (np > 2) DTMM_STORE1(a2, (base) + (oo)[2]);      \
   } while (0)
+#endif
 #endif
 
 /* Bitmap field of one output channel (all ones in the dense variant). */
@@ -548,11 +555,11 @@ static int dtmm_in_strided(const dtmm_geom* g, const dtmm_strided* s, int32_t y,
 }
 
 /* One strided group, one output channel: the channel's runs replayed at bg. */
-DTMM_INLINE void dtmm_strided_group(const dtmm_conv_params* p, const dtmm_fwcs_filter* f,
-                                    int32_t oc, const int8_t* w, const int8_t* bg,
-                                    int8_t* og, int32_t ps, int32_t nr,
-                                    const int32_t* run_off, const int32_t* run_len,
-                                    const int32_t* oo
+DTMM_INLINE void dtmm_strided_group(int32_t bias, int32_t rq_mult, int32_t rq_shift,
+                                    int32_t rq_off, int32_t rq_min, int32_t rq_max,
+                                    const int8_t* w, const int8_t* bg, int8_t* og,
+                                    int32_t ps, int32_t nr, const int32_t* run_off,
+                                    const int32_t* run_len, const int32_t* oo
 #if defined(DTMM_PATH_MVE)
                                     ,
                                     uint32x4_t ov
@@ -561,14 +568,14 @@ DTMM_INLINE void dtmm_strided_group(const dtmm_conv_params* p, const dtmm_fwcs_f
   const int32_t np = DTMM_P;
   int32_t k;
   DTMM_ACCS;
-  DTMM_ACC_SET(f->bias[oc]);
+  DTMM_ACC_SET(bias);
   for (k = 0; k < nr; ++k) {
     const int8_t* x = bg + run_off[k];
     DTMM_DOT(w, x, x + ps, x + 2 * ps, x + 3 * ps, run_len[k]);
     w += run_len[k];
   }
   (void)oo;
-  DTMM_STORE(oc, og, oo, ov);
+  DTMM_STORE(og, oo, ov);
 }
 
 #if defined(DTMM_PATH_MVE)
@@ -580,12 +587,14 @@ DTMM_INLINE void dtmm_strided_group(const dtmm_conv_params* p, const dtmm_fwcs_f
 /* Strided part, output channel outermost: a channel's bitmap field is decoded
  * once into its runs (offset, length), then replayed for every group. Kernels of
  * up to DTMM_CHUNK taps. */
-static void dtmm_run_strided(const dtmm_geom* g, const dtmm_strided* s,
+DTMM_BENCH_SPLIT void dtmm_run_strided(const dtmm_geom* g, const dtmm_strided* s,
                              const dtmm_conv_params* p, const dtmm_fwcs_filter* f,
                              const int8_t* in_b, int8_t* out_b, const int32_t* off_in,
                              uint32_t cont) {
   int32_t run_off[DTMM_CHUNK], run_len[DTMM_CHUNK];
   const int32_t taps = g->taps, in_c = g->in_c, ps = s->in_step;
+  const int32_t rq_off = p->output_offset, rq_min = p->activation_min,
+                rq_max = p->activation_max;
   const int8_t* w = f->values;
   int32_t oc, j;
   int32_t oo[DTMM_P];
@@ -597,6 +606,7 @@ static void dtmm_run_strided(const dtmm_geom* g, const dtmm_strided* s,
     uint32_t m = DTMM_FIELD(f, oc * taps, taps);
     int32_t nr = 0, total = 0, line, gi, t, run;
     if (!m) continue; /* pruned filter: constant output already written */
+    const int32_t bias = f->bias[oc], rq_mult = f->multiplier[oc], rq_shift = f->shift[oc];
     while (m) {
       DTMM_NEXT_RUN(m, cont, t, run);
       run_off[nr] = off_in[t];
@@ -609,13 +619,14 @@ static void dtmm_run_strided(const dtmm_geom* g, const dtmm_strided* s,
       const int8_t* b = in_b + ((y0 * g->sh - g->pt) * g->in_w + (x0 * g->sw - g->pl)) * in_c;
       int8_t* o = out_b + (y0 * g->out_w + x0) * g->out_c + oc;
       for (gi = 1; gi < s->groups; ++gi, b += DTMM_P * ps, o += DTMM_P * s->out_step) {
-        dtmm_strided_group(p, f, oc, w, b, o, ps, nr, run_off, run_len, oo DTMM_OV_ARG);
+        dtmm_strided_group(bias, rq_mult, rq_shift, rq_off, rq_min, rq_max, w, b, o, ps, nr,
+                           run_off, run_len, oo DTMM_OV_ARG);
       }
       /* The last group may overlap its neighbour. */
       b -= (s->groups - 1) * DTMM_P * ps;
       o -= (s->groups - 1) * DTMM_P * s->out_step;
-      dtmm_strided_group(p, f, oc, w, b + s->last * ps, o + s->last * s->out_step, ps, nr,
-                         run_off, run_len, oo DTMM_OV_ARG);
+      dtmm_strided_group(bias, rq_mult, rq_shift, rq_off, rq_min, rq_max, w, b + s->last * ps,
+                         o + s->last * s->out_step, ps, nr, run_off, run_len, oo DTMM_OV_ARG);
     }
     w += total;
   }
@@ -625,7 +636,7 @@ static void dtmm_run_strided(const dtmm_geom* g, const dtmm_strided* s,
  * channels: base[j] is pixel j's input window (in place, or an im2col row),
  * offs/cont describe the taps of the current DTMM_CHUNK-tap piece, pixel j's
  * output is out_b + oo[j] + oc. */
-static void dtmm_run_group(const dtmm_geom* g, const dtmm_conv_params* p,
+DTMM_BENCH_SPLIT void dtmm_run_group(const dtmm_geom* g, const dtmm_conv_params* p,
                            const dtmm_fwcs_filter* f, const int8_t* const* base, int border,
                            int32_t* off_in, int32_t* off_col, uint32_t cont_in,
                            uint32_t cont_col, int32_t np, int8_t* out_b, const int32_t* oo) {
@@ -641,6 +652,8 @@ static void dtmm_run_group(const dtmm_geom* g, const dtmm_conv_params* p,
 #endif
   const int32_t* offs = border ? off_col : off_in;
   uint32_t cont = border ? cont_col : cont_in;
+  const int32_t rq_off = p->output_offset, rq_min = p->activation_min,
+                rq_max = p->activation_max;
   int32_t oc, pos = 0;
 #if defined(DTMM_PATH_MVE)
   const uint32x4_t ov = vldrwq_u32((const uint32_t*)oo);
@@ -651,7 +664,7 @@ static void dtmm_run_group(const dtmm_geom* g, const dtmm_conv_params* p,
   (void)b2;
   (void)b3;
   for (oc = 0; oc < g->out_c; ++oc) {
-    int32_t first;
+    int32_t first, rq_mult, rq_shift;
     DTMM_ACCS;
     if (taps <= DTMM_CHUNK) {
       uint32_t m = DTMM_FIELD(f, pos, taps);
@@ -688,7 +701,9 @@ static void dtmm_run_group(const dtmm_geom* g, const dtmm_conv_params* p,
         }
       }
     }
-    DTMM_STORE(oc, out_b + oc, oo, ov);
+    rq_mult = f->multiplier[oc];
+    rq_shift = f->shift[oc];
+    DTMM_STORE(out_b + oc, oo, ov);
   }
 }
 
@@ -697,7 +712,7 @@ static void dtmm_run_group(const dtmm_geom* g, const dtmm_conv_params* p,
  * here for every pixel (one store each), so that the group loop skips the channel
  * after reading its bitmap field. This is what makes 1x1 convolutions (where a
  * filterlet is a whole filter) scale with sparsity. */
-static void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_conv_params* p,
+DTMM_BENCH_SPLIT void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_conv_params* p,
                              const dtmm_fwcs_filter* f, int8_t* out, int32_t pixels) {
   int32_t oc, pos = 0;
   const int32_t out_c = g->out_c;

@@ -1,9 +1,17 @@
 /* DTMM filterlet-sparse int8 convolution (format version 1, see docs/contract.md).
  *
- * Framework-free: no heap, no globals, no TFLM headers. One compute function with a
- * validator and a scratch-size companion, in the CMSIS-NN style. The implementation
- * is chosen at compile time: Helium/MVE (__ARM_FEATURE_MVE), Arm DSP extension
- * (__ARM_FEATURE_DSP) or portable C; all produce identical bytes.
+ * Framework-free: no heap, no globals, no TFLM headers, C99 (also compiles as C++).
+ * One compute function with a validator and a scratch-size companion, in the
+ * CMSIS-NN style. The implementation is chosen at compile time; all paths produce
+ * identical bytes (tested against dtmm.reference and a TFLite-semantics C conv):
+ *   - Helium/MVE (__ARM_FEATURE_MVE & 1, Cortex-M55/M85): 4 pixels per group,
+ *     tail-predicated VMLADAVA loop, vector requantization;
+ *   - Arm DSP extension (__ARM_FEATURE_DSP, Cortex-M4/M7/M33): 3 pixels per group,
+ *     SXTB16 + SMLAD (weights widened once per 4 bytes for the 3 pixels);
+ *   - portable C (anything else, or -DDTMM_FORCE_PORTABLE): 4 pixels per group.
+ * Performance model (docs/kernels.md): work scales with the kept filterlets, plus
+ * a per-output requantization and, for pixels whose window touches the padding,
+ * an int8 im2col copy; fully pruned filters cost one store per output.
  */
 #ifndef DTMM_OPS_DTMM_CONV_S8_H_
 #define DTMM_OPS_DTMM_CONV_S8_H_
@@ -56,23 +64,58 @@ typedef struct {
   const int32_t* shift;      /* [output_c], positive = left shift */
 } dtmm_fwcs_filter;
 
-/* Checks dims, params and the FWCS arrays (lengths, popcount, padding bits,
- * multiplier >= 0, shift in [-31, 30]). After DTMM_OK, dtmm_conv_s8 reads only
- * inside input/values/bitmap/bias/multiplier/shift and writes only inside output
- * and scratch. Cost: one pass over the bitmap. */
+/**
+ * @brief Checks dims, params and the FWCS arrays of a DTMM_CONV_2D layer.
+ *
+ * Rejects: null pointers, non-positive sizes, sizes whose products overflow int32
+ * (DTMM_ERR_ARG); version != DTMM_FORMAT_VERSION (DTMM_ERR_VERSION); stride or
+ * dilation < 1, negative padding or padding beyond the dilated kernel, coordinates
+ * that overflow int32, zero points or activation bounds outside int8, act_min >
+ * act_max, multiplier < 0, shift outside [-31, 30] (DTMM_ERR_PARAMS); bitmap
+ * length != ceil(C_out * K_h * K_w / 8) or padding bits set (DTMM_ERR_BITMAP);
+ * num_filterlets != popcount(bitmap), or values NULL with rows kept
+ * (DTMM_ERR_VALUES). The caller checks that the values tensor really holds
+ * num_filterlets * input_c bytes (the TFLM op takes both from its shape).
+ *
+ * After DTMM_OK, dtmm_conv_s8 reads only inside input/values/bitmap/bias/
+ * multiplier/shift and writes only inside output and scratch, whatever the
+ * contents. Cost: one pass over bitmap and the per-channel arrays; call it once
+ * (TFLM: Prepare), not per inference.
+ */
 dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims,
                                   const dtmm_conv_params* params,
                                   const dtmm_fwcs_filter* filter);
 
-/* Bytes of scratch dtmm_conv_s8 needs for these dims on the compiled path
- * (0 is a valid answer; then scratch may be NULL). */
+/**
+ * @brief Bytes of caller-provided scratch dtmm_conv_s8 needs (compiled path).
+ *
+ * 0 when no output pixel's window reaches into the padding (VALID, 1x1, ...): then
+ * scratch may be NULL. Otherwise P * kernel_h * kernel_w * input_c rounded up to
+ * 4 (P = 4 MVE/portable, 3 DSP): one int8 im2col row per pixel of a group. That is
+ * never more than CMSIS-NN's arm_convolve_s8_get_buffer_size for the same layer
+ * (4 * K * C_in DSP, 4 * roundup16(K * C_in) MVE). Depends only on dims/params.
+ */
 int32_t dtmm_conv_s8_get_buffer_size(const dtmm_conv_dims* dims,
                                      const dtmm_conv_params* params);
 
-/* output[n, y, x, oc] per docs/contract.md "Semantics". Arguments must have passed
- * dtmm_conv_s8_validate. input: batches*input_h*input_w*input_c int8; output:
- * batches*output_h*output_w*output_c int8; scratch: get_buffer_size bytes, 4-byte
- * aligned. */
+/**
+ * @brief DTMM_CONV_2D: output[n, y, x, oc] per docs/contract.md "Semantics".
+ *
+ * @param[in]  dims, params, filter  must have passed dtmm_conv_s8_validate
+ *                                   (not re-checked here)
+ * @param[in]  input    batches*input_h*input_w*input_c int8 (NHWC)
+ * @param[out] output   batches*output_h*output_w*output_c int8 (NHWC); must not
+ *                      overlap input
+ * @param[in]  scratch  dtmm_conv_s8_get_buffer_size bytes, 4-byte aligned (NULL
+ *                      allowed when that is 0); contents need no initialization
+ * @return DTMM_OK
+ *
+ * Accumulation wraps in int32 like TFLite; requantization is TFLite's
+ * MultiplyByQuantizedMultiplier (double rounding). Stack: about 850 bytes
+ * (gcc 12 -O2, M4 and M55: tap tables and a decoded run list of up to 25 taps).
+ * Kernels of up to 25 taps (5x5) take the fast path; larger ones are correct but
+ * decode the bitmap once per pixel group and channel.
+ */
 dtmm_status dtmm_conv_s8(const dtmm_conv_dims* dims, const dtmm_conv_params* params,
                          const dtmm_fwcs_filter* filter, const int8_t* input,
                          int8_t* output, void* scratch);

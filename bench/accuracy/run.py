@@ -162,12 +162,20 @@ def main(argv=None):
     log(f"Fashion-MNIST: {len(xtr)} train (subset, seed {args.seed}), {len(xte)} test")
 
     keras.utils.set_random_seed(args.seed)
-    model = PL.compile_for_training(vgg(args.width), 2e-3)
-    PL.fit(model, xtr, ytr, args.epochs, 64, args.seed, "train", progress=False)
-    # The pruned models get ft-epochs more at the fine-tuning rate; give the dense
-    # reference the same, so a drop is the pruning's and not the extra training's.
-    PL.compile_for_training(model, 5e-4)
-    PL.fit(model, xtr, ytr, args.ft_epochs, 64, args.seed, "dense fine-tune", progress=False)
+    cache = os.path.join(args.out, f"dense_w{args.width}_n{args.train}_e{args.epochs}_"
+                                   f"f{args.ft_epochs}_s{args.seed}.keras")
+    if os.path.exists(cache):
+        model = keras.models.load_model(cache, compile=False)
+        log(f"dense model from {cache}")
+    else:
+        model = PL.compile_for_training(vgg(args.width), 2e-3)
+        PL.fit(model, xtr, ytr, args.epochs, 64, args.seed, "train", progress=False)
+        # The pruned models get ft-epochs more at the fine-tuning rate; give the
+        # dense reference the same, so a drop is the pruning's, not extra training's.
+        PL.compile_for_training(model, 5e-4)
+        PL.fit(model, xtr, ytr, args.ft_epochs, 64, args.seed, "dense fine-tune",
+               progress=False)
+        model.save(cache)
     dense_int8 = PL.to_int8(model, xtr)
     dense_acc = PL.int8_accuracy(dense_int8, xte, yte)
     dense_bytes = weight_bytes(dense_int8, "dense")

@@ -93,6 +93,8 @@ def main(argv=None):
                 ax.step(t, o, where="post", ls=st, label=lab, marker=".")
         ax.set_title(f"problem {seed}, {objective}", fontsize=9)
         ax.set_xscale("log")
+        from matplotlib.ticker import NullFormatter
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("seconds")
         ax.set_ylabel("% importance removed" if objective == "loss" else "% of dense latency")
         ax.legend(fontsize=7)

@@ -19,7 +19,7 @@ from typing import Callable
 
 from dtmm.errors import DtmmError
 
-PLUGIN_MODULES = ("dtmm.prune_cli", "dtmm.demo_cli")
+PLUGIN_MODULES = ("dtmm.prune_cli",)  # registers `prune` and `demo`
 
 
 @dataclass

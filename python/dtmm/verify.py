@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -58,7 +60,11 @@ class VerifyReport:
     def summary(self) -> str:
         lines = list(self.failures)
         n = len(self.dtmm_ops)
-        if self.ok:
+        if self.ok and self.invokes == 0:
+            lines.append(f"OK: {n} DTMM_CONV_2D op(s) hold exactly the original "
+                         "CONV_2D's weights, bias and parameters; structure identical "
+                         "otherwise (no invokes run)")
+        elif self.ok:
             lines.append(f"OK: {n} DTMM_CONV_2D op(s) match the original CONV_2D bit "
                          f"for bit over {self.invokes} invoke(s) "
                          f"({self.values_checked} output values); structure identical "
@@ -132,7 +138,8 @@ def _check_dtmm_against_conv(orig, conv, si, oi, where, failures):
 
 def compare_structure(orig, conv, report: VerifyReport) -> dict:
     """Append structural differences to report.failures; return
-    {(subgraph, op): DtmmInfo} for the DTMM ops that passed the static checks."""
+    {(subgraph, op): DtmmInfo} for the DTMM ops that decode (also those whose
+    constants differ, so the numeric check shows what the difference does)."""
     f = report.failures
     dtmm = {}
     if len(orig.subgraphs) != len(conv.subgraphs):
@@ -264,8 +271,30 @@ def runnable_original(orig) -> bytes | None:
     return save_model(orig) if changed else None
 
 
+def _import_tensorflow():
+    """Import TensorFlow (slow: only when running models) without its C++ start-up
+    log lines on stderr; they are replayed if the import fails."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            import tensorflow as tf
+        except BaseException:
+            os.dup2(saved, 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return tf
+
+
 def _interpreter(buf: bytes):
-    import tensorflow as tf  # slow import: only when running models
+    tf = _import_tensorflow()
 
     try:
         with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice

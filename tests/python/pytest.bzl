@@ -1,6 +1,6 @@
 """pytest_test / pytest_suite: one Bazel test per pytest file, run with the project venv."""
 
-def pytest_test(name, src, data = [], args = [], tags = [], size = "medium", **kwargs):
+def pytest_test(name, src, data = [], args = [], tags = [], size = "medium", timeout = "long", **kwargs):
     """Runs `pytest <src>` with .venv/bin/python and python/ on PYTHONPATH.
 
     The test reads the source tree directly (conftest.py, helpers, dtmm_ops C
@@ -13,7 +13,9 @@ def pytest_test(name, src, data = [], args = [], tags = [], size = "medium", **k
       data: more runfiles (the dtmm sources are always included).
       args: extra pytest arguments.
       tags: extra tags.
-      size: Bazel test size; "large" for TensorFlow training (900 s timeout).
+      size: Bazel test size; "large" for TensorFlow training.
+      timeout: "long" (900 s) by default: TensorFlow tests on a shared
+        2-core CI machine run 2-3x slower than on an idle one.
       **kwargs: anything else sh_test takes (timeout, shard_count, ...).
     """
     native.sh_test(
@@ -23,6 +25,7 @@ def pytest_test(name, src, data = [], args = [], tags = [], size = "medium", **k
         data = [src, "//:python_srcs"] + data,
         tags = tags + ["external", "pytest"],
         size = size,
+        timeout = timeout,
         **kwargs
     )
 

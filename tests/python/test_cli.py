@@ -229,3 +229,29 @@ def test_entry_points_print_no_traceback(tmp_path):
         assert p.returncode == 0
         for sub in ("convert", "inspect", "verify"):
             assert sub in p.stdout
+
+
+def test_verify_subprocess_has_a_clean_stderr(cnn, tmp_path):
+    src, dst = tmp_path / "a.tflite", tmp_path / "b.tflite"
+    src.write_bytes(cnn)
+    dst.write_bytes(convert_model(cnn)[0])
+    p = subprocess.run([sys.executable, "-m", "dtmm", "verify", str(src), str(dst),
+                        "--random", "1"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ""  # TensorFlow's start-up log lines are swallowed
+    assert p.stdout.startswith("OK: 5 DTMM_CONV_2D op(s) match the original CONV_2D bit "
+                               "for bit over 1 invoke(s)")
+
+
+def test_write_failure_removes_the_temp_file(cnn, tmp_path, capsys, monkeypatch):
+    src, dst = tmp_path / "a.tflite", tmp_path / "b.tflite"
+    src.write_bytes(cnn)
+
+    def fail(a, b):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    rc, out, err = run(capsys, "convert", src, "-o", dst)
+    assert rc == 2 and out == ""
+    assert err == f"dtmm: error: cannot write {dst}: No space left on device\n"
+    assert sorted(os.listdir(tmp_path)) == ["a.tflite"]

@@ -290,3 +290,34 @@ def test_external_buffers_are_rejected(cnn):
     model.buffers[1].offset, model.buffers[1].size = 64, 16
     with pytest.raises(ModelError, match=r"offset/size, models > 2 GB\): not supported"):
         convert_model(save_model(model))
+
+
+def test_corrupted_files_raise_only_dtmm_errors(cnn, cnn_converted):
+    # byte flips in the flatbuffer tables (start and end of the file, where the
+    # converter puts them) and anywhere: a clean DtmmError or a loadable model,
+    # never another exception
+    rng = np.random.default_rng(0)
+    outcomes = {"ok": 0, "error": 0}
+    for i in range(300):
+        b = bytearray((cnn, cnn_converted[0])[i % 2])
+        for _ in range(int(rng.integers(1, 3))):
+            if rng.random() < 0.5:
+                pos = int(rng.integers(0, 4096))
+            else:
+                pos = len(b) - 1 - int(rng.integers(0, 6000))
+            b[pos] = int(rng.integers(0, 256))
+        for fn in (lambda x: convert_model(x, always=True), inspect_model):
+            try:
+                fn(bytes(b))
+                outcomes["ok"] += 1
+            except (ModelError, FormatError, UnsupportedError):
+                outcomes["error"] += 1
+    assert outcomes["ok"] > 50 and outcomes["error"] > 50, outcomes
+
+
+def test_byte_estimate_tracks_the_file(cnn_converted):
+    # the per-layer estimate that decides "pays" is within 5 % of the real saving
+    _, report = cnn_converted
+    estimated = sum(r.bytes_before - r.bytes_after for r in report.layers)
+    actual = report.file_bytes_before - report.file_bytes_after
+    assert abs(estimated - actual) <= 0.05 * actual, (estimated, actual)

@@ -111,6 +111,14 @@ struct Quant {
 
 using Fbb = flatbuffers::FlatBufferBuilder;
 
+// TFLM's flatbuffers patch removes the builder's default allocator.
+class HeapAllocator : public flatbuffers::Allocator {
+ public:
+  uint8_t* allocate(size_t size) override { return new uint8_t[size]; }
+  void deallocate(uint8_t* p, size_t) override { delete[] p; }
+};
+HeapAllocator g_heap;
+
 flatbuffers::Offset<tflite::Buffer> DataBuffer(Fbb& fbb, const void* data,
                                                size_t bytes) {
   fbb.ForceVectorAlignment(bytes, 1, 16);
@@ -159,7 +167,7 @@ void OutSize(const BenchLayer& l, int* oh, int* ow) {
 // Dense CONV_2D with a filterlet-pruned filter (OHWI).
 std::vector<uint8_t> ConvModel(const BenchLayer& l, const std::vector<int8_t>& filter,
                                const std::vector<int32_t>& bias, const Quant& q) {
-  Fbb fbb;
+  Fbb fbb(4096, &g_heap);
   int oh, ow;
   OutSize(l, &oh, &ow);
   std::vector<flatbuffers::Offset<tflite::Buffer>> buffers = {
@@ -227,7 +235,7 @@ std::vector<uint8_t> DtmmModel(const BenchLayer& l, const std::vector<int8_t>& f
   }
   const int n_kept = static_cast<int>(values.size()) / l.cin;
   if (values.empty()) values.push_back(0);  // keep a non-empty buffer
-  Fbb fbb;
+  Fbb fbb(4096, &g_heap);
   int oh, ow;
   OutSize(l, &oh, &ow);
   std::vector<flatbuffers::Offset<tflite::Buffer>> buffers = {

@@ -86,7 +86,12 @@ class Problem:
                  sram: SramModel | None = None, latency: LatencyModel | None = None,
                  step: float = 0.05, alpha_max: float = 0.95, beta_max: float = 0.9,
                  prune_filterlets: bool = True, prune_filters: bool = True,
-                 kicks: int = 60, ils_seconds: float = 3.0):
+                 kicks: int = 60, ils_seconds: float = 3.0,
+                 importance_norm: str = "layer"):
+        if importance_norm not in ("layer", "global"):
+            raise DtmmError(f"importance_norm must be 'layer' or 'global', got "
+                            f"{importance_norm!r}")
+        self.importance_norm = importance_norm
         self.kicks = kicks
         self.ils_seconds = ils_seconds
         if objective not in ("loss", "latency"):
@@ -137,6 +142,14 @@ class Problem:
             f_imp = np.asarray(f_imp, float).reshape(c.c_out)
             if (fl_imp < 0).any() or (f_imp < 0).any() or not np.isfinite(fl_imp).all():
                 raise DtmmError(f"importance of conv {c.name!r} must be finite and >= 0")
+            if self.importance_norm == "layer":
+                # Each layer's importance sums to 1: Taylor/magnitude scores are not
+                # comparable across layers (BatchNorm rescales them), ranks within a
+                # layer are.
+                tot = fl_imp.sum()
+                fl_imp = fl_imp / tot if tot > 0 else np.full_like(fl_imp, 1.0 / fl_imp.size)
+                ftot = f_imp.sum()
+                f_imp = f_imp / ftot if ftot > 0 else np.full_like(f_imp, 1.0 / f_imp.size)
             fl.append((f_imp, fl_imp))
         total = sum(x[1].sum() for x in fl) or 1.0
         group_rank = []
