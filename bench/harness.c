@@ -54,7 +54,10 @@ static BIG int8_t g_val[MAX_W];
 static BIG int32_t g_bias[MAX_OC], g_folded[MAX_OC], g_folded_csr[MAX_OC];
 static BIG int32_t g_mult[MAX_OC], g_shift[MAX_OC];
 static BIG int8_t g_out_dense[MAX_OUT], g_out_dtmm[MAX_OUT], g_out_csr[MAX_OUT];
-static BIG int8_t g_out_check[MAX_OUT], g_out_cmsis[MAX_OUT];
+static BIG int8_t g_out_check[MAX_OUT];
+#ifdef DTMM_BENCH_CMSIS
+static BIG int8_t g_out_cmsis[MAX_OUT];
+#endif
 static BIG int32_t g_scratch[MAX_SCRATCH / 4];
 
 static uint32_t g_rng;

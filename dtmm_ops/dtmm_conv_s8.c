@@ -1,16 +1,21 @@
 /* DTMM filterlet-sparse int8 convolution: validator, scratch size and compute.
  *
- * One driver for all three paths (see dtmm_conv_s8.h for the contract):
- *  - output pixels are taken in raster order in groups of DTMM_P (4 portable/MVE,
- *    3 DSP), so a group may span rows (a 1-wide output such as a 49x1 feature map
- *    still fills every group);
- *  - interior groups read the input in place (a filterlet's C_in inputs are
- *    contiguous in NHWC); a group with any padded tap is first copied to an int8
- *    im2col buffer in scratch with zp_in at padded taps, then runs the same code;
- *  - per output channel the K-bit bitmap field is read once per group, and each run
- *    of kept filterlets that is contiguous in the input (same kernel row, dilation 1)
- *    is one dot product: the weights are loaded once and used for every pixel;
- *  - per output channel and group: bias, the runs, then requantization.
+ * One driver for all three paths (see dtmm_conv_s8.h for the contract, and
+ * docs/kernels.md for measurements). Output pixels are computed DTMM_P at a time
+ * (4 portable/MVE, 3 DSP); the weights of a filterlet are loaded once and used for
+ * all of them. A run of kept filterlets that is contiguous in the input (same
+ * kernel row, dilation 1) is one dot product.
+ *  1. Fully pruned filters: their constant output is written up front and the
+ *     channel is skipped afterwards (1x1 layers: a filterlet is a whole filter).
+ *  2. Strided part: interior pixels (window inside the input), grouped along a row
+ *     (or a column for narrow maps) so a group's pixels are one input stride apart
+ *     and read in place (a filterlet's C_in inputs are contiguous in NHWC). Output
+ *     channel outermost: the bitmap field is decoded once into runs, replayed for
+ *     every group.
+ *  3. General part: the remaining pixels in raster order; a group with a padded
+ *     tap is first copied to an int8 im2col buffer in scratch (zp_in at padded
+ *     taps, as the bias is folded), then per output channel: bitmap field, runs,
+ *     requantization.
  * Only the dot product and the requantization differ between the paths.
  */
 #include "dtmm_conv_s8.h"
@@ -311,10 +316,10 @@ DTMM_HOT void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
     x2 += 4;
   }
   while (rest-- > 0) {
-    const int32_t wi = *w++;
-    s0 += wi * *x0++;
-    s1 += wi * *x1++;
-    s2 += wi * *x2++;
+    const int32_t wi = *w++; /* int32 accumulation wraps (uint32 arithmetic, no UB) */
+    s0 = (int32_t)((uint32_t)s0 + (uint32_t)(wi * *x0++));
+    s1 = (int32_t)((uint32_t)s1 + (uint32_t)(wi * *x1++));
+    s2 = (int32_t)((uint32_t)s2 + (uint32_t)(wi * *x2++));
   }
   *a0 = s0;
   *a1 = s1;

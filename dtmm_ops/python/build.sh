@@ -5,9 +5,10 @@
 #   dtmm_ops/python/build.sh TFLM_ROOT OUT_DIR
 #   export DTMM_TFLM_LIB=OUT_DIR
 #
-# OUT_DIR gets _runtime<ext-suffix>.so (tflite_micro's interpreter extension, built
-# from TFLM_ROOT/python/tflite_micro) and libdtmm_tflm.so (DtmmRegisterer + the
-# DTMM op and kernels; TFLM symbols come from _runtime, loaded RTLD_GLOBAL first).
+# OUT_DIR gets _runtime<ext-suffix>.so: tflite_micro's interpreter extension built
+# from TFLM_ROOT/python/tflite_micro, with the DTMM op and `DtmmRegisterer` linked
+# in (dtmm_registerer.cc). Load it RTLD_GLOBAL so the interpreter's
+# dlsym(RTLD_DEFAULT, "DtmmRegisterer") finds the registerer.
 # Why not the tflite-micro wheel: see docs/tflm.md ("Python").
 #
 # Needs: python3 with numpy and pybind11 headers (PYTHON=..., or the repo .venv;
@@ -41,34 +42,27 @@ flags=(-std=c++17 -O2 -fPIC -DTF_LITE_STATIC_MEMORY -DTF_LITE_DISABLE_X86_NEON
        -DTF_LITE_USE_CTIME -I"$tflm" -I"$dl" -I"$dl/flatbuffers/include"
        -I"$dl/gemmlowp" -I"$dl/ruy" -I"$dl/kissfft" -I"$ops")
 
-# 2. The interpreter extension, as TFLM's Bazel pybind_extension builds it. The
-# library's objects are GCC's default position-independent-executable code, which a
-# shared object may hold when its symbols bind locally (-Bsymbolic).
+# 2. One extension: TFLM's interpreter (as TFLM's Bazel pybind_extension builds it)
+# + the DTMM op from the same library + DtmmRegisterer. TFLM's make builds
+# position-independent-executable code, which a shared object may only hold with
+# its symbols bound locally, so everything but the two entry points is hidden;
+# hence one file rather than a registerer library taking TFLM from the interpreter.
 pysrc=$tflm/python/tflite_micro
-if ! g++ "${flags[@]}" -fvisibility=default -shared -I"$py_inc" -I"$np_inc" -I"$pb_inc" \
-    "$pysrc/_runtime.cc" "$pysrc/interpreter_wrapper.cc" "$pysrc/numpy_utils.cc" \
-    "$pysrc/python_utils.cc" "$pysrc/python_ops_resolver.cc" \
-    "$lib" -ldl -Wl,-Bsymbolic -o "$out/_runtime$suffix"; then
-  echo "error: linking TFLM's library into a shared object failed; it needs a" \
-       "compiler that builds PIE/PIC code by default (e.g. Debian's GCC)" >&2
-  exit 1
-fi
-
-# 3. The DTMM registerer with the op and kernels; everything else from _runtime.
-objs=()
-for c in "$ops"/dtmm_conv_s8*.c; do
-  o=$out/$(basename "${c%.c}").o
-  gcc -std=c99 -O2 -fPIC -I"$ops" -c "$c" -o "$o"
-  objs+=("$o")
-done
-g++ "${flags[@]}" -shared "$here/dtmm_registerer.cc" "$ops/dtmm_conv.cc" "${objs[@]}" \
-  -o "$out/libdtmm_tflm.so"
-rm -f "${objs[@]}"
+cat > "$out/exports.map" <<'MAP'
+{ global: PyInit__runtime; DtmmRegisterer; local: *; };
+MAP
+# debug_log.cc reads libc's `stderr` the PIE way (a direct reference no shared
+# object can hold): compile it again as PIC so the archive's copy is not used.
+g++ "${flags[@]}" -shared -I"$py_inc" -I"$np_inc" -I"$pb_inc" \
+  "$pysrc/_runtime.cc" "$pysrc/interpreter_wrapper.cc" "$pysrc/numpy_utils.cc" \
+  "$pysrc/python_utils.cc" "$pysrc/python_ops_resolver.cc" "$here/dtmm_registerer.cc" \
+  "$tflm/tensorflow/lite/micro/debug_log.cc" "$lib" -ldl -Wl,--version-script="$out/exports.map" -o "$out/_runtime$suffix"
+rm -f "$out/exports.map"
 
 cat > "$out/BUILD_INFO" <<INFO
 tflm_root=$tflm
 tflm_commit=$(git -C "$tflm" rev-parse HEAD 2>/dev/null || echo unknown)
 runtime=_runtime$suffix
 INFO
-echo "built $out/_runtime$suffix and $out/libdtmm_tflm.so"
+echo "built $out/_runtime$suffix"
 echo "export DTMM_TFLM_LIB=$out"

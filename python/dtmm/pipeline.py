@@ -290,7 +290,8 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
           epochs: int = 2, extra_epochs: int = 2, batch_size: int = 64,
           importance_batches: int = 16, importance_method: str = "taylor",
           max_train: int | None = None, seed: int = DEFAULT_SEED, progress: bool = True,
-          lr: float = 5e-4, dense_int8: bytes | None = None, log=print) -> PipelineResult:
+          lr: float = 5e-4, dense_int8: bytes | None = None, max_loss: float = 0.05,
+          log=print) -> PipelineResult:
     """Run the whole pipeline; write DIR/{pruned.keras, model_int8.tflite,
     model_dtmm.tflite, dense_int8.tflite, report.json, sparsity.png,
     accuracy_size.png}. Raises DtmmError on bad input or unmeetable budgets;
@@ -339,14 +340,16 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
     timings["importance_s"] = time.perf_counter() - t
 
     # Schedule; re-plan with a tighter flash budget if the real file is over.
-    budgets = search.Budgets(flash=flash_b, sram=sram_b)
+    loss_budget = max_loss if objective == "latency" else None
+    budgets = search.Budgets(flash=flash_b, sram=sram_b, loss=loss_budget)
     prob, names = build_problem(model, dense_int8, importance, budgets, objective,
                                 latency_csv)
     g = prob.graph
     dense_m = prob.dense
     margin = 0.0
     for attempt in range(4):
-        prob.budgets = search.Budgets(flash=flash_b * (1 - margin), sram=sram_b)
+        prob.budgets = search.Budgets(flash=flash_b * (1 - margin), sram=sram_b,
+                                      loss=loss_budget)
         t = time.perf_counter()
         plan = _search_with_progress(prob, progress)
         timings.setdefault("search_s", 0.0)
@@ -421,7 +424,7 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
     lat_model = prob.latency
     report = {
         "budgets": {"flash_bytes": flash_b, "sram_bytes": sram_b, "max_drop_points": max_drop,
-                    "objective": objective},
+                    "objective": objective, "max_importance_loss": loss_budget},
         "dense": {"int8_accuracy": round(dense_acc, 3), "int8_bytes": len(dense_int8),
                   "flash_bytes_modeled": round(dense_m["flash"]),
                   "sram_bytes_modeled": round(dense_m["sram"]),

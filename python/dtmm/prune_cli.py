@@ -45,7 +45,10 @@ def _prune_args(p):
     _common(p)
     p.add_argument("--objective", choices=("loss", "latency"), default="loss",
                    help="'loss': keep the most importance under the budgets (default); "
-                        "'latency': fastest model (not used with --max-drop semantics)")
+                        "'latency': fastest model that removes at most --max-loss")
+    p.add_argument("--max-loss", type=float, default=5.0, metavar="PCT",
+                   help="with --objective latency: largest share of the (per-layer "
+                        "normalized) importance to remove, percent (default 5)")
     p.add_argument("--latency-csv", metavar="CSV", default=None,
                    help="bench/kernels CSV to calibrate the latency model")
     p.add_argument("--max-train", type=int, default=None, metavar="N",
@@ -57,7 +60,7 @@ def _prune_run(args) -> int:
 
     pipeline.prune(args.model, args.data, args.flash, args.sram, args.out,
                    max_drop=args.max_drop, objective=args.objective,
-                   latency_csv=args.latency_csv,
+                   latency_csv=args.latency_csv, max_loss=args.max_loss / 100.0,
                    epochs=2 if args.epochs is None else args.epochs,
                    max_train=args.max_train, seed=args.seed,
                    progress=not args.no_progress)

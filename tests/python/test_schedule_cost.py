@@ -140,12 +140,23 @@ def test_latency_fit_recovers_coefficients(tmp_path):
             instr = a * kept + b * co * h * h + c * co * h * h * k
             w.writerow(["m4", f"{co}x{h}x{h}x{k}", ci, sp, "dtmm", round(instr), 0, 0])
             w.writerow(["m4", f"{co}x{h}x{h}x{k}", ci, sp, "cmsis-nn", 1, 0, 0])
-    fit = cost.fit_latency_csv(str(path), "m4")
-    assert fit.a == pytest.approx(a, rel=1e-3)
-    assert fit.b == pytest.approx(b, rel=1e-2)
-    assert fit.c == pytest.approx(c, rel=1e-2)
-    with pytest.raises(DtmmError, match="fewer than 3"):
+    for four in (False, True):
+        fit = cost.fit_latency_csv(str(path), "m4", four=four)
+        assert fit.a == pytest.approx(a, rel=1e-3)
+        assert fit.b == pytest.approx(b, rel=1e-2)
+        assert fit.c == pytest.approx(c, rel=1e-2)
+        assert abs(fit.d) < 1e-2
+    with pytest.raises(DtmmError, match="fewer than 4"):
         cost.fit_latency_csv(str(path), "m55")
+
+
+def test_bench_layer_table_is_read_from_the_harness():
+    layers = cost.bench_layers()
+    if not layers:
+        pytest.skip("bench/harness.c not in this checkout")
+    # L5: 49x1 input, 5x1 kernel, stride 3, VALID -> 15x1 outputs
+    assert layers["L5"] == (32, 15, 1, 5)
+    assert all(v[0] > 0 and v[3] >= 1 for v in layers.values())
 
 
 def test_latency_model_counts_kept_macs():

@@ -47,8 +47,10 @@ int CountOps(const tflite::Model* model, tflite::BuiltinOperator builtin,
       const auto b = static_cast<tflite::BuiltinOperator>(
           builtin_code > deprecated ? builtin_code : deprecated);
       if (custom != nullptr) {
-        if (b == tflite::BuiltinOperator_CUSTOM && code->custom_code() != nullptr &&
-            strcmp(code->custom_code()->c_str(), custom) == 0) {
+        const auto* name = code->custom_code();
+        if (b == tflite::BuiltinOperator_CUSTOM && name != nullptr &&
+            name->size() == strlen(custom) &&
+            memcmp(name->data(), custom, name->size()) == 0) {
           ++n;
         }
       } else if (b == builtin) {

@@ -1,0 +1,13 @@
+"""Per-layer filterlet/filter ratios under flash, SRAM, latency and accuracy budgets.
+
+    from dtmm.schedule import graph, cost, search
+    g = graph.analyze(int8_bytes)                       # convs, groups, lifetimes
+    prob = search.Problem(g, importance, search.Budgets(flash=64 << 10, sram=32 << 10))
+    plan = search.schedule(prob)                        # ours; search.anneal = original SA
+    plan.alpha, plan.beta, plan.flash, plan.sram, plan.loss
+
+Cost models (`cost`): FlashModel (bytes of the converted DTMM .tflite), SramModel
+(TFLM GreedyMemoryPlanner replay + persistent allocations), LatencyModel (per-layer
+instructions; `fit_latency_csv` calibrates it from bench/kernels' CSV). See
+docs/scheduler.md.
+"""

@@ -450,12 +450,14 @@ def tflm_arena_usage(model_bytes: bytes, custom_op_registerers=None) -> dict:
 
 @dataclass
 class LatencyCoeffs:
-    """instructions ≈ a * kept_MACs + b * outputs + c * outputs * K (+ d per op)."""
+    """instructions ≈ a * kept_MACs + b * outputs + c * outputs * K
+    + d * kept_filterlets * output_pixels (per-filterlet setup, 0 in the stand-in)."""
 
     a: float = 1.0
     b: float = 12.0
     c: float = 2.0
     source: str = "MAC-count stand-in"
+    d: float = 0.0
 
 
 @dataclass
@@ -470,7 +472,7 @@ class LatencyModel:
         outputs = co * c.out_h * c.out_w
         kept_macs = n_kept * ci * c.out_h * c.out_w
         return self.coeffs.a * kept_macs + self.coeffs.b * outputs + \
-            self.coeffs.c * outputs * c.k
+            self.coeffs.c * outputs * c.k + self.coeffs.d * n_kept * c.out_h * c.out_w
 
     def per_layer(self, cfg: Config) -> list:
         g = self.graph
@@ -496,25 +498,49 @@ class LatencyModel:
         return float(sum(self.per_layer(cfg)) + self.other(cfg))
 
 
-def fit_latency_csv(path: str, target: str | None = None) -> LatencyCoeffs:
-    """Least-squares a, b, c from bench/kernels' CSV (columns target, layer, c_in,
-    sparsity, kernel, instructions, ... and the layer's shape) for one target.
+def bench_layers(harness: str | None = None) -> dict:
+    """Layer shapes of bench/harness.c's k_layers table: name -> (c_out, out_h,
+    out_w, k). The kernels CSV names layers L1..L6 without their shapes."""
+    if harness is None:
+        harness = os.path.join(os.path.dirname(__file__), "..", "..", "..", "bench",
+                               "harness.c")
+    if not os.path.isfile(harness):
+        return {}
+    text = open(harness).read()
+    out = {}
+    for m in re.finditer(r'\{"(\w+)",\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+),'
+                         r'\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+)\}', text):
+        name = m.group(1)
+        h, w, _, c_out, kh, kw, sh, sw, same = (int(v) for v in m.groups()[1:])
+        if same:
+            oh, ow = -(-h // sh), -(-w // sw)
+        else:
+            oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+        out[name] = (c_out, oh, ow, kh * kw)
+    return out
 
-    The CSV's `layer` column names a shape `CoutxHxWxK` or carries columns
-    c_out, out_h, out_w, k; rows of kernel 'dtmm' are used."""
+
+def fit_latency_csv(path: str, target: str | None = None, layers: dict | None = None,
+                    kernel: str = "dtmm", four: bool = True) -> LatencyCoeffs:
+    """Least-squares a, b, c from bench/kernels' CSV (columns target, layer, c_in,
+    sparsity, kernel, instructions, scratch_bytes, const_bytes) for one target.
+
+    Layer shapes: columns c_out, out_h, out_w, k if present, else a
+    `CoutxHxWxK` layer name, else `layers` (default: bench/harness.c's table)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         raise DtmmError(f"{path}: no rows")
     targets = sorted({r.get("target", "") for r in rows})
     target = target or targets[0]
+    layers = bench_layers() if layers is None else layers
     X, y = [], []
     for r in rows:
         if r.get("target", "") != target:
             continue
-        if "kernel" in r and r["kernel"] and "dtmm" not in r["kernel"].lower():
+        if r.get("kernel") and r["kernel"].lower() != kernel:
             continue
-        shape = _row_shape(r)
+        shape = _row_shape(r) or layers.get(r.get("layer", ""))
         if shape is None:
             continue
         c_out, out_h, out_w, k = shape
@@ -522,14 +548,22 @@ def fit_latency_csv(path: str, target: str | None = None) -> LatencyCoeffs:
         sp = float(r["sparsity"])
         sp = sp / 100.0 if sp > 1 else sp
         outputs = c_out * out_h * out_w
-        kept = (c_out * k - int(round(sp * c_out * k))) * c_in * out_h * out_w
-        X.append([kept, outputs, outputs * k])
+        kept = (c_out * k - n_pruned(sp, c_out * k)) * c_in * out_h * out_w
+        kept_fl = (c_out * k - n_pruned(sp, c_out * k)) * out_h * out_w
+        X.append([kept, outputs, outputs * k, kept_fl] if four else [kept, outputs, outputs * k])
         y.append(float(r["instructions"]))
-    if len(X) < 3:
-        raise DtmmError(f"{path}: fewer than 3 usable DTMM rows for target {target!r} "
+    if len(X) < (4 if four else 3):
+        raise DtmmError(f"{path}: fewer than {4 if four else 3} usable {kernel} rows for target {target!r} "
                         f"(targets: {', '.join(targets)})")
-    coef, *_ = np.linalg.lstsq(np.array(X, float), np.array(y), rcond=None)
-    return LatencyCoeffs(*map(float, coef), source=f"fit to {os.path.basename(path)} [{target}]")
+    X, y = np.array(X, float), np.array(y)
+    # relative least squares: small and large layers count alike
+    coef, *_ = np.linalg.lstsq(X / y[:, None], np.ones_like(y), rcond=None)
+    rel = np.abs(X @ coef / y - 1)
+    coef = list(map(float, coef)) + ([] if four else [0.0])
+    return LatencyCoeffs(coef[0], coef[1], coef[2], d=coef[3],
+                         source=f"fit to {os.path.basename(path)} [{target}, {len(y)} rows, "
+                                f"median |err| {100 * np.median(rel):.1f} %, "
+                                f"max {100 * rel.max():.1f} %]")
 
 
 def _row_shape(r: dict):

@@ -16,8 +16,10 @@ Objective (docs/scheduler.md):
   SRAM <= S and loss <= L.
 
 ``loss`` is the fraction (0..1) of the model's total filterlet importance that the
-plan removes: per group, the filters of lowest group importance go first (beta),
-then, inside each kept filter set, the filterlets of lowest importance (alpha).
+plan removes (each layer's importance normalized to sum 1 by default): per group,
+the filters of lowest group importance go first (beta), then, inside each kept
+filter set, the filterlets of lowest importance (alpha); a conv whose input
+channels lose filters upstream loses that fraction of its remaining importance.
 Ratios live on a grid of ``step`` (0.05, the original's move size).
 """
 
@@ -170,6 +172,7 @@ class Problem:
                     nk = kept_filterlets(co, c.k, ia * self.step)
                     t[ib, ia] = base + csum[co * c.k - nk]
             self.tables.append(t / total)
+        self._layer_total = np.array([x[1].sum() / total for x in fl])
 
     # -- evaluation -----------------------------------------------------------------
     def config(self, x) -> Config:
@@ -241,9 +244,15 @@ class Problem:
         per, rewritten = self.flash.conv_bytes(co, ci, nk)
         flash = self.flash.base + per.sum(axis=1) + scale @ self._gscaled
         c = self.latency.coeffs
-        lat = ((c.a * nk * ci * self._hw + (c.b + c.c * self._k) * co * self._hw).sum(axis=1)
+        lat = ((c.a * nk * ci * self._hw + (c.b + c.c * self._k) * co * self._hw
+                + c.d * nk * self._hw).sum(axis=1)
                + self._lat_const + (scale - 1.0) @ self._lat_grp)
-        loss = self._tab[self._L[None, :], ib[:, self._grp], ia].sum(axis=1)
+        own = self._tab[self._L[None, :], ib[:, self._grp], ia]          # [B, L]
+        # Removing a group's filters also removes those input channels of the
+        # convs that consume them: count that share of their remaining
+        # importance too (importance spread evenly over input channels).
+        fin = np.where(self._src >= 0, 1.0 - kf[:, src] / self._gc[src], 0.0)
+        loss = (own + (self._layer_total - own) * fin).sum(axis=1)
         if not self.exact_sram:
             head = self.sram.head_lower_bound(kf)
         else:
@@ -418,8 +427,17 @@ def _schedule_once(prob: Problem, time_limit: float, progress, start) -> Plan:
     # importance removed. Loss mode stops at the first feasible point; latency
     # mode goes on while the importance budget allows.
     steps = [(j, d) for j in range(nv) for d in (1, 2)]
+
+    def hard_violation(mm):
+        return sum(max(mm[r] - prob.budgets.get(r), 0.0) / max(prob.budgets.get(r), 1e-12)
+                   for r in ("flash", "sram", "latency")
+                   if r != prob.objective and prob.budgets.get(r) is not None)
+
     while True:
-        if prob.violation(m) == 0.0 and prob.objective == "loss":
+        # stage A: meet flash/SRAM(/latency) budgets; stage B (latency mode):
+        # spend the importance budget on latency
+        stage_a = hard_violation(m) > 0
+        if not stage_a and prob.objective == "loss":
             break
         ok = [(j, d) for j, d in steps if x[j] + d <= prob.vmax[j]]
         if not ok:
@@ -432,12 +450,13 @@ def _schedule_once(prob: Problem, time_limit: float, progress, start) -> Plan:
         for r in ("flash", "sram", "latency"):
             b = prob.budgets.get(r)
             if r == prob.objective:
-                gain += (m[r] - M[r]) / prob.dense[r]
+                if not stage_a:
+                    gain += (m[r] - M[r]) / prob.dense[r]
             elif b is not None and m[r] > b:
-                gain += 10.0 * (m[r] - np.maximum(M[r], b)) / scale[r]
+                gain += (m[r] - np.maximum(M[r], b)) / scale[r]
         cost = np.maximum(M["loss"] - m["loss"], 0.0) + 1e-9
         ratio = np.where(gain > 0, gain / cost, -np.inf)
-        if prob.objective == "latency" and prob.budgets.loss is not None:
+        if not stage_a and prob.budgets.loss is not None:
             ratio[M["loss"] > prob.budgets.loss] = -np.inf
         best = int(np.argmax(ratio))
         if not np.isfinite(ratio[best]):

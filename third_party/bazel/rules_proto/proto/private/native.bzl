@@ -1,0 +1,3 @@
+"""Bazel's built-in ProtoInfo under another name (a .bzl cannot rebind a builtin's name to itself)."""
+
+NativeProtoInfo = ProtoInfo
