@@ -35,6 +35,11 @@
 #define DTMM_P 4
 #endif
 
+/* Rectangle driver (see dtmm_run_rects) for the 4-pixel paths. */
+#if DTMM_P == 4 && !defined(DTMM_NO_RECT)
+#define DTMM_RECT 1
+#endif
+
 /* The bench builds this file a second time with DTMM_DENSE_VARIANT defined: the same
  * driver without the bitmap (every filterlet kept, `values` is the dense OHWI
  * filter). It is the dense baseline the sparse kernel is measured against. */
@@ -551,6 +556,7 @@ static void dtmm_strided_layout(const dtmm_geom* g, dtmm_strided* s) {
   }
 }
 
+#if !defined(DTMM_RECT) /* the 3-pixel DSP path: strided part + general part */
 static int dtmm_in_strided(const dtmm_geom* g, const dtmm_strided* s, int32_t y, int32_t x) {
   if (s->groups == 0) return 0;
   if (s->along_y) {
@@ -637,6 +643,8 @@ DTMM_BENCH_SPLIT void dtmm_run_strided(const dtmm_geom* g, const dtmm_strided* s
   }
 }
 
+#endif /* !DTMM_RECT */
+
 /* One group of up to DTMM_P arbitrary pixels (borders, leftovers), all output
  * channels: base[j] is pixel j's input window (in place, or an im2col row),
  * offs/cont describe the taps of the current DTMM_CHUNK-tap piece, pixel j's
@@ -712,6 +720,334 @@ DTMM_BENCH_SPLIT void dtmm_run_group(const dtmm_geom* g, const dtmm_conv_params*
   }
 }
 
+#if defined(DTMM_RECT)
+/* ------------------------------------------------- uniform-padding rectangles
+ *
+ * The output plane is split into rectangles whose pixels all have the same set of
+ * in-bounds taps: per axis, the interior [lo, hi) is one class and every border
+ * coordinate is its own class (3x3 SAME: 9 rectangles). Inside a rectangle every
+ * kept tap that is in bounds is read in place, and a kept tap that falls in the
+ * padding contributes zp_in * sum(w) (the bias is folded, so a padded tap reads
+ * zp_in): no im2col, and a channel's bitmap field is decoded once per rectangle,
+ * not once per group. Groups are 4x1, 2x2 or 1x4 blocks of pixels (whichever
+ * needs the fewest blocks); the last block of a row or column overlaps its
+ * neighbour, and a rectangle narrower than the block repeats its last pixel, so
+ * every group has 4 pixels (recomputed pixels are stored twice, identically). */
+
+/* Bit k set iff kernel index k of output coordinate o reads inside [0, in). */
+static uint32_t dtmm_axis_mask(int32_t o, int32_t in, int32_t k, int32_t s, int32_t d,
+                               int32_t pad) {
+  uint32_t m = 0;
+  int32_t i;
+  const int32_t c0 = o * s - pad;
+  for (i = 0; i < k; ++i) {
+    const int32_t c = c0 + i * d;
+    if (c >= 0 && c < in) m |= 1u << i;
+  }
+  return m;
+}
+
+/* One past the last coordinate of the class that starts at o. */
+DTMM_INLINE int32_t dtmm_class_end(int32_t o, int32_t lo, int32_t hi) {
+  return (o >= lo && o < hi) ? hi : o + 1;
+}
+
+DTMM_INLINE int32_t dtmm_nblocks(int32_t len, int32_t b) {
+  return len <= b ? 1 : (len + b - 1) / b;
+}
+
+/* Block origin i of n along an axis of length len (the last one overlaps). */
+DTMM_INLINE int32_t dtmm_origin(int32_t i, int32_t n, int32_t len, int32_t b) {
+  return i < n - 1 ? i * b : (len > b ? len - b : 0);
+}
+
+/* Block shape of a wid x hgt rectangle: bw (bh = 4 / bw), fewest blocks; 4x1, then
+ * 2x2, then 1x4 on ties. */
+static int32_t dtmm_block_w(int32_t wid, int32_t hgt, int32_t* blocks) {
+  int32_t bw = 4, best = dtmm_nblocks(wid, 4) * dtmm_nblocks(hgt, 1);
+  if (dtmm_nblocks(wid, 2) * dtmm_nblocks(hgt, 2) < best) {
+    bw = 2;
+    best = dtmm_nblocks(wid, 2) * dtmm_nblocks(hgt, 2);
+  }
+  if (dtmm_nblocks(wid, 1) * dtmm_nblocks(hgt, 4) < best) {
+    bw = 1;
+    best = dtmm_nblocks(wid, 1) * dtmm_nblocks(hgt, 4);
+  }
+  *blocks = best;
+  return bw;
+}
+
+/* A rectangle whose blocks would be less than 3/4 full (corners, short edges)
+ * goes to the general path instead, where its pixels share groups with others. */
+static int dtmm_rect_ok(int32_t wid, int32_t hgt) {
+  int32_t blocks;
+  (void)dtmm_block_w(wid, hgt, &blocks);
+  return 4 * wid * hgt >= 3 * DTMM_P * blocks;
+}
+
+/* Which rectangles dtmm_run_rects computes, by kind: bit (ybord * 2 + xbord) is
+ * set when the rectangles with a border row (ybord) / column (xbord) class do
+ * (border classes are one pixel wide). */
+static uint32_t dtmm_rect_kinds(const dtmm_geom* g) {
+  const int32_t hi = g->y_hi - g->y_lo, wi = g->x_hi - g->x_lo;
+  /* a kind that has no pixel counts as computed (15: nothing left over) */
+  const int yb = hi < g->out_h, xb = wi < g->out_w; /* border rows / columns exist */
+  return (uint32_t)((hi == 0 || wi == 0 || dtmm_rect_ok(wi, hi)) |
+                    ((hi == 0 || !xb || dtmm_rect_ok(1, hi)) << 1) |
+                    ((!yb || wi == 0 || dtmm_rect_ok(wi, 1)) << 2) |
+                    ((!yb || !xb || dtmm_rect_ok(1, 1)) << 3));
+}
+
+DTMM_INLINE int dtmm_in_rects(const dtmm_geom* g, uint32_t kinds, int32_t y, int32_t x) {
+  const int32_t k = ((y < g->y_lo || y >= g->y_hi) ? 2 : 0) + ((x < g->x_lo || x >= g->x_hi) ? 1 : 0);
+  return (int)((kinds >> k) & 1u);
+}
+
+/* Sum of n >= 1 int8 weights (the padded-tap correction). */
+DTMM_INLINE int32_t dtmm_wsum(const int8_t* w, int32_t n) {
+#if defined(DTMM_PATH_MVE)
+  int32_t s = 0;
+  __asm volatile(
+      "dlstp.8 lr, %[n]\n"
+      "1:\n\t"
+      "vldrb.8 q0, [%[w]], #16\n\t"
+      "vaddva.s8 %[s], q0\n\t"
+      "letp lr, 1b\n"
+      : [s] "+Te"(s), [w] "+r"(w)
+      : [n] "r"(n)
+      : "q0", "lr", "memory");
+  return s;
+#else
+  int32_t s = 0, i;
+  for (i = 0; i < n; ++i) s += w[i];
+  return s;
+#endif
+}
+
+/* A run of a rectangle's channel, ready for a group at input pointer p: pixel j
+ * reads n bytes at p + o[j] (tap offset plus the pixel's offset in the block), the
+ * weights at w. A table ends with n == 0. */
+typedef struct {
+  int32_t o[4];
+  int32_t n;
+  const int8_t* w;
+} dtmm_run;
+
+#if defined(DTMM_PATH_MVE)
+/* All runs of one group in one asm block (3 LDRD + 4 ADD per run, then the
+ * tail-predicated MAC loop of dtmm_dot), returning the 4 accumulators as one
+ * vector for the requantization (an empty table gives acc0). p may point outside
+ * the input: only in-bounds taps are added to it. */
+DTMM_INLINE int32x4_t dtmm_rect_dots(const dtmm_run* tb, const int8_t* p, int32_t acc0) {
+  int32_t s0 = acc0, s1 = acc0, s2 = acc0, s3 = acc0, n;
+  const int8_t *x0, *x1, *x2, *x3, *w;
+  int32x4_t v;
+  __asm volatile(
+      "ldrd %[n], %[w], [%[tb], #16]\n\t"
+      "cmp %[n], #0\n\t"
+      "beq 3f\n"
+      "1:\n\t"
+      "ldrd %[x0], %[x1], [%[tb]]\n\t"
+      "ldrd %[x2], %[x3], [%[tb], #8]\n\t"
+      "add %[x0], %[p]\n\t"
+      "add %[x1], %[p]\n\t"
+      "add %[x2], %[p]\n\t"
+      "add %[x3], %[p]\n\t"
+      "adds %[tb], #24\n\t"
+      "dlstp.8 lr, %[n]\n"
+      "2:\n\t"
+      "vldrb.8 q0, [%[w]], #16\n\t"
+      "vldrb.8 q1, [%[x0]], #16\n\t"
+      "vmladava.s8 %[s0], q1, q0\n\t"
+      "vldrb.8 q1, [%[x1]], #16\n\t"
+      "vmladava.s8 %[s1], q1, q0\n\t"
+      "vldrb.8 q1, [%[x2]], #16\n\t"
+      "vmladava.s8 %[s2], q1, q0\n\t"
+      "vldrb.8 q1, [%[x3]], #16\n\t"
+      "vmladava.s8 %[s3], q1, q0\n\t"
+      "letp lr, 2b\n\t"
+      "ldrd %[n], %[w], [%[tb], #16]\n\t"
+      "cmp %[n], #0\n\t"
+      "bne 1b\n"
+      "3:\n\t"
+      "vmov %q[v][2], %q[v][0], %[s0], %[s2]\n\t"
+      "vmov %q[v][3], %q[v][1], %[s1], %[s3]\n"
+      : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [tb] "+r"(tb),
+        [n] "=&r"(n), [w] "=&r"(w), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2),
+        [x3] "=&r"(x3), [v] "=&w"(v)
+      : [p] "r"(p)
+      : "q0", "q1", "lr", "memory");
+  return v;
+}
+#endif
+
+/* Rectangles, rectangle outermost, then output channel, then groups. */
+DTMM_BENCH_SPLIT void dtmm_run_rects(const dtmm_geom* g, const dtmm_conv_params* p,
+                                     const dtmm_fwcs_filter* f, const int8_t* in_b,
+                                     int8_t* out_b, const int32_t* off_in, uint32_t cont,
+                                     int pruned_done) {
+  dtmm_run tb[DTMM_CHUNK + 1];
+  (void)pruned_done; /* the dense variant has no pruned filter */
+  const int32_t taps = g->taps, in_c = g->in_c, out_c = g->out_c;
+  const int32_t rq_off = p->output_offset, rq_min = p->activation_min,
+                rq_max = p->activation_max;
+  const uint32_t zp = (uint32_t)p->input_zero_point;
+  const int32_t row_in = g->sh * g->in_w * in_c, col_in = g->sw * in_c;
+  int32_t y0, y1, x0, x1;
+#if defined(DTMM_PATH_MVE)
+  const int32x4_t vlo = vdupq_n_s32(rq_min), vhi = vdupq_n_s32(rq_max);
+#endif
+  for (y0 = 0; y0 < g->out_h; y0 = y1) {
+    const uint32_t ym = dtmm_axis_mask(y0, g->in_h, g->ker_h, g->sh, g->dh, g->pt);
+    y1 = dtmm_class_end(y0, g->y_lo, g->y_hi);
+    for (x0 = 0; x0 < g->out_w; x0 = x1) {
+      const uint32_t xm = dtmm_axis_mask(x0, g->in_w, g->ker_w, g->sw, g->dw, g->pl);
+      const int32_t hgt = y1 - y0;
+      int32_t wid, bw, bh, nbx, nby, best, j, oc, pos = 0, kh;
+      int32_t din[DTMM_P], oo[DTMM_P];
+      int32_t xstep_in, xstep_out, xlast_in, xlast_out, ystep_in, ystep_out, ylast_in,
+          ylast_out, bo0, oo0;
+      uint32_t vm = 0;
+      const int8_t* w = f->values;
+#if defined(DTMM_PATH_MVE)
+      uint32x4_t ov;
+#endif
+      x1 = dtmm_class_end(x0, g->x_lo, g->x_hi);
+      wid = x1 - x0;
+      for (kh = 0; kh < g->ker_h; ++kh)
+        if ((ym >> kh) & 1u) vm |= xm << (kh * g->ker_w);
+      if (!dtmm_rect_ok(wid, hgt)) continue; /* general path */
+      bw = dtmm_block_w(wid, hgt, &best);
+      bh = DTMM_P / bw;
+      nbx = dtmm_nblocks(wid, bw);
+      nby = dtmm_nblocks(hgt, bh);
+      for (j = 0; j < DTMM_P; ++j) {
+        int32_t jx = j % bw, jy = j / bw;
+        if (jx > wid - 1) jx = wid - 1; /* narrower than the block: repeat */
+        if (jy > hgt - 1) jy = hgt - 1;
+        din[j] = jy * row_in + jx * col_in;
+        oo[j] = (jy * g->out_w + jx) * out_c;
+      }
+#if defined(DTMM_PATH_MVE)
+      ov = vldrwq_u32((const uint32_t*)oo);
+#endif
+      /* Input/output byte steps between blocks (the last step is shorter), and
+       * the first block. Pointers are formed as in_b + offset below; a border
+       * block's offset may be negative, but only in-bounds taps are read. */
+      xstep_in = bw * col_in;
+      xstep_out = bw * out_c;
+      xlast_in = (dtmm_origin(nbx - 1, nbx, wid, bw) - (nbx - 2) * bw) * col_in;
+      xlast_out = (dtmm_origin(nbx - 1, nbx, wid, bw) - (nbx - 2) * bw) * out_c;
+      ystep_in = bh * row_in;
+      ystep_out = bh * g->out_w * out_c;
+      ylast_in = (dtmm_origin(nby - 1, nby, hgt, bh) - (nby - 2) * bh) * row_in;
+      ylast_out = (dtmm_origin(nby - 1, nby, hgt, bh) - (nby - 2) * bh) * g->out_w * out_c;
+      bo0 = (y0 * g->sh - g->pt) * g->in_w * in_c + (x0 * g->sw - g->pl) * in_c;
+      oo0 = (y0 * g->out_w + x0) * out_c;
+      for (oc = 0; oc < out_c; ++oc, pos += taps) {
+        uint32_t m = DTMM_FIELD(f, pos, taps);
+        uint32_t acc0;
+        int32_t nr = 0, last = -2, iy, ix, pend;
+#ifndef DTMM_DENSE_VARIANT
+        if (!m && pruned_done) continue; /* constant output already written */
+#endif
+        /* Kept taps in order: in-bounds ones become runs (merged when contiguous in
+         * the input), padded ones add zp_in * sum(w). */
+        acc0 = (uint32_t)f->bias[oc];
+        pend = 0;
+        while (m) {
+          const int32_t t = DTMM_CTZ(m);
+          m &= m - 1u;
+          if ((vm >> t) & 1u) {
+            if (pend) { /* padded taps before this one: weights w - pend .. w */
+              acc0 += zp * (uint32_t)dtmm_wsum(w - pend, pend);
+              pend = 0;
+            }
+            if (last == t - 1 && ((cont >> t) & 1u)) {
+              tb[nr - 1].n += in_c;
+            } else {
+              const int32_t o = off_in[t];
+              tb[nr].o[0] = o + din[0];
+              tb[nr].o[1] = o + din[1];
+              tb[nr].o[2] = o + din[2];
+              tb[nr].o[3] = o + din[3];
+              tb[nr].n = in_c;
+              tb[nr].w = w;
+              nr++;
+            }
+            last = t;
+          } else {
+            pend += in_c; /* consecutive kept filterlets: one sum */
+            last = -2;
+          }
+          w += in_c;
+        }
+        if (pend) acc0 += zp * (uint32_t)dtmm_wsum(w - pend, pend);
+        tb[nr].n = 0;
+        {
+          const int32_t rq_mult = f->multiplier[oc], rq_shift = f->shift[oc];
+#if defined(DTMM_PATH_MVE)
+          const int32_t left = rq_shift > 0 ? rq_shift : 0;
+          const int32_t right = rq_shift > 0 ? 0 : -rq_shift;
+          const int32x4_t vneg = vdupq_n_s32(-right);
+#endif
+          const int8_t* prow = in_b + bo0;
+          int8_t* orow = out_b + oo0 + oc;
+#if defined(DTMM_PATH_MVE)
+          if (nr == 0) {
+            /* No in-bounds kept tap (a pruned filter, or all kept taps padded): one
+             * constant for the whole rectangle, requantized once. */
+            int32x4_t v = vqrdmulhq_n_s32(vshlq_r_s32(vdupq_n_s32((int32_t)acc0), left), rq_mult);
+            v = vrshlq_n_s32(vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, vneg), 31)), -right);
+            v = vminq_s32(vmaxq_s32(vaddq_n_s32(v, rq_off), vlo), vhi);
+            for (iy = nby; iy > 0; --iy) {
+              int8_t* og = orow;
+              for (ix = nbx; ix > 0; --ix) {
+                vstrbq_scatter_offset_s32(og, ov, v);
+                og += ix == 2 ? xlast_out : xstep_out;
+              }
+              orow += iy == 2 ? ylast_out : ystep_out;
+            }
+            continue;
+          }
+#endif
+          for (iy = nby; iy > 0; --iy) {
+            const int8_t* pg = prow;
+            int8_t* og = orow;
+            for (ix = nbx; ix > 0; --ix) {
+#if defined(DTMM_PATH_MVE)
+              int32x4_t v = dtmm_rect_dots(tb, pg, (int32_t)acc0);
+              /* TFLite rounding, as in dtmm_store. */
+              v = vqrdmulhq_n_s32(vshlq_r_s32(v, left), rq_mult);
+              v = vrshlq_n_s32(vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, vneg), 31)), -right);
+              v = vminq_s32(vmaxq_s32(vaddq_n_s32(v, rq_off), vlo), vhi);
+              vstrbq_scatter_offset_s32(og, ov, v);
+#else
+              const int32_t np = DTMM_P;
+              int32_t k;
+              DTMM_ACCS;
+              DTMM_ACC_SET((int32_t)acc0);
+              for (k = 0; k < nr; ++k) {
+                const int8_t* x = pg + tb[k].o[0];
+                DTMM_DOT(tb[k].w, x, x + (tb[k].o[1] - tb[k].o[0]), x + (tb[k].o[2] - tb[k].o[0]),
+                         x + (tb[k].o[3] - tb[k].o[0]), tb[k].n);
+              }
+              DTMM_STORE(og, oo, 0);
+#endif
+              /* next block; the last one of the row overlaps its neighbour */
+              pg += ix == 2 ? xlast_in : xstep_in;
+              og += ix == 2 ? xlast_out : xstep_out;
+            }
+            prow += iy == 2 ? ylast_in : ystep_in;
+            orow += iy == 2 ? ylast_out : ystep_out;
+          }
+        }
+      }
+    }
+  }
+}
+#endif /* DTMM_RECT */
+
 #ifndef DTMM_DENSE_VARIANT
 /* A fully pruned filter's output channel is the constant requantize(bias): written
  * here for every pixel (one store each), so that the group loop skips the channel
@@ -757,6 +1093,11 @@ dtmm_status DTMM_CONV_FN(const dtmm_conv_dims* dims, const dtmm_conv_params* par
   dtmm_strided st;
   int32_t off_in[DTMM_CHUNK], off_col[DTMM_CHUNK];
   uint32_t cont_in = 0, cont_col = 0;
+  int fill = 1; /* pruned filters written up front */
+  (void)fill;
+#if defined(DTMM_RECT)
+  uint32_t kinds;
+#endif
   int32_t b, j, npix, taps, in_c, out_c, small;
   int8_t* col = (int8_t*)scratch;
 
@@ -768,16 +1109,31 @@ dtmm_status DTMM_CONV_FN(const dtmm_conv_dims* dims, const dtmm_conv_params* par
   small = taps <= DTMM_CHUNK;
   if (small) dtmm_tap_tables(&g, 0, taps, off_in, off_col, &cont_in, &cont_col);
   dtmm_strided_layout(&g, &st);
+#if defined(DTMM_RECT)
+  kinds = small ? dtmm_rect_kinds(&g) : 0u;
+#endif
   if (!small) st.groups = 0; /* large kernels take the general path only */
+#if defined(DTMM_RECT)
+  /* When the rectangles cover every pixel they also write the pruned filters'
+   * constants (from the bitmap field they decode anyway); otherwise the general
+   * path, which skips pruned filters, needs them written up front. */
+  fill = !small || kinds != 15u;
+#endif
 #ifndef DTMM_DENSE_VARIANT
-  dtmm_fill_pruned(&g, params, filter, output, dims->batches * npix);
+  if (fill) dtmm_fill_pruned(&g, params, filter, output, dims->batches * npix);
 #endif
 
   for (b = 0; b < dims->batches; ++b) {
     const int8_t* in_b = input + b * g.in_h * g.in_w * in_c; /* validated < 2^31 */
     int8_t* out_b = output + b * npix * out_c;
     int32_t y = 0, x = 0; /* raster cursor of the general path */
+#if defined(DTMM_RECT)
+    /* Pixels in place through the rectangles; the rest below. */
+    if (small) dtmm_run_rects(&g, params, filter, in_b, out_b, off_in, cont_in, fill);
+    if (kinds == 15u) continue; /* no pixel left */
+#else
     if (st.groups > 0) dtmm_run_strided(&g, &st, params, filter, in_b, out_b, off_in, cont_in);
+#endif
     /* Everything else, DTMM_P pixels at a time in raster order. */
     for (;;) {
       const int8_t* base[DTMM_P];
@@ -785,7 +1141,11 @@ dtmm_status DTMM_CONV_FN(const dtmm_conv_dims* dims, const dtmm_conv_params* par
       int32_t np = 0;
       int border = 0;
       while (np < DTMM_P && y < g.out_h) {
+#if defined(DTMM_RECT)
+        if (!dtmm_in_rects(&g, kinds, y, x)) {
+#else
         if (!dtmm_in_strided(&g, &st, y, x)) {
+#endif
           py[np] = y;
           px[np] = x;
           np++;

@@ -37,7 +37,7 @@ from dtmm.schedule import cost, search  # noqa: E402
 from dtmm.schedule.graph import analyze, load_model  # noqa: E402
 
 METHODS = ("dtmm", "filterlet", "filter", "unstructured")
-LABELS = {"dense": "dense", "dtmm": "DTMM (filterlet + filter)", "filterlet": "filterlet only",
+LABELS = {"dense": "dense", "dense+ft": "dense + fine-tuning (control)", "dtmm": "DTMM (filterlet + filter)", "filterlet": "filterlet only",
           "filter": "filter only", "unstructured": "unstructured magnitude"}
 
 
@@ -131,11 +131,15 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--train", type=int, default=12000, help="training subset size")
     ap.add_argument("--epochs", type=int, default=8, help="dense training epochs")
-    ap.add_argument("--ft-epochs", type=int, default=2, help="fine-tuning epochs per point")
+    ap.add_argument("--ft-epochs", type=int, default=3, help="fine-tuning epochs per point")
+    ap.add_argument("--dense-ft-epochs", type=int, default=2,
+                    help="epochs at the fine-tuning rate that end dense training")
     ap.add_argument("--ratios", default="2,4,8", help="compression ratios (dense / pruned bytes)")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--importance", default="magnitude", choices=("magnitude", "taylor"),
+                    help="filterlet/filter importance for the structured methods")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     logf = open(os.path.join(args.out, "log.txt"), "a")
@@ -163,7 +167,7 @@ def main(argv=None):
 
     keras.utils.set_random_seed(args.seed)
     cache = os.path.join(args.out, f"dense_w{args.width}_n{args.train}_e{args.epochs}_"
-                                   f"f{args.ft_epochs}_s{args.seed}.keras")
+                                   f"f{args.dense_ft_epochs}_s{args.seed}.keras")
     if os.path.exists(cache):
         model = keras.models.load_model(cache, compile=False)
         log(f"dense model from {cache}")
@@ -173,7 +177,7 @@ def main(argv=None):
         # The pruned models get ft-epochs more at the fine-tuning rate; give the
         # dense reference the same, so a drop is the pruning's, not extra training's.
         PL.compile_for_training(model, 5e-4)
-        PL.fit(model, xtr, ytr, args.ft_epochs, 64, args.seed, "dense fine-tune",
+        PL.fit(model, xtr, ytr, args.dense_ft_epochs, 64, args.seed, "dense fine-tune",
                progress=False)
         model.save(cache)
     dense_int8 = PL.to_int8(model, xtr)
@@ -188,11 +192,25 @@ def main(argv=None):
         from_logits=True))
     ds = tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(
         len(xtr), seed=args.seed).batch(64)
-    importance = P.compute_importance(model, ds, method="taylor", steps=40, progress=False)
+    importance = P.compute_importance(model, ds, method=args.importance, steps=40,
+                                      progress=False)
+    log(f"importance: {args.importance}")
     g = analyze(dense_int8)
     fc_bytes = sum(g.tensors[op.inputs[1]].nbytes for op in g.ops
                    if op.name == "FULLY_CONNECTED")
     weights0 = model.get_weights()
+    # control: the dense model fine-tuned as long as each pruned one, no pruning
+    ctrl = keras.models.clone_model(model)
+    ctrl.set_weights(weights0)
+    PL.compile_for_training(ctrl, 5e-4)
+    PL.fit(ctrl, xtr, ytr, args.ft_epochs, 64, args.seed, "control", progress=False)
+    ctrl_int8 = PL.to_int8(ctrl, xtr)
+    ctrl_acc = PL.int8_accuracy(ctrl_int8, xte, yte)
+    rows.append({"method": "dense+ft", "target_ratio": 1.0, "weight_bytes": dense_bytes,
+                 "compression": 1.0, "int8_accuracy": round(ctrl_acc, 2),
+                 "drop_points": round(dense_acc - ctrl_acc, 2)})
+    log(f"control (dense + {args.ft_epochs} fine-tuning epochs, no pruning): int8 accuracy "
+        f"{ctrl_acc:.2f} %")
     methods = [m for m in args.methods.split(",") if m]
     for r in [float(v) for v in args.ratios.split(",")]:
         target = dense_bytes / r
@@ -203,6 +221,7 @@ def main(argv=None):
             if method == "unstructured":
                 um = unstructured_masks(base, target, fc_bytes + (fc_bytes + 7) // 8)
                 apply_elementwise(base, um)
+                PL.recalibrate_batchnorm(base, xtr, seed=args.seed)
                 PL.compile_for_training(base, 5e-4)
                 PL.fit(base, xtr, ytr, args.ft_epochs, 64, args.seed, method, progress=False)
                 final = strip_elementwise(base, um)
@@ -216,6 +235,7 @@ def main(argv=None):
                 prob.check_reachable()
                 plan = search.schedule(prob)
                 pruned, _ = PL.apply_plan(base, importance, names, plan, prob.graph)
+                PL.recalibrate_batchnorm(pruned, xtr, seed=args.seed)
                 PL.compile_for_training(pruned, 5e-4)
                 PL.fit(pruned, xtr, ytr, args.ft_epochs, 64, args.seed, method, progress=False)
                 final = P.strip_masks(pruned)
@@ -249,6 +269,7 @@ def _write(out, rows, args, seconds):
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     dense = rows[0]
     ax.axhline(dense["int8_accuracy"], color="k", ls=":", lw=1)
+    ax.axhline(dense["int8_accuracy"] - 1.0, color="r", ls=":", lw=1, label="dense - 1 point")
     ax.scatter([dense["weight_bytes"] / 1024], [dense["int8_accuracy"]], color="k",
                label=LABELS["dense"], zorder=3)
     for m, mk in zip(METHODS, "osD^"):

@@ -182,6 +182,31 @@ def fit(model, x, y, epochs: int, batch_size: int = 64, seed: int = DEFAULT_SEED
               callbacks=[_TqdmCallback(steps, desc, progress)])
 
 
+def recalibrate_batchnorm(model, x, batches: int = 60, batch_size: int = 64,
+                          momentum: float = 0.9, seed: int = DEFAULT_SEED) -> int:
+    """Re-estimate BatchNorm moving statistics after pruning (forward passes in
+    training mode, no weight update). Pruning changes the statistics of every
+    BatchNorm behind a pruned conv; with the stale ones the pruned model starts
+    fine-tuning from near-chance accuracy. Returns the number of BN layers."""
+    import keras
+
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    if not bns:
+        return 0
+    saved = [l.momentum for l in bns]
+    for l in bns:
+        l.momentum = momentum
+    rng = np.random.default_rng(seed)
+    try:
+        for _ in range(batches):
+            idx = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
+            model(np.asarray(x[idx], np.float32), training=True)
+    finally:
+        for l, m in zip(bns, saved):
+            l.momentum = m
+    return len(bns)
+
+
 def _check_data(model, data):
     xtr, ytr, xte, yte = data
     want = tuple(model.input_shape[1:])
@@ -346,35 +371,49 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
                                 latency_csv)
     g = prob.graph
     dense_m = prob.dense
-    margin = 0.0
+    from dtmm.schedule.graph import analyze
+
+    margin, sram_margin = 0.0, 0
     for attempt in range(4):
-        prob.budgets = search.Budgets(flash=flash_b * (1 - margin), sram=sram_b,
+        prob.budgets = search.Budgets(flash=flash_b * (1 - margin), sram=sram_b - sram_margin,
                                       loss=loss_budget)
         t = time.perf_counter()
         plan = _search_with_progress(prob, progress)
         timings.setdefault("search_s", 0.0)
         timings["search_s"] += time.perf_counter() - t
-        log(f"plan: modeled flash {plan.flash:.0f} B, SRAM {plan.sram:.0f} B, importance "
-            f"removed {100 * plan.loss:.2f} %, latency {plan.latency / dense_m['latency']:.1%} "
+        log(f"plan: modeled flash {plan.flash:.0f} B, SRAM {plan.sram:.0f} B, importance loss "
+            f"{100 * plan.loss:.2f} %, latency {plan.latency / dense_m['latency']:.1%} "
             f"of dense ({plan.seconds:.1f} s)")
 
         t = time.perf_counter()
         pruned, masks = apply_plan(model, importance, names, plan, g)
+        recalibrate_batchnorm(pruned, xtr, seed=seed)
         compile_for_training(pruned, lr)
         fit(pruned, xtr, ytr, epochs, batch_size, seed, "fine-tune", progress)
         final = P.strip_masks(pruned)
         int8 = to_int8(final, xtr)
         dtmm_bytes, conv_report = convert_model(int8)
+        sram_model = cost.SramModel(analyze(dtmm_bytes))
+        real_sram = int(sram_model())
         timings.setdefault("finetune_convert_s", 0.0)
         timings["finetune_convert_s"] += time.perf_counter() - t
-        if len(dtmm_bytes) <= flash_b:
+        if len(dtmm_bytes) <= flash_b and real_sram <= sram_b:
             break
-        over = len(dtmm_bytes) - flash_b
-        log(f"real DTMM file {len(dtmm_bytes)} B is {over} B over the flash budget; re-planning")
-        margin = margin + over / flash_b + 0.005
+        # the models were optimistic: tighten by the overshoot and re-plan
+        if len(dtmm_bytes) > flash_b:
+            over = len(dtmm_bytes) - flash_b
+            log(f"real DTMM file {len(dtmm_bytes)} B is {over} B over the flash budget; "
+                "re-planning")
+            margin = margin + over / flash_b + 0.005
+        if real_sram > sram_b:
+            log(f"SRAM of the converted model {real_sram} B is over the budget; re-planning")
+            sram_margin += real_sram - sram_b + 16
     else:
-        raise DtmmError(f"flash budget {cost.fmt_bytes(flash_b)} cannot be met: the "
-                        f"converted model stays at {cost.fmt_bytes(len(dtmm_bytes))}")
+        what = (f"flash budget {cost.fmt_bytes(flash_b)} cannot be met: the converted model "
+                f"stays at {cost.fmt_bytes(len(dtmm_bytes))}") if len(dtmm_bytes) > flash_b \
+            else (f"SRAM budget {cost.fmt_bytes(sram_b)} cannot be met: the converted "
+                  f"model needs {cost.fmt_bytes(real_sram)}")
+        raise DtmmError(what)
 
     acc = int8_accuracy(int8, xte, yte)
     extra_done = 0
@@ -386,14 +425,9 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
         int8 = to_int8(final, xtr)
         dtmm_bytes, conv_report = convert_model(int8)
         acc = int8_accuracy(int8, xte, yte)
+        sram_model = cost.SramModel(analyze(dtmm_bytes))
+        real_sram = int(sram_model())
 
-    from dtmm.schedule.graph import analyze
-    real_graph = analyze(dtmm_bytes)
-    sram_model = cost.SramModel(real_graph)
-    real_sram = int(sram_model())
-    if real_sram > sram_b:
-        raise DtmmError(f"SRAM budget {cost.fmt_bytes(sram_b)} cannot be met: the pruned "
-                        f"model needs {cost.fmt_bytes(real_sram)}")
     try:
         wheel = cost.tflm_arena_usage(int8)
     except Exception:  # the wheel may lack an op; the report says so
@@ -439,7 +473,7 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
                    "latency_modeled": round(plan.latency),
                    "latency_vs_dense": round(plan.latency / dense_m["latency"], 4),
                    "latency_model": lat_model.coeffs.source,
-                   "importance_removed": round(plan.loss, 5),
+                   "importance_loss": round(plan.loss, 5),
                    "dtmm_ops": int(conv_report.num_rewritten)},
         "budgets_met": {"flash": len(dtmm_bytes) <= flash_b, "sram": real_sram <= sram_b,
                         "max_drop": None if max_drop is None else dense_acc - acc <= max_drop},

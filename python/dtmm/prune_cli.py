@@ -51,6 +51,9 @@ def _prune_args(p):
                         "normalized) importance to remove, percent (default 5)")
     p.add_argument("--latency-csv", metavar="CSV", default=None,
                    help="bench/kernels CSV to calibrate the latency model")
+    p.add_argument("--importance", choices=("taylor", "magnitude"), default="taylor",
+                   help="filterlet/filter importance (default taylor; magnitude did "
+                        "better on the BatchNorm CNN of bench/accuracy)")
     p.add_argument("--max-train", type=int, default=None, metavar="N",
                    help="use only the first N training images (faster)")
 
@@ -63,6 +66,7 @@ def _prune_run(args) -> int:
                    latency_csv=args.latency_csv, max_loss=args.max_loss / 100.0,
                    epochs=2 if args.epochs is None else args.epochs,
                    max_train=args.max_train, seed=args.seed,
+                   importance_method=args.importance,
                    progress=not args.no_progress)
     print(f"wrote {args.out}/report.json")
     return 0

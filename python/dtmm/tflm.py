@@ -5,10 +5,10 @@
     interp = tflm.Interpreter("model_dtmm.tflite")         # or keep one around
     interp.set_input(x, 0); interp.invoke(); y = interp.get_output(0)
 
-The interpreter and the DTMM registerer come from a build directory made by
-`dtmm_ops/python/build.sh TFLM_ROOT DIR` (DIR holds `_runtime*.so`, TFLM's
-interpreter extension built at the supported TFLM commit, and `libdtmm_tflm.so`,
-which exports `DtmmRegisterer`). Name it with the `lib_dir` argument or the
+The interpreter comes from a build directory made by
+`dtmm_ops/python/build.sh TFLM_ROOT DIR`: DIR holds `_runtime*.so`, TFLM's
+interpreter extension built at the supported TFLM commit with the DTMM op and
+`DtmmRegisterer` linked in. Name it with the `lib_dir` argument or the
 `DTMM_TFLM_LIB` environment variable. The tflite-micro wheel is not used: its
 extension is built from a newer TFLM whose C++ ABI differs (docs/tflm.md).
 """
@@ -29,7 +29,6 @@ from dtmm.errors import DtmmError
 
 ENV_VAR = "DTMM_TFLM_LIB"
 REGISTERER = "DtmmRegisterer"
-REGISTERER_LIB = "libdtmm_tflm.so"
 SUPPORTED_TFLM_COMMIT = "90b983c2b3f1480642e040bbd2ddb37b998f3424"
 
 _HOW = (f"build it with `dtmm_ops/python/build.sh TFLM_ROOT DIR` (TFLM at "
@@ -69,22 +68,12 @@ def load_runtime(lib_dir=None):
             f"process; cannot load a second one from {d}")
     suffixes = importlib.machinery.EXTENSION_SUFFIXES
     runtimes = [p for s in suffixes for p in glob.glob(os.path.join(d, "_runtime" + s))]
-    lib = os.path.join(d, REGISTERER_LIB)
-    if not runtimes or not os.path.isfile(lib):
-        missing = ", ".join(n for n, ok in (("_runtime" + suffixes[0], bool(runtimes)),
-                                            (REGISTERER_LIB, os.path.isfile(lib)))
-                            if not ok)
-        raise TflmUnavailableError(f"{d} has no {missing} for this Python "
+    if not runtimes:
+        raise TflmUnavailableError(f"{d} has no _runtime{suffixes[0]} for this Python "
                                    f"({sys.version.split()[0]}); {_HOW}")
-    # If the tflite-micro wheel is installed, let its own extension load first
-    # (RTLD_LOCAL, bound to itself) so it never binds to the symbols ours is about
-    # to make global.
-    try:
-        import tflite_micro  # noqa: F401
-    except ImportError:
-        pass
-    # The extension first, with RTLD_GLOBAL: libdtmm_tflm.so takes TFLM's symbols
-    # from it, and the interpreter finds DtmmRegisterer with dlsym(RTLD_DEFAULT).
+    # RTLD_GLOBAL: the interpreter finds DtmmRegisterer with dlsym(RTLD_DEFAULT).
+    # The extension exports only PyInit__runtime and DtmmRegisterer, so making it
+    # global cannot clash with another TFLM in the process.
     flags = getattr(os, "RTLD_GLOBAL", 0) | getattr(os, "RTLD_NOW", 0)
     try:
         ctypes.CDLL(runtimes[0], mode=flags)
@@ -94,13 +83,10 @@ def load_runtime(lib_dir=None):
     except (OSError, ImportError) as e:
         raise TflmUnavailableError(f"cannot load {runtimes[0]}: {e}; {_HOW}") from e
     try:
-        ctypes.CDLL(lib, mode=flags)
-    except OSError as e:
-        # Typically an undefined C++ symbol: the two files come from different TFLM
-        # versions.
-        raise TflmUnavailableError(
-            f"cannot load {lib} against {os.path.basename(runtimes[0])}: {e}; both "
-            f"must come from one build at TFLM {SUPPORTED_TFLM_COMMIT[:12]}; {_HOW}") from e
+        ctypes.CDLL(runtimes[0], mode=flags)[REGISTERER]
+    except AttributeError as e:
+        raise TflmUnavailableError(f"{runtimes[0]} has no {REGISTERER}: it is not a "
+                                   f"dtmm_ops/python/build.sh build; {_HOW}") from e
     _loaded[d] = module
     return module
 

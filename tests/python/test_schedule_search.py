@@ -11,7 +11,7 @@ from dtmm.schedule.search import Budgets, Problem, anneal, schedule
 from dtmm.schedule.synthetic import random_graph, random_importance, random_problem_parts
 
 
-def _problem(seed, objective="loss", flash=0.45, sram=0.8, loss=0.10):
+def _problem(seed, objective="loss", flash=0.45, sram=0.8, loss=0.15):
     g, imp = random_problem_parts(seed, 20)
     d = Problem(g, imp, Budgets()).dense
     if objective == "loss":

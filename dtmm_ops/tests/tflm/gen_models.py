@@ -4,8 +4,9 @@ CNN built with TensorFlow (the "pruned original") and its DTMM conversion
 
     python dtmm_ops/tests/tflm/gen_models.py        # from the repo root, in the venv
 
-Deterministic for a given TensorFlow version (fixed seeds). The arrays are small
-(< 100 KB of source) and committed, so the TFLM tests need no Python.
+Seeds are fixed, but TensorFlow/Keras versions may still change the weights, so a
+re-run gives equivalent, not necessarily byte-identical, models. The arrays are
+small (< 100 KB of source) and committed, so the TFLM tests need no Python.
 """
 from __future__ import annotations
 

@@ -138,6 +138,8 @@ class FlashModel:
     graph: Graph
     always: bool = False       # convert_model(always=True): every conv as DTMM
     base: float = field(init=False, default=0.0)
+    # the DTMM_CONV_2D OperatorCode entry (table + custom_code string), once
+    opcode_bytes: float = 48.0
 
     def __post_init__(self):
         g = self.graph
@@ -157,7 +159,9 @@ class FlashModel:
 
     def _dtmm_form(self, co, ci, nk):
         name = self._fname + 14
-        return (_op_cost(6, self._opt + 8) + _tensor_cost(name, 2, nk * ci, 0)
+        # + 3 * 6: three more buffers, each padded to 16 B in the file (the
+        # estimate rounds to 4; 6 B is the mean difference)
+        return (_op_cost(6, self._opt + 8) + 3 * 6 + _tensor_cost(name, 2, nk * ci, 0)
                 + _tensor_cost(name, 1, (co * self._k + 7) // 8, 0)
                 + 3 * _tensor_cost(name, 1, 4 * co, 0))
 
@@ -172,9 +176,9 @@ class FlashModel:
     def __call__(self, cfg: Config) -> float:
         g = self.graph
         co, ci, nk = (np.array(v) for v in zip(*layer_shapes(g, cfg)))
-        per, _ = self.conv_bytes(co, ci, nk)
+        per, use = self.conv_bytes(co, ci, nk)
         scale = group_scale(g, cfg)
-        return self.base + float(per.sum()) + float(
+        return self.base + float(per.sum()) + self.opcode_bytes * bool(np.any(use)) + float(
             sum(gr.scaled_const_bytes * scale[gr.index] for gr in g.groups))
 
     def rewritten(self, cfg: Config) -> np.ndarray:
@@ -196,6 +200,7 @@ class WeightBytesModel(FlashModel):
         self.fwcs = fwcs
         super().__init__(graph)
         self.base = 0.0
+        self.opcode_bytes = 0.0
 
     def conv_bytes(self, co, ci, nk):
         co, ci, nk = (np.asarray(v) for v in (co, ci, nk))

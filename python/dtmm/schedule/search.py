@@ -15,11 +15,12 @@ Objective (docs/scheduler.md):
 * ``objective="latency"``: minimize modeled latency subject to flash <= F,
   SRAM <= S and loss <= L.
 
-``loss`` is the fraction (0..1) of the model's total filterlet importance that the
-plan removes (each layer's importance normalized to sum 1 by default): per group,
-the filters of lowest group importance go first (beta), then, inside each kept
-filter set, the filterlets of lowest importance (alpha); a conv whose input
-channels lose filters upstream loses that fraction of its remaining importance.
+``loss`` (0..1) measures the importance the plan removes: per group, the filters
+of lowest group importance go first (beta), then, inside each kept filter set,
+the filterlets of lowest importance (alpha); a conv whose input channels lose
+filters upstream loses that fraction of its remaining importance. Default
+(importance_norm="layer"): 1 - geometric mean over convs of the fraction of their
+own importance each keeps; "global": the share of raw importance removed.
 Ratios live on a grid of ``step`` (0.05, the original's move size).
 """
 
@@ -242,7 +243,8 @@ class Problem:
         nk = n - np.floor(ia * self.step * n + 0.5 + 1e-9).astype(int)
         scale = kf / self._gc
         per, rewritten = self.flash.conv_bytes(co, ci, nk)
-        flash = self.flash.base + per.sum(axis=1) + scale @ self._gscaled
+        flash = (self.flash.base + per.sum(axis=1) + scale @ self._gscaled
+                 + self.flash.opcode_bytes * rewritten.any(axis=1))
         c = self.latency.coeffs
         lat = ((c.a * nk * ci * self._hw + (c.b + c.c * self._k) * co * self._hw
                 + c.d * nk * self._hw).sum(axis=1)
@@ -252,7 +254,13 @@ class Problem:
         # convs that consume them: count that share of their remaining
         # importance too (importance spread evenly over input channels).
         fin = np.where(self._src >= 0, 1.0 - kf[:, src] / self._gc[src], 0.0)
-        loss = (own + (self._layer_total - own) * fin).sum(axis=1)
+        if self.importance_norm == "layer":
+            # 1 - geometric mean over layers of the importance each keeps: gutting
+            # one layer costs far more than thinning all a little
+            keep = np.maximum((1.0 - own / self._layer_total) * (1.0 - fin), 1e-9)
+            loss = 1.0 - np.exp(np.log(keep).mean(axis=1))
+        else:
+            loss = (own + (self._layer_total - own) * fin).sum(axis=1)
         if not self.exact_sram:
             head = self.sram.head_lower_bound(kf)
         else:
