@@ -68,7 +68,7 @@ struct OpData {
   dtmm_conv_dims dims;      // kernel size from Init, the rest from Prepare
   dtmm_conv_params params;  // options from Init, pads and zero points in Prepare
   int32_t in_zp;            // options in_zp, checked against the input tensor
-  int32_t scratch_index;    // -1: the compiled kernel path needs no scratch
+  int scratch_index;        // -1: the compiled kernel path needs no scratch
   int16_t options_error;    // OptionsError, reported by Prepare
   int8_t error_key;         // OptionKey the error is about
   int8_t padding;           // options padding: 0 = SAME, 1 = VALID
@@ -250,12 +250,12 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data,
   d.output_c = output->dims->data[3];
   if (output->dims->data[0] != d.batches) {
     MicroPrintf("DTMM_CONV_2D: output batches %d != input batches %d",
-                output->dims->data[0], d.batches);
+                output->dims->data[0], static_cast<int>(d.batches));
     return kTfLiteError;
   }
   if (in[kValues]->dims->data[1] != d.input_c) {
     MicroPrintf("DTMM_CONV_2D: values rows have %d entries, input has %d channels",
-                in[kValues]->dims->data[1], d.input_c);
+                in[kValues]->dims->data[1], static_cast<int>(d.input_c));
     return kTfLiteError;
   }
   if (!CheckPerChannel(in[kBias], "bias", d.output_c) ||
@@ -271,11 +271,13 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data,
   }
   if (input_zp != data->in_zp) {
     MicroPrintf("DTMM_CONV_2D: input zero point %d != options in_zp %d (the bias "
-                "was folded with in_zp)", input_zp, data->in_zp);
+                "was folded with in_zp)", static_cast<int>(input_zp),
+                static_cast<int>(data->in_zp));
     return kTfLiteError;
   }
   if (output_zp < -128 || output_zp > 127) {
-    MicroPrintf("DTMM_CONV_2D: output zero point %d is not int8", output_zp);
+    MicroPrintf("DTMM_CONV_2D: output zero point %d is not int8",
+                static_cast<int>(output_zp));
     return kTfLiteError;
   }
 
@@ -291,7 +293,8 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data,
           d.kernel_w, padding, &out_h, &out_w, &pad) != kTfLiteOk ||
       out_h != d.output_h || out_w != d.output_w) {
     MicroPrintf("DTMM_CONV_2D: output is %dx%d, the options and input give %dx%d",
-                d.output_h, d.output_w, out_h, out_w);
+                static_cast<int>(d.output_h), static_cast<int>(d.output_w), out_h,
+                out_w);
     return kTfLiteError;
   }
 

@@ -782,7 +782,7 @@ static int32_t dtmm_block_w(int32_t wid, int32_t hgt, int32_t* blocks) {
 static int dtmm_rect_ok(int32_t wid, int32_t hgt) {
   int32_t blocks;
   (void)dtmm_block_w(wid, hgt, &blocks);
-  return 4 * wid * hgt >= 3 * DTMM_P * blocks;
+  return 4 * wid * hgt > 3 * DTMM_P * blocks;
 }
 
 /* Which rectangles dtmm_run_rects computes, by kind: bit (ybord * 2 + xbord) is
@@ -905,8 +905,8 @@ DTMM_BENCH_SPLIT void dtmm_run_rects(const dtmm_geom* g, const dtmm_conv_params*
       const int32_t hgt = y1 - y0;
       int32_t wid, bw, bh, nbx, nby, best, j, oc, pos = 0, kh;
       int32_t din[DTMM_P], oo[DTMM_P];
-      int32_t xstep_in, xstep_out, xlast_in, xlast_out, ystep_in, ystep_out, ylast_in,
-          ylast_out, bo0, oo0;
+      int32_t n_in, n_out, in_step_i, in_step_o, in_last_i, in_last_o, out_step_i, out_step_o,
+          out_last_i, out_last_o, bo0, oo0;
       uint32_t vm = 0;
       const int8_t* w = f->values;
 #if defined(DTMM_PATH_MVE)
@@ -932,16 +932,27 @@ DTMM_BENCH_SPLIT void dtmm_run_rects(const dtmm_geom* g, const dtmm_conv_params*
       ov = vldrwq_u32((const uint32_t*)oo);
 #endif
       /* Input/output byte steps between blocks (the last step is shorter), and
-       * the first block. Pointers are formed as in_b + offset below; a border
-       * block's offset may be negative, but only in-bounds taps are read. */
-      xstep_in = bw * col_in;
-      xstep_out = bw * out_c;
-      xlast_in = (dtmm_origin(nbx - 1, nbx, wid, bw) - (nbx - 2) * bw) * col_in;
-      xlast_out = (dtmm_origin(nbx - 1, nbx, wid, bw) - (nbx - 2) * bw) * out_c;
-      ystep_in = bh * row_in;
-      ystep_out = bh * g->out_w * out_c;
-      ylast_in = (dtmm_origin(nby - 1, nby, hgt, bh) - (nby - 2) * bh) * row_in;
-      ylast_out = (dtmm_origin(nby - 1, nby, hgt, bh) - (nby - 2) * bh) * g->out_w * out_c;
+       * the first block (its input offset is negative for a top/left border
+       * rectangle; only in-bounds taps are added to it). The inner block loop runs along the axis with more blocks (a 1-wide column
+       * such as L5 is one loop, not one outer iteration per block). */
+      {
+        const int32_t xl = dtmm_origin(nbx - 1, nbx, wid, bw) - (nbx - 2) * bw;
+        const int32_t yl = dtmm_origin(nby - 1, nby, hgt, bh) - (nby - 2) * bh;
+        const int32_t ys = g->out_w * out_c;
+        if (nbx >= nby) {
+          n_in = nbx, n_out = nby;
+          in_step_i = bw * col_in, in_step_o = bw * out_c;
+          in_last_i = xl * col_in, in_last_o = xl * out_c;
+          out_step_i = bh * row_in, out_step_o = bh * ys;
+          out_last_i = yl * row_in, out_last_o = yl * ys;
+        } else {
+          n_in = nby, n_out = nbx;
+          in_step_i = bh * row_in, in_step_o = bh * ys;
+          in_last_i = yl * row_in, in_last_o = yl * ys;
+          out_step_i = bw * col_in, out_step_o = bw * out_c;
+          out_last_i = xl * col_in, out_last_o = xl * out_c;
+        }
+      }
       bo0 = (y0 * g->sh - g->pt) * g->in_w * in_c + (x0 * g->sw - g->pl) * in_c;
       oo0 = (y0 * g->out_w + x0) * out_c;
       for (oc = 0; oc < out_c; ++oc, pos += taps) {
@@ -989,9 +1000,11 @@ DTMM_BENCH_SPLIT void dtmm_run_rects(const dtmm_geom* g, const dtmm_conv_params*
 #if defined(DTMM_PATH_MVE)
           const int32_t left = rq_shift > 0 ? rq_shift : 0;
           const int32_t right = rq_shift > 0 ? 0 : -rq_shift;
-          const int32x4_t vneg = vdupq_n_s32(-right);
+          const int32x4_t vneg = vdupq_n_s32(-right), vleft = vdupq_n_s32(left);
 #endif
-          const int8_t* prow = in_b + bo0;
+          /* Integer addresses: a border block's origin may lie outside the input;
+           * only origin + in-bounds tap offset is ever turned into a pointer. */
+          uintptr_t prow = (uintptr_t)in_b + (uintptr_t)(intptr_t)bo0;
           int8_t* orow = out_b + oo0 + oc;
 #if defined(DTMM_PATH_MVE)
           if (nr == 0) {
@@ -1000,26 +1013,26 @@ DTMM_BENCH_SPLIT void dtmm_run_rects(const dtmm_geom* g, const dtmm_conv_params*
             int32x4_t v = vqrdmulhq_n_s32(vshlq_r_s32(vdupq_n_s32((int32_t)acc0), left), rq_mult);
             v = vrshlq_n_s32(vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, vneg), 31)), -right);
             v = vminq_s32(vmaxq_s32(vaddq_n_s32(v, rq_off), vlo), vhi);
-            for (iy = nby; iy > 0; --iy) {
+            for (iy = n_out; iy > 0; --iy) {
               int8_t* og = orow;
-              for (ix = nbx; ix > 0; --ix) {
+              for (ix = n_in; ix > 0; --ix) {
                 vstrbq_scatter_offset_s32(og, ov, v);
-                og += ix == 2 ? xlast_out : xstep_out;
+                og += ix == 2 ? in_last_o : in_step_o;
               }
-              orow += iy == 2 ? ylast_out : ystep_out;
+              orow += iy == 2 ? out_last_o : out_step_o;
             }
             continue;
           }
 #endif
-          for (iy = nby; iy > 0; --iy) {
-            const int8_t* pg = prow;
+          for (iy = n_out; iy > 0; --iy) {
+            uintptr_t pg = prow;
             int8_t* og = orow;
-            for (ix = nbx; ix > 0; --ix) {
+            for (ix = n_in; ix > 0; --ix) {
 #if defined(DTMM_PATH_MVE)
-              int32x4_t v = dtmm_rect_dots(tb, pg, (int32_t)acc0);
+              int32x4_t v = dtmm_rect_dots(tb, (const int8_t*)pg, (int32_t)acc0);
               /* TFLite rounding, as in dtmm_store. */
-              v = vqrdmulhq_n_s32(vshlq_r_s32(v, left), rq_mult);
-              v = vrshlq_n_s32(vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, vneg), 31)), -right);
+              v = vqrdmulhq_n_s32(vshlq_s32(v, vleft), rq_mult);
+              v = vrshlq_s32(vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, vneg), 31)), vneg);
               v = vminq_s32(vmaxq_s32(vaddq_n_s32(v, rq_off), vlo), vhi);
               vstrbq_scatter_offset_s32(og, ov, v);
 #else
@@ -1028,18 +1041,18 @@ DTMM_BENCH_SPLIT void dtmm_run_rects(const dtmm_geom* g, const dtmm_conv_params*
               DTMM_ACCS;
               DTMM_ACC_SET((int32_t)acc0);
               for (k = 0; k < nr; ++k) {
-                const int8_t* x = pg + tb[k].o[0];
+                const int8_t* x = (const int8_t*)(pg + (uintptr_t)tb[k].o[0]);
                 DTMM_DOT(tb[k].w, x, x + (tb[k].o[1] - tb[k].o[0]), x + (tb[k].o[2] - tb[k].o[0]),
                          x + (tb[k].o[3] - tb[k].o[0]), tb[k].n);
               }
               DTMM_STORE(og, oo, 0);
 #endif
               /* next block; the last one of the row overlaps its neighbour */
-              pg += ix == 2 ? xlast_in : xstep_in;
-              og += ix == 2 ? xlast_out : xstep_out;
+              pg += (uintptr_t)(ix == 2 ? in_last_i : in_step_i);
+              og += ix == 2 ? in_last_o : in_step_o;
             }
-            prow += iy == 2 ? ylast_in : ystep_in;
-            orow += iy == 2 ? ylast_out : ystep_out;
+            prow += (uintptr_t)(iy == 2 ? out_last_i : out_step_i);
+            orow += iy == 2 ? out_last_o : out_step_o;
           }
         }
       }

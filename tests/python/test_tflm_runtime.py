@@ -14,7 +14,8 @@ import pytest
 from dtmm import tflm
 from dtmm.errors import DtmmError
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# realpath: under Bazel this file is a runfiles symlink into the source tree.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 MODELS = os.path.join(REPO, "dtmm_ops", "tests", "tflm", "models")
 
 needs_lib = pytest.mark.skipif(
