@@ -1,21 +1,28 @@
 /* DTMM filterlet-sparse int8 convolution: validator, scratch size and compute.
  *
- * One driver for all three paths (see dtmm_conv_s8.h for the contract, and
+ * One file for all three paths (see dtmm_conv_s8.h for the contract, and
  * docs/kernels.md for measurements). Output pixels are computed DTMM_P at a time
  * (4 portable/MVE, 3 DSP); the weights of a filterlet are loaded once and used for
  * all of them. A run of kept filterlets that is contiguous in the input (same
  * kernel row, dilation 1) is one dot product.
- *  1. Fully pruned filters: their constant output is written up front and the
- *     channel is skipped afterwards (1x1 layers: a filterlet is a whole filter).
- *  2. Strided part: interior pixels (window inside the input), grouped along a row
- *     (or a column for narrow maps) so a group's pixels are one input stride apart
- *     and read in place (a filterlet's C_in inputs are contiguous in NHWC). Output
- *     channel outermost: the bitmap field is decoded once into runs, replayed for
- *     every group.
+ *  1. Fully pruned filters: their constant output is written once per pixel (up
+ *     front, or by the rectangles of 2. when they cover the whole plane) and the
+ *     channel is skipped otherwise (1x1 layers: a filterlet is a whole filter).
+ *  2. MVE and portable (DTMM_RECT), kernels of up to 25 taps: the output plane is
+ *     cut into rectangles whose pixels share the same in-bounds taps (3x3 SAME: the
+ *     interior, 4 edges, 4 corners). Rectangle outermost, then output channel: the
+ *     bitmap field is decoded once per rectangle into a run table, padded kept
+ *     taps fold into the start value as zp_in * sum(w), and every 4x1/2x2/1x4 block
+ *     of the rectangle reads the input in place (MVE: one asm block per group).
+ *     Rectangles whose blocks would be under 3/4 full (corners, short edges) go to
+ *     the general part.
+ *     DSP: the strided part instead: interior pixels in groups along a row (or a
+ *     column for narrow maps), one fixed input stride apart, channel outermost, the
+ *     runs decoded once per channel and replayed for every group.
  *  3. General part: the remaining pixels in raster order; a group with a padded
  *     tap is first copied to an int8 im2col buffer in scratch (zp_in at padded
  *     taps, as the bias is folded), then per output channel: bitmap field, runs,
- *     requantization.
+ *     requantization. Kernels of more than 25 taps take only this part.
  * Only the dot product and the requantization differ between the paths.
  */
 #include "dtmm_conv_s8.h"
@@ -804,7 +811,7 @@ DTMM_INLINE int dtmm_in_rects(const dtmm_geom* g, uint32_t kinds, int32_t y, int
 }
 
 /* Sum of n >= 1 int8 weights (the padded-tap correction). */
-DTMM_INLINE int32_t dtmm_wsum(const int8_t* w, int32_t n) {
+DTMM_HOT int32_t dtmm_wsum(const int8_t* w, int32_t n) {
 #if defined(DTMM_PATH_MVE)
   int32_t s = 0;
   __asm volatile(
@@ -838,7 +845,7 @@ typedef struct {
  * tail-predicated MAC loop of dtmm_dot), returning the 4 accumulators as one
  * vector for the requantization (an empty table gives acc0). p may point outside
  * the input: only in-bounds taps are added to it. */
-DTMM_INLINE int32x4_t dtmm_rect_dots(const dtmm_run* tb, const int8_t* p, int32_t acc0) {
+DTMM_HOT int32x4_t dtmm_rect_dots(const dtmm_run* tb, const int8_t* p, int32_t acc0) {
   int32_t s0 = acc0, s1 = acc0, s2 = acc0, s3 = acc0, n;
   const int8_t *x0, *x1, *x2, *x3, *w;
   int32x4_t v;
@@ -878,6 +885,19 @@ DTMM_INLINE int32x4_t dtmm_rect_dots(const dtmm_run* tb, const int8_t* p, int32_
       : [p] "r"(p)
       : "q0", "q1", "lr", "memory");
   return v;
+}
+#endif
+
+#if defined(DTMM_PATH_MVE)
+/* Requantizes the 4 accumulators of a group (TFLite rounding, as in dtmm_store,
+ * with the per-channel shift vectors hoisted) and scatters them to out + offs. */
+DTMM_HOT void dtmm_store_v(int32x4_t v, int32x4_t vleft, int32_t mult, int32x4_t vneg,
+                           int32_t out_off, int32x4_t vlo, int32x4_t vhi, int8_t* out,
+                           uint32x4_t offs) {
+  v = vqrdmulhq_n_s32(vshlq_s32(v, vleft), mult);
+  v = vrshlq_s32(vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, vneg), 31)), vneg);
+  v = vminq_s32(vmaxq_s32(vaddq_n_s32(v, out_off), vlo), vhi);
+  vstrbq_scatter_offset_s32(out, offs, v);
 }
 #endif
 
@@ -1029,12 +1049,8 @@ DTMM_BENCH_SPLIT void dtmm_run_rects(const dtmm_geom* g, const dtmm_conv_params*
             int8_t* og = orow;
             for (ix = n_in; ix > 0; --ix) {
 #if defined(DTMM_PATH_MVE)
-              int32x4_t v = dtmm_rect_dots(tb, (const int8_t*)pg, (int32_t)acc0);
-              /* TFLite rounding, as in dtmm_store. */
-              v = vqrdmulhq_n_s32(vshlq_s32(v, vleft), rq_mult);
-              v = vrshlq_s32(vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, vneg), 31)), vneg);
-              v = vminq_s32(vmaxq_s32(vaddq_n_s32(v, rq_off), vlo), vhi);
-              vstrbq_scatter_offset_s32(og, ov, v);
+              dtmm_store_v(dtmm_rect_dots(tb, (const int8_t*)pg, (int32_t)acc0), vleft, rq_mult,
+                           vneg, rq_off, vlo, vhi, og, ov);
 #else
               const int32_t np = DTMM_P;
               int32_t k;

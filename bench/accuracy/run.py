@@ -8,8 +8,9 @@ compression ratio r (weight bytes = dense / r, the index each format needs
 counted) prunes, fine-tunes with masks, converts to int8 and measures int8 test
 accuracy on the full 10k test set. Weight bytes are measured on the int8 .tflite
 files: FWCS values + bitmap for DTMM and filterlet-only, dense filters for
-filter-only, non-zeros + 1-bit-per-weight bitmap for unstructured; the classifier
-(Dense) weights count the same way in every method.
+filter-only, non-zeros + the cheaper of a 1-bit-per-weight bitmap and 4-bit
+relative offsets (Deep Compression style, zero fillers for gaps > 15) for
+unstructured; the classifier (Dense) weights stay dense in every method.
 
 Writes accuracy.csv, accuracy.png, summary.json and a log to --out.
 """
@@ -59,6 +60,19 @@ def vgg(width=16):
     return keras.Model(inp, out, name="vgg_fmnist")
 
 
+def unstructured_index_bytes(w: np.ndarray) -> float:
+    """Bytes of the non-zeros of w plus the cheaper index: a 1-bit-per-weight
+    bitmap, or Deep Compression's 4-bit relative offsets (a stored zero filler
+    for every gap over 15; each entry is 8-bit value + 4-bit offset)."""
+    flat = np.asarray(w).reshape(-1)
+    nz = np.flatnonzero(flat)
+    bitmap = nz.size + (flat.size + 7) // 8
+    gaps = np.diff(np.concatenate([[-1], nz])) - 1
+    entries = nz.size + int(np.sum(gaps // 16))
+    relative = (entries * 12 + 7) // 8
+    return min(bitmap, relative)
+
+
 def weight_bytes(int8: bytes, fmt: str) -> int:
     """Weight bytes of every CONV_2D / FULLY_CONNECTED weight tensor in `fmt`."""
     m = load_model(int8)
@@ -72,30 +86,41 @@ def weight_bytes(int8: bytes, fmt: str) -> int:
         w = np.frombuffer(bytes(bytearray(m.buffers[t.buffer].data)), np.int8).reshape(
             [int(d) for d in t.shape])
         if op.name == "FULLY_CONNECTED" or fmt == "dense" or fmt == "filter":
-            if fmt == "unstructured":
-                total += int(np.count_nonzero(w)) + (w.size + 7) // 8
-            else:
-                total += w.size
+            total += w.size   # the classifier stays dense in every method
         elif fmt in ("dtmm", "filterlet"):
             total += FWCS.from_dense(w).storage_bytes
         elif fmt == "unstructured":
-            total += int(np.count_nonzero(w)) + (w.size + 7) // 8
+            total += unstructured_index_bytes(w)
     return total
 
 
 def unstructured_masks(model, target_bytes, fc_bytes):
-    """Global magnitude masks over conv kernels so that non-zeros + bitmaps +
-    the (unstructured-stored) classifier meet target_bytes."""
+    """Global magnitude masks over conv kernels, as many non-zeros as fit:
+    non-zeros + index (the cheaper of bitmap and 4-bit relative offsets, see
+    unstructured_index_bytes) + the classifier (stored the same way) <= target."""
     import keras
 
     convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
     ws = [l.kernel.numpy() for l in convs]
-    index = sum((w.size + 7) // 8 for w in ws)
-    keep = int(target_bytes - index - fc_bytes)
-    allw = np.concatenate([np.abs(w).reshape(-1) for w in ws])
-    keep = max(1, min(keep, allw.size))
-    thr = np.sort(allw)[::-1][keep - 1]
-    return {l.name: (np.abs(w) >= thr).astype(np.float32) for l, w in zip(convs, ws)}
+    allw = np.sort(np.concatenate([np.abs(w).reshape(-1) for w in ws]))[::-1]
+
+    def masks_for(keep):
+        thr = allw[keep - 1]
+        return [(np.abs(w) >= thr) for w in ws]
+
+    def cost(ms):
+        # conv kernels are stored OHWI in the .tflite: count in that order
+        return fc_bytes + sum(unstructured_index_bytes(np.transpose(m, (3, 0, 1, 2)))
+                              for m in ms)
+
+    lo, hi = 1, allw.size
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(masks_for(mid)) <= target_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return {l.name: m.astype(np.float32) for l, m in zip(convs, masks_for(lo))}
 
 
 def apply_elementwise(model, masks):
@@ -219,7 +244,8 @@ def main(argv=None):
             base = keras.models.clone_model(model)
             base.set_weights(weights0)
             if method == "unstructured":
-                um = unstructured_masks(base, target, fc_bytes + (fc_bytes + 7) // 8)
+                fc_w = [w for w in base.get_weights() if w.ndim == 2]
+                um = unstructured_masks(base, target, sum(w.size for w in fc_w))
                 apply_elementwise(base, um)
                 PL.recalibrate_batchnorm(base, xtr, seed=args.seed)
                 PL.compile_for_training(base, 5e-4)
