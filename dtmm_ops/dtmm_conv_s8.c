@@ -42,6 +42,20 @@
 #define DTMM_P 4
 #endif
 
+/* Runs merge across kernel rows when the rows' input windows touch (input width 1,
+ * e.g. L5 49x1x40 5x1: its 5 taps become one 200-byte run). On by default except on
+ * MVE: there it makes L5 faster at s <= .75 (s=0 40,331 -> 31,780 instructions,
+ * better than CMSIS-NN's 33,009) but makes the dense baseline, which merges every
+ * run, 22 % faster, so that L5's dtmm/dense goes above the goal at s >= .5
+ * (.70/.48/.31); docs/kernels.md. -DDTMM_ROW_MERGE=1 turns it on there. */
+#ifndef DTMM_ROW_MERGE
+#if defined(DTMM_PATH_MVE)
+#define DTMM_ROW_MERGE 0
+#else
+#define DTMM_ROW_MERGE 1
+#endif
+#endif
+
 /* Rectangle driver (see dtmm_run_rects) for the 4-pixel paths. */
 #if DTMM_P == 4 && !defined(DTMM_NO_RECT)
 #define DTMM_RECT 1
@@ -285,6 +299,38 @@ DTMM_HOT void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
   *a3 = s3;
 }
 
+/* dtmm_dot for 4 input rows rs bytes apart (the im2col rows of a border group): the
+ * 3 other pointers are formed inside, so the caller keeps 2 registers live, not 4. */
+DTMM_HOT void dtmm_dot_rs(const int8_t* w, const int8_t* x0, int32_t rs, int32_t n,
+                          int32_t* a0, int32_t* a1, int32_t* a2, int32_t* a3) {
+  int32_t s0 = *a0, s1 = *a1, s2 = *a2, s3 = *a3;
+  const int8_t *x1, *x2, *x3;
+  __asm volatile(
+      "add %[x1], %[x0], %[rs]\n\t"
+      "add %[x2], %[x1], %[rs]\n\t"
+      "add %[x3], %[x2], %[rs]\n\t"
+      "dlstp.8 lr, %[n]\n"
+      "1:\n\t"
+      "vldrb.8 q0, [%[w]], #16\n\t"
+      "vldrb.8 q1, [%[x0]], #16\n\t"
+      "vmladava.s8 %[s0], q1, q0\n\t"
+      "vldrb.8 q1, [%[x1]], #16\n\t"
+      "vmladava.s8 %[s1], q1, q0\n\t"
+      "vldrb.8 q1, [%[x2]], #16\n\t"
+      "vmladava.s8 %[s2], q1, q0\n\t"
+      "vldrb.8 q1, [%[x3]], #16\n\t"
+      "vmladava.s8 %[s3], q1, q0\n\t"
+      "letp lr, 1b\n"
+      : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [w] "+r"(w),
+        [x0] "+r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3)
+      : [n] "r"(n), [rs] "r"(rs)
+      : "q0", "q1", "lr", "memory");
+  *a0 = s0;
+  *a1 = s1;
+  *a2 = s2;
+  *a3 = s3;
+}
+
 #elif defined(DTMM_PATH_DSP)
 
 DTMM_INLINE uint32_t dtmm_read_u32(const int8_t* p) {
@@ -365,23 +411,23 @@ DTMM_HOT void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
  * (out points at pixel 0, channel oc; pixels are out_c apart). */
 #if defined(DTMM_PATH_MVE)
 DTMM_HOT void dtmm_store(int32_t a0, int32_t a1, int32_t a2, int32_t a3, int32_t np,
-                            int32_t mult, int32_t shift, int32_t out_off, int32_t act_min,
-                            int32_t act_max, int8_t* out, uint32x4_t offs) {
+                            int32_t mult, int32_t shift, int32_t out_off, int32x4_t vlo,
+                            int32x4_t vhi, int8_t* out, uint32x4_t offs) {
   /* vqrdmulh == SaturatingRoundingDoublingHighMul; the fixup makes VRSHL round
    * half away from zero like RoundingDivideByPOT (as TFLite's NEON code does). */
   const int32_t left = shift > 0 ? shift : 0;
   const int32_t right = shift > 0 ? 0 : -shift;
-  int32x4_t v = vdupq_n_s32(a0);
-  int32x4_t fix;
-  v = vsetq_lane_s32(a1, v, 1);
-  v = vsetq_lane_s32(a2, v, 2);
-  v = vsetq_lane_s32(a3, v, 3);
+  int32x4_t v, fix;
+  /* two lane-pair moves (the intrinsics give a VDUP and 3 single-lane moves) */
+  __asm("vmov %q[v][2], %q[v][0], %[a0], %[a2]\n\t"
+        "vmov %q[v][3], %q[v][1], %[a1], %[a3]"
+        : [v] "=w"(v)
+        : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3));
   v = vqrdmulhq_n_s32(vshlq_r_s32(v, left), mult);
   fix = vshrq_n_s32(vandq_s32(v, vdupq_n_s32(-right)), 31);
   v = vrshlq_n_s32(vqaddq_s32(v, fix), -right);
   v = vaddq_n_s32(v, out_off);
-  v = vmaxq_s32(v, vdupq_n_s32(act_min));
-  v = vminq_s32(v, vdupq_n_s32(act_max));
+  v = vminq_s32(vmaxq_s32(v, vlo), vhi); /* clamp vectors hoisted by the caller */
   if (np == DTMM_P) { /* constant in the strided part: no predicate there */
     vstrbq_scatter_offset_s32(out, offs, v);
   } else {
@@ -434,7 +480,15 @@ static void dtmm_tap_tables(const dtmm_geom* g, int32_t first, int32_t n, int32_
     off_col[i] = t * g->in_c;
     if (i > 0) {
       cc |= 1u << i;
+#if DTMM_ROW_MERGE
+      /* Contiguous with the previous tap: the same kernel row with dilation 1, or
+       * the next row's first tap when the rows' windows touch (input width 1, or a
+       * kernel as wide as the input). Only used where both taps are in bounds, so
+       * the wrapping difference is the exact one. */
+      if ((uint32_t)off_in[i] - (uint32_t)off_in[i - 1] == (uint32_t)g->in_c) ci |= 1u << i;
+#else
       if (kw > 0 && g->dw == 1) ci |= 1u << i;
+#endif
     }
   }
   *cont_in = ci;
@@ -480,7 +534,7 @@ static void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t
  * that the asm's memory clobber does not force reloads). */
 #if defined(DTMM_PATH_MVE)
 #define DTMM_STORE(base, oo, ov)                                                      \
-  dtmm_store(a0, a1, a2, a3, np, rq_mult, rq_shift, rq_off, rq_min, rq_max, (base), (ov))
+  dtmm_store(a0, a1, a2, a3, np, rq_mult, rq_shift, rq_off, rq_vlo, rq_vhi, (base), (ov))
 #else
 #define DTMM_STORE1(a, ptr) dtmm_store1((a), rq_mult, rq_shift, rq_off, rq_min, rq_max, (ptr))
 #if DTMM_P == 4
@@ -675,8 +729,17 @@ DTMM_BENCH_SPLIT void dtmm_run_group(const dtmm_geom* g, const dtmm_conv_params*
   const int32_t rq_off = p->output_offset, rq_min = p->activation_min,
                 rq_max = p->activation_max;
   int32_t oc, pos = 0;
+#ifndef DTMM_DENSE_VARIANT
+  /* (pos >> 3) + 4 <= bitmap_bytes: a 4-byte load at pos stays inside */
+  const int32_t fast_end = (f->bitmap_bytes - 3) * 8;
+  const uint32_t fmask = taps <= DTMM_CHUNK ? (1u << taps) - 1u : 0u;
+  (void)fast_end;
+  (void)fmask;
+#endif
 #if defined(DTMM_PATH_MVE)
   const uint32x4_t ov = vldrwq_u32((const uint32_t*)oo);
+  const int32x4_t rq_vlo = vdupq_n_s32(rq_min), rq_vhi = vdupq_n_s32(rq_max);
+  const int32_t rs = taps * in_c; /* im2col row pitch */
 #else
   const int32_t ov = 0;
 #endif
@@ -687,12 +750,36 @@ DTMM_BENCH_SPLIT void dtmm_run_group(const dtmm_geom* g, const dtmm_conv_params*
     int32_t first, rq_mult, rq_shift;
     DTMM_ACCS;
     if (taps <= DTMM_CHUNK) {
+#if !defined(DTMM_DENSE_VARIANT) && defined(__BYTE_ORDER__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+      /* dtmm_bits with the bound test folded into one compare */
+      uint32_t m;
+      if (pos < fast_end) {
+        memcpy(&m, f->bitmap + (pos >> 3), 4);
+        m = (m >> (pos & 7)) & fmask;
+      } else {
+        m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, taps);
+      }
+#else
       uint32_t m = DTMM_FIELD(f, pos, taps);
+#endif
       pos += taps;
 #ifndef DTMM_DENSE_VARIANT
       if (!m) continue; /* pruned filter: constant output already written */
 #endif
       DTMM_ACC_SET(f->bias[oc]);
+#if defined(DTMM_PATH_MVE)
+      if (border) { /* im2col rows rs apart, every tap contiguous with the previous */
+        while (m) {
+          const int32_t t = DTMM_CTZ(m);
+          const int32_t run = DTMM_CTZ(~(m >> t));
+          const int32_t n = run * in_c;
+          m &= 0xFFFFFFFEu << (t + run - 1);
+          dtmm_dot_rs(w, b0 + off_col[t], rs, n, &a0, &a1, &a2, &a3);
+          w += n;
+        }
+      } else
+#endif
       while (m) {
         int32_t t, run, n, o;
         DTMM_NEXT_RUN(m, cont, t, run);
@@ -1087,11 +1174,16 @@ DTMM_BENCH_SPLIT void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_conv_param
   int32_t oc, pos = 0;
   const int32_t out_c = g->out_c;
   for (oc = 0; oc < out_c; ++oc) {
-    uint32_t any = 0;
+    uint32_t any;
     int32_t first;
-    for (first = 0; first < g->taps; first += DTMM_CHUNK) {
-      const int32_t nb = g->taps - first < DTMM_CHUNK ? g->taps - first : DTMM_CHUNK;
-      any |= dtmm_bits(f->bitmap, f->bitmap_bytes, pos + first, nb);
+    if (g->taps <= DTMM_CHUNK) { /* one field read per channel */
+      any = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, g->taps);
+    } else {
+      any = 0;
+      for (first = 0; first < g->taps; first += DTMM_CHUNK) {
+        const int32_t nb = g->taps - first < DTMM_CHUNK ? g->taps - first : DTMM_CHUNK;
+        any |= dtmm_bits(f->bitmap, f->bitmap_bytes, pos + first, nb);
+      }
     }
     pos += g->taps;
     if (!any) {
