@@ -410,7 +410,7 @@ DTMM_HOT void dtmm_dot(const int8_t* w, const int8_t* x0, const int8_t* x1,
 /* Requantizes one output channel of the group and stores its np <= DTMM_P pixels
  * (out points at pixel 0, channel oc; pixels are out_c apart). */
 #if defined(DTMM_PATH_MVE)
-DTMM_HOT void dtmm_store(int32_t a0, int32_t a1, int32_t a2, int32_t a3, int32_t np,
+DTMM_HOT void dtmm_store(int32_t a0, int32_t a1, int32_t a2, int32_t a3, mve_pred16_t pred,
                             int32_t mult, int32_t shift, int32_t out_off, int32x4_t vlo,
                             int32x4_t vhi, int8_t* out, uint32x4_t offs) {
   /* vqrdmulh == SaturatingRoundingDoublingHighMul; the fixup makes VRSHL round
@@ -428,11 +428,7 @@ DTMM_HOT void dtmm_store(int32_t a0, int32_t a1, int32_t a2, int32_t a3, int32_t
   v = vrshlq_n_s32(vqaddq_s32(v, fix), -right);
   v = vaddq_n_s32(v, out_off);
   v = vminq_s32(vmaxq_s32(v, vlo), vhi); /* clamp vectors hoisted by the caller */
-  if (np == DTMM_P) { /* constant in the strided part: no predicate there */
-    vstrbq_scatter_offset_s32(out, offs, v);
-  } else {
-    vstrbq_scatter_offset_p_s32(out, offs, v, vctp32q((uint32_t)np));
-  }
+  vstrbq_scatter_offset_p_s32(out, offs, v, pred); /* the group's first np pixels */
 }
 #else
 DTMM_HOT void dtmm_store1(int32_t a, int32_t mult, int32_t shift, int32_t out_off,
@@ -534,7 +530,7 @@ static void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t
  * that the asm's memory clobber does not force reloads). */
 #if defined(DTMM_PATH_MVE)
 #define DTMM_STORE(base, oo, ov)                                                      \
-  dtmm_store(a0, a1, a2, a3, np, rq_mult, rq_shift, rq_off, rq_vlo, rq_vhi, (base), (ov))
+  dtmm_store(a0, a1, a2, a3, rq_pred, rq_mult, rq_shift, rq_off, rq_vlo, rq_vhi, (base), (ov))
 #else
 #define DTMM_STORE1(a, ptr) dtmm_store1((a), rq_mult, rq_shift, rq_off, rq_min, rq_max, (ptr))
 #if DTMM_P == 4
@@ -639,6 +635,10 @@ DTMM_INLINE void dtmm_strided_group(int32_t bias, int32_t rq_mult, int32_t rq_sh
 ) {
   const int32_t np = DTMM_P;
   int32_t k;
+#if defined(DTMM_PATH_MVE)
+  const int32x4_t rq_vlo = vdupq_n_s32(rq_min), rq_vhi = vdupq_n_s32(rq_max);
+  const mve_pred16_t rq_pred = vctp32q((uint32_t)np);
+#endif
   DTMM_ACCS;
   DTMM_ACC_SET(bias);
   for (k = 0; k < nr; ++k) {
@@ -729,16 +729,10 @@ DTMM_BENCH_SPLIT void dtmm_run_group(const dtmm_geom* g, const dtmm_conv_params*
   const int32_t rq_off = p->output_offset, rq_min = p->activation_min,
                 rq_max = p->activation_max;
   int32_t oc, pos = 0;
-#ifndef DTMM_DENSE_VARIANT
-  /* (pos >> 3) + 4 <= bitmap_bytes: a 4-byte load at pos stays inside */
-  const int32_t fast_end = (f->bitmap_bytes - 3) * 8;
-  const uint32_t fmask = taps <= DTMM_CHUNK ? (1u << taps) - 1u : 0u;
-  (void)fast_end;
-  (void)fmask;
-#endif
 #if defined(DTMM_PATH_MVE)
   const uint32x4_t ov = vldrwq_u32((const uint32_t*)oo);
   const int32x4_t rq_vlo = vdupq_n_s32(rq_min), rq_vhi = vdupq_n_s32(rq_max);
+  const mve_pred16_t rq_pred = vctp32q((uint32_t)np);
   const int32_t rs = taps * in_c; /* im2col row pitch */
 #else
   const int32_t ov = 0;
@@ -750,19 +744,7 @@ DTMM_BENCH_SPLIT void dtmm_run_group(const dtmm_geom* g, const dtmm_conv_params*
     int32_t first, rq_mult, rq_shift;
     DTMM_ACCS;
     if (taps <= DTMM_CHUNK) {
-#if !defined(DTMM_DENSE_VARIANT) && defined(__BYTE_ORDER__) && \
-    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-      /* dtmm_bits with the bound test folded into one compare */
-      uint32_t m;
-      if (pos < fast_end) {
-        memcpy(&m, f->bitmap + (pos >> 3), 4);
-        m = (m >> (pos & 7)) & fmask;
-      } else {
-        m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, taps);
-      }
-#else
       uint32_t m = DTMM_FIELD(f, pos, taps);
-#endif
       pos += taps;
 #ifndef DTMM_DENSE_VARIANT
       if (!m) continue; /* pruned filter: constant output already written */
