@@ -4,7 +4,7 @@
  * docs/kernels.md for measurements). Output pixels are computed DTMM_P at a time
  * (4 portable/MVE, 3 DSP); the weights of a filterlet are loaded once and used for
  * all of them. A run of kept filterlets that is contiguous in the input (same
- * kernel row, dilation 1) is one dot product.
+ * kernel row, dilation 1; across rows too where DTMM_ROW_MERGE) is one dot product.
  *  1. Fully pruned filters: their constant output is written once per pixel (up
  *     front, or by the rectangles of 2. when they cover the whole plane) and the
  *     channel is skipped otherwise (1x1 layers: a filterlet is a whole filter).
@@ -44,10 +44,11 @@
 
 /* Runs merge across kernel rows when the rows' input windows touch (input width 1,
  * e.g. L5 49x1x40 5x1: its 5 taps become one 200-byte run). On by default except on
- * MVE: there it makes L5 faster at s <= .75 (s=0 40,331 -> 31,780 instructions,
- * better than CMSIS-NN's 33,009) but makes the dense baseline, which merges every
- * run, 22 % faster, so that L5's dtmm/dense goes above the goal at s >= .5
- * (.70/.48/.31); docs/kernels.md. -DDTMM_ROW_MERGE=1 turns it on there. */
+ * MVE: there it makes L5 faster (s=0 40,173 -> 31,622 instructions, better than
+ * CMSIS-NN's 33,009) but makes the dense baseline, which merges every run, 22 %
+ * faster, so that L5's dtmm/dense goes above the goal at s >= .5 (.70/.47/.31);
+ * the lead decides between the two goal wordings (docs/kernels.md, "dtmm against
+ * CMSIS-NN"). -DDTMM_ROW_MERGE=1 turns it on there. */
 #ifndef DTMM_ROW_MERGE
 #if defined(DTMM_PATH_MVE)
 #define DTMM_ROW_MERGE 0

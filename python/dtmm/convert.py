@@ -287,17 +287,23 @@ def dtmm_constants(info: ConvInfo):
     return fw, folded, mult, shift
 
 
-# Rough flatbuffer costs, the same on both sides of the comparison.
-def _tensor_cost(name_len: int, rank: int, data_bytes: int | None, n_scales: int) -> int:
-    cost = 4 + 36 + (4 + 4 * rank) + ((4 + name_len + 1 + 3) // 4) * 4
-    if n_scales:
-        cost += 24 + (4 + 4 * n_scales) + (8 + 8 * n_scales)
+# Rough flatbuffer costs, the same on both sides of the comparison. Plain
+# arithmetic, so dtmm.schedule.cost also evaluates them over numpy arrays.
+def _round4(n):
+    return (n + 3) // 4 * 4
+
+
+def tensor_cost(name_len, rank, data_bytes, n_scales):
+    """Flatbuffer bytes of one tensor and, unless data_bytes is None, its buffer."""
+    cost = 4 + 36 + (4 + 4 * rank) + _round4(4 + name_len + 1)
+    cost = cost + (n_scales > 0) * (24 + (4 + 4 * n_scales) + (8 + 8 * n_scales))
     if data_bytes is not None:  # buffer: vector slot + table + data vector (+pad)
-        cost += 4 + 16 + 4 + ((data_bytes + 3) // 4) * 4
+        cost = cost + 4 + 16 + 4 + _round4(data_bytes)
     return cost
 
 
-def _op_cost(n_inputs: int, options_bytes: int) -> int:
+def op_cost(n_inputs, options_bytes):
+    """Flatbuffer bytes of one operator with its inputs/outputs and options."""
     return 4 + 32 + 2 * 4 + 4 * (n_inputs + 1) + options_bytes
 
 
@@ -305,23 +311,23 @@ def _estimate(model, info: ConvInfo, constants, options_len: int,
               tensor_users: dict, buffer_users: dict):
     """(bytes before, bytes after) of this conv's own storage."""
     sg = model.subgraphs[info.subgraph]
-    before = _op_cost(3 if info.bias >= 0 else 2, 28)
+    before = op_cost(3 if info.bias >= 0 else 2, 28)
     for idx in (info.filter, info.bias):
         if idx < 0 or tensor_users[(info.subgraph, idx)] > 1:
             continue  # shared with another op: it stays
         t = sg.tensors[idx]
         buf_alone = buffer_users[t.buffer] == 1
         data = model.buffers[t.buffer].data
-        before += _tensor_cost(len(text(t.name)), len(shape_of(t)),
+        before += tensor_cost(len(text(t.name)), len(shape_of(t)),
                                len(data) if buf_alone and data is not None else None,
                                len(quant_of(t)[0]))
     fw, folded, mult, shift = constants
     name_len = len(text(sg.tensors[info.filter].name)) + 14
-    after = _op_cost(6, options_len + 8)
-    after += _tensor_cost(name_len, 2, fw.values.size, 0)
-    after += _tensor_cost(name_len, 1, fw.bitmap.size, 0)
+    after = op_cost(6, options_len + 8)
+    after += tensor_cost(name_len, 2, fw.values.size, 0)
+    after += tensor_cost(name_len, 1, fw.bitmap.size, 0)
     for arr in (folded, mult, shift):
-        after += _tensor_cost(name_len, 1, arr.size * 4, 0)
+        after += tensor_cost(name_len, 1, arr.size * 4, 0)
     return before, after
 
 

@@ -223,24 +223,24 @@ def _check_data(model, data):
 # Scheduling problem from a Keras model + its int8 file
 
 
-def match_convs(graph, infos):
-    """Keras Conv2D LayerInfo for each CONV_2D of the int8 graph (same topological
-    order; shapes must agree)."""
-    used, out = set(), []
-    for c in graph.convs:
-        hit = None
-        for i, li in enumerate(infos):
-            if i in used:
-                continue
-            if (li.c_out, li.kh, li.kw, li.c_in) == (c.c_out, c.kh, c.kw, c.c_in):
-                hit = i
-                break
-        if hit is None:
-            raise DtmmError(f"cannot match TFLite conv {c.name!r} "
-                            f"({c.c_out}x{c.kh}x{c.kw}x{c.c_in}) to a Keras Conv2D layer")
-        used.add(hit)
-        out.append(infos[hit])
-    return out
+def match_convs(graph, infos, model, int8_bytes: bytes):
+    """Keras Conv2D LayerInfo for each CONV_2D of the int8 graph, matched by filter
+    values (convs of equal shape are told apart; layer order need not agree)."""
+    from dtmm import prune as P
+
+    try:
+        names = P.match_tflite_convs(model, int8_bytes)
+    except ValueError as e:
+        raise DtmmError(f"cannot match the int8 model's convs to Keras layers: {e}") from e
+    if len(names) != len(graph.convs):
+        raise DtmmError(f"the int8 model has {len(graph.convs)} convs but "
+                        f"{len(names)} CONV_2D filters were matched")
+    by_name = {li.name: li for li in infos}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise DtmmError(f"Keras layer(s) {missing} matched a CONV_2D but are not "
+                        "filterlet-prunable Conv2D layers")
+    return [by_name[n] for n in names]
 
 
 def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str = "loss",
@@ -254,7 +254,7 @@ def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str 
     if not g.convs:
         raise DtmmError("the model has no CONV_2D layer to prune")
     infos = P.conv_layers(model)
-    matched = match_convs(g, infos)
+    matched = match_convs(g, infos, model, int8_bytes)
     names = [li.name for li in matched]
     # Keras-side coupling and removability win over what the int8 graph shows.
     for grp in g.groups:

@@ -246,8 +246,10 @@ def loads_options(raw, what: str) -> dict:
 
     if raw is None or len(raw) == 0:
         raise FormatError(f"{what}: custom options are missing")
+    if not isinstance(raw, (bytes, bytearray)):  # object API: list / uint8 array
+        raw = np.asarray(raw, np.uint8).tobytes()
     try:
-        value = flexbuffers.Loads(bytes(np.asarray(raw, np.uint8).tobytes()))
+        value = flexbuffers.Loads(bytes(raw))
     except Exception as e:
         raise FormatError(f"{what}: custom options are not a flexbuffer "
                           f"({type(e).__name__})") from None

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dtmm.convert import op_cost, tensor_cost
 from dtmm.errors import DtmmError
 from dtmm.schedule.graph import DTMM_CUSTOM_CODE, Graph
 
@@ -94,24 +95,6 @@ def group_scale(g: Graph, cfg: Config) -> np.ndarray:
 # Flash
 
 
-def _r4(n):
-    return (n + 3) // 4 * 4
-
-
-def _tensor_cost(name_len, rank, data_bytes, n_scales):
-    """Flatbuffer bytes of one tensor (+ its buffer): the converter's own estimate
-    (dtmm.convert._tensor_cost), vectorized over numpy arrays."""
-    cost = 4 + 36 + (4 + 4 * rank) + _r4(4 + name_len + 1)
-    cost = cost + (n_scales > 0) * (24 + (4 + 4 * n_scales) + (8 + 8 * n_scales))
-    if data_bytes is not None:
-        cost = cost + 4 + 16 + 4 + _r4(data_bytes)
-    return cost
-
-
-def _op_cost(n_inputs, options_bytes):
-    return 4 + 32 + 2 * 4 + 4 * (n_inputs + 1) + options_bytes
-
-
 def _options_len() -> int:
     from flatbuffers import flexbuffers
     return len(bytes(flexbuffers.Dumps(
@@ -154,16 +137,16 @@ class FlashModel:
             sum(gr.scaled_const_bytes for gr in g.groups)
 
     def _dense_form(self, co, ci):
-        return (_op_cost(3, 28) + _tensor_cost(self._fname, 4, co * self._k * ci, co)
-                + _tensor_cost(self._bname, 1, 4 * co, co))
+        return (op_cost(3, 28) + tensor_cost(self._fname, 4, co * self._k * ci, co)
+                + tensor_cost(self._bname, 1, 4 * co, co))
 
     def _dtmm_form(self, co, ci, nk):
         name = self._fname + 14
         # + 3 * 6: three more buffers, each padded to 16 B in the file (the
         # estimate rounds to 4; 6 B is the mean difference)
-        return (_op_cost(6, self._opt + 8) + 3 * 6 + _tensor_cost(name, 2, nk * ci, 0)
-                + _tensor_cost(name, 1, (co * self._k + 7) // 8, 0)
-                + 3 * _tensor_cost(name, 1, 4 * co, 0))
+        return (op_cost(6, self._opt + 8) + 3 * 6 + tensor_cost(name, 2, nk * ci, 0)
+                + tensor_cost(name, 1, (co * self._k + 7) // 8, 0)
+                + 3 * tensor_cost(name, 1, 4 * co, 0))
 
     def conv_bytes(self, co, ci, nk):
         """(bytes per conv, rewritten as DTMM?) for arrays over all convs."""

@@ -193,10 +193,8 @@ def _find_convs(g: Graph) -> None:
         elif op.name == DTMM_CUSTOM_CODE:
             # values [n_kept, C_in]; C_out from the bias, K from the bitmap is not
             # enough, so take it from the custom options.
-            from flatbuffers import flexbuffers
-            if not op.custom_options:
-                raise ModelError(f"operator {op.index} (DTMM_CONV_2D) has no options")
-            opts = flexbuffers.Loads(op.custom_options)
+            from dtmm.inspect_model import decode_options
+            opts = decode_options(op.custom_options, f"operator {op.index} (DTMM_CONV_2D)")
             c_out = g.tensors[op.inputs[3]].shape[0]
             kh, kw = int(opts["kh"]), int(opts["kw"])
             c_in = g.tensors[op.inputs[0]].shape[-1]
