@@ -37,9 +37,9 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 export HYPOTHESIS_STORAGE_DIRECTORY="$tmp/.hypothesis"
 # HOME is read-only in the sandbox; each test gets its own temp dir and caches,
-# so two pytest processes never share /tmp/pytest-of-$USER. Short path under /tmp
-# (not TEST_TMPDIR) to stay within AF_UNIX socket path limits.
-TMPDIR="$(mktemp -d /tmp/dtmm-pytest.XXXXXX)"
+# so two pytest processes never share pytest's per-user temp root. A short path in
+# the system temp dir (not TEST_TMPDIR) stays within AF_UNIX socket path limits.
+TMPDIR="$(env -u TMPDIR mktemp -d -t dtmm-pytest.XXXXXX)"
 export TMPDIR
 trap 'rm -rf "$TMPDIR"' EXIT
 export MPLCONFIGDIR="$tmp/matplotlib"
