@@ -433,6 +433,13 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
     except Exception:  # the wheel may lack an op; the report says so
         wheel = None
 
+    # Prove the conversion before handing it out: every DTMM op bit-exact with the
+    # int8 conv it replaced (raises VerificationError otherwise).
+    from dtmm.verify import verify_models
+    verified = verify_models(int8, dtmm_bytes, random=2, names=("model_int8", "model_dtmm"))
+    log(conv_report.table())
+    log(verified.summary())
+
     final.save(os.path.join(out_dir, "pruned.keras"))
     _write(os.path.join(out_dir, "dense_int8.tflite"), dense_int8)
     _write(os.path.join(out_dir, "model_int8.tflite"), int8)
@@ -474,7 +481,8 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
                    "latency_vs_dense": round(plan.latency / dense_m["latency"], 4),
                    "latency_model": lat_model.coeffs.source,
                    "importance_loss": round(plan.loss, 5),
-                   "dtmm_ops": int(conv_report.num_rewritten)},
+                   "dtmm_ops": int(conv_report.num_rewritten),
+                   "dtmm_ops_verified_bit_exact": verified.ok},
         "budgets_met": {"flash": len(dtmm_bytes) <= flash_b, "sram": real_sram <= sram_b,
                         "max_drop": None if max_drop is None else dense_acc - acc <= max_drop},
         "search": {"method": plan.method, "seconds": round(plan.seconds, 3),
