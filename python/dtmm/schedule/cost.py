@@ -96,10 +96,11 @@ def group_scale(g: Graph, cfg: Config) -> np.ndarray:
 
 
 def _options_len() -> int:
-    from flatbuffers import flexbuffers
-    return len(bytes(flexbuffers.Dumps(
-        {"version": 1, "kh": 3, "kw": 3, "sh": 1, "sw": 1, "dh": 1, "dw": 1,
-         "padding": 0, "in_zp": -128, "act_min": -128, "act_max": 127})))
+    """Bytes of one DTMM_CONV_2D options map as the converter serializes it (every
+    contract key; realistic values all fit one byte)."""
+    from dtmm.inspect_model import OPTION_KEYS
+    from dtmm.tflite_io import dumps_options
+    return int(dumps_options({k: -128 for k in OPTION_KEYS}).size)
 
 
 @dataclass
