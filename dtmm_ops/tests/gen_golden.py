@@ -22,7 +22,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "python"))
 
 from dtmm import reference as ref  # noqa: E402
-from dtmm.fwcs import FWCS  # noqa: E402
+from dtmm.core.fwcs import FWCS  # noqa: E402
 
 OUT = HERE / "dtmm_golden.h"
 

@@ -5,11 +5,11 @@
     print(report.table())
     dtmm.verify_files("model_int8.tflite", "model_dtmm.tflite")
 
-See docs/contract.md for the DTMM_CONV_2D format.
+See docs/contract.md for the DTMM_CONV_2D format; dtmm.core holds the contract,
+the .tflite object model and everything else the rest is built on.
 """
 
-from dtmm.errors import DtmmError, FormatError, ModelError, UnsupportedError
-from dtmm.fwcs import FORMAT_VERSION, FWCS
+from dtmm.core.errors import DtmmError, FormatError, ModelError, UnsupportedError
 
 __version__ = "0.1.0"
 
@@ -20,16 +20,26 @@ __all__ = [
     "UnsupportedError",
     "FORMAT_VERSION",
     "FWCS",
+    "convert_file",
+    "convert_model",
+    "verify_files",
     "__version__",
 ]
 
 
 def __getattr__(name):
-    # The converter pulls in the flatbuffer schema; import it only when asked for.
-    if name in ("convert_file", "convert_model", "verify_files"):
-        from dtmm import convert, verify
+    # Imported when asked for: the converter pulls in the flatbuffer schema, and
+    # `python -m dtmm.core.contract` must not find its module already loaded.
+    if name in ("FWCS", "FORMAT_VERSION"):
+        from dtmm.core import fwcs
 
-        return {"convert_file": convert.convert_file,
-                "convert_model": convert.convert_model,
-                "verify_files": verify.verify_files}[name]
+        return getattr(fwcs, name)
+    if name in ("convert_file", "convert_model"):
+        from dtmm import convert
+
+        return getattr(convert, name)
+    if name == "verify_files":
+        from dtmm import verify
+
+        return verify.verify_files
     raise AttributeError(f"module 'dtmm' has no attribute {name!r}")

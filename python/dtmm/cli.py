@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
-from dtmm.errors import DtmmError
+from dtmm.core.errors import DtmmError
 
 PLUGIN_MODULES = ("dtmm.prune_cli",)  # registers `prune` and `demo`
 
@@ -34,6 +36,41 @@ COMMANDS: dict[str, Command] = {}
 
 def register(name: str, help: str, add_arguments, run) -> None:
     COMMANDS[name] = Command(help, add_arguments, run)
+
+
+def quiet_tensorflow() -> None:
+    """The command line's one place that silences TensorFlow: its C++ log level,
+    its start-up lines on stderr (captured while it imports, replayed if the import
+    fails), absl/Python logging, and the deprecation warnings of tf.lite. Library
+    calls never change these; a `dtmm` command is a process of its own."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*(Statistics|experimental_new_quantizer|"
+                                              "tf.lite.Interpreter).*")
+    if "tensorflow" not in sys.modules:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            except BaseException:
+                os.dup2(saved, 2)
+                log.seek(0)
+                sys.stderr.write(log.read().decode("utf-8", "replace"))
+                raise
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    try:
+        from absl import logging as absl_logging
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
 
 
 def _fraction(s: str) -> float:
@@ -89,8 +126,8 @@ def _inspect_args(p):
 
 
 def _inspect_run(args) -> int:
+    from dtmm.core.tflite import read_file
     from dtmm.inspect_model import inspect_table
-    from dtmm.tflite_io import read_file
 
     print(inspect_table(read_file(args.model), all_ops=args.all_ops, name=args.model))
     return 0
@@ -109,9 +146,7 @@ def _verify_args(p):
 
 
 def _verify_run(args) -> int:
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     from dtmm.verify import verify_files
 
     report = verify_files(args.original, args.converted, input_files=args.input,

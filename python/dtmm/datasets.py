@@ -16,7 +16,7 @@ import struct
 
 import numpy as np
 
-from dtmm.errors import DtmmError
+from dtmm.core.errors import DtmmError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"

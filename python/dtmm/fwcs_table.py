@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from dtmm.fwcs import FWCS
+from dtmm.core.fwcs import FWCS
 
 C_INS = (1, 3, 8, 16, 32, 64)
 KERNELS = ((1, 1), (3, 3), (5, 5), (5, 1), (7, 7))

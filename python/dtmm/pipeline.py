@@ -16,22 +16,19 @@ was optimistic) -> report.json and plots. See docs/scheduler.md.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from dtmm.errors import DtmmError
+from dtmm.core.errors import DtmmError
+from dtmm.core.tflite import write_atomic
 
 DEFAULT_SEED = 0
-
-
-def _quiet_tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import warnings
-    warnings.filterwarnings("ignore", message=".*(Statistics|experimental_new_quantizer|tf.lite.Interpreter).*")
 
 
 # --------------------------------------------------------------------------------
@@ -41,7 +38,6 @@ def _quiet_tf():
 def to_int8(model, x_rep: np.ndarray, n_rep: int = 200) -> bytes:
     """Full-integer .tflite: int8 weights and activations, int8 input and output,
     calibrated on up to n_rep samples of x_rep."""
-    _quiet_tf()
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -57,33 +53,9 @@ def to_int8(model, x_rep: np.ndarray, n_rep: int = 200) -> bytes:
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
     try:
-        with _silenced():   # the converter prints pages of SavedModel chatter
-            return bytes(conv.convert())
+        return bytes(conv.convert())
     except Exception as e:  # the converter raises many types
         raise DtmmError(f"int8 conversion failed: {type(e).__name__}: {e}") from e
-
-
-class _silenced:
-    """Send fd 1 and 2 to /dev/null (Python and C++ writers alike)."""
-
-    def __enter__(self):
-        import sys
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.saved = [os.dup(1), os.dup(2)]
-        self.null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(self.null, 1)
-        os.dup2(self.null, 2)
-
-    def __exit__(self, *exc):
-        import sys
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(self.saved[0], 1)
-        os.dup2(self.saved[1], 2)
-        for fd in (*self.saved, self.null):
-            os.close(fd)
-        return False
 
 
 def int8_accuracy(tflite_bytes: bytes, x: np.ndarray, y: np.ndarray,
@@ -91,7 +63,6 @@ def int8_accuracy(tflite_bytes: bytes, x: np.ndarray, y: np.ndarray,
     """Top-1 accuracy (percent) of an int8 .tflite with TFLite's interpreter (same
     results as TFLM's reference kernels for these ops; a DTMM .tflite computes the
     same bytes as its int8 source by the contract)."""
-    _quiet_tf()
     import tensorflow as tf
 
     it = tf.lite.Interpreter(model_content=bytes(tflite_bytes), num_threads=1)
@@ -116,7 +87,6 @@ def int8_accuracy(tflite_bytes: bytes, x: np.ndarray, y: np.ndarray,
 
 
 def load_model(model):
-    _quiet_tf()
     import keras
 
     if isinstance(model, (str, os.PathLike)):
@@ -310,142 +280,124 @@ class PipelineResult:
     dtmm_bytes: bytes
 
 
-def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
-          objective: str = "loss", latency_csv: str | None = None,
-          epochs: int = 2, extra_epochs: int = 2, batch_size: int = 64,
-          importance_batches: int = 16, importance_method: str = "taylor",
-          max_train: int | None = None, seed: int = DEFAULT_SEED, progress: bool = True,
-          lr: float = 5e-4, dense_int8: bytes | None = None, max_loss: float = 0.05,
-          log=print) -> PipelineResult:
-    """Run the whole pipeline; write DIR/{pruned.keras, model_int8.tflite,
-    model_dtmm.tflite, dense_int8.tflite, report.json, sparsity.png,
-    accuracy_size.png}. Raises DtmmError on bad input or unmeetable budgets;
-    when the accuracy drop exceeds max_drop after fine-tuning the outputs are
-    written and DtmmError says so."""
-    from dtmm import prune as P
-    from dtmm.convert import convert_model
-    from dtmm.datasets import load as load_data
-    from dtmm.schedule import cost, search
+@dataclass
+class Converted:
+    """One fine-tuned model and what it became: plain Keras, int8, DTMM."""
+
+    final: object
+    int8: bytes
+    dtmm_bytes: bytes
+    conv_report: object
+    sram: int
+
+
+class _Timer(dict):
+    """Seconds per step, summed over repeats."""
+
+    def __call__(self, key):
+        timer = self
+
+        class _Step:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer[key] = timer.get(key, 0.0) + time.perf_counter() - self.t
+
+        return _Step()
+
+
+def _arguments(flash, sram, max_drop):
     from dtmm.schedule.cost import parse_bytes
 
-    t_start = time.perf_counter()
-    timings = {}
-    flash_b = parse_bytes(flash)
-    sram_b = parse_bytes(sram)
     if max_drop is not None and max_drop < 0:
         raise DtmmError(f"--max-drop must be >= 0 points, got {max_drop}")
+    return parse_bytes(flash), parse_bytes(sram)
+
+
+def _inputs(model, data, max_train):
+    """(Keras model, (x_train, y_train, x_test, y_test)), checked against each other."""
+    import keras
+
+    from dtmm.datasets import load as load_data
+
     model = load_model(model)
     data = load_data(data) if isinstance(data, (str, os.PathLike)) else data
     xtr, ytr, xte, yte = data
     if max_train:
         xtr, ytr = xtr[:max_train], ytr[:max_train]
     _check_data(model, (xtr, ytr, xte, yte))
-    os.makedirs(out_dir, exist_ok=True)
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed)
     if not any(isinstance(l, keras.layers.Conv2D) for l in model.layers):
         raise DtmmError("the model has no Conv2D layer to prune")
+    return model, (xtr, ytr, xte, yte)
 
-    # Dense int8 reference.
-    t = time.perf_counter()
-    dense_int8 = dense_int8 or to_int8(model, xtr)
-    dense_acc = int8_accuracy(dense_int8, xte, yte)
-    timings["dense_int8_s"] = time.perf_counter() - t
-    log(f"dense int8: {len(dense_int8)} bytes, test accuracy {dense_acc:.2f} %")
 
-    # Importance.
-    t = time.perf_counter()
-    compile_for_training(model, lr)
-    ds = tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(
-        len(xtr), seed=seed).batch(batch_size)
-    importance = P.compute_importance(model, ds, method=importance_method,
-                                      steps=importance_batches, progress=progress)
-    timings["importance_s"] = time.perf_counter() - t
-
-    # Schedule; re-plan with a tighter flash budget if the real file is over.
-    loss_budget = max_loss if objective == "latency" else None
-    budgets = search.Budgets(flash=flash_b, sram=sram_b, loss=loss_budget)
-    prob, names = build_problem(model, dense_int8, importance, budgets, objective,
-                                latency_csv)
-    g = prob.graph
-    dense_m = prob.dense
+def finetune_and_convert(pruned, xtr, ytr, epochs, batch_size, seed, desc,
+                         progress) -> Converted:
+    """Masked fine-tuning, then strip masks, int8 conversion and DTMM conversion;
+    the SRAM of the converted model from its real graph. Both fine-tuning loops of
+    `prune` (after planning, and the extra epochs for accuracy) use it."""
+    from dtmm import prune as P
+    from dtmm.convert import convert_model
+    from dtmm.schedule import cost
     from dtmm.schedule.graph import analyze
 
+    fit(pruned, xtr, ytr, epochs, batch_size, seed, desc, progress)
+    final = P.strip_masks(pruned)
+    int8 = to_int8(final, xtr)
+    dtmm_bytes, conv_report = convert_model(int8)
+    sram = int(cost.SramModel(analyze(dtmm_bytes))())
+    return Converted(final, int8, dtmm_bytes, conv_report, sram)
+
+
+def plan_and_fit(prob, model, importance, names, data, flash_b, sram_b, loss_budget,
+                 epochs, batch_size, seed, lr, progress, log, timer):
+    """Plan, prune, fine-tune and convert; when the real DTMM file or its SRAM is
+    over a budget (the models were optimistic), tighten that budget by the overshoot
+    and plan again (4 tries). Returns (plan, pruned Keras model, masks, Converted,
+    flash margin)."""
+    from dtmm.schedule import cost, search
+
+    xtr, ytr = data[0], data[1]
+    dense_latency = prob.dense["latency"]
     margin, sram_margin = 0.0, 0
-    for attempt in range(4):
-        prob.budgets = search.Budgets(flash=flash_b * (1 - margin), sram=sram_b - sram_margin,
-                                      loss=loss_budget)
-        t = time.perf_counter()
-        plan = _search_with_progress(prob, progress)
-        timings.setdefault("search_s", 0.0)
-        timings["search_s"] += time.perf_counter() - t
-        log(f"plan: modeled flash {plan.flash:.0f} B, SRAM {plan.sram:.0f} B, importance loss "
-            f"{100 * plan.loss:.2f} %, latency {plan.latency / dense_m['latency']:.1%} "
+    for _ in range(4):
+        prob.budgets = search.Budgets(flash=flash_b * (1 - margin),
+                                      sram=sram_b - sram_margin, loss=loss_budget)
+        with timer("search_s"):
+            plan = _search_with_progress(prob, progress)
+        log(f"plan: modeled flash {plan.flash:.0f} B, SRAM {plan.sram:.0f} B, importance "
+            f"loss {100 * plan.loss:.2f} %, latency {plan.latency / dense_latency:.1%} "
             f"of dense ({plan.seconds:.1f} s)")
-
-        t = time.perf_counter()
-        pruned, masks = apply_plan(model, importance, names, plan, g)
-        recalibrate_batchnorm(pruned, xtr, seed=seed)
-        compile_for_training(pruned, lr)
-        fit(pruned, xtr, ytr, epochs, batch_size, seed, "fine-tune", progress)
-        final = P.strip_masks(pruned)
-        int8 = to_int8(final, xtr)
-        dtmm_bytes, conv_report = convert_model(int8)
-        sram_model = cost.SramModel(analyze(dtmm_bytes))
-        real_sram = int(sram_model())
-        timings.setdefault("finetune_convert_s", 0.0)
-        timings["finetune_convert_s"] += time.perf_counter() - t
-        if len(dtmm_bytes) <= flash_b and real_sram <= sram_b:
-            break
-        # the models were optimistic: tighten by the overshoot and re-plan
-        if len(dtmm_bytes) > flash_b:
-            over = len(dtmm_bytes) - flash_b
-            log(f"real DTMM file {len(dtmm_bytes)} B is {over} B over the flash budget; "
-                "re-planning")
+        with timer("finetune_convert_s"):
+            pruned, masks = apply_plan(model, importance, names, plan, prob.graph)
+            recalibrate_batchnorm(pruned, xtr, seed=seed)
+            compile_for_training(pruned, lr)
+            conv = finetune_and_convert(pruned, xtr, ytr, epochs, batch_size, seed,
+                                        "fine-tune", progress)
+        if len(conv.dtmm_bytes) <= flash_b and conv.sram <= sram_b:
+            return plan, pruned, masks, conv, margin
+        if len(conv.dtmm_bytes) > flash_b:
+            over = len(conv.dtmm_bytes) - flash_b
+            log(f"real DTMM file {len(conv.dtmm_bytes)} B is {over} B over the flash "
+                "budget; re-planning")
             margin = margin + over / flash_b + 0.005
-        if real_sram > sram_b:
-            log(f"SRAM of the converted model {real_sram} B is over the budget; re-planning")
-            sram_margin += real_sram - sram_b + 16
-    else:
-        what = (f"flash budget {cost.fmt_bytes(flash_b)} cannot be met: the converted model "
-                f"stays at {cost.fmt_bytes(len(dtmm_bytes))}") if len(dtmm_bytes) > flash_b \
-            else (f"SRAM budget {cost.fmt_bytes(sram_b)} cannot be met: the converted "
-                  f"model needs {cost.fmt_bytes(real_sram)}")
-        raise DtmmError(what)
+        if conv.sram > sram_b:
+            log(f"SRAM of the converted model {conv.sram} B is over the budget; "
+                "re-planning")
+            sram_margin += conv.sram - sram_b + 16
+    if len(conv.dtmm_bytes) > flash_b:
+        raise DtmmError(f"flash budget {cost.fmt_bytes(flash_b)} cannot be met: the "
+                        f"converted model stays at {cost.fmt_bytes(len(conv.dtmm_bytes))}")
+    raise DtmmError(f"SRAM budget {cost.fmt_bytes(sram_b)} cannot be met: the converted "
+                    f"model needs {cost.fmt_bytes(conv.sram)}")
 
-    acc = int8_accuracy(int8, xte, yte)
-    extra_done = 0
-    while max_drop is not None and dense_acc - acc > max_drop and extra_done < extra_epochs:
-        log(f"accuracy drop {dense_acc - acc:.2f} points > {max_drop}: one more epoch")
-        fit(pruned, xtr, ytr, 1, batch_size, seed + 1 + extra_done, "fine-tune (extra)", progress)
-        extra_done += 1
-        final = P.strip_masks(pruned)
-        int8 = to_int8(final, xtr)
-        dtmm_bytes, conv_report = convert_model(int8)
-        acc = int8_accuracy(int8, xte, yte)
-        sram_model = cost.SramModel(analyze(dtmm_bytes))
-        real_sram = int(sram_model())
 
-    try:
-        wheel = cost.tflm_arena_usage(int8)
-    except Exception:  # the wheel may lack an op; the report says so
-        wheel = None
-
-    # Prove the conversion before handing it out: every DTMM op bit-exact with the
-    # int8 conv it replaced (raises VerificationError otherwise).
-    from dtmm.verify import verify_models
-    verified = verify_models(int8, dtmm_bytes, random=2, names=("model_int8", "model_dtmm"))
-    log(conv_report.table())
-    log(verified.summary())
-
-    final.save(os.path.join(out_dir, "pruned.keras"))
-    _write(os.path.join(out_dir, "dense_int8.tflite"), dense_int8)
-    _write(os.path.join(out_dir, "model_int8.tflite"), int8)
-    _write(os.path.join(out_dir, "model_dtmm.tflite"), dtmm_bytes)
-
-    rewritten = {r.op_index: r for r in conv_report.layers}
+def make_report(prob, names, plan, masks, conv: Converted, dense_int8, dense_acc, acc,
+                flash_b, sram_b, max_drop, objective, loss_budget, epochs, margin, wheel,
+                verified, timer, seed) -> dict:
+    """report.json's content."""
+    g, dense_m = prob.graph, prob.dense
     layers = []
     for i, (c, n) in enumerate(zip(g.convs, names)):
         m = masks[n]
@@ -460,10 +412,12 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
             "filterlet_sparsity": round(1 - kept_fl / max(kept_f * c.k, 1), 4),
             "density": round(kept_fl / (c.c_out * c.k), 4),
         })
-    for li, r in zip(layers, conv_report.layers):
+    for li, r in zip(layers, conv.conv_report.layers):
         li["dtmm_op"] = bool(r.rewritten)
-    lat_model = prob.latency
-    report = {
+    from dtmm.schedule.cost import CORTEX_M
+
+    dtmm_bytes = conv.dtmm_bytes
+    return {
         "budgets": {"flash_bytes": flash_b, "sram_bytes": sram_b, "max_drop_points": max_drop,
                     "objective": objective, "max_importance_loss": loss_budget},
         "dense": {"int8_accuracy": round(dense_acc, 3), "int8_bytes": len(dense_int8),
@@ -473,32 +427,128 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
         "pruned": {"int8_accuracy": round(acc, 3),
                    "accuracy_drop_points": round(dense_acc - acc, 3),
                    "flash_bytes": len(dtmm_bytes), "flash_bytes_modeled": round(plan.flash),
-                   "int8_bytes": len(int8),
-                   "sram_bytes": real_sram, "sram_bytes_modeled": round(plan.sram),
-                   "sram_target": sram_model.target.name,
+                   "int8_bytes": len(conv.int8),
+                   "sram_bytes": conv.sram, "sram_bytes_modeled": round(plan.sram),
+                   "sram_target": CORTEX_M.name,
                    "tflm_wheel_arena_int8": wheel,
                    "latency_modeled": round(plan.latency),
                    "latency_vs_dense": round(plan.latency / dense_m["latency"], 4),
-                   "latency_model": lat_model.coeffs.source,
+                   "latency_model": prob.latency.coeffs.source,
                    "importance_loss": round(plan.loss, 5),
-                   "dtmm_ops": int(conv_report.num_rewritten),
+                   "dtmm_ops": int(conv.conv_report.num_rewritten),
                    "dtmm_ops_verified_bit_exact": verified.ok},
-        "budgets_met": {"flash": len(dtmm_bytes) <= flash_b, "sram": real_sram <= sram_b,
+        "budgets_met": {"flash": len(dtmm_bytes) <= flash_b, "sram": conv.sram <= sram_b,
                         "max_drop": None if max_drop is None else dense_acc - acc <= max_drop},
         "search": {"method": plan.method, "seconds": round(plan.seconds, 3),
                    "evaluations": plan.evaluations, "flash_margin": round(margin, 4)},
-        "fine_tune_epochs": epochs + extra_done,
+        "fine_tune_epochs": epochs,
         "layers": layers,
-        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "timings_s": {k: round(v, 2) for k, v in timer.items()},
         "seed": seed,
     }
+
+
+def write_keras(model, path) -> None:
+    """model.save(path), atomically (Keras wants the .keras suffix on the temp file)."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".dtmm-", suffix=".keras",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path, obj) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2)).encode())
+
+
+def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
+          objective: str = "loss", latency_csv: str | None = None,
+          epochs: int = 2, extra_epochs: int = 2, batch_size: int = 64,
+          importance_batches: int = 16, importance_method: str = "taylor",
+          max_train: int | None = None, seed: int = DEFAULT_SEED, progress: bool = True,
+          lr: float = 5e-4, dense_int8: bytes | None = None, max_loss: float = 0.05,
+          log=print) -> PipelineResult:
+    """Run the whole pipeline; write DIR/{pruned.keras, model_int8.tflite,
+    model_dtmm.tflite, dense_int8.tflite, report.json, sparsity.png,
+    accuracy_size.png} (each atomically). Raises DtmmError on bad input or
+    unmeetable budgets; when the accuracy drop exceeds max_drop after fine-tuning
+    the outputs are written and DtmmError says so. These defaults are the
+    command line's (dtmm prune reads them from this signature)."""
+    import keras
+    import tensorflow as tf
+
+    from dtmm import prune as P
+    from dtmm.schedule import cost, search
+
+    t_start = time.perf_counter()
+    timer = _Timer()
+    flash_b, sram_b = _arguments(flash, sram, max_drop)
+    model, data = _inputs(model, data, max_train)
+    xtr, ytr, xte, yte = data
+    os.makedirs(out_dir, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+
+    with timer("dense_int8_s"):
+        dense_int8 = dense_int8 or to_int8(model, xtr)
+        dense_acc = int8_accuracy(dense_int8, xte, yte)
+    log(f"dense int8: {len(dense_int8)} bytes, test accuracy {dense_acc:.2f} %")
+
+    with timer("importance_s"):
+        compile_for_training(model, lr)
+        ds = tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(
+            len(xtr), seed=seed).batch(batch_size)
+        importance = P.compute_importance(model, ds, method=importance_method,
+                                          steps=importance_batches, progress=progress)
+
+    loss_budget = max_loss if objective == "latency" else None
+    prob, names = build_problem(model, dense_int8, importance,
+                                search.Budgets(flash=flash_b, sram=sram_b, loss=loss_budget),
+                                objective, latency_csv)
+    plan, pruned, masks, conv, margin = plan_and_fit(
+        prob, model, importance, names, data, flash_b, sram_b, loss_budget, epochs,
+        batch_size, seed, lr, progress, log, timer)
+
+    acc = int8_accuracy(conv.int8, xte, yte)
+    extra_done = 0
+    while max_drop is not None and dense_acc - acc > max_drop and extra_done < extra_epochs:
+        log(f"accuracy drop {dense_acc - acc:.2f} points > {max_drop}: one more epoch")
+        conv = finetune_and_convert(pruned, xtr, ytr, 1, batch_size, seed + 1 + extra_done,
+                                    "fine-tune (extra)", progress)
+        extra_done += 1
+        acc = int8_accuracy(conv.int8, xte, yte)
+
+    try:
+        wheel = cost.tflm_arena_usage(conv.int8)
+    except Exception:  # the wheel may lack an op; the report says so
+        wheel = None
+
+    # Prove the conversion before handing it out: every DTMM op bit-exact with the
+    # int8 conv it replaced (raises VerificationError otherwise).
+    from dtmm.verify import verify_models
+    verified = verify_models(conv.int8, conv.dtmm_bytes, random=2,
+                             names=("model_int8", "model_dtmm"))
+    log(conv.conv_report.table())
+    log(verified.summary())
+
+    write_keras(conv.final, os.path.join(out_dir, "pruned.keras"))
+    write_atomic(os.path.join(out_dir, "dense_int8.tflite"), dense_int8)
+    write_atomic(os.path.join(out_dir, "model_int8.tflite"), conv.int8)
+    write_atomic(os.path.join(out_dir, "model_dtmm.tflite"), conv.dtmm_bytes)
+    report = make_report(prob, names, plan, masks, conv, dense_int8, dense_acc, acc,
+                         flash_b, sram_b, max_drop, objective, loss_budget,
+                         epochs + extra_done, margin, wheel, verified, timer, seed)
     report["timings_s"]["total_s"] = round(time.perf_counter() - t_start, 2)
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(os.path.join(out_dir, "report.json"), report)
     plot_report(report, out_dir)
     log(f"pruned int8: accuracy {acc:.2f} % ({dense_acc - acc:+.2f} points drop), DTMM file "
-        f"{len(dtmm_bytes)} B (budget {flash_b}), SRAM {real_sram} B (budget {sram_b})")
-    res = PipelineResult(report, out_dir, final, int8, dtmm_bytes)
+        f"{len(conv.dtmm_bytes)} B (budget {flash_b}), SRAM {conv.sram} B (budget {sram_b})")
+    res = PipelineResult(report, out_dir, conv.final, conv.int8, conv.dtmm_bytes)
     if max_drop is not None and dense_acc - acc > max_drop:
         raise DtmmError(f"accuracy drop {dense_acc - acc:.2f} points exceeds --max-drop "
                         f"{max_drop} after {epochs + extra_done} fine-tuning epochs; "
@@ -518,20 +568,21 @@ def _search_with_progress(prob, progress: bool):
         bar.close()
 
 
-def _write(path, data: bytes):
-    with open(path, "wb") as f:
-        f.write(data)
+def _save_figure(fig, path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    write_atomic(path, buf.getvalue())
 
 
 def plot_report(report: dict, out_dir: str):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figure objects, not pyplot: no backend switch, no global figure registry.
+    from matplotlib.figure import Figure
 
     layers = report["layers"]
     names = [l["name"] for l in layers]
     x = np.arange(len(layers))
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(layers) + 2), 4))
+    fig = Figure(figsize=(max(6, 0.6 * len(layers) + 2), 4))
+    ax = fig.subplots()
     ax.bar(x - 0.3, [l["beta"] for l in layers], 0.3, label="filter ratio β (removed)")
     ax.bar(x, [l["filterlet_sparsity"] for l in layers], 0.3,
            label="filterlet sparsity α (in kept filters)")
@@ -542,11 +593,11 @@ def plot_report(report: dict, out_dir: str):
     ax.set_title("per-layer sparsity")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "sparsity.png"), dpi=100)
-    plt.close(fig)
+    _save_figure(fig, os.path.join(out_dir, "sparsity.png"))
 
     d, p, b = report["dense"], report["pruned"], report["budgets"]
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
     ax.scatter([d["int8_bytes"] / 1024], [d["int8_accuracy"]], label="dense int8", s=60)
     ax.scatter([p["flash_bytes"] / 1024], [p["int8_accuracy"]], label="DTMM (pruned)", s=60,
                marker="s")
@@ -556,8 +607,7 @@ def plot_report(report: dict, out_dir: str):
     ax.set_title("accuracy vs size")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "accuracy_size.png"), dpi=100)
-    plt.close(fig)
+    _save_figure(fig, os.path.join(out_dir, "accuracy_size.png"))
 
 
 # --------------------------------------------------------------------------------
@@ -582,8 +632,8 @@ def demo_model(input_shape=(8, 8, 1), n_classes=10, width=16):
 def demo(out_dir: str, flash="24KiB", sram="16KiB", max_drop: float | None = 1.0,
          train_epochs: int = 40, epochs: int = 3, seed: int = DEFAULT_SEED,
          progress: bool = True, log=print) -> PipelineResult:
-    """Train demo_model on sklearn digits, then run `prune` on it."""
-    _quiet_tf()
+    """Train demo_model on sklearn digits, then run `prune` on it. These defaults
+    are the command line's (dtmm demo reads them from this signature)."""
     import keras
 
     from dtmm.datasets import load_digits
@@ -595,12 +645,11 @@ def demo(out_dir: str, flash="24KiB", sram="16KiB", max_drop: float | None = 1.0
     model = compile_for_training(demo_model(), 2e-3)
     fit(model, xtr, ytr, train_epochs, 32, seed, "train (digits)", progress)
     os.makedirs(out_dir, exist_ok=True)
-    model.save(os.path.join(out_dir, "dense.keras"))
+    write_keras(model, os.path.join(out_dir, "dense.keras"))
     log(f"trained demo CNN on digits in {time.perf_counter() - t0:.1f} s")
     res = prune(model, data, flash, sram, out_dir, max_drop=max_drop, epochs=epochs,
                 extra_epochs=2 if max_drop is not None else 0,
                 batch_size=32, seed=seed, progress=progress, lr=1e-3, log=log)
     res.report["timings_s"]["demo_total_s"] = round(time.perf_counter() - t0, 2)
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(res.report, f, indent=2)
+    write_json(os.path.join(out_dir, "report.json"), res.report)
     return res

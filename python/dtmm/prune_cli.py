@@ -2,17 +2,30 @@
 
     dtmm prune MODEL.keras --data fashion-mnist --flash 64KiB --sram 32KiB --out DIR
     dtmm demo --out DIR
+
+Every default comes from the signature of dtmm.pipeline.prune / demo, the one place
+they are set. TensorFlow is imported (and quieted, once) only when a command runs.
 """
 
 from __future__ import annotations
 
-from dtmm.cli import register
+import argparse
+import inspect
+
+from dtmm.cli import quiet_tensorflow, register
+
+
+def _defaults(name: str) -> dict:
+    """Keyword defaults of dtmm.pipeline.<name> (the pipeline module imports
+    TensorFlow only inside its functions, so this is cheap)."""
+    from dtmm import pipeline
+
+    return {k: p.default for k, p in inspect.signature(getattr(pipeline, name)).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def _budget(s: str) -> int:
-    import argparse
-
-    from dtmm.errors import DtmmError
+    from dtmm.core.errors import DtmmError
     from dtmm.schedule.cost import parse_bytes
 
     try:
@@ -21,67 +34,73 @@ def _budget(s: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _common(p, flash_default=None, sram_default=None):
-    req = flash_default is None
-    p.add_argument("--flash", type=_budget, required=req, default=flash_default,
+def _common(p, d, budgets_required: bool):
+    p.add_argument("--flash", type=_budget, required=budgets_required,
+                   default=None if budgets_required else _budget(d["flash"]),
                    metavar="BYTES", help="flash budget for the DTMM .tflite (65536, 64KiB, "
-                                        "64KB, 0.5MiB)")
-    p.add_argument("--sram", type=_budget, required=req, default=sram_default,
-                   metavar="BYTES", help="peak TFLM arena budget (same units)")
-    p.add_argument("--max-drop", type=float, default=1.0, metavar="POINTS",
-                   help="largest allowed int8 test-accuracy drop in points (default 1.0)")
+                                        "64KB, 0.5MiB)"
+                                        + ("" if budgets_required else f"; default {d['flash']}"))
+    p.add_argument("--sram", type=_budget, required=budgets_required,
+                   default=None if budgets_required else _budget(d["sram"]),
+                   metavar="BYTES", help="peak TFLM arena budget (same units)"
+                   + ("" if budgets_required else f"; default {d['sram']}"))
+    p.add_argument("--max-drop", type=float, default=d["max_drop"], metavar="POINTS",
+                   help="largest allowed int8 test-accuracy drop in points (default "
+                        f"{d['max_drop']})")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--epochs", type=int, default=None, metavar="N",
-                   help="masked fine-tuning epochs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=d["epochs"], metavar="N",
+                   help=f"masked fine-tuning epochs (default {d['epochs']})")
+    p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _prune_args(p):
+    d = _defaults("prune")
     p.add_argument("model", metavar="MODEL.keras")
     p.add_argument("--data", required=True, metavar="DATASET",
                    help="'digits', 'fashion-mnist' (Debian package dataset-fashion-mnist) "
                         "or an .npz with x_train, y_train, x_test, y_test")
-    _common(p)
-    p.add_argument("--objective", choices=("loss", "latency"), default="loss",
+    _common(p, d, budgets_required=True)
+    p.add_argument("--objective", choices=("loss", "latency"), default=d["objective"],
                    help="'loss': keep the most importance under the budgets (default); "
                         "'latency': fastest model that removes at most --max-loss")
-    p.add_argument("--max-loss", type=float, default=5.0, metavar="PCT",
+    p.add_argument("--max-loss", type=float, default=100 * d["max_loss"], metavar="PCT",
                    help="with --objective latency: largest share of the (per-layer "
-                        "normalized) importance to remove, percent (default 5)")
-    p.add_argument("--latency-csv", metavar="CSV", default=None,
+                        "normalized) importance to remove, percent (default "
+                        f"{100 * d['max_loss']:g})")
+    p.add_argument("--latency-csv", metavar="CSV", default=d["latency_csv"],
                    help="bench/kernels CSV to calibrate the latency model")
-    p.add_argument("--importance", choices=("taylor", "magnitude"), default="taylor",
-                   help="filterlet/filter importance (default taylor; magnitude did "
-                        "better on the BatchNorm CNN of bench/accuracy)")
-    p.add_argument("--max-train", type=int, default=None, metavar="N",
+    p.add_argument("--importance", choices=("taylor", "magnitude"),
+                   default=d["importance_method"],
+                   help=f"filterlet/filter importance (default {d['importance_method']}; "
+                        "magnitude did better on the BatchNorm CNN of bench/accuracy)")
+    p.add_argument("--max-train", type=int, default=d["max_train"], metavar="N",
                    help="use only the first N training images (faster)")
 
 
 def _prune_run(args) -> int:
+    quiet_tensorflow()
     from dtmm import pipeline
 
     pipeline.prune(args.model, args.data, args.flash, args.sram, args.out,
                    max_drop=args.max_drop, objective=args.objective,
                    latency_csv=args.latency_csv, max_loss=args.max_loss / 100.0,
-                   epochs=2 if args.epochs is None else args.epochs,
-                   max_train=args.max_train, seed=args.seed,
-                   importance_method=args.importance,
-                   progress=not args.no_progress)
+                   epochs=args.epochs, max_train=args.max_train, seed=args.seed,
+                   importance_method=args.importance, progress=not args.no_progress)
     print(f"wrote {args.out}/report.json")
     return 0
 
 
 def _demo_args(p):
-    _common(p, flash_default=24 * 1024, sram_default=16 * 1024)
+    _common(p, _defaults("demo"), budgets_required=False)
 
 
 def _demo_run(args) -> int:
+    quiet_tensorflow()
     from dtmm import pipeline
 
     pipeline.demo(args.out, flash=args.flash, sram=args.sram, max_drop=args.max_drop,
-                  epochs=3 if args.epochs is None else args.epochs, seed=args.seed,
-                  progress=not args.no_progress)
+                  epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
     print(f"wrote {args.out}/report.json")
     return 0
 

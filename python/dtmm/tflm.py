@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dtmm.errors import DtmmError
+from dtmm.core.errors import DtmmError
 
 ENV_VAR = "DTMM_TFLM_LIB"
 REGISTERER = "DtmmRegisterer"

@@ -21,8 +21,6 @@
 from __future__ import annotations
 
 import os
-import sys
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,11 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dtmm import reference as ref
-from dtmm.convert import LayerReport, dtmm_constants, parse_conv
-from dtmm.errors import DtmmError, ModelError
-from dtmm.inspect_model import parse_dtmm
-from dtmm.tflite_io import (BuiltinOperator, is_dtmm_op, load_model, opcode_of,
-                            quant_of, read_file, shape_of, text)
+from dtmm.core.errors import DtmmError, FormatError, ModelError
+from dtmm.core.ops import dtmm_form, is_dtmm, read_conv, read_dtmm
+from dtmm.core.tflite import BuiltinOperator, Model, TensorType, read_file, schema
 
 
 class VerificationError(DtmmError):
@@ -95,39 +91,37 @@ def _plain(obj):
     return repr(obj)
 
 
-def _tensor_sig(model, t):
-    scales, zps, qdim = quant_of(t)
-    data = model.buffers[t.buffer].data if t.buffer else None
-    return (tuple(shape_of(t)), int(t.type), bool(t.isVariable), tuple(scales.tolist()),
+def _tensor_sig(t):
+    scales, zps, qdim = t.quant()
+    data = t.data
+    return (t.shape, t.dtype, t.is_variable, tuple(scales.tolist()),
             tuple(zps.tolist()), qdim if len(scales) > 1 else 0,
-            None if data is None or len(data) == 0 else bytes(np.asarray(data, np.uint8)))
+            None if data is None else bytes(data))
 
 
-def _names(sg, idx):
-    return [text(sg.tensors[int(i)].name) if int(i) >= 0 else None
-            for i in (idx if idx is not None else [])]
+def _names(vec):
+    return [t.name if t is not None else None for t in (vec or [])]
+
+
+def _code(op):
+    return (op.opcode.builtin, op.opcode.custom_code)
 
 
 def _check_dtmm_against_conv(orig, conv, si, oi, where, failures):
+    d = read_dtmm(conv, si, oi)  # an op the device rejects is bad input (FormatError)
     try:
-        d = parse_dtmm(conv, si, oi)
-    except DtmmError as e:
-        failures.append(f"{where}: {e}")
-        return None
-    rep = LayerReport(subgraph=si, op_index=oi, name="")
-    try:
-        info = parse_conv(orig, si, oi, rep)
+        info = read_conv(orig, si, oi)
     except DtmmError as e:
         failures.append(f"{where}: original CONV_2D is invalid: {e}")
         return None
-    if info is None:
-        failures.append(f"{where}: original CONV_2D is not convertible ({rep.reason})")
+    if info.skip:
+        failures.append(f"{where}: original CONV_2D is not convertible ({info.skip})")
         return None
-    fw, folded, mult, shift = dtmm_constants(info)
+    form = dtmm_form(info)
     checks = (("filter (FWCS densified)", np.array_equal(d.fwcs.to_dense(), info.weights)),
-              ("folded bias", np.array_equal(d.bias, folded)),
-              ("multiplier", np.array_equal(d.multiplier, mult)),
-              ("shift", np.array_equal(d.shift, shift)),
+              ("folded bias", np.array_equal(d.bias, form.bias)),
+              ("multiplier", np.array_equal(d.multiplier, form.multiplier)),
+              ("shift", np.array_equal(d.shift, form.shift)),
               ("options (stride/dilation/padding/zero points/activation)",
                d.params == info.params))
     for what, same in checks:
@@ -138,7 +132,7 @@ def _check_dtmm_against_conv(orig, conv, si, oi, where, failures):
 
 def compare_structure(orig, conv, report: VerifyReport) -> dict:
     """Append structural differences to report.failures; return
-    {(subgraph, op): DtmmInfo} for the DTMM ops that decode (also those whose
+    {(subgraph, op): DtmmOp} for the DTMM ops that decode (also those whose
     constants differ, so the numeric check shows what the difference does)."""
     f = report.failures
     dtmm = {}
@@ -147,88 +141,77 @@ def compare_structure(orig, conv, report: VerifyReport) -> dict:
         return dtmm
     for si, (sa, sb) in enumerate(zip(orig.subgraphs, conv.subgraphs)):
         tag = f"subgraph {si}"
-        if text(sa.name) != text(sb.name):
-            f.append(f"{tag}: name {text(sa.name)!r} vs {text(sb.name)!r}")
-        if _names(sa, sa.inputs) != _names(sb, sb.inputs) or \
-                _names(sa, sa.outputs) != _names(sb, sb.outputs):
+        if sa.name != sb.name:
+            f.append(f"{tag}: name {sa.name!r} vs {sb.name!r}")
+        if _names(sa.inputs) != _names(sb.inputs) or _names(sa.outputs) != _names(sb.outputs):
             f.append(f"{tag}: inputs/outputs differ")
-        ops_a, ops_b = sa.operators or [], sb.operators or []
-        if len(ops_a) != len(ops_b):
-            f.append(f"{tag}: {len(ops_a)} ops vs {len(ops_b)}")
+        if len(sa.operators) != len(sb.operators):
+            f.append(f"{tag}: {len(sa.operators)} ops vs {len(sb.operators)}")
             continue
-        replaced = set()  # original tensor indices a DTMM op may drop
-        for oi, (a, b) in enumerate(zip(ops_a, ops_b)):
-            out = _names(sb, b.outputs)
+        replaced = set()  # ids of original tensors a DTMM op may drop
+        for oi, (a, b) in enumerate(zip(sa.operators, sb.operators)):
+            out = _names(b.outputs)
             where = f"op {oi if si == 0 else f'{si}:{oi}'} ({(out or ['?'])[0]})"
-            code_a = opcode_of(orig, a)
-            if is_dtmm_op(conv, b) and not is_dtmm_op(orig, a):
-                if code_a[0] != BuiltinOperator.CONV_2D:
-                    f.append(f"{where}: DTMM_CONV_2D replaces {code_a}, not CONV_2D")
+            if is_dtmm(b) and not is_dtmm(a):
+                if a.opcode.builtin != BuiltinOperator.CONV_2D:
+                    f.append(f"{where}: DTMM_CONV_2D replaces {a.name}, not CONV_2D")
                     continue
-                if _names(sa, a.inputs)[:1] != _names(sb, b.inputs)[:1] or \
-                        _names(sa, a.outputs) != out:
+                if _names(a.inputs)[:1] != _names(b.inputs)[:1] or _names(a.outputs) != out:
                     f.append(f"{where}: DTMM op input/output names differ from the "
                              "original CONV_2D's")
                     continue
-                replaced.update(int(i) for i in list(a.inputs)[1:] if int(i) >= 0)
+                replaced.update(id(t) for t in a.inputs[1:] if t is not None)
                 d = _check_dtmm_against_conv(orig, conv, si, oi, where, f)
                 if d is not None:
                     dtmm[(si, oi)] = d
                     report.dtmm_ops.append((si, oi, out[0]))
                 continue
-            if code_a != opcode_of(conv, b):
-                f.append(f"{where}: op {code_a} became {opcode_of(conv, b)}")
-            elif _names(sa, a.inputs) != _names(sb, b.inputs) or \
-                    _names(sa, a.outputs) != out or \
-                    _names(sa, a.intermediates) != _names(sb, b.intermediates):
+            if _code(a) != _code(b):
+                f.append(f"{where}: op {_code(a)} became {_code(b)}")
+            elif _names(a.inputs) != _names(b.inputs) or _names(a.outputs) != out or \
+                    _names(a.intermediates) != _names(b.intermediates):
                 f.append(f"{where}: input/output tensor names differ")
-            elif _plain(a.builtinOptions) != _plain(b.builtinOptions) or \
-                    _plain(a.customOptions) != _plain(b.customOptions) or \
-                    a.builtinOptionsType != b.builtinOptionsType:
+            elif _plain(a.builtin_options) != _plain(b.builtin_options) or \
+                    _plain(a.custom_options) != _plain(b.custom_options) or \
+                    a.builtin_options_type != b.builtin_options_type:
                 f.append(f"{where}: options differ")
-            elif orig.operatorCodes[a.opcodeIndex].version != \
-                    conv.operatorCodes[b.opcodeIndex].version:
+            elif a.opcode.version != b.opcode.version:
                 f.append(f"{where}: op version differs")
         # Tensors: every tensor the converted model kept must be unchanged; the
         # original may only lose the dense constants of replaced convs.
         want, may_drop, have = Counter(), Counter(), {}
-        for ti, t in enumerate(sa.tensors):
-            key = (text(t.name), _tensor_sig(orig, t))
-            (may_drop if ti in replaced else want)[key] += 1
+        for t in sa.tensors:
+            key = (t.name, _tensor_sig(t))
+            (may_drop if id(t) in replaced else want)[key] += 1
         for t in sb.tensors:
-            name = text(t.name)
-            key = (name, _tensor_sig(conv, t))
+            key = (t.name, _tensor_sig(t))
             if want[key] > 0:
                 want[key] -= 1
             elif may_drop[key] > 0:
                 may_drop[key] -= 1  # a replaced conv's constant still used elsewhere
-            elif "/dtmm_" not in name:  # DTMM constants are checked with their op
-                have.setdefault(name, 0)
+            elif "/dtmm_" not in t.name:  # DTMM constants are checked with their op
+                have.setdefault(t.name, 0)
         for (name, _), n in want.items():
             if n > 0:
                 f.append(f"{tag}: tensor {name!r} changed or missing")
         for name in have:
             f.append(f"{tag}: tensor {name!r} is new or changed")
-    # Signatures and metadata.
+
     def sigs(model):
-        out = {}
-        for sd in model.signatureDefs or []:
-            sg = model.subgraphs[sd.subgraphIndex]
-            out[text(sd.signatureKey)] = (
-                sd.subgraphIndex,
-                [(text(tm.name), text(sg.tensors[tm.tensorIndex].name))
-                 for tm in sd.inputs or []],
-                [(text(tm.name), text(sg.tensors[tm.tensorIndex].name))
-                 for tm in sd.outputs or []])
-        return out
+        return {sd.key: (model.subgraphs.index(sd.subgraph),
+                         [(name_of(tm), t.name) for tm, t in sd.inputs],
+                         [(name_of(tm), t.name) for tm, t in sd.outputs])
+                for sd in model.signature_defs}
+
+    def name_of(tm):
+        return tm.name.decode("utf-8", "replace") if isinstance(tm.name, bytes) else tm.name
 
     if sigs(orig) != sigs(conv):
         f.append("signature defs differ")
 
     def meta(model):
-        return sorted((text(m.name), bytes(np.asarray(
-            model.buffers[m.buffer].data if model.buffers[m.buffer].data is not None
-            else [], np.uint8))) for m in model.metadata or [])
+        return sorted((md.name, bytes(md.buffer.data if md.buffer.data is not None else b""))
+                      for md in model.metadata)
 
     if meta(orig) != meta(conv):
         f.append("metadata differs")
@@ -236,65 +219,33 @@ def compare_structure(orig, conv, report: VerifyReport) -> dict:
 
 
 # -- numbers ---------------------------------------------------------------------------
-def runnable_original(orig) -> bytes | None:
+def runnable_original(orig: Model) -> bytes | None:
     """TFLite's CONV_2D kernel insists on a bias input; TFLM's treats an absent one
     (-1 or 2 inputs) as zero. Give each bias-less CONV_2D a zero int32 bias with
     the scales TFLite expects, so TFLite can run the model; None if none lacks one."""
-    from dtmm.tflite_io import save_model, schema
-
     changed = False
     for sg in orig.subgraphs:
-        for op in sg.operators or []:
-            if opcode_of(orig, op)[0] != BuiltinOperator.CONV_2D:
+        for op in sg.operators:
+            if op.opcode.builtin != BuiltinOperator.CONV_2D or len(op.inputs) < 2 or \
+                    (len(op.inputs) == 3 and op.inputs[2] is not None):
                 continue
-            ins = [int(i) for i in op.inputs]
-            if len(ins) == 3 and ins[2] >= 0:
-                continue
-            w_t = sg.tensors[ins[1]]
-            c_out = shape_of(w_t)[0]
-            s_in = quant_of(sg.tensors[ins[0]])[0]
-            s_w = quant_of(w_t)[0]
-            buf = schema.BufferT()
-            buf.data = np.zeros(4 * c_out, np.uint8)
-            orig.buffers.append(buf)
-            t = schema.TensorT()
-            t.shape, t.type, t.buffer = [c_out], schema.TensorType.INT32, len(orig.buffers) - 1
-            t.name = text(w_t.name) + "/zero_bias"
+            x_t, w_t = op.inputs[0], op.inputs[1]
+            c_out = w_t.shape[0]
+            s_in, s_w = x_t.quant()[0], w_t.quant()[0]
+            q = None
             if len(s_in) == 1 and len(s_w) in (1, c_out):
                 q = schema.QuantizationParametersT()
                 q.scale = [float(np.float32(s_in[0]) * v) for v in s_w]
                 q.zeroPoint = [0] * len(s_w)
-                t.quantization = q
-            sg.tensors.append(t)
-            op.inputs = ins[:2] + [len(sg.tensors) - 1]
+            bias = orig.add_constant(sg, w_t.name + "/zero_bias", np.zeros(c_out, np.int32),
+                                     TensorType.INT32, q)
+            op.inputs = op.inputs[:2] + [bias]
             changed = True
-    return save_model(orig) if changed else None
-
-
-def _import_tensorflow():
-    """Import TensorFlow (slow: only when running models) without its C++ start-up
-    log lines on stderr; they are replayed if the import fails."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            import tensorflow as tf
-        except BaseException:
-            os.dup2(saved, 2)
-            log.seek(0)
-            sys.stderr.write(log.read().decode("utf-8", "replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-    return tf
+    return orig.save() if changed else None
 
 
 def _interpreter(buf: bytes):
-    tf = _import_tensorflow()
+    import tensorflow as tf  # slow: only when running models (the CLI quiets it)
 
     try:
         with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
@@ -361,22 +312,31 @@ def load_input_file(path, details) -> list:
 
 def _run_and_check(orig_buf, orig, dtmm, feeds, source, report):
     interp = _interpreter(orig_buf)
-    sg0 = orig.subgraphs[0]
+    # Tensor indices of the model TFLite runs (it may carry added zero biases).
+    sg0 = Model.read(orig_buf, "original").subgraphs[0]
+    index = {id(t): i for i, t in enumerate(sg0.tensors)}
     for step, feed in enumerate(feeds):
         for idx, arr in feed.items():
             interp.set_tensor(idx, arr)
-        interp.invoke()
+        try:
+            interp.invoke()
+        except (RuntimeError, ValueError) as e:
+            raise ModelError(f"TFLite cannot run the original model: "
+                             f"{str(e).strip().splitlines()[0]}") from None
         report.invokes += 1
         for (si, oi), d in dtmm.items():
             if si != 0:
                 continue
             op = sg0.operators[oi]
-            x = interp.get_tensor(int(op.inputs[0]))
-            expected = interp.get_tensor(int(op.outputs[0]))
-            got = ref.dtmm_conv2d(x, d.fwcs, d.bias, d.multiplier, d.shift, d.params)
+            x = interp.get_tensor(index[id(op.inputs[0])])
+            expected = interp.get_tensor(index[id(op.outputs[0])])
+            try:
+                got = ref.dtmm_conv2d(x, d.fwcs, d.bias, d.multiplier, d.shift, d.params)
+            except FormatError as e:
+                raise ModelError(f"op {oi}: {e}") from None
             report.values_checked += expected.size
             if got.shape != expected.shape or not np.array_equal(got, expected):
-                name = text(sg0.tensors[int(op.outputs[0])].name)
+                name = op.outputs[0].name
                 if got.shape != expected.shape:
                     detail = f"shape {got.shape} vs {expected.shape}"
                 else:
@@ -392,13 +352,13 @@ def _run_and_check(orig_buf, orig, dtmm, feeds, source, report):
 def verify_models(orig_buf: bytes, conv_buf: bytes, input_files=(), random: int = 4,
                   seed: int = 0, check: bool = True, names=("original", "converted")
                   ) -> VerifyReport:
-    orig = load_model(orig_buf, names[0])
-    conv = load_model(conv_buf, names[1])
+    orig = Model.read(orig_buf, names[0])
+    conv = Model.read(conv_buf, names[1])
     report = VerifyReport()
     dtmm = compare_structure(orig, conv, report)
     report.static_only = [f"{si}:{oi}" for si, oi in dtmm if si != 0]
     if any(si == 0 for si, _ in dtmm) and (random > 0 or input_files):
-        orig_buf = runnable_original(load_model(orig_buf, "original")) or orig_buf
+        orig_buf = runnable_original(Model.read(orig_buf, names[0])) or orig_buf
         interp = _interpreter(orig_buf)
         details = sorted(interp.get_input_details(), key=lambda d: d["index"])
         sources = []

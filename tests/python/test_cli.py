@@ -13,8 +13,9 @@ import pytest
 import tflite_models as tm
 from dtmm import cli
 from dtmm.convert import convert_model
-from dtmm.tflite_io import (TensorType, dumps_options, is_dtmm_op, load_model,
-                            save_model)
+from dtmm.core.contract import encode_map
+from dtmm.core.ops import is_dtmm
+from dtmm.core.tflite import Model, TensorType
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +34,11 @@ def _digest(path):
 
 
 def _conv_edit(cnn, fn):
-    model = load_model(cnn)
+    model = Model.read(cnn)
     sg = model.subgraphs[0]
     (_, op), *_ = tm.conv_ops(model)
-    fn(model, sg, [sg.tensors[int(i)] for i in list(op.inputs) + list(op.outputs)])
-    return save_model(model)
+    fn(model, sg, op.inputs + op.outputs)
+    return model.save()
 
 
 def _set(attr_path, value):
@@ -61,9 +62,9 @@ BAD_INPUTS = {
     "conv_scales": lambda cnn: _conv_edit(
         cnn, lambda m, sg, t: setattr(t[1].quantization, "scale",
                                       t[1].quantization.scale[:2])),
-    "conv_bias_type": lambda cnn: _conv_edit(cnn, _set([2, "type"], TensorType.INT64)),
+    "conv_bias_type": lambda cnn: _conv_edit(cnn, _set([2, "dtype"], TensorType.INT64)),
     "unsupported_filter_dtype": lambda cnn: _conv_edit(
-        cnn, _set([1, "type"], TensorType.INT16)),
+        cnn, _set([1, "dtype"], TensorType.INT16)),
 }
 MESSAGES = {
     "empty": "is not a TFLite flatbuffer (0 bytes)",
@@ -152,15 +153,14 @@ def test_convert_inspect_verify(cnn, tmp_path, capsys):
 
 def test_verify_names_the_differing_layer(cnn, tmp_path, capsys):
     out, _ = convert_model(cnn)
-    model = load_model(out)
+    model = Model.read(out)
     sg = model.subgraphs[0]
-    oi, op = next((i, o) for i, o in enumerate(sg.operators) if is_dtmm_op(model, o))
-    t = sg.tensors[int(op.inputs[3])]  # folded bias
-    v = np.frombuffer(model.buffers[t.buffer].data.tobytes(), np.int32) + 1
-    model.buffers[t.buffer].data = np.frombuffer(v.astype(np.int32).tobytes(), np.uint8)
+    oi, op = next((i, o) for i, o in enumerate(sg.operators) if is_dtmm(o))
+    t = op.inputs[3]  # folded bias
+    t.buffer.data = (t.value() + 1).astype(np.int32)
     src, dst = tmp_path / "a.tflite", tmp_path / "b.tflite"
     src.write_bytes(cnn)
-    dst.write_bytes(save_model(model))
+    dst.write_bytes(model.save())
     rc, stdout, err = run(capsys, "verify", src, dst, "--random", "1")
     assert rc == 1
     lines = stdout.splitlines()
@@ -175,14 +175,14 @@ def test_verify_names_the_differing_layer(cnn, tmp_path, capsys):
 
 def test_inspect_rejects_unknown_version(cnn, tmp_path, capsys):
     out, _ = convert_model(cnn)
-    model = load_model(out)
-    op = next(o for o in model.subgraphs[0].operators if is_dtmm_op(model, o))
+    model = Model.read(out)
+    op = next(o for o in model.subgraphs[0].operators if is_dtmm(o))
     from flatbuffers import flexbuffers
 
-    opts = flexbuffers.Loads(bytes(op.customOptions))
-    op.customOptions = dumps_options({**opts, "version": 2})
+    opts = flexbuffers.Loads(op.custom_options.tobytes())
+    op._t.customOptions = encode_map({**opts, "version": 2})
     path = tmp_path / "v2.tflite"
-    path.write_bytes(save_model(model))
+    path.write_bytes(model.save())
     rc, stdout, err = run(capsys, "inspect", path)
     assert rc == 2 and stdout == ""
     assert err.count("\n") == 1

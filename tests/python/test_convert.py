@@ -8,12 +8,16 @@ from flatbuffers import flexbuffers
 import tflite_models as tm
 from dtmm import reference as ref
 from dtmm.convert import DTMM_SUFFIXES, convert_model
-from dtmm.errors import FormatError, ModelError, UnsupportedError
-from dtmm.fwcs import FWCS
-from dtmm.inspect_model import OPTION_KEYS, decode_options, inspect_model, parse_dtmm
-from dtmm.tflite_io import (TensorType, dumps_options, is_dtmm_op, load_model, op_name,
-                            save_model, tensor_value, text)
+from dtmm.core.contract import CONV_2D, decode_options, encode_map
+from dtmm.core.errors import FormatError, ModelError, UnsupportedError
+from dtmm.core.fwcs import FWCS
+from dtmm.core.ops import is_dtmm, read_dtmm
+from dtmm.core.tflite import Model, TensorType
+from dtmm.inspect_model import inspect_model
 from dtmm.verify import verify_models
+
+OPTION_KEYS = CONV_2D.keys
+load_model = Model.read
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +31,8 @@ def cnn_converted(cnn):
 
 
 def _referenced_buffers(model):
-    used = {t.buffer for sg in model.subgraphs for t in sg.tensors}
-    return used | {m.buffer for m in model.metadata or []}
+    used = {id(t.buffer) for sg in model.subgraphs for t in sg.tensors}
+    return used | {id(m.buffer) for m in model.metadata}
 
 
 def test_cnn_converts_shrinks_and_verifies(cnn, cnn_converted):
@@ -57,33 +61,31 @@ def test_cnn_table(cnn_converted):
 def test_dtmm_op_holds_the_contract(cnn, cnn_converted):
     out, report = cnn_converted
     a, b = load_model(cnn), load_model(out)
-    codes = [oc for oc in b.operatorCodes if text(oc.customCode) == "DTMM_CONV_2D"]
-    assert len(codes) == 1 and codes[0].builtinCode == 32
+    codes = [oc for oc in b.operator_codes if oc.custom_code == "DTMM_CONV_2D"]
+    assert len(codes) == 1 and codes[0].builtin == 32
     sg_a, sg_b = a.subgraphs[0], b.subgraphs[0]
     n = 0
     for oi, op in enumerate(sg_b.operators):
-        if not is_dtmm_op(b, op):
+        if not is_dtmm(op):
             continue
         n += 1
         orig = sg_a.operators[oi]
-        assert op_name(a, orig) == "CONV_2D"
-        assert op.customOptionsFormat == 0  # FLEXBUFFERS
-        opts = flexbuffers.Loads(bytes(op.customOptions))
+        assert orig.name == "CONV_2D"
+        assert op.custom_options_format == 0  # FLEXBUFFERS
+        opts = flexbuffers.Loads(op.custom_options.tobytes())
         assert set(opts) == set(OPTION_KEYS) and opts["version"] == 1
-        ins = [int(i) for i in op.inputs]
-        assert text(sg_b.tensors[ins[0]].name) == text(sg_a.tensors[orig.inputs[0]].name)
-        filt = sg_a.tensors[orig.inputs[1]]
-        for suffix, idx, ttype in zip(DTMM_SUFFIXES, ins[1:], (
+        assert op.inputs[0].name == orig.inputs[0].name
+        filt = orig.inputs[1]
+        for suffix, t, ttype in zip(DTMM_SUFFIXES, op.inputs[1:], (
                 TensorType.INT8, TensorType.UINT8, TensorType.INT32, TensorType.INT32,
                 TensorType.INT32)):
-            t = sg_b.tensors[idx]
-            assert text(t.name) == text(filt.name) + "/dtmm_" + suffix
-            assert t.type == ttype
-        w = tensor_value(a, filt)
-        d = parse_dtmm(b, 0, oi)
+            assert t.name == filt.name + "/dtmm_" + suffix
+            assert t.dtype == ttype
+        w = filt.value()
+        d = read_dtmm(b, 0, oi)
         assert np.array_equal(d.fwcs.to_dense(), w)
-        bias = tensor_value(a, sg_a.tensors[orig.inputs[2]])
-        zp_in = int(sg_a.tensors[orig.inputs[0]].quantization.zeroPoint[0])
+        bias = orig.inputs[2].value()
+        zp_in = int(orig.inputs[0].quant()[1][0])
         expect = bias.astype(np.int64) - zp_in * w.reshape(len(w), -1).astype(np.int64).sum(1)
         assert np.array_equal(d.bias, expect.astype(np.int32))
         assert opts["in_zp"] == zp_in
@@ -94,30 +96,30 @@ def test_dense_constants_are_dropped_and_indices_remapped(cnn, cnn_converted):
     out, _ = cnn_converted
     a, b = load_model(cnn), load_model(out)
     sg_a, sg_b = a.subgraphs[0], b.subgraphs[0]
-    filters = {text(sg_a.tensors[op.inputs[i]].name) for _, op in tm.conv_ops(a)
-               for i in (1, 2)}
-    names_b = [text(t.name) for t in sg_b.tensors]
+    filters = {op.inputs[i].name for _, op in tm.conv_ops(a) for i in (1, 2)}
+    names_b = [t.name for t in sg_b.tensors]
     assert not filters & set(names_b)
     assert len(sg_b.tensors) == len(sg_a.tensors) - len(filters) + 5 * 5
     # every buffer but the sentinel is used, the sentinel is empty
-    assert _referenced_buffers(b) | {0} == set(range(len(b.buffers)))
-    assert b.buffers[0].data is None or len(b.buffers[0].data) == 0
+    assert _referenced_buffers(b) | {id(b.buffers[0])} == {id(x) for x in b.buffers}
+    assert b.buffers[0].data is None
     assert len(b.buffers) == len(a.buffers) - len(filters) + 5 * 5
-    # io, signatures and metadata point at the same names / bytes as before
-    names_a = [text(t.name) for t in sg_a.tensors]
-    assert [names_a[i] for i in sg_a.inputs] == [names_b[i] for i in sg_b.inputs]
-    assert [names_a[i] for i in sg_a.outputs] == [names_b[i] for i in sg_b.outputs]
-    assert a.signatureDefs, "TF models carry a serving signature"
-    for sa, sb in zip(a.signatureDefs, b.signatureDefs):
+    # the file's indices point at the same names / bytes as before
+    ta, tb = a._t.subgraphs[0], b._t.subgraphs[0]
+    names_a = [t.name for t in sg_a.tensors]
+    assert [names_a[i] for i in ta.inputs] == [names_b[i] for i in tb.inputs]
+    assert [names_a[i] for i in ta.outputs] == [names_b[i] for i in tb.outputs]
+    assert a.signature_defs, "TF models carry a serving signature"
+    for sa, sb in zip(a._t.signatureDefs, b._t.signatureDefs):
         assert [names_a[t.tensorIndex] for t in sa.outputs] == \
                [names_b[t.tensorIndex] for t in sb.outputs]
         assert [names_a[t.tensorIndex] for t in sa.inputs] == \
                [names_b[t.tensorIndex] for t in sb.inputs]
-    meta = lambda m: [(text(x.name), bytes(m.buffers[x.buffer].data)) for x in m.metadata]
+    meta = lambda m: [(x.name, bytes(m._t.buffers[x._t.buffer].data)) for x in m.metadata]
     assert meta(a) == meta(b) and meta(a)
     # other ops: same tensors by name, in the same order
-    for oa, ob in zip(sg_a.operators, sg_b.operators):
-        if not is_dtmm_op(b, ob):
+    for oa, ob, op in zip(ta.operators, tb.operators, sg_b.operators):
+        if not is_dtmm(op):
             nm = lambda names, vec: [names[i] if i >= 0 else None for i in vec]
             assert nm(names_a, oa.inputs) == nm(names_b, ob.inputs)
             assert nm(names_a, oa.outputs) == nm(names_b, ob.outputs)
@@ -155,11 +157,11 @@ def test_bias_less_conv_folds_from_zero():
             tm.ConvConfig(4, 3, 2, 2, bias=False, seed=4, in_lo=-3)]
     buf = tm.conv_branches_model(cfgs)
     model = load_model(buf)
-    assert all(int(op.inputs[2]) == -1 for _, op in tm.conv_ops(model))
+    assert all(op.inputs[2] is None for _, op in tm.conv_ops(model))
     out, report = convert_model(buf, always=True)
     conv = load_model(out)
     for (oi, _), r in zip(tm.conv_ops(model), report.layers):
-        d = parse_dtmm(conv, 0, oi)
+        d = read_dtmm(conv, 0, oi)
         zp = d.params.input_zero_point
         assert zp != 0
         assert np.array_equal(d.bias, (-zp * d.fwcs.weight_sums()).astype(np.int32))
@@ -171,10 +173,10 @@ def test_shared_filter_tensor():
     buf = tm.conv_branches_model([cfg, cfg])
     model = load_model(buf)
     (_, a), (_, b) = tm.conv_ops(model)
-    b.inputs = [int(b.inputs[0]), int(a.inputs[1]), int(b.inputs[2])]  # one filter
-    buf = save_model(model)
+    b.inputs = [b.inputs[0], a.inputs[1], b.inputs[2]]  # one filter
+    buf = model.save()
     out, report = convert_model(buf, always=True)
-    names = [text(t.name) for t in load_model(out).subgraphs[0].tensors]
+    names = [t.name for t in load_model(out).subgraphs[0].tensors]
     assert len(set(names)) == len(names)  # second copy's names are made unique
     assert sum(n.endswith("/dtmm_values") for n in names) == 2
     assert verify_models(buf, out, random=1, check=False).ok
@@ -182,11 +184,10 @@ def test_shared_filter_tensor():
 
 def test_float_and_int16_convs_are_skipped(cnn):
     model = load_model(cnn)
-    sg = model.subgraphs[0]
     (_, op), *_ = tm.conv_ops(model)
-    sg.tensors[op.inputs[0]].type = TensorType.INT16
-    sg.tensors[op.outputs[0]].type = TensorType.INT16
-    out, report = convert_model(save_model(model))
+    op.inputs[0].dtype = TensorType.INT16
+    op.outputs[0].dtype = TensorType.INT16
+    out, report = convert_model(model.save())
     assert not report.layers[0].rewritten
     assert report.layers[0].reason == "skipped: INT16 input, INT16 output (int8 only)"
     assert report.num_rewritten == 4
@@ -217,9 +218,8 @@ def test_float_model_has_nothing_to_rewrite():
 ])
 def test_inconsistent_int8_conv_is_an_error(cnn, edit, error, message):
     model = load_model(cnn)
-    sg = model.subgraphs[0]
     (_, op), *_ = tm.conv_ops(model)
-    x, w, b, y = (sg.tensors[int(i)] for i in list(op.inputs) + list(op.outputs))
+    x, w, b, y = op.inputs + op.outputs
     if edit == "cin":
         x.shape = [1, 24, 24, 5]
     elif edit == "cout":
@@ -227,15 +227,15 @@ def test_inconsistent_int8_conv_is_an_error(cnn, edit, error, message):
     elif edit == "scales":
         w.quantization.scale = w.quantization.scale[:3]
     elif edit == "bias_type":
-        b.type = TensorType.INT64
+        b.dtype = TensorType.INT64
     elif edit == "filter_zp":
         w.quantization.zeroPoint = np.ones(16, np.int64)
     elif edit == "out_hw":
         y.shape = [1, 11, 12, 16]
     elif edit == "filter_type":
-        w.type = TensorType.INT16
+        w.dtype = TensorType.INT16
     with pytest.raises(error) as e:
-        convert_model(save_model(model))
+        convert_model(model.save())
     assert message in str(e.value)
     assert "CONV_2D 0 (" in str(e.value)
 
@@ -243,30 +243,31 @@ def test_inconsistent_int8_conv_is_an_error(cnn, edit, error, message):
 def test_options_decoder():
     opts = {"version": 1, "kh": 3, "kw": 3, "sh": 1, "sw": 1, "dh": 1, "dw": 1,
             "padding": 0, "in_zp": -5, "act_min": -128, "act_max": 127}
-    assert decode_options(dumps_options(opts), "op") == opts
-    assert decode_options(dumps_options({**opts, "future": 7}), "op")["future"] == 7
+    assert decode_options(encode_map(opts), "op") == opts
+    assert decode_options(encode_map({**opts, "future": 7}), "op")["future"] == 7
     with pytest.raises(FormatError, match="version 2 is not supported"):
-        decode_options(dumps_options({**opts, "version": 2}), "op")
+        decode_options(encode_map({**opts, "version": 2}), "op")
     with pytest.raises(FormatError, match="miss act_max"):
-        decode_options(dumps_options({k: v for k, v in opts.items() if k != "act_max"}),
+        decode_options(encode_map({k: v for k, v in opts.items() if k != "act_max"}),
                        "op")
     with pytest.raises(FormatError, match="activation range"):
-        decode_options(dumps_options({**opts, "act_min": 100, "act_max": 99}), "op")
+        decode_options(encode_map({**opts, "act_min": 100, "act_max": 99}), "op")
     with pytest.raises(FormatError, match="not a flexbuffer"):
         decode_options(np.array([1, 2, 3], np.uint8), "op")
+    with pytest.raises(FormatError, match="custom_options_format 1 is not FLEXBUFFERS"):
+        decode_options(encode_map(opts), "op", options_format=1)
 
 
 def test_inspect_rejects_bad_fwcs(cnn_converted):
     out, _ = cnn_converted
     model = load_model(out)
-    sg = model.subgraphs[0]
-    oi, op = next((i, o) for i, o in enumerate(sg.operators) if is_dtmm_op(model, o))
-    bitmap = sg.tensors[int(op.inputs[2])]
-    data = model.buffers[bitmap.buffer].data.copy()
+    op = next(o for o in model.subgraphs[0].operators if is_dtmm(o))
+    bitmap = op.inputs[2]
+    data = bitmap.data.copy()
     data[0] ^= 1  # one more / one fewer kept filterlet than values holds
-    model.buffers[bitmap.buffer].data = data
+    bitmap.buffer.data = data
     with pytest.raises(FormatError, match="values hold"):
-        inspect_model(save_model(model))
+        inspect_model(model.save())
 
 
 def test_reference_agrees_with_unfolded_tflite_formula(cnn, cnn_converted):
@@ -275,9 +276,9 @@ def test_reference_agrees_with_unfolded_tflite_formula(cnn, cnn_converted):
     a, b = load_model(cnn), load_model(out)
     rng = np.random.default_rng(0)
     for oi, op in tm.conv_ops(a):
-        d = parse_dtmm(b, 0, oi)
+        d = read_dtmm(b, 0, oi)
         x = rng.integers(-128, 128, d.input_shape, dtype=np.int8)
-        bias = tensor_value(a, a.subgraphs[0].tensors[op.inputs[2]])
+        bias = op.inputs[2].value()
         dense = ref.tflite_conv2d(x, d.fwcs.to_dense(), bias, d.multiplier, d.shift,
                                   d.params)
         assert np.array_equal(dense, ref.dtmm_conv2d(x, d.fwcs, d.bias, d.multiplier,
@@ -287,9 +288,9 @@ def test_reference_agrees_with_unfolded_tflite_formula(cnn, cnn_converted):
 
 def test_external_buffers_are_rejected(cnn):
     model = load_model(cnn)
-    model.buffers[1].offset, model.buffers[1].size = 64, 16
+    model.buffers[1]._t.offset, model.buffers[1]._t.size = 64, 16
     with pytest.raises(ModelError, match=r"offset/size, models > 2 GB\): not supported"):
-        convert_model(save_model(model))
+        convert_model(model.save())
 
 
 def test_corrupted_files_raise_only_dtmm_errors(cnn, cnn_converted):

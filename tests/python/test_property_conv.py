@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import tflite_models as tm
 from dtmm.convert import convert_model
-from dtmm.tflite_io import load_model
+from dtmm.core.tflite import Model
 from dtmm.verify import verify_models
 
 CONFIGS_PER_MODEL = 20
@@ -57,15 +57,15 @@ def test_dtmm_matches_tflite_conv_bit_exact(configs, seed):
     SEEN["models"] += 1
     buf = tm.conv_branches_model(configs, per_channel=variant != "per_tensor",
                                  dynamic_batch=variant == "dynamic_batch", seed=seed)
-    model = load_model(buf)
+    model = Model.read(buf)
     convs = tm.conv_ops(model)
     assert len(convs) == len(configs)
     for _, op in convs:
         cfg = configs[tm.branch_of(model, op)]
-        o = op.builtinOptions
+        o = op.builtin_options
         SEEN[f"act:{o.fusedActivationFunction}"] += 1
         SEEN[f"dilated:{o.dilationHFactor > 1}:{o.padding}"] += 1
-        SEEN[f"bias:{len(op.inputs) == 3 and op.inputs[2] >= 0}"] += 1
+        SEEN[f"bias:{len(op.inputs) == 3 and op.inputs[2] is not None}"] += 1
         lowered = variant == "dynamic_batch" and cfg.dilation > 1 and cfg.stride == 1
         if lowered:  # the activation fuses into the ADD after BATCH_TO_SPACE_ND
             SEEN["lowered"] += 1

@@ -151,3 +151,13 @@ def test_empty_output_is_rejected():
 def test_wrap_int32():
     assert list(R.wrap_int32([2**31, -2**31 - 1, 5])) == [-2**31, 2**31 - 1, 5]
     assert math.isclose(R.per_channel_multipliers(0.5, [0.25], 0.125)[0][0], 1 << 30)
+
+
+def test_requantize_adds_the_output_offset_in_int32():
+    # TFLite: acc = MultiplyByQuantizedMultiplier(acc) + output_offset in int32
+    # (wrapping), then the clamp. At multiplier 1 - 2^-28, 2^31 - 1 becomes
+    # 2^31 - 9: plus zero point 100 it wraps negative; -2^31 becomes -2^31 + 8:
+    # minus 100 it wraps positive.
+    acc = np.array([2**31 - 1, -2**31, 1000], np.int64)
+    assert list(R.requantize(acc, (1 << 31) - 8, 0, 100, -128, 127)) == [-128, -128, 127]
+    assert list(R.requantize(acc, (1 << 31) - 8, 0, -100, -128, 127)) == [127, 127, 127]

@@ -86,12 +86,14 @@ def test_run_helper_matches_interpreter():
 
 @needs_lib
 def test_bad_version_fails_in_prepare():
-    from dtmm.tflite_io import dumps_options, is_dtmm_op, load_model, loads_options, save_model
+    from dtmm.core.contract import decode_map, encode_map
+    from dtmm.core.ops import is_dtmm
+    from dtmm.core.tflite import Model
 
-    model = load_model(_model("cnn_dtmm_model"))
-    op = next(op for op in model.subgraphs[0].operators if is_dtmm_op(model, op))
-    opts = loads_options(op.customOptions, "test")
+    model = Model.read(_model("cnn_dtmm_model"))
+    op = next(op for op in model.subgraphs[0].operators if is_dtmm(op))
+    opts = decode_map(op.custom_options, "test")
     opts["version"] = 2
-    op.customOptions = dumps_options(opts)
+    op._t.customOptions = encode_map(opts)
     with pytest.raises(DtmmError, match="TFLM"):
-        tflm.Interpreter(save_model(model))
+        tflm.Interpreter(model.save())

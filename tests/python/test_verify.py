@@ -5,10 +5,13 @@ import pytest
 
 import tflite_models as tm
 from dtmm.convert import convert_model
-from dtmm.errors import DtmmError
-from dtmm.tflite_io import is_dtmm_op, load_model, op_name, save_model, text
+from dtmm.core.errors import DtmmError
+from dtmm.core.ops import is_dtmm
+from dtmm.core.tflite import Model
 from dtmm.verify import (VerificationError, VerifyReport, _run_and_check,
                          compare_structure, verify_models)
+
+load_model = Model.read
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +24,12 @@ def pair():
 def _edit(buf, fn):
     model = load_model(buf)
     fn(model)
-    return save_model(model)
+    return model.save()
 
 
 def _first_dtmm(model):
     sg = model.subgraphs[0]
-    return next((i, op) for i, op in enumerate(sg.operators) if is_dtmm_op(model, op))
+    return next((i, op) for i, op in enumerate(sg.operators) if is_dtmm(op))
 
 
 def test_a_correct_conversion_passes(pair):
@@ -34,8 +37,7 @@ def test_a_correct_conversion_passes(pair):
     report = verify_models(cnn, out, random=2, seed=5)
     assert report.ok and report.invokes == 2 and len(report.dtmm_ops) == 5
     assert report.values_checked == 2 * sum(
-        np.prod(load_model(cnn).subgraphs[0].tensors[op.outputs[0]].shape)
-        for _, op in tm.conv_ops(load_model(cnn)))
+        np.prod(op.outputs[0].shape) for _, op in tm.conv_ops(load_model(cnn)))
     assert report.summary().startswith("OK: 5 DTMM_CONV_2D op(s) match")
 
 
@@ -44,17 +46,16 @@ def test_tampered_weights_are_named(pair):
 
     def tamper(model):
         oi, op = _first_dtmm(model)
-        t = model.subgraphs[0].tensors[int(op.inputs[1])]
-        data = model.buffers[t.buffer].data.copy()
+        data = op.inputs[1].data.copy()
         data[5] = np.uint8((int(data[5]) + 1) % 256) or 1
-        model.buffers[t.buffer].data = data
+        op.inputs[1].buffer.data = data
 
     bad = _edit(out, tamper)
     with pytest.raises(VerificationError) as e:
         verify_models(cnn, bad, random=0)
     msg = str(e.value)
     oi, op = _first_dtmm(load_model(out))
-    name = text(load_model(out).subgraphs[0].tensors[op.outputs[0]].name)
+    name = op.outputs[0].name
     assert msg == f"op {oi} ({name}): filter (FWCS densified) differs from the original CONV_2D"
 
 
@@ -64,10 +65,10 @@ def test_tampered_constants(pair, field, index):
 
     def tamper(model):
         _, op = _first_dtmm(model)
-        t = model.subgraphs[0].tensors[int(op.inputs[index])]
-        v = np.frombuffer(model.buffers[t.buffer].data.tobytes(), np.int32).copy()
+        t = op.inputs[index]
+        v = t.value().copy()
         v[-1] += 1
-        model.buffers[t.buffer].data = np.frombuffer(v.tobytes(), np.uint8).copy()
+        t.buffer.data = v
 
     report = verify_models(cnn, _edit(out, tamper), random=0, check=False)
     assert len(report.failures) == 1
@@ -87,7 +88,7 @@ def test_numeric_check_catches_what_structure_cannot(pair):
     feeds = [{0: np.zeros((1, 24, 24, 3), np.int8)}, {0: np.full((1, 24, 24, 3), 50, np.int8)}]
     _run_and_check(cnn, a, dtmm, feeds, "test", report)
     assert report.invokes == 2
-    name = text(a.subgraphs[0].tensors[a.subgraphs[0].operators[oi].outputs[0]].name)
+    name = a.subgraphs[0].operators[oi].outputs[0].name
     assert report.failures and all(f.startswith(f"layer {name} (op {oi}), test invoke ")
                                    for f in report.failures)
     assert "values differ, first at (0, " in report.failures[0]
@@ -97,21 +98,20 @@ def test_structure_differences(pair):
     cnn, out = pair
 
     def rename(model):
-        sg = model.subgraphs[0]
-        t = sg.tensors[int(sg.operators[-1].inputs[0])]
-        t.name = text(t.name) + "_x"
+        t = model.subgraphs[0].operators[-1].inputs[0]
+        t.name = t.name + "_x"
 
     def softmax_beta(model):
         op = model.subgraphs[0].operators[-1]
-        assert op_name(model, op) == "SOFTMAX"
-        op.builtinOptions.beta = 2.0
+        assert op.name == "SOFTMAX"
+        op.builtin_options.beta = 2.0
 
     def signature(model):
-        model.signatureDefs[0].outputs[0].tensorIndex = 0
+        sd = model.signature_defs[0]
+        sd.outputs[0] = (sd.outputs[0][0], sd.subgraph.tensors[0])
 
     def metadata(model):
-        m = model.metadata[0]
-        model.buffers[m.buffer].data = np.frombuffer(b"x" * 4, np.uint8).copy()
+        model.metadata[0].buffer.data = np.frombuffer(b"x" * 4, np.uint8).copy()
 
     def drop_op(model):
         model.subgraphs[0].operators.pop()
@@ -153,3 +153,49 @@ def test_converted_model_verifies_against_itself(pair):
     _, out = pair
     report = verify_models(out, out, random=1)
     assert report.ok and report.dtmm_ops == []  # DTMM ops compared like any op
+
+
+def test_requantization_wraps_at_the_clamp_like_tflite():
+    # MultiplyByQuantizedMultiplier(acc) + output_offset overflows int32 for channel
+    # 0 (acc = INT32_MAX - 10, multiplier 1 - 2^-28, zero point 100): TFLite's
+    # int32 addition wraps to a negative value, clamped to -128, where int64 math
+    # would give 127. Channel 1 stays just below the overflow.
+    import tensorflow as tf
+
+    from dtmm.core.quant import INT32_MAX, multiply_by_quantized_multiplier, \
+        per_channel_multipliers
+
+    buf = tm.conv_branches_model([tm.ConvConfig(2, 2, 3, 3, seed=11)])
+    model = load_model(buf)
+    (_, op), = tm.conv_ops(model)
+    x, w, b = op.inputs
+    y = op.outputs[0]
+    s_in, s_w = np.float32(1 + 2.0 ** -14), np.float32(1 - 2.0 ** -14)
+    x.quantization.scale, x.quantization.zeroPoint = [float(s_in)], [0]
+    w.quantization.scale, w.quantization.zeroPoint = [float(s_w)] * 2, [0, 0]
+    b.quantization.scale = [float(np.float32(s_in * s_w))] * 2
+    b.quantization.zeroPoint = [0, 0]
+    y.quantization.scale, y.quantization.zeroPoint = [1.0], [100]
+    w.buffer.data = np.zeros(w.shape, np.int8)
+    bias = np.array([INT32_MAX - 10, INT32_MAX - 300], np.int32)
+    b.buffer.data = bias
+    buf = model.save()
+
+    mult, shift = per_channel_multipliers(s_in, [s_w, s_w], 1.0)
+    unwrapped = multiply_by_quantized_multiplier(bias.astype(np.int64), mult, shift) + 100
+    assert unwrapped[0] > INT32_MAX >= unwrapped[1]  # the case really overflows
+
+    interp = tf.lite.Interpreter(
+        model_content=buf,
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"],
+                      np.zeros(interp.get_input_details()[0]["shape"], np.int8))
+    interp.invoke()
+    got = interp.get_tensor(interp.get_output_details()[0]["index"])
+    assert (got[..., 0] == -128).all() and (got[..., 1] == 127).all()
+
+    out, report = convert_model(buf, always=True)
+    assert report.num_rewritten == 1
+    result = verify_models(buf, out, random=3, seed=2, check=False)
+    assert result.ok, result.summary()

@@ -1,4 +1,4 @@
-"""int8 .tflite test models built with TensorFlow, plus object-API edits.
+"""int8 .tflite test models built with TensorFlow, plus edits through dtmm.core.tflite.
 
     buf = conv_branches_model([ConvConfig(...), ...])   # one CONV_2D per config
     buf = cnn_model()                                   # small multi-layer CNN
@@ -6,7 +6,7 @@
 
 Every model is converted by TFLite's own converter (full int8, int8 inputs and
 outputs). Cases TensorFlow never emits (a conv without a bias input) are made by
-editing the converted model through the schema's object API; TFLite's BUILTIN_REF
+editing the converted model through dtmm's object model; TFLite's BUILTIN_REF
 kernels then compute the expected outputs of the edited model, so the reference
 stays TFLite's.
 """
@@ -22,8 +22,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from dtmm.tflite_io import (BuiltinOperator, load_model, opcode_of,  # noqa: E402
-                            save_model, shape_of, text)
+from dtmm.core.tflite import BuiltinOperator, Model, SignatureDef, schema  # noqa: E402
 
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 ACTIVATION_CODES = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
@@ -140,58 +139,53 @@ def conv_branches_model(configs, per_channel: bool = True, dynamic_batch: bool =
 
 
 def conv_ops(model, subgraph=0):
-    """[(op index, op)] of the CONV_2D ops of a subgraph, in order."""
+    """[(op index, op)] of the CONV_2D ops of a subgraph of a dtmm.core.tflite.Model."""
     sg = model.subgraphs[subgraph]
     return [(i, op) for i, op in enumerate(sg.operators)
-            if opcode_of(model, op)[0] == BuiltinOperator.CONV_2D]
+            if op.opcode.builtin == BuiltinOperator.CONV_2D]
 
 
 def branch_of(model, op) -> int:
     """Which branch (model input number) a conv hangs off: the converter names
     outputs Identity, Identity_1, ... but may reorder ops, so follow the input."""
     sg = model.subgraphs[0]
-    inputs = [int(i) for i in sg.inputs]
-    src = int(op.inputs[0])
+    src = op.inputs[0]
     seen = set()
-    while src not in inputs:  # through SPACE_TO_BATCH_ND
-        producer = next(p for p in sg.operators if src in [int(o) for o in p.outputs])
-        src = int(producer.inputs[0])
-        if src in seen:
+    while not any(src is t for t in sg.inputs):  # through SPACE_TO_BATCH_ND
+        producer = next(p for p in sg.operators if any(src is o for o in p.outputs))
+        src = producer.inputs[0]
+        if id(src) in seen:
             raise AssertionError("cycle")
-        seen.add(src)
-    return inputs.index(src)
+        seen.add(id(src))
+    return next(i for i, t in enumerate(sg.inputs) if t is src)
 
 
 def drop_bias_inputs(buf: bytes, drop) -> bytes:
-    """Remove the bias input of the CONV_2D of every branch i with drop[i]."""
-    model = load_model(buf)
+    """Remove the bias input (-1) of the CONV_2D of every branch i with drop[i]."""
+    model = Model.read(buf)
     n = 0
     for _, op in conv_ops(model):
-        b = branch_of(model, op)
-        if drop[b]:
-            ins = [int(i) for i in op.inputs]
-            op.inputs = ins[:2] + [-1]
+        if drop[branch_of(model, op)]:
+            op.inputs = op.inputs[:2] + [None]
             n += 1
     assert n == sum(drop), (n, sum(drop))
-    return save_model(model)
+    return model.save()
 
 
 def zero_filterlets(buf: bytes, fraction: float, seed: int = 0) -> bytes:
     """Zero a random `fraction` of the filterlets of every int8 CONV_2D, in the
     filter buffers (the int8 level), and return the edited model."""
-    model = load_model(buf)
+    model = Model.read(buf)
     rng = np.random.default_rng(seed)
-    for sg_i, sg in enumerate(model.subgraphs):
+    for sg_i in range(len(model.subgraphs)):
         for _, op in conv_ops(model, sg_i):
-            t = sg.tensors[int(op.inputs[1])]
-            c_out, kh, kw, c_in = shape_of(t)
-            buffer = model.buffers[t.buffer]
-            w = np.frombuffer(np.asarray(buffer.data, np.uint8).tobytes(), np.int8)
-            w = w.reshape(c_out * kh * kw, c_in).copy()
+            t = op.inputs[1]
+            c_out, kh, kw, c_in = t.shape
+            w = t.value().reshape(c_out * kh * kw, c_in).copy()
             drop = rng.permutation(len(w))[: int(round(fraction * len(w)))]
             w[drop] = 0
-            buffer.data = np.frombuffer(w.tobytes(), np.uint8).copy()
-    return save_model(model)
+            t.buffer.data = w
+    return model.save()
 
 
 @functools.lru_cache(maxsize=None)
@@ -233,20 +227,20 @@ def cnn_model(sparsity: float = 0.6, seed: int = 1) -> bytes:
 def add_signature(buf: bytes, key: str = "serving_default") -> bytes:
     """Give subgraph 0 a SignatureDef over its inputs and outputs (models from
     concrete functions have none; Keras/SavedModel ones do)."""
-    from dtmm.tflite_io import schema
-
-    model = load_model(buf)
+    model = Model.read(buf)
     sg = model.subgraphs[0]
     sd = schema.SignatureDefT()
     sd.signatureKey, sd.subgraphIndex = key, 0
     sd.inputs, sd.outputs = [], []
-    for vec, out in ((sg.inputs, sd.inputs), (sg.outputs, sd.outputs)):
-        for i, idx in enumerate(vec):
+    maps = ([], [])
+    for vec, out, side in ((sg.inputs, sd.inputs, 0), (sg.outputs, sd.outputs, 1)):
+        for i, t in enumerate(vec):
             tm = schema.TensorMapT()
-            tm.name, tm.tensorIndex = f"{key}_{'io'[vec is sg.outputs]}{i}", int(idx)
+            tm.name = f"{key}_{'io'[side]}{i}"
             out.append(tm)
-    model.signatureDefs = [sd]
-    return save_model(model)
+            maps[side].append((tm, t))
+    model.signature_defs = [SignatureDef(sd, sg, *maps)]
+    return model.save()
 
 
 def wakeword_models() -> dict:
@@ -262,9 +256,6 @@ def wakeword_models() -> dict:
 def op_summary(buf: bytes):
     """Per subgraph: names of ops and (name, is_variable) of tensors, for comparing
     what a conversion kept."""
-    from dtmm.tflite_io import op_name
-
-    model = load_model(buf)
-    return [([op_name(model, op) for op in sg.operators],
-             [(text(t.name), bool(t.isVariable)) for t in sg.tensors])
+    model = Model.read(buf)
+    return [([op.name for op in sg.operators], [(t.name, t.is_variable) for t in sg.tensors])
             for sg in model.subgraphs]

@@ -17,34 +17,30 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from dtmm.core.errors import ModelError, UnsupportedModelError
+from dtmm.core.tflite import BuiltinOperator, Model
+
 __all__ = ["match_tflite_convs", "tflite_conv_filters"]
 
 
 def tflite_conv_filters(tflite_bytes: bytes) -> list:
     """``[(operator index, float filter (C_out, kh, kw, C_in))]`` for every CONV_2D of
     subgraph 0, dequantized with its per-channel scales (float models: as stored)."""
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
-    m = schema.ModelT.InitFromObj(schema.Model.GetRootAs(tflite_bytes, 0))
-    sg = m.subgraphs[0]
-    dtypes = {schema.TensorType.INT8: np.int8, schema.TensorType.FLOAT32: np.float32,
-              schema.TensorType.FLOAT16: np.float16, schema.TensorType.UINT8: np.uint8}
+    model = Model.read(tflite_bytes, "the converted model")
     out = []
-    for i, op in enumerate(sg.operators):
-        code = m.operatorCodes[op.opcodeIndex]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) != schema.BuiltinOperator.CONV_2D:
+    for i, op in enumerate(model.subgraphs[0].operators):
+        if op.opcode.builtin != BuiltinOperator.CONV_2D:
             continue
-        t = sg.tensors[op.inputs[1]]
-        data = m.buffers[t.buffer].data
-        if data is None or t.type not in dtypes:
-            raise ValueError(f"CONV_2D operator {i}: filter is not a constant of a known type")
-        w = np.frombuffer(bytes(data), dtypes[t.type]).reshape(t.shape).astype(np.float64)
-        q = t.quantization
-        if q is not None and q.scale is not None and len(q.scale):
-            scale = np.asarray(q.scale, np.float64)
-            zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0] * len(scale), np.float64)
+        t = op.inputs[1] if len(op.inputs) > 1 else None
+        w = t.value("filter") if t is not None else None
+        if w is None or w.dtype.kind not in "iuf":
+            raise ModelError(f"CONV_2D operator {i}: filter is not a constant of a known type")
+        w = w.astype(np.float64)
+        scale, zp, _ = t.quant()
+        if len(scale):
+            zp = zp.astype(np.float64) if len(zp) else np.zeros(len(scale))
             shape = (-1,) + (1,) * (w.ndim - 1) if len(scale) > 1 else ()
-            w = (w - zp.reshape(shape)) * scale.reshape(shape)
+            w = (w - zp.reshape(shape)) * scale.astype(np.float64).reshape(shape)
         out.append((i, w))
     return out
 
@@ -62,7 +58,8 @@ def match_tflite_convs(model, tflite_bytes: bytes) -> list:
     """Keras Conv2D name for each CONV_2D operator of ``tflite_bytes``, in operator order.
 
     Raises:
-        ValueError: a CONV_2D has no Keras Conv2D of the same shape left.
+        UnsupportedModelError (a ValueError): a CONV_2D has no Keras Conv2D of the
+        same shape left.
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -79,7 +76,7 @@ def match_tflite_convs(model, tflite_bytes: bytes) -> list:
     for shape, js in by_shape.items():
         cands = [n for n, k in keras_convs.items() if k.shape == shape]
         if len(cands) < len(js):
-            raise ValueError(f"{len(js)} CONV_2D with filter shape {shape} but only "
+            raise UnsupportedModelError(f"{len(js)} CONV_2D with filter shape {shape} but only "
                              f"{len(cands)} Keras Conv2D layers of that shape")
         score = np.array([[_score(keras_convs[n], convs[j][1]) for n in cands] for j in js])
         rows, cols = linear_sum_assignment(-score)

@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dtmm.convert import op_cost, tensor_cost
-from dtmm.errors import DtmmError
+from dtmm.core import contract, size
+from dtmm.core.errors import DtmmError
+from dtmm.core.latency import LatencyCoeffs, bench_layers, coefficients  # noqa: F401
+from dtmm.core.rounding import kept_filterlets, kept_filters, n_pruned  # noqa: F401
 from dtmm.schedule.graph import DTMM_CUSTOM_CODE, Graph
 
 ALIGN = 16  # MicroArenaBufferAlignment() and the flatbuffer buffer alignment
@@ -35,22 +37,6 @@ ALIGN = 16  # MicroArenaBufferAlignment() and the flatbuffer buffer alignment
 
 def align_up(n: int, a: int = ALIGN) -> int:
     return (int(n) + a - 1) // a * a
-
-
-def n_pruned(ratio: float, n: int) -> int:
-    """floor(ratio * n + 0.5), as dtmm.prune.select.n_pruned rounds."""
-    return int(math.floor(ratio * n + 0.5 + 1e-9))
-
-
-def kept_filters(c_out: int, beta: float) -> int:
-    """Filters left after removing n_pruned(beta, C_out); at least one stays."""
-    return max(1, c_out - n_pruned(beta, c_out))
-
-
-def kept_filterlets(c_out_kept: int, k: int, alpha: float) -> int:
-    """Filterlets left among the kept filters after pruning n_pruned(alpha, n)."""
-    n = c_out_kept * k
-    return n - n_pruned(alpha, n)
 
 
 @dataclass
@@ -95,24 +81,17 @@ def group_scale(g: Graph, cfg: Config) -> np.ndarray:
 # Flash
 
 
-def _options_len() -> int:
-    """Bytes of one DTMM_CONV_2D options map as the converter serializes it (every
-    contract key; realistic values all fit one byte)."""
-    from dtmm.inspect_model import OPTION_KEYS
-    from dtmm.tflite_io import dumps_options
-    return int(dumps_options({k: -128 for k in OPTION_KEYS}).size)
-
-
 @dataclass
 class FlashModel:
     """Bytes of the DTMM .tflite that `dtmm.convert.convert_model` writes.
 
     Per conv, from (C_out', K, C_in', n_kept): the dense CONV_2D form (int8 filter
     C_out' K C_in' + per-channel scale/zero point, int32 bias with its own
-    quantization) or the DTMM_CONV_2D form (FWCS values n_kept C_in' + bitmap
-    ceil(C_out' K / 8) + folded bias, multiplier, shift at 4 B per channel, three
-    more tensors and the op's options), whichever is smaller, as the converter
-    decides; tensor/buffer/op overheads as the converter estimates them.
+    quantization, when the conv has one) or the DTMM_CONV_2D form (FWCS values
+    n_kept C_in' + bitmap ceil(C_out' K / 8) + folded bias, multiplier, shift at
+    4 B per channel, three more tensors and the op's options), whichever is
+    smaller, as the converter decides: both from dtmm.core.size, the converter's
+    own size model.
     Non-conv constants with a channel axis from a pruned group (dense rows after a
     flatten or GAP, depthwise weights) scale with the group. The rest (graph,
     names, other constants, flatbuffer header) is the constant `base`: the dense
@@ -123,14 +102,14 @@ class FlashModel:
     always: bool = False       # convert_model(always=True): every conv as DTMM
     base: float = field(init=False, default=0.0)
     # the DTMM_CONV_2D OperatorCode entry (table + custom_code string), once
-    opcode_bytes: float = 48.0
+    opcode_bytes: float = float(size.DTMM_OPCODE_BYTES)
 
     def __post_init__(self):
         g = self.graph
-        self._opt = _options_len()
+        self._opt = contract.options_bytes()
         self._fname = np.array([len(c.name) for c in g.convs])
-        self._bname = np.array([len(c.name) + 5 for c in g.convs])
         self._k = np.array([c.k for c in g.convs])
+        self._per_channel = np.array([c.filter_scales > 1 for c in g.convs])
         dense = Config.dense(g)
         co, ci, nk = (np.array(v) for v in zip(*layer_shapes(g, dense)))
         int8_dense = self._dense_form(co, ci)
@@ -138,16 +117,17 @@ class FlashModel:
             sum(gr.scaled_const_bytes for gr in g.groups)
 
     def _dense_form(self, co, ci):
-        return (op_cost(3, 28) + tensor_cost(self._fname, 4, co * self._k * ci, co)
-                + tensor_cost(self._bname, 1, 4 * co, co))
+        scales = np.where(self._per_channel, co, 1)
+        out = np.zeros(np.shape(co), float)
+        for i, c in enumerate(self.graph.convs):  # bias presence and names differ
+            cols = (Ellipsis, i)
+            bias = None if c.bias_name is None else len(c.bias_name)
+            out[cols] = size.dense_conv_bytes(self._fname[i], co[cols], c.k, ci[cols],
+                                              scales[cols], bias, scales[cols])
+        return out
 
     def _dtmm_form(self, co, ci, nk):
-        name = self._fname + 14
-        # + 3 * 6: three more buffers, each padded to 16 B in the file (the
-        # estimate rounds to 4; 6 B is the mean difference)
-        return (op_cost(6, self._opt + 8) + 3 * 6 + tensor_cost(name, 2, nk * ci, 0)
-                + tensor_cost(name, 1, (co * self._k + 7) // 8, 0)
-                + 3 * tensor_cost(name, 1, 4 * co, 0))
+        return size.dtmm_conv_bytes(self._fname, co, self._k, ci, nk, self._opt)
 
     def conv_bytes(self, co, ci, nk):
         """(bytes per conv, rewritten as DTMM?) for arrays over all convs."""
@@ -244,12 +224,18 @@ class Target:
     builtin_data: int         # builtin options struct per builtin op
 
 
-CORTEX_M = Target("cortex-m (32-bit)", 12, 40, 48, 32, 272,
-                  {"CONV_2D": 80, "DEPTHWISE_CONV_2D": 80, "FULLY_CONNECTED": 48,
-                   DTMM_CUSTOM_CODE: 16, "_default": 48}, 16)
-HOST_64 = Target("x86-64 (tflite-micro wheel)", 24, 64, 64, 32, 560,
-                 {"CONV_2D": 96, "DEPTHWISE_CONV_2D": 96, "FULLY_CONNECTED": 64,
-                  DTMM_CUSTOM_CODE: 32, "_default": 64}, 16)
+CORTEX_M = Target(
+    name="cortex-m (32-bit)", eval_tensor=12, node_and_registration=40,
+    tflite_tensor=48, quant=32, fixed=272,
+    op_data={"CONV_2D": 80, "DEPTHWISE_CONV_2D": 80, "FULLY_CONNECTED": 48,
+             DTMM_CUSTOM_CODE: 16, "_default": 48},
+    builtin_data=16)
+HOST_64 = Target(
+    name="x86-64 (tflite-micro wheel)", eval_tensor=24, node_and_registration=64,
+    tflite_tensor=64, quant=32, fixed=560,
+    op_data={"CONV_2D": 96, "DEPTHWISE_CONV_2D": 96, "FULLY_CONNECTED": 64,
+             DTMM_CUSTOM_CODE: 32, "_default": 64},
+    builtin_data=16)
 
 
 @dataclass
@@ -438,24 +424,12 @@ def tflm_arena_usage(model_bytes: bytes, custom_op_registerers=None) -> dict:
 
 
 @dataclass
-class LatencyCoeffs:
-    """instructions ≈ a * kept_MACs + b * outputs + c * outputs * K
-    + d * kept_filterlets * output_pixels (per-filterlet setup, 0 in the stand-in)."""
-
-    a: float = 1.0
-    b: float = 12.0
-    c: float = 2.0
-    source: str = "MAC-count stand-in"
-    d: float = 0.0
-
-
-@dataclass
 class LatencyModel:
     """Modeled instructions of one inference: DTMM convs by the coefficients, other
     ops by their MACs (FULLY_CONNECTED, DEPTHWISE_CONV_2D) or elements touched."""
 
     graph: Graph
-    coeffs: LatencyCoeffs = field(default_factory=LatencyCoeffs)
+    coeffs: LatencyCoeffs = field(default_factory=coefficients)
 
     def conv_cost(self, c, co, ci, n_kept) -> float:
         outputs = co * c.out_h * c.out_w
@@ -487,35 +461,14 @@ class LatencyModel:
         return float(sum(self.per_layer(cfg)) + self.other(cfg))
 
 
-def bench_layers(harness: str | None = None) -> dict:
-    """Layer shapes of bench/harness.c's k_layers table: name -> (c_out, out_h,
-    out_w, k). The kernels CSV names layers L1..L6 without their shapes."""
-    if harness is None:
-        harness = os.path.join(os.path.dirname(__file__), "..", "..", "..", "bench",
-                               "harness.c")
-    if not os.path.isfile(harness):
-        return {}
-    text = open(harness).read()
-    out = {}
-    for m in re.finditer(r'\{"(\w+)",\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+),'
-                         r'\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+)\}', text):
-        name = m.group(1)
-        h, w, _, c_out, kh, kw, sh, sw, same = (int(v) for v in m.groups()[1:])
-        if same:
-            oh, ow = -(-h // sh), -(-w // sw)
-        else:
-            oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-        out[name] = (c_out, oh, ow, kh * kw)
-    return out
-
-
 def fit_latency_csv(path: str, target: str | None = None, layers: dict | None = None,
                     kernel: str = "dtmm", four: bool = True) -> LatencyCoeffs:
     """Least-squares a, b, c from bench/kernels' CSV (columns target, layer, c_in,
     sparsity, kernel, instructions, scratch_bytes, const_bytes) for one target.
 
     Layer shapes: columns c_out, out_h, out_w, k if present, else a
-    `CoutxHxWxK` layer name, else `layers` (default: bench/harness.c's table)."""
+    `CoutxHxWxK` layer name, else `layers` (default: the bench/kernels layer
+    shapes of dtmm.core.latency)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:

@@ -20,22 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dtmm.errors import ModelError
-
-_schema = None
-
-
-def schema():
-    """The TFLite flatbuffer schema module of the tflite-micro wheel (lazy)."""
-    global _schema
-    if _schema is None:
-        from tflite_micro.tensorflow.lite.micro.python import schema_py_generated
-        _schema = schema_py_generated
-    return _schema
-
-
-# Bytes per element of TensorType values that occur in int8 models.
-_DTYPE_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 15: 4, 16: 2}
+from dtmm.core import contract
+from dtmm.core.errors import ModelError
+from dtmm.core.tflite import NUMPY_DTYPES, Model, TensorType
 
 # Ops whose output carries the channels of input 0 unchanged (element count scales
 # with the channel count). MEAN/SUM are checked for the reduced axes separately.
@@ -49,7 +36,7 @@ _CHANNEL_PRESERVING = {
 _REDUCE = {"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"}
 _ELEMENTWISE_BINARY = {"ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE"}
 CONV_OPS = ("CONV_2D",)
-DTMM_CUSTOM_CODE = "DTMM_CONV_2D"
+DTMM_CUSTOM_CODE = contract.CONV_2D.custom_code
 
 
 @dataclass
@@ -73,6 +60,7 @@ class Op:
     outputs: list
     options: object = None
     custom_options: bytes | None = None
+    custom_options_format: int = 0
 
 
 @dataclass
@@ -92,6 +80,8 @@ class Conv:
     output_tensor: int
     in_from: int | None = None   # conv whose channels are this conv's C_in
     group: int = -1
+    bias_name: str | None = None  # None: the conv has no bias input
+    filter_scales: int = 1        # quantization scales of the dense filter
 
     @property
     def k(self) -> int:
@@ -132,69 +122,58 @@ class Graph:
         return self.groups[self.convs[conv_index].group]
 
 
-def _op_names():
-    s = schema()
-    return {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
-
-
-def load_model(buf: bytes):
-    s = schema()
-    try:
-        return s.ModelT.InitFromObj(s.Model.GetRootAsModel(bytearray(buf), 0))
-    except Exception as e:  # flatbuffers raises assorted errors on garbage
-        raise ModelError(f"not a TFLite flatbuffer ({type(e).__name__}: {e})") from e
-
-
 def analyze(buf: bytes) -> Graph:
     """Read subgraph 0 of a .tflite into a Graph (see module docstring)."""
-    model = load_model(buf)
-    if not model.subgraphs:
-        raise ModelError("model has no subgraph")
-    names = _op_names()
+    model = Model.read(buf, "model")
     sg = model.subgraphs[0]
+    index = {id(t): i for i, t in enumerate(sg.tensors)}
     tensors = []
-    for i, t in enumerate(sg.tensors or []):
-        shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
-        buf_obj = model.buffers[t.buffer] if model.buffers is not None else None
-        has_data = buf_obj is not None and (
-            (buf_obj.data is not None and len(buf_obj.data) > 0) or
-            (getattr(buf_obj, "size", 0) or 0) > 0)
+    for i, t in enumerate(sg.tensors):
+        shape = t.shape
         n = int(np.prod(shape)) if shape and min(shape) > 0 else 0
+        itemsize = np.dtype(NUMPY_DTYPES[t.dtype]).itemsize if t.dtype in NUMPY_DTYPES else 1
         small = None
-        if has_data and int(t.type) == 2 and buf_obj.data is not None and len(buf_obj.data) <= 64:
-            small = tuple(int(v) for v in np.frombuffer(bytes(bytearray(buf_obj.data)), "<i4"))
-        tensors.append(Tensor(i, (t.name or b"").decode(errors="replace"), shape,
-                              int(t.type), n * _DTYPE_BYTES.get(int(t.type), 1),
-                              bool(has_data), bool(t.isVariable), small_data=small))
+        if t.is_constant and t.dtype == TensorType.INT32 and t.data.size <= 64:
+            small = tuple(int(v) for v in np.frombuffer(t.data.tobytes(), "<i4"))
+        tensors.append(Tensor(i, t.name, shape, t.dtype, n * itemsize, t.is_constant,
+                              t.is_variable, small_data=small))
     ops = []
-    for i, op in enumerate(sg.operators or []):
-        oc = model.operatorCodes[op.opcodeIndex]
-        code = max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))
-        name = names.get(code, str(code))
-        if name == "CUSTOM":
-            name = (oc.customCode or b"").decode(errors="replace")
-        ops.append(Op(i, name, [int(x) for x in (op.inputs if op.inputs is not None else [])],
-                      [int(x) for x in (op.outputs if op.outputs is not None else [])],
-                      op.builtinOptions,
-                      bytes(bytearray(op.customOptions)) if op.customOptions is not None else None))
-    g = Graph(tensors, ops, [], [], [int(x) for x in sg.inputs],
-              [int(x) for x in sg.outputs], size=len(buf))
-    _find_convs(g)
+    for i, op in enumerate(sg.operators):
+        opts = op.custom_options
+        ops.append(Op(i, op.name, [index[id(x)] if x is not None else -1 for x in op.inputs],
+                      [index[id(x)] for x in op.outputs if x is not None],
+                      op.builtin_options, None if opts is None else opts.tobytes(),
+                      op.custom_options_format))
+    g = Graph(tensors, ops, [], [], [index[id(t)] for t in sg.inputs],
+              [index[id(t)] for t in sg.outputs], size=len(buf))
+    _find_convs(g, sg)
     _trace_channels(g)
     g.scratch = _scratch_requests(g)
     return g
 
 
-def _find_convs(g: Graph) -> None:
+def _find_convs(g: Graph, sg=None) -> None:
+    """Convs in operator order. `sg` (the core.tflite Subgraph) gives the bias and
+    filter quantization the flash model needs; synthetic graphs have none."""
     for op in g.ops:
+        bias_name, n_scales = None, 1
         if op.name in CONV_OPS:
             filt = g.tensors[op.inputs[1]]
+            if len(filt.shape) != 4:
+                raise ModelError(f"conv filter {filt.name!r} is not 4-D: {filt.shape}")
             c_out, kh, kw, c_in = filt.shape
+            if len(op.inputs) > 2 and op.inputs[2] >= 0:
+                bias_name = g.tensors[op.inputs[2]].name
+            if sg is not None:
+                n_scales = len(sg.tensors[op.inputs[1]].quant()[0])
+            elif bias_name is None:
+                bias_name = filt.name + "/bias"  # synthetic graphs: assume a bias
         elif op.name == DTMM_CUSTOM_CODE:
-            # values [n_kept, C_in]; C_out from the bias, K from the bitmap is not
-            # enough, so take it from the custom options.
-            from dtmm.inspect_model import decode_options
-            opts = decode_options(op.custom_options, f"operator {op.index} (DTMM_CONV_2D)")
+            # values [n_kept, C_in]; C_out from the bias, K from the options (the
+            # bitmap length alone does not give it).
+            opts = contract.decode_options(
+                op.custom_options, f"operator {op.index} (DTMM_CONV_2D)",
+                op.custom_options_format)
             c_out = g.tensors[op.inputs[3]].shape[0]
             kh, kw = int(opts["kh"]), int(opts["kw"])
             c_in = g.tensors[op.inputs[0]].shape[-1]
@@ -205,7 +184,8 @@ def _find_convs(g: Graph) -> None:
         if len(out.shape) != 4:
             raise ModelError(f"conv output {out.name!r} is not 4-D: {out.shape}")
         g.convs.append(Conv(len(g.convs), op.index, filt.name, c_out, kh, kw, c_in,
-                            out.shape[1], out.shape[2], op.inputs[0], op.outputs[0]))
+                            out.shape[1], out.shape[2], op.inputs[0], op.outputs[0],
+                            bias_name=bias_name, filter_scales=n_scales))
 
 
 class _UnionFind:
@@ -317,7 +297,7 @@ def _scratch_requests(g: Graph) -> list:
             outp = g.tensors[op.outputs[0]]
             n_out = int(np.prod(outp.shape)) if outp.shape else 1
             n_axis = int(np.prod(g.tensors[op.inputs[1]].shape)) if g.tensors[op.inputs[1]].shape else 1
-            if inp.dtype in (9, 7):  # int8 / int16 accumulate in int32 scratch
+            if inp.dtype in (TensorType.INT8, TensorType.INT16):  # int32 scratch accumulators
                 out.append((op.index, 4 * n_out))
             out.append((op.index, 4 * len(inp.shape)))
             out.append((op.index, 4 * n_axis))

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dtmm.errors import DtmmError
-from dtmm.schedule.cost import (ALIGN, Config, FlashModel, LatencyModel, SramModel,
-                                fmt_bytes, kept_filterlets, kept_filters)
+from dtmm.core.errors import DtmmError
+from dtmm.core.rounding import kept_filterlets, kept_filters, n_pruned
+from dtmm.schedule.cost import ALIGN, Config, FlashModel, LatencyModel, SramModel, fmt_bytes
 from dtmm.schedule.graph import Graph
 
 RESOURCES = ("flash", "sram", "latency", "loss")
@@ -240,7 +240,7 @@ class Problem:
         src = np.maximum(self._src, 0)
         ci = np.where(self._src >= 0, kf[:, src] * self._cin // self._csrc, self._cin)
         n = co * self._k
-        nk = n - np.floor(ia * self.step * n + 0.5 + 1e-9).astype(int)
+        nk = n - n_pruned(ia * self.step, n)
         scale = kf / self._gc
         per, rewritten = self.flash.conv_bytes(co, ci, nk)
         flash = (self.flash.base + per.sum(axis=1) + scale @ self._gscaled

@@ -1,0 +1,72 @@
+"""The file-size model: flatbuffer bytes of a conv in its dense CONV_2D form and in
+its DTMM form. The converter decides with it whether a rewrite pays; the scheduler's
+flash model (dtmm.schedule.cost.FlashModel) sums it over a plan. One model, so the
+two cannot drift apart.
+
+Plain arithmetic on ints or NumPy arrays (the scheduler evaluates whole batches).
+The terms are the schema's tables and vectors as flatbuffers lays them out (4-byte
+offsets and lengths, vtables), estimated, not exact: tests/python/test_convert.py
+checks the converter's estimate of the saving against the real file, and
+tests/python/test_schedule_cost.py the flash model against converted files (2 %).
+"""
+
+from __future__ import annotations
+
+# Conv2DOptions table of a CONV_2D operator.
+CONV_OPTIONS_BYTES = 28
+# The CUSTOM "DTMM_CONV_2D" OperatorCode entry (table + string), once per file.
+DTMM_OPCODE_BYTES = 48
+# Buffer data vectors are 16-byte aligned in the file (schema force_align: 16); the
+# 4-byte rounding below leaves a mean of 6 bytes of alignment padding per buffer.
+BUFFER_ALIGN_PAD = 6
+# DTMM constants are named "<filter name>/dtmm_<what>": the suffix, on average.
+DTMM_NAME_SUFFIX = 14
+# Inputs of the DTMM_CONV_2D operator (contract).
+DTMM_INPUTS = 6
+
+
+def round4(n):
+    return (n + 3) // 4 * 4
+
+
+def tensor_bytes(name_len, rank, n_scales=0):
+    """One Tensor table: offset slot, table, shape vector, name string and, with
+    scales, its QuantizationParameters (scale float32 + zero point int64 per entry)."""
+    cost = 4 + 36 + (4 + 4 * rank) + round4(4 + name_len + 1)
+    return cost + (n_scales > 0) * (24 + (4 + 4 * n_scales) + (8 + 8 * n_scales))
+
+
+def buffer_bytes(data_bytes):
+    """One Buffer with data: offset slot, table, data vector, alignment padding."""
+    return 4 + 16 + 4 + round4(data_bytes) + BUFFER_ALIGN_PAD
+
+
+def operator_bytes(n_inputs, options_bytes):
+    """One Operator with its inputs/outputs vectors (one output) and options."""
+    return 4 + 32 + 2 * 4 + 4 * (n_inputs + 1) + options_bytes
+
+
+def constant_bytes(name_len, rank, data_bytes, n_scales=0):
+    """A constant tensor with its own buffer."""
+    return tensor_bytes(name_len, rank, n_scales) + buffer_bytes(data_bytes)
+
+
+def dense_conv_bytes(filter_name_len, c_out, k, c_in, n_filter_scales,
+                     bias_name_len=None, n_bias_scales=0):
+    """A CONV_2D with its own int8 filter and (unless bias_name_len is None) int32
+    bias, each with its quantization."""
+    total = operator_bytes(2 if bias_name_len is None else 3, CONV_OPTIONS_BYTES)
+    total = total + constant_bytes(filter_name_len, 4, c_out * k * c_in, n_filter_scales)
+    if bias_name_len is not None:
+        total = total + constant_bytes(bias_name_len, 1, 4 * c_out, n_bias_scales)
+    return total
+
+
+def dtmm_conv_bytes(filter_name_len, c_out, k, c_in, n_kept, options_len):
+    """A DTMM_CONV_2D: values [n_kept, C_in] int8, bitmap ceil(C_out*K/8), folded
+    bias, multiplier and shift int32 [C_out], the operator with its options."""
+    name = filter_name_len + DTMM_NAME_SUFFIX
+    return (operator_bytes(DTMM_INPUTS, options_len + 8)
+            + constant_bytes(name, 2, n_kept * c_in)
+            + constant_bytes(name, 1, (c_out * k + 7) // 8)
+            + 3 * constant_bytes(name, 1, 4 * c_out))
