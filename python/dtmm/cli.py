@@ -73,24 +73,46 @@ def quiet_tensorflow() -> None:
         pass
 
 
-def _fraction(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {s}")
-    return v
+class console_silenced:
+    """Context manager: fd 1 and 2 to /dev/null (Python and C++ writers alike), for
+    the TFLite converter's pages of SavedModel and quantizer chatter. Only the
+    command line uses it (dtmm prune / demo pass it to the pipeline)."""
+
+    def __enter__(self):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = [os.dup(1), os.dup(2)]
+        self.null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(self.null, 1)
+        os.dup2(self.null, 2)
+
+    def __exit__(self, *exc):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        for fd in (*self.saved, self.null):
+            os.close(fd)
+        return False
 
 
-def _count(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
-    return v
+def _number(convert, name: str, lo, hi=None):
+    """An argparse type: `convert` the text, then require lo <= value (<= hi)."""
+    def parse(s: str):
+        try:
+            v = convert(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {name}: {s!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(
+                f"must be between {lo} and {hi}, got {s}" if hi is not None
+                else f"must be >= {lo}, got {s}")
+        return v
+    return parse
+
+
+_fraction = _number(float, "a number", 0, 1)
+_count = _number(int, "an integer", 0)
 
 
 # -- convert -------------------------------------------------------------------------

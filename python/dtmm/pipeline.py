@@ -6,16 +6,24 @@ pruned model that fits, as int8 .tflite and DTMM .tflite.
                          sram="32KiB", max_drop=1.0, out_dir="out")
     res.report["pruned"]["int8_accuracy"], res.report["pruned"]["flash_bytes"]
 
-Steps: dense int8 (tf.lite, representative dataset, int8 in/out) -> importance
-(Taylor, `dtmm.prune`) -> schedule (per-layer alpha/beta minimizing the importance
-removed under the flash and SRAM budgets, `dtmm.schedule`) -> masks, filter
-surgery, masked fine-tuning -> int8 .tflite -> `dtmm.convert` -> checks that the
-real file meets the budgets (re-plans with a tighter flash budget if the model
-was optimistic) -> report.json and plots. See docs/scheduler.md.
+Steps, each a function: dense int8 (`to_int8`, `int8_accuracy`) -> importance
+(Taylor, `dtmm.prune`) -> `build_problem` -> `plan_and_fit`: schedule (per-layer
+alpha/beta minimizing the importance removed under the flash and SRAM budgets,
+`dtmm.schedule`), `apply_plan` (masks, filter surgery), `finetune_and_convert`
+(masked fine-tuning -> int8 .tflite -> `dtmm.convert`), re-planned with a tighter
+budget while the real file is over -> extra epochs for accuracy (the same
+`finetune_and_convert`) -> verification -> `make_report`, `plot_report`. `demo`
+trains a small CNN and runs `prune`. See docs/scheduler.md.
+
+The defaults of `prune` and `demo` are the command line's. Outputs are written
+atomically. Nothing here changes process state (environment, warning filters, file
+descriptors, matplotlib's backend); pass `quiet=` a context manager factory to run
+the TFLite converter's chatter through it (the CLI does).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -35,9 +43,11 @@ DEFAULT_SEED = 0
 # int8 conversion and evaluation
 
 
-def to_int8(model, x_rep: np.ndarray, n_rep: int = 200) -> bytes:
+def to_int8(model, x_rep: np.ndarray, n_rep: int = 200, quiet=None) -> bytes:
     """Full-integer .tflite: int8 weights and activations, int8 input and output,
-    calibrated on up to n_rep samples of x_rep."""
+    calibrated on up to n_rep samples of x_rep. `quiet`: a context manager factory
+    the TFLite converter runs under (the command line passes one that keeps its
+    console chatter off the terminal; a library call changes no output stream)."""
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -53,19 +63,21 @@ def to_int8(model, x_rep: np.ndarray, n_rep: int = 200) -> bytes:
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
     try:
-        return bytes(conv.convert())
+        with (quiet or contextlib.nullcontext)():
+            return bytes(conv.convert())
     except Exception as e:  # the converter raises many types
         raise DtmmError(f"int8 conversion failed: {type(e).__name__}: {e}") from e
 
 
 def int8_accuracy(tflite_bytes: bytes, x: np.ndarray, y: np.ndarray,
-                  batch: int = 500) -> float:
+                  batch: int = 500, quiet=None) -> float:
     """Top-1 accuracy (percent) of an int8 .tflite with TFLite's interpreter (same
     results as TFLM's reference kernels for these ops; a DTMM .tflite computes the
     same bytes as its int8 source by the contract)."""
     import tensorflow as tf
 
-    it = tf.lite.Interpreter(model_content=bytes(tflite_bytes), num_threads=1)
+    with (quiet or contextlib.nullcontext)():  # TFLite's XNNPACK line, once a process
+        it = tf.lite.Interpreter(model_content=bytes(tflite_bytes), num_threads=1)
     inp = it.get_input_details()[0]
     out = it.get_output_details()[0]
     scale, zp = inp["quantization"]
@@ -317,8 +329,6 @@ def _arguments(flash, sram, max_drop):
 
 def _inputs(model, data, max_train):
     """(Keras model, (x_train, y_train, x_test, y_test)), checked against each other."""
-    import keras
-
     from dtmm.datasets import load as load_data
 
     model = load_model(model)
@@ -327,13 +337,15 @@ def _inputs(model, data, max_train):
     if max_train:
         xtr, ytr = xtr[:max_train], ytr[:max_train]
     _check_data(model, (xtr, ytr, xte, yte))
-    if not any(isinstance(l, keras.layers.Conv2D) for l in model.layers):
+    from dtmm.prune.registry import filterlet_layers
+
+    if not filterlet_layers(model):
         raise DtmmError("the model has no Conv2D layer to prune")
     return model, (xtr, ytr, xte, yte)
 
 
 def finetune_and_convert(pruned, xtr, ytr, epochs, batch_size, seed, desc,
-                         progress) -> Converted:
+                         progress, quiet=None) -> Converted:
     """Masked fine-tuning, then strip masks, int8 conversion and DTMM conversion;
     the SRAM of the converted model from its real graph. Both fine-tuning loops of
     `prune` (after planning, and the extra epochs for accuracy) use it."""
@@ -344,14 +356,14 @@ def finetune_and_convert(pruned, xtr, ytr, epochs, batch_size, seed, desc,
 
     fit(pruned, xtr, ytr, epochs, batch_size, seed, desc, progress)
     final = P.strip_masks(pruned)
-    int8 = to_int8(final, xtr)
+    int8 = to_int8(final, xtr, quiet=quiet)
     dtmm_bytes, conv_report = convert_model(int8)
     sram = int(cost.SramModel(analyze(dtmm_bytes))())
     return Converted(final, int8, dtmm_bytes, conv_report, sram)
 
 
 def plan_and_fit(prob, model, importance, names, data, flash_b, sram_b, loss_budget,
-                 epochs, batch_size, seed, lr, progress, log, timer):
+                 epochs, batch_size, seed, lr, progress, log, timer, quiet=None):
     """Plan, prune, fine-tune and convert; when the real DTMM file or its SRAM is
     over a budget (the models were optimistic), tighten that budget by the overshoot
     and plan again (4 tries). Returns (plan, pruned Keras model, masks, Converted,
@@ -374,7 +386,7 @@ def plan_and_fit(prob, model, importance, names, data, flash_b, sram_b, loss_bud
             recalibrate_batchnorm(pruned, xtr, seed=seed)
             compile_for_training(pruned, lr)
             conv = finetune_and_convert(pruned, xtr, ytr, epochs, batch_size, seed,
-                                        "fine-tune", progress)
+                                        "fine-tune", progress, quiet)
         if len(conv.dtmm_bytes) <= flash_b and conv.sram <= sram_b:
             return plan, pruned, masks, conv, margin
         if len(conv.dtmm_bytes) > flash_b:
@@ -473,7 +485,7 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
           importance_batches: int = 16, importance_method: str = "taylor",
           max_train: int | None = None, seed: int = DEFAULT_SEED, progress: bool = True,
           lr: float = 5e-4, dense_int8: bytes | None = None, max_loss: float = 0.05,
-          log=print) -> PipelineResult:
+          log=print, quiet=None) -> PipelineResult:
     """Run the whole pipeline; write DIR/{pruned.keras, model_int8.tflite,
     model_dtmm.tflite, dense_int8.tflite, report.json, sparsity.png,
     accuracy_size.png} (each atomically). Raises DtmmError on bad input or
@@ -495,8 +507,8 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
     keras.utils.set_random_seed(seed)
 
     with timer("dense_int8_s"):
-        dense_int8 = dense_int8 or to_int8(model, xtr)
-        dense_acc = int8_accuracy(dense_int8, xte, yte)
+        dense_int8 = dense_int8 or to_int8(model, xtr, quiet=quiet)
+        dense_acc = int8_accuracy(dense_int8, xte, yte, quiet=quiet)
     log(f"dense int8: {len(dense_int8)} bytes, test accuracy {dense_acc:.2f} %")
 
     with timer("importance_s"):
@@ -512,16 +524,16 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
                                 objective, latency_csv)
     plan, pruned, masks, conv, margin = plan_and_fit(
         prob, model, importance, names, data, flash_b, sram_b, loss_budget, epochs,
-        batch_size, seed, lr, progress, log, timer)
+        batch_size, seed, lr, progress, log, timer, quiet)
 
-    acc = int8_accuracy(conv.int8, xte, yte)
+    acc = int8_accuracy(conv.int8, xte, yte, quiet=quiet)
     extra_done = 0
     while max_drop is not None and dense_acc - acc > max_drop and extra_done < extra_epochs:
         log(f"accuracy drop {dense_acc - acc:.2f} points > {max_drop}: one more epoch")
         conv = finetune_and_convert(pruned, xtr, ytr, 1, batch_size, seed + 1 + extra_done,
-                                    "fine-tune (extra)", progress)
+                                    "fine-tune (extra)", progress, quiet)
         extra_done += 1
-        acc = int8_accuracy(conv.int8, xte, yte)
+        acc = int8_accuracy(conv.int8, xte, yte, quiet=quiet)
 
     try:
         wheel = cost.tflm_arena_usage(conv.int8)
@@ -631,7 +643,7 @@ def demo_model(input_shape=(8, 8, 1), n_classes=10, width=16):
 
 def demo(out_dir: str, flash="24KiB", sram="16KiB", max_drop: float | None = 1.0,
          train_epochs: int = 40, epochs: int = 3, seed: int = DEFAULT_SEED,
-         progress: bool = True, log=print) -> PipelineResult:
+         progress: bool = True, log=print, quiet=None) -> PipelineResult:
     """Train demo_model on sklearn digits, then run `prune` on it. These defaults
     are the command line's (dtmm demo reads them from this signature)."""
     import keras
@@ -645,11 +657,13 @@ def demo(out_dir: str, flash="24KiB", sram="16KiB", max_drop: float | None = 1.0
     model = compile_for_training(demo_model(), 2e-3)
     fit(model, xtr, ytr, train_epochs, 32, seed, "train (digits)", progress)
     os.makedirs(out_dir, exist_ok=True)
-    write_keras(model, os.path.join(out_dir, "dense.keras"))
+    with (quiet or contextlib.nullcontext)():
+        write_keras(model, os.path.join(out_dir, "dense.keras"))
     log(f"trained demo CNN on digits in {time.perf_counter() - t0:.1f} s")
     res = prune(model, data, flash, sram, out_dir, max_drop=max_drop, epochs=epochs,
                 extra_epochs=2 if max_drop is not None else 0,
-                batch_size=32, seed=seed, progress=progress, lr=1e-3, log=log)
+                batch_size=32, seed=seed, progress=progress, lr=1e-3, log=log,
+                quiet=quiet)
     res.report["timings_s"]["demo_total_s"] = round(time.perf_counter() - t0, 2)
     write_json(os.path.join(out_dir, "report.json"), res.report)
     return res

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import inspect
 
-from dtmm.cli import quiet_tensorflow, register
+from dtmm.cli import console_silenced, quiet_tensorflow, register
 
 
 def _defaults(name: str) -> dict:
@@ -86,7 +86,8 @@ def _prune_run(args) -> int:
                    max_drop=args.max_drop, objective=args.objective,
                    latency_csv=args.latency_csv, max_loss=args.max_loss / 100.0,
                    epochs=args.epochs, max_train=args.max_train, seed=args.seed,
-                   importance_method=args.importance, progress=not args.no_progress)
+                   importance_method=args.importance, progress=not args.no_progress,
+                   quiet=console_silenced)
     print(f"wrote {args.out}/report.json")
     return 0
 
@@ -100,7 +101,8 @@ def _demo_run(args) -> int:
     from dtmm import pipeline
 
     pipeline.demo(args.out, flash=args.flash, sram=args.sram, max_drop=args.max_drop,
-                  epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+                  epochs=args.epochs, seed=args.seed, progress=not args.no_progress,
+                  quiet=console_silenced)
     print(f"wrote {args.out}/report.json")
     return 0
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dtmm.core.errors import FormatError
+from dtmm.core.errors import FormatError, UnsupportedError
 from dtmm.core.fwcs import FWCS
 from dtmm.core.geometry import (PADDING_NAMES, PADDING_SAME, PADDING_VALID,  # noqa: F401
                                 out_size_and_padding)
@@ -23,6 +23,9 @@ from dtmm.core.quant import (ACT_NONE, ACT_RELU, ACT_RELU6, ACT_RELU_N1_TO_1,  #
                              ACTIVATION_NAMES, INT32_MAX, INT32_MIN, activation_range,
                              multiply_by_quantized_multiplier, per_channel_multipliers,
                              quantize_multiplier, requantize, wrap_int32)
+
+
+MAX_PADDED_ELEMENTS = 1 << 28  # 2 GiB of int64
 
 
 def _padded_taps(x: np.ndarray, kh: int, kw: int, p: ConvParams, fill: int):
@@ -37,6 +40,11 @@ def _padded_taps(x: np.ndarray, kh: int, kw: int, p: ConvParams, fill: int):
             f"dilation {p.dilation_h}x{p.dilation_w}, padding {PADDING_NAMES[p.padding]}")
     need_h = (oh - 1) * p.stride_h + (kh - 1) * p.dilation_h + 1
     need_w = (ow - 1) * p.stride_w + (kw - 1) * p.dilation_w + 1
+    elements = n * max(need_h, pad_t + h) * max(need_w, pad_l + w) * c
+    if elements > MAX_PADDED_ELEMENTS:  # a model may lie; don't allocate terabytes
+        raise UnsupportedError(
+            f"the padded input ({elements} values for kernel {kh}x{kw}, dilation "
+            f"{p.dilation_h}x{p.dilation_w}) is too large for the NumPy reference")
     padded = np.full((n, max(need_h, pad_t + h), max(need_w, pad_l + w), c), fill,
                      np.int64)
     padded[:, pad_t:pad_t + h, pad_l:pad_l + w, :] = x

@@ -176,3 +176,30 @@ def test_layer_mask_kernel_layout():
     assert m.filter_sparsity == 0.25
     np.testing.assert_allclose(m.filterlet_sparsity, 1 / 18)
     np.testing.assert_array_equal(prune.zero_filterlets(np.random.default_rng(0).normal(size=k.shape) * k), ~m.filterlets)
+
+
+def test_masked_model_saves_and_reloads(tmp_path):
+    """The mask constraint is registered with Keras serialization and stores the
+    filterlet bits: a masked model round-trips through .keras, masks and all, and
+    keeps them through training after loading."""
+    x, y = data()
+    model = model_with_bn()
+    masks = make_masks(model)
+    prune.apply_masks(model, masks)
+    model.get_layer("c2").kernel.constraint.inner = keras.constraints.MaxNorm(10.0)
+    path = tmp_path / "masked.keras"
+    model.save(path)
+    back = keras.models.load_model(path)
+    for n, m in masks.items():
+        c = back.get_layer(n).kernel.constraint
+        assert isinstance(c, prune.FilterletMaskConstraint), n
+        np.testing.assert_array_equal(c.filterlets, m.filterlets, err_msg=n)
+        np.testing.assert_array_equal(c.mask, model.get_layer(n).kernel.constraint.mask)
+    assert isinstance(back.get_layer("c2").kernel.constraint.inner, keras.constraints.MaxNorm)
+    config = back.get_layer("c1").kernel.constraint.get_config()
+    assert set(config) == {"kernel_shape", "kept", "inner"} and isinstance(config["kept"], str)
+    back.compile(keras.optimizers.Adam(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    back.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    for n, m in masks.items():
+        assert (prune.zero_filterlets(back.get_layer(n).kernel.numpy()) == ~m.filterlets).all(), n
+    assert set(prune.masked_layers(back)) == set(masks)

@@ -161,3 +161,13 @@ def test_requantize_adds_the_output_offset_in_int32():
     acc = np.array([2**31 - 1, -2**31, 1000], np.int64)
     assert list(R.requantize(acc, (1 << 31) - 8, 0, 100, -128, 127)) == [-128, -128, 127]
     assert list(R.requantize(acc, (1 << 31) - 8, 0, -100, -128, 127)) == [127, 127, 127]
+
+
+def test_huge_dilation_is_an_error_not_an_allocation():
+    # the contract allows dilation 65535; the padded input would be 17 G values
+    from dtmm.core.errors import UnsupportedError
+
+    fw = FWCS.from_dense(np.ones((1, 3, 3, 1), np.int8))
+    with pytest.raises(UnsupportedError, match="too large for the NumPy reference"):
+        R.dtmm_conv2d(np.zeros((1, 4, 4, 1), np.int8), fw, [0], [1 << 30], [0],
+                      R.ConvParams(dilation_h=65535, dilation_w=65535))

@@ -30,7 +30,9 @@ Modules:
   CONV_2D operator of the converted model (by shape, then by weights).
 """
 
-from .graph import ChannelGraph, LayerInfo, UnsupportedModelError, conv_layers, functional_model
+from dtmm.core.errors import UnsupportedModelError
+
+from .graph import ChannelGraph, LayerInfo, conv_layers, functional_model
 from .importance import Importance, compute_importance
 from .masks import (
     FilterletMaskConstraint,

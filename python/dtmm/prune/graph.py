@@ -27,11 +27,11 @@ import dataclasses
 import keras
 import numpy as np
 
+from dtmm.core.errors import UnsupportedModelError
+
+from .registry import CONV, GROUPED_CONV, kind_of
+
 __all__ = ["ChannelGraph", "LayerInfo", "conv_layers", "functional_model", "UnsupportedModelError"]
-
-
-class UnsupportedModelError(ValueError):
-    """The model cannot be analysed (subclassed model, shared weighted layer, ...)."""
 
 
 L = keras.layers
@@ -67,18 +67,117 @@ def _channels_last(layer) -> bool:
 
 
 def functional_model(model):
-    """Return the functional graph behind ``model`` (itself, or a Sequential's inner one)."""
+    """``model`` itself if the pruner can read its graph (functional or built
+    Sequential), else UnsupportedModelError."""
     if isinstance(model, keras.Sequential):
-        if getattr(model, "_functional", None) is None:
+        try:
+            model.inputs  # noqa: B018  (raises when the input shape is unknown)
+        except (AttributeError, ValueError):
             raise UnsupportedModelError(
                 "Sequential model has no known input shape; build it with keras.Input first"
-            )
-        return model._functional
-    if not hasattr(model, "_nodes_by_depth") or not hasattr(model, "_run_through_graph"):
+            ) from None
+        if not model.inputs:
+            raise UnsupportedModelError(
+                "Sequential model has no known input shape; build it with keras.Input first")
+        return model
+    config = None
+    if isinstance(model, keras.Model):
+        try:
+            config = model.get_config()
+        except (NotImplementedError, TypeError, AttributeError):
+            config = None
+    if not isinstance(config, dict) or "input_layers" not in config or "layers" not in config:
         raise UnsupportedModelError(
             f"{type(model).__name__} is not a functional or Sequential Keras model"
         )
     return model
+
+
+@dataclasses.dataclass
+class _Tensor:
+    """A tensor of the graph: its shape (batch axis included)."""
+
+    shape: tuple
+
+
+@dataclasses.dataclass
+class _Node:
+    """One call of a layer: what the pruner needs of Keras' node."""
+
+    operation: object
+    input_keys: list
+    output_keys: list
+    input_tensors: list
+    outputs: list
+    is_input: bool = False
+
+
+def _keras_tensors(value):
+    """(keras_history key, shape) of every serialized KerasTensor in a node's args."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            cfg = value["config"]
+            return [(tuple(cfg["keras_history"]), tuple(cfg["shape"]))]
+        return [t for v in value.values() for t in _keras_tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _keras_tensors(v)]
+    return []
+
+
+def graph_nodes(model):
+    """(nodes in topological order, model input keys, model output keys), read
+    through public Keras API only: the serialized functional config (the .keras
+    format's graph: each layer's inbound nodes name their input tensors as
+    (layer, node, tensor)) and ``model.layers`` / ``inputs`` / ``outputs``. A
+    Sequential model is its chain of layers."""
+    if isinstance(model, keras.Sequential):
+        shape = tuple(model.inputs[0].shape)
+        key = ("__input__", 0, 0)
+        nodes = [_Node(None, [], [key], [], [_Tensor(shape)], is_input=True)]
+        for layer in model.layers:
+            out = (layer.name, 0, 0)
+            out_shape = tuple(layer.output.shape)
+            nodes.append(_Node(layer, [key], [out], [_Tensor(shape)], [_Tensor(out_shape)]))
+            key, shape = out, out_shape
+        return nodes, [nodes[0].output_keys[0]], [key]
+    config = model.get_config()
+    shapes = {}
+    calls = []
+    for entry in config["layers"]:
+        for node_index, node in enumerate(entry["inbound_nodes"]):
+            ins = _keras_tensors(node)
+            shapes.update(ins)
+            calls.append((entry["name"], node_index, [k for k, _ in ins]))
+    def keys(v):  # one tensor is serialized as [name, node, index], several as a list
+        return [tuple(v)] if v and isinstance(v[0], str) else [tuple(k) for k in v]
+
+    in_keys, out_keys = keys(config["input_layers"]), keys(config["output_layers"])
+    for k, t in zip(in_keys + out_keys, list(model.inputs) + list(model.outputs)):
+        shapes.setdefault(k, tuple(t.shape))
+    produced = {}
+    for k in shapes:
+        produced.setdefault(k[:2], set()).add(k[2])
+    nodes = [_Node(None, [], [k], [], [_Tensor(shapes[k])], is_input=True) for k in in_keys]
+    ready = set(in_keys)
+    pending = calls
+    while pending:
+        progress, left = False, []
+        for name, node_index, ins in pending:
+            if all(k in ready for k in ins):
+                outs = [(name, node_index, i)
+                        for i in range(max(produced.get((name, node_index), {0})) + 1)]
+                nodes.append(_Node(model.get_layer(name), ins, outs,
+                                   [_Tensor(shapes[k]) for k in ins],
+                                   [_Tensor(shapes.get(k, ())) for k in outs]))
+                ready.update(outs)
+                progress = True
+            else:
+                left.append((name, node_index, ins))
+        if not progress:
+            raise UnsupportedModelError("the model's graph has a node whose inputs never "
+                                        "become available")
+        pending = left
+    return nodes, in_keys, out_keys
 
 
 class _UnionFind:
@@ -118,7 +217,7 @@ class ChannelGraph:
     """Channel-id analysis of a functional/Sequential Keras model (see module docstring).
 
     Attributes:
-        model: the functional model analysed (a Sequential's inner functional model).
+        model: the model analysed (functional or Sequential).
         records: per-layer ``_NodeRecord`` (input/output channel ids), in topological order.
         sources: ``{conv_name: ids}`` output channel ids of each removable-kind ``Conv2D``.
     """
@@ -146,34 +245,32 @@ class ChannelGraph:
         return ids
 
     def _analyse(self) -> None:
-        m = self.model
-        tensor_ids: dict[int, np.ndarray] = {}
+        nodes, _, out_keys = graph_nodes(self.model)
+        tensor_ids: dict = {}
         calls: dict[int, int] = {}
-        for depth in sorted(m._nodes_by_depth, reverse=True):
-            for node in m._nodes_by_depth[depth]:
-                if node.operation is not None and not node.is_input:
-                    calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
-        for depth in sorted(m._nodes_by_depth, reverse=True):
-            for node in m._nodes_by_depth[depth]:
-                layer = node.operation
-                if node.is_input:
-                    for t in node.outputs:
-                        tensor_ids[id(t)] = self._fresh_frozen(t)
-                    continue
-                ins = [tensor_ids[id(t)] for t in node.input_tensors]
-                if calls[id(layer)] > 1 and layer.weights:
-                    raise UnsupportedModelError(
-                        f"layer {layer.name!r} with weights is called more than once; "
-                        "shared weighted layers are not supported"
-                    )
-                # Weightless layers may be called several times: each call is analysed on
-                # its own, and the record keeps the last call (only weighted ones matter).
-                kind, outs = self._visit(layer, node, ins)
-                self.records[layer.name] = _NodeRecord(layer, ins, outs, kind, node)
-                for t, ids in zip(node.outputs, outs):
-                    tensor_ids[id(t)] = ids
-        for t in m.outputs:
-            self._freeze(tensor_ids[id(t)])
+        for node in nodes:
+            if not node.is_input:
+                calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+        for node in nodes:
+            layer = node.operation
+            if node.is_input:
+                for k, t in zip(node.output_keys, node.outputs):
+                    tensor_ids[k] = self._fresh_frozen(t)
+                continue
+            ins = [tensor_ids[k] for k in node.input_keys]
+            if calls[id(layer)] > 1 and layer.weights:
+                raise UnsupportedModelError(
+                    f"layer {layer.name!r} with weights is called more than once; "
+                    "shared weighted layers are not supported"
+                )
+            # Weightless layers may be called several times: each call is analysed on
+            # its own, and the record keeps the last call (only weighted ones matter).
+            kind, outs = self._visit(layer, node, ins)
+            self.records[layer.name] = _NodeRecord(layer, ins, outs, kind, node)
+            for k, ids in zip(node.output_keys, outs):
+                tensor_ids[k] = ids
+        for k in out_keys:
+            self._freeze(tensor_ids[k])
 
     def _opaque(self, layer, node, ins, reason):
         for ids in ins:
@@ -184,8 +281,9 @@ class ChannelGraph:
     def _visit(self, layer, node, ins):
         single = len(ins) == 1 and len(node.outputs) == 1
         rank = len(node.outputs[0].shape) if node.outputs else 0
-        if isinstance(layer, L.Conv2D) and type(layer).__name__ not in ("Conv2DTranspose",):
-            if not single or not _channels_last(layer) or getattr(layer, "groups", 1) != 1:
+        kind = kind_of(layer)
+        if kind in (CONV, GROUPED_CONV):
+            if not single or not _channels_last(layer) or kind is GROUPED_CONV:
                 return self._opaque(layer, node, ins, "grouped or channels_first Conv2D")
             out = self._uf.new(layer.filters)
             if _activation_name(layer) in _MIXING_ACTIVATIONS:
@@ -320,7 +418,7 @@ def conv_layers(model, *, include_non_prunable: bool = False, graph: ChannelGrap
     out = []
     for name, rec in g.records.items():
         layer = rec.layer
-        is_conv = isinstance(layer, L.Conv2D) and rec.kind == "conv"
+        is_conv = kind_of(layer) is CONV and rec.kind == "conv"
         if not is_conv and not include_non_prunable:
             continue
         if not isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.Dense)):

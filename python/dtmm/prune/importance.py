@@ -23,6 +23,10 @@ import dataclasses
 import keras
 import numpy as np
 
+from dtmm.core.errors import ArgumentError
+
+from .registry import kind_of
+
 __all__ = ["Importance", "compute_importance", "prunable_kernels"]
 
 
@@ -39,52 +43,26 @@ class Importance:
 
 
 def prunable_kernels(model):
-    """``[(layer, kernel_variable, kind)]`` for Conv2D/DepthwiseConv2D/Dense layers;
-    ``kind`` is "conv" (filterlet-prunable), "grouped_conv", "depthwise" or "dense"."""
-    out = []
-    for layer in model.layers:
-        if not layer.built:
-            continue
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            out.append((layer, layer.kernel, "depthwise"))
-        elif isinstance(layer, keras.layers.Conv2D) and type(layer).__name__ != "Conv2DTranspose":
-            out.append((layer, layer.kernel, "conv" if getattr(layer, "groups", 1) == 1 else "grouped_conv"))
-        elif isinstance(layer, keras.layers.Dense):
-            out.append((layer, layer.kernel, "dense"))
-    return out
-
-
-_REASONS = {
-    "depthwise": "DepthwiseConv2D: one input channel per filter, a filterlet is a single weight",
-    "dense": "Dense: not a convolution",
-    "grouped_conv": "grouped Conv2D (groups > 1) is not supported by DTMM_CONV_2D",
-}
+    """``[(layer, kernel_variable, kind)]`` for the layers with a kernel the registry
+    knows; ``kind`` is "conv" (filterlet-prunable), "grouped_conv", "depthwise" or
+    "dense"."""
+    return [(layer, layer.kernel, kind_of(layer).name) for layer in model.layers
+            if layer.built and kind_of(layer) is not None and hasattr(layer, "kernel")]
 
 
 def _resolve_loss(model, loss):
     if loss is None:
         loss = getattr(model, "loss", None)
         if loss is None:
-            raise ValueError("pass loss=... or compile the model with a loss for Taylor importance")
+            raise ArgumentError("pass loss=... or compile the model with a loss for Taylor importance")
     if isinstance(loss, (list, tuple, dict)):
-        raise ValueError("multi-output losses are not supported; pass a single loss")
+        raise ArgumentError("multi-output losses are not supported; pass a single loss")
     loss = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
     if isinstance(loss, keras.losses.Loss):
         return loss.call  # unreduced, per example
     if callable(loss):
         return loss
-    raise ValueError(f"cannot use {loss!r} as a loss")
-
-
-def _aggregate(kind, e):
-    if kind == "conv":
-        fl = np.transpose(e.sum(axis=2), (2, 0, 1))
-        return fl, fl.sum(axis=(1, 2))
-    if kind == "depthwise":  # [kh, kw, C_in, m] -> output channel c * m + j
-        return None, e.sum(axis=(0, 1)).reshape(-1)
-    if kind == "grouped_conv":
-        return None, e.sum(axis=(0, 1, 2))
-    return None, e.sum(axis=0)  # Dense [D_in, units]
+    raise ArgumentError(f"cannot use {loss!r} as a loss")
 
 
 def compute_importance(
@@ -112,20 +90,21 @@ def compute_importance(
         progress: show a tqdm bar over batches.
     """
     entries = prunable_kernels(model)
-    not_prunable = {layer.name: _REASONS[kind] for layer, _, kind in entries if kind != "conv"}
+    not_prunable = {layer.name: kind_of(layer).reason for layer, _, _ in entries
+                    if not kind_of(layer).filterlet_prunable}
     if method == "magnitude":
         elem = [np.abs(v.numpy().astype(np.float64)) for _, v, _ in entries]
         nb = ne = 0
     elif method == "taylor":
         if dataset is None:
-            raise ValueError("Taylor importance needs a dataset of (x, y) batches")
+            raise ArgumentError("Taylor importance needs a dataset of (x, y) batches")
         elem, nb, ne = _taylor(model, [v for _, v, _ in entries], dataset, _resolve_loss(model, loss),
                                steps, strategy, progress)
     else:
-        raise ValueError(f"unknown importance method {method!r} (use 'taylor' or 'magnitude')")
+        raise ArgumentError(f"unknown importance method {method!r} (use 'taylor' or 'magnitude')")
     filterlet, filt = {}, {}
-    for (layer, _, kind), e in zip(entries, elem):
-        fl, f = _aggregate(kind, e)
+    for (layer, _, _), e in zip(entries, elem):
+        fl, f = kind_of(layer).aggregate(e)
         if fl is not None:
             filterlet[layer.name] = fl
         filt[layer.name] = f
@@ -166,7 +145,7 @@ def _taylor(model, kernels, dataset, loss_fn, steps, strategy, progress):
 
     if distributed:
         if not isinstance(dataset, tf.data.Dataset):
-            raise ValueError("under a tf.distribute strategy, pass a tf.data.Dataset")
+            raise ArgumentError("under a tf.distribute strategy, pass a tf.data.Dataset")
         iterable = strategy.experimental_distribute_dataset(dataset)
     else:
         iterable = dataset
@@ -183,7 +162,7 @@ def _taylor(model, kernels, dataset, loss_fn, steps, strategy, progress):
             if steps is not None and nb >= steps:
                 break
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise ValueError("dataset must yield (x, y) or (x, y, sample_weight) batches")
+                raise ArgumentError("dataset must yield (x, y) or (x, y, sample_weight) batches")
             scores, count = step(batch[0], batch[1])
             for a, s in zip(acc, scores):
                 a += s.numpy()
@@ -193,5 +172,5 @@ def _taylor(model, kernels, dataset, loss_fn, steps, strategy, progress):
     finally:
         bar.close()
     if nb == 0:
-        raise ValueError("the dataset yielded no batch")
+        raise ArgumentError("the dataset yielded no batch")
     return acc, nb, ne

@@ -24,10 +24,15 @@ BN shift are not masked; a fully pruned filter outputs its constant bias.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 
 import keras
 import numpy as np
+
+from dtmm.core.errors import ArgumentError
+
+from .registry import filterlet_layers, is_filterlet_prunable
 
 __all__ = [
     "LayerMask",
@@ -53,12 +58,12 @@ class LayerMask:
     def __post_init__(self):
         self.filterlets = np.asarray(self.filterlets, dtype=bool)
         if self.filterlets.ndim != 3:
-            raise ValueError(f"filterlet mask must be (C_out, kh, kw), got {self.filterlets.shape}")
+            raise ArgumentError(f"filterlet mask must be (C_out, kh, kw), got {self.filterlets.shape}")
         if self.filters is None:
             self.filters = np.ones(self.filterlets.shape[0], dtype=bool)
         self.filters = np.asarray(self.filters, dtype=bool)
         if self.filters.shape != (self.filterlets.shape[0],):
-            raise ValueError(
+            raise ArgumentError(
                 f"filter mask shape {self.filters.shape} does not match C_out "
                 f"{self.filterlets.shape[0]}"
             )
@@ -124,12 +129,35 @@ class Masks(dict):
         return "\n".join(lines)
 
 
+@keras.saving.register_keras_serializable(package="dtmm")
 class FilterletMaskConstraint(keras.constraints.Constraint):
-    """Kernel constraint ``w -> inner(w) * mask``; ``mask`` has the kernel's shape."""
+    """Kernel constraint ``w -> inner(w) * mask``; ``mask`` has the kernel's shape
+    ``[kh, kw, C_in, C_out]`` and is constant over ``C_in`` (one bit per filterlet).
 
-    def __init__(self, mask, inner=None):
-        self.mask = np.asarray(mask, dtype=np.float32)
+    Registered with Keras serialization (``dtmm>FilterletMaskConstraint``): a masked
+    model saves to ``.keras`` and loads with its masks. The config stores the
+    filterlet bits packed (base64), not the kernel-sized mask."""
+
+    def __init__(self, mask=None, inner=None, *, kernel_shape=None, kept=None):
+        if mask is None:
+            if kernel_shape is None or kept is None:
+                raise ArgumentError("FilterletMaskConstraint needs a mask or "
+                                    "kernel_shape and kept")
+            kh, kw, c_in, c_out = (int(d) for d in kernel_shape)
+            bits = np.unpackbits(np.frombuffer(base64.b64decode(kept), np.uint8),
+                                 count=kh * kw * c_out).astype(bool)
+            mask = np.broadcast_to(bits.reshape(kh, kw, 1, c_out), (kh, kw, c_in, c_out))
+        self.mask = np.ascontiguousarray(mask, dtype=np.float32)
+        if self.mask.ndim != 4:
+            raise ArgumentError(f"mask must have the kernel's 4-D shape, got {self.mask.shape}")
+        if isinstance(inner, dict):
+            inner = keras.constraints.deserialize(inner)
         self.inner = inner
+
+    @property
+    def filterlets(self) -> np.ndarray:
+        """bool (C_out, kh, kw): True = kept."""
+        return np.transpose(self.mask[:, :, 0, :] != 0, (2, 0, 1))
 
     def __call__(self, w):
         if self.inner is not None:
@@ -137,15 +165,18 @@ class FilterletMaskConstraint(keras.constraints.Constraint):
         return w * keras.ops.cast(self.mask, w.dtype)
 
     def get_config(self):
-        return {"mask": self.mask.tolist(), "inner": keras.constraints.serialize(self.inner) if self.inner else None}
+        bits = np.packbits((self.mask[:, :, 0, :] != 0).reshape(-1))
+        return {"kernel_shape": [int(d) for d in self.mask.shape],
+                "kept": base64.b64encode(bits.tobytes()).decode("ascii"),
+                "inner": keras.constraints.serialize(self.inner) if self.inner else None}
 
 
 def _conv(model, name):
     layer = model.get_layer(name)
-    if not isinstance(layer, keras.layers.Conv2D) or getattr(layer, "groups", 1) != 1:
-        raise ValueError(f"layer {name!r} ({type(layer).__name__}) is not a filterlet-prunable Conv2D")
+    if not is_filterlet_prunable(layer):
+        raise ArgumentError(f"layer {name!r} ({type(layer).__name__}) is not a filterlet-prunable Conv2D")
     if not layer.built:
-        raise ValueError(f"layer {name!r} is not built")
+        raise ArgumentError(f"layer {name!r} is not built")
     return layer
 
 
@@ -167,7 +198,7 @@ def apply_masks(model, masks: dict, *, constrain: bool = True):
         layer = _conv(model, name)
         kh, kw, c_in, c_out = (int(d) for d in layer.kernel.shape)
         if m.shape != (c_out, kh, kw):
-            raise ValueError(f"mask for {name!r} has shape {m.shape}, layer needs {(c_out, kh, kw)}")
+            raise ArgumentError(f"mask for {name!r} has shape {m.shape}, layer needs {(c_out, kh, kw)}")
         km = m.kernel_mask(c_in)
         var = layer.kernel
         var.assign(keras.ops.convert_to_tensor(var.numpy() * km, dtype=var.dtype))
@@ -175,7 +206,9 @@ def apply_masks(model, masks: dict, *, constrain: bool = True):
             inner = var.constraint
             if isinstance(inner, FilterletMaskConstraint):
                 inner = inner.inner
-            var.constraint = FilterletMaskConstraint(km, inner)
+            # on the variable (what optimizers apply) and on the layer (what its
+            # config, hence model.save, records)
+            var.constraint = layer.kernel_constraint = FilterletMaskConstraint(km, inner)
     if constrain and getattr(model, "train_function", None) is not None:
         # fit() traces its train step once; drop it so the next fit sees the constraints.
         model.train_function = None
@@ -186,12 +219,11 @@ def reapply_masks(model) -> int:
     """Zero the masked filterlets again (``w *= mask`` for every installed mask); returns
     the number of masked layers. For custom loops that write kernels outside an optimizer."""
     n = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D) and layer.built:
-            c = layer.kernel.constraint
-            if isinstance(c, FilterletMaskConstraint):
-                layer.kernel.assign(keras.ops.convert_to_tensor(layer.kernel.numpy() * c.mask, layer.kernel.dtype))
-                n += 1
+    for layer in filterlet_layers(model):
+        c = layer.kernel.constraint
+        if isinstance(c, FilterletMaskConstraint):
+            layer.kernel.assign(keras.ops.convert_to_tensor(layer.kernel.numpy() * c.mask, layer.kernel.dtype))
+            n += 1
     return n
 
 
@@ -202,7 +234,7 @@ class FilterletMasking(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if not masked_layers(self.model):
-            raise ValueError("FilterletMasking: no masks installed; call dtmm.prune.apply_masks first")
+            raise ArgumentError("FilterletMasking: no masks installed; call dtmm.prune.apply_masks first")
 
     def on_train_end(self, logs=None):
         reapply_masks(self.model)
@@ -211,26 +243,31 @@ class FilterletMasking(keras.callbacks.Callback):
 def masked_layers(model) -> Masks:
     """The masks currently installed on ``model`` by ``apply_masks``."""
     out = Masks()
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D) and layer.built:
-            c = layer.kernel.constraint
-            if isinstance(c, FilterletMaskConstraint):
-                fl = np.transpose(c.mask[:, :, 0, :] != 0, (2, 0, 1))
-                out[layer.name] = LayerMask(fl, None)
+    for layer in filterlet_layers(model):
+        c = layer.kernel.constraint
+        if isinstance(c, FilterletMaskConstraint):
+            out[layer.name] = LayerMask(c.filterlets, None)
     return out
 
 
 def strip_masks(model):
     """Return a plain Keras clone of ``model`` (no mask constraints) with the masked
     filterlets zeroed. ``model`` itself is left unchanged."""
-    clone = keras.models.clone_model(model)
+    def unmasked(layer):
+        # the clone keeps whatever constraint the mask chained, not the mask
+        config = layer.get_config()
+        c = getattr(layer, "kernel_constraint", None)
+        if isinstance(c, FilterletMaskConstraint):
+            config["kernel_constraint"] = keras.constraints.serialize(c.inner) if c.inner else None
+        return type(layer).from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=unmasked)
     clone.set_weights(model.get_weights())
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D) and layer.built:
-            c = layer.kernel.constraint
-            if isinstance(c, FilterletMaskConstraint):
-                var = clone.get_layer(layer.name).kernel
-                var.assign(var.numpy() * c.mask)
+    for layer in filterlet_layers(model):
+        c = layer.kernel.constraint
+        if isinstance(c, FilterletMaskConstraint):
+            var = clone.get_layer(layer.name).kernel
+            var.assign(var.numpy() * c.mask)
     return clone
 
 
@@ -245,7 +282,6 @@ def masks_from_weights(model) -> Masks:
     """Masks describing the all-zero filterlets of every filterlet-prunable Conv2D
     (``filters`` all True: zero filters are not marked for removal)."""
     out = Masks()
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D) and getattr(layer, "groups", 1) == 1 and layer.built:
-            out[layer.name] = LayerMask(~zero_filterlets(layer.kernel.numpy()), None)
+    for layer in filterlet_layers(model):
+        out[layer.name] = LayerMask(~zero_filterlets(layer.kernel.numpy()), None)
     return out

@@ -14,11 +14,12 @@ score (Hungarian method).
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 
 from dtmm.core.errors import ModelError, UnsupportedModelError
 from dtmm.core.tflite import BuiltinOperator, Model
+
+from .registry import is_filterlet_prunable
 
 __all__ = ["match_tflite_convs", "tflite_conv_filters"]
 
@@ -65,7 +66,7 @@ def match_tflite_convs(model, tflite_bytes: bytes) -> list:
 
     keras_convs = {}
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D) and getattr(layer, "groups", 1) == 1 and layer.built:
+        if layer.built and is_filterlet_prunable(layer):
             k = np.transpose(np.asarray(layer.kernel.numpy(), np.float64), (3, 0, 1, 2))  # OHWI
             keras_convs[layer.name] = k
     convs = tflite_conv_filters(tflite_bytes)

@@ -24,17 +24,14 @@ import warnings
 
 import numpy as np
 
+from dtmm.core.errors import ArgumentError
+
+from dtmm.core.rounding import n_pruned
+
 from .graph import ChannelGraph
 from .masks import LayerMask, Masks
 
 __all__ = ["prune_to_ratios", "n_pruned"]
-
-
-def n_pruned(ratio: float, n: int) -> int:
-    """How many of ``n`` items a ratio prunes: ``floor(ratio * n + 0.5 + 1e-9)``, in [0, n]."""
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"pruning ratio {ratio} is outside [0, 1]")
-    return int(min(n, max(0, np.floor(ratio * n + 0.5 + 1e-9))))  # 1e-9: 0.15 * 10 -> 2
 
 
 def _per_layer(value, names, what):
@@ -44,11 +41,11 @@ def _per_layer(value, names, what):
         return {n: float(value) for n in names}
     unknown = set(value) - set(names)
     if unknown:
-        raise ValueError(f"{what} given for layers that are not filterlet-prunable Conv2D: {sorted(unknown)}")
+        raise ArgumentError(f"{what} given for layers that are not filterlet-prunable Conv2D: {sorted(unknown)}")
     out = {n: float(value.get(n, 0.0)) for n in names}
     for n, v in out.items():
         if not 0.0 <= v <= 1.0:
-            raise ValueError(f"{what}[{n!r}] = {v} is outside [0, 1]")
+            raise ArgumentError(f"{what}[{n!r}] = {v} is outside [0, 1]")
     return out
 
 

@@ -24,7 +24,10 @@ import dataclasses
 import keras
 import numpy as np
 
+from dtmm.core.errors import ArgumentError
+
 from .graph import ChannelGraph
+from .registry import kind_of
 from .masks import LayerMask, Masks
 
 __all__ = ["remove_filters", "SurgeryResult"]
@@ -68,21 +71,21 @@ def remove_filters(model, removed, *, rule: str = "union", graph: ChannelGraph |
             that would lose all its channels, or members disagreeing under "strict".
     """
     if rule not in ("union", "intersection", "strict"):
-        raise ValueError(f"unknown rule {rule!r}")
+        raise ArgumentError(f"unknown rule {rule!r}")
     g = graph or ChannelGraph(model)
     rem, in_masks = _removed_sets(removed)
 
     marked: dict[int, set] = {}  # class -> marked (layer, oc)
     for name, idx in rem.items():
         if name not in g.sources:
-            raise ValueError(f"{name!r} is not a Conv2D whose filters can be removed")
+            raise ArgumentError(f"{name!r} is not a Conv2D whose filters can be removed")
         roots = g.source_roots(name)
         if idx.size and (idx.min() < 0 or idx.max() >= len(roots)):
-            raise ValueError(f"filter index out of range for {name!r} (C_out={len(roots)})")
+            raise ArgumentError(f"filter index out of range for {name!r} (C_out={len(roots)})")
         for oc in idx.tolist():
             r = int(roots[oc])
             if g.is_frozen_root(r):
-                raise ValueError(
+                raise ArgumentError(
                     f"filter {oc} of {name!r} cannot be removed: its channel reaches a model "
                     "output, the model input or an unsupported layer"
                 )
@@ -98,12 +101,12 @@ def remove_filters(model, removed, *, rule: str = "union", graph: ChannelGraph |
         complete = mk == members[r]
         if rule == "strict" and not complete:
             missing = sorted(members[r] - mk)
-            raise ValueError(f"coupled filters disagree: {sorted(mk)} removed but {missing} kept")
+            raise ArgumentError(f"coupled filters disagree: {sorted(mk)} removed but {missing} kept")
         if rule == "union" or complete:
             removed_roots.add(r)
 
     def keep_of(ids):
-        return np.array([g._uf.find(int(i)) not in removed_roots for i in ids], dtype=bool)
+        return np.array([int(r) not in removed_roots for r in g.roots(ids)], dtype=bool)
 
     kept, keep_in, keep_out = {}, {}, {}
     for name, rec in g.records.items():
@@ -111,7 +114,7 @@ def remove_filters(model, removed, *, rule: str = "union", graph: ChannelGraph |
             keep_in[name] = keep_of(rec.in_ids[0])
             keep_out[name] = keep_of(rec.out_ids[0])
             if rec.kind in ("conv", "depthwise", "bn") and not keep_out[name].any():
-                raise ValueError(f"layer {name!r} would lose all its channels")
+                raise ArgumentError(f"layer {name!r} would lose all its channels")
             if rec.kind in ("conv", "depthwise"):
                 kept[name] = np.flatnonzero(keep_out[name])
 
@@ -124,51 +127,42 @@ def remove_filters(model, removed, *, rule: str = "union", graph: ChannelGraph |
     return SurgeryResult(new_model, out_masks, kept)
 
 
-def _slice(layer, kind, var_name, w, kin, kout):
-    if kind == "conv":
-        if var_name == "kernel":
-            return w[:, :, kin][..., kout]
-        return w[kout]  # bias
-    if kind == "depthwise":
-        if var_name == "kernel" or w.ndim == 4:
-            return w[:, :, kin, :]
-        return w.reshape(len(kin), -1)[kin].reshape(-1)  # bias, channel c * m + j
-    if kind == "dense":
-        if w.ndim == 2:
-            return w[kin]
-        return w
-    if kind == "bn":
-        return w[kin]
-    return w
-
-
 def _rebuild(g: ChannelGraph, keep_in, keep_out):
-    fm = g.model
-    new_layers = {}
-    for name, rec in g.records.items():
-        layer = rec.layer
+    """The smaller model through public Keras API: every layer re-created from its
+    config (Conv2D with the kept filter count), wired by ``keras.models.clone_model``
+    (functional) or in a chain (Sequential, rebuilt as a functional model), then the
+    sliced weights assigned."""
+    src = g.original
+
+    def clone(layer):
         cfg = layer.get_config()
-        if rec.kind == "conv":
-            cfg["filters"] = int(keep_out[name].sum())
-        new_layers[id(layer)] = type(layer).from_config(cfg)
+        rec = g.records.get(layer.name)
+        if rec is not None and rec.kind == "conv":
+            cfg["filters"] = int(keep_out[layer.name].sum())
+        return type(layer).from_config(cfg)
 
-    inputs = []
-    for t in fm.inputs:
-        hist = t._keras_history
-        inputs.append(keras.Input(batch_shape=t.shape, dtype=t.dtype, name=hist.operation.name))
-    outputs = fm._run_through_graph(inputs if len(inputs) > 1 else inputs[0:1],
-                                    operation_fn=lambda op: new_layers[id(op)])
-    new_model = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=g.original.name)
+    if isinstance(src, keras.Sequential):
+        t = src.inputs[0]
+        inp = keras.Input(batch_shape=t.shape, dtype=t.dtype)
+        x = inp
+        for layer in src.layers:
+            x = clone(layer)(x)
+        new_model = keras.Model(inp, x, name=src.name)
+    else:
+        new_model = keras.models.clone_model(src, clone_function=clone)
 
     for name, rec in g.records.items():
-        old, new = rec.layer, new_layers[id(rec.layer)]
+        old, new = rec.layer, new_model.get_layer(name)
         if not old.weights:
             continue
         if len(old.weights) != len(new.weights):
-            raise RuntimeError(f"rebuilt layer {name!r} has different variables")
+            raise ArgumentError(f"rebuilt layer {name!r} has different variables")
         for ov, nv in zip(old.weights, new.weights):
-            w = _slice(old, rec.kind, ov.name, ov.numpy(), keep_in.get(name), keep_out.get(name))
+            kind = kind_of(old)
+            w = ov.numpy() if kind is None else kind.slice(ov.name, ov.numpy(), keep_in.get(name),
+                                                          keep_out.get(name))
             if tuple(w.shape) != tuple(nv.shape):
-                raise RuntimeError(f"{name}/{ov.name}: sliced {w.shape} but layer needs {tuple(nv.shape)}")
+                raise ArgumentError(f"{name}/{ov.name}: sliced {w.shape} but layer needs "
+                                    f"{tuple(nv.shape)}")
             nv.assign(w)
     return new_model
