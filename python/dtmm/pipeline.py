@@ -78,6 +78,7 @@ def int8_accuracy(tflite_bytes: bytes, x: np.ndarray, y: np.ndarray,
 
     with (quiet or contextlib.nullcontext)():  # TFLite's XNNPACK line, once a process
         it = tf.lite.Interpreter(model_content=bytes(tflite_bytes), num_threads=1)
+        it.allocate_tensors()
     inp = it.get_input_details()[0]
     out = it.get_output_details()[0]
     scale, zp = inp["quantization"]
@@ -503,7 +504,6 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
     flash_b, sram_b = _arguments(flash, sram, max_drop)
     model, data = _inputs(model, data, max_train)
     xtr, ytr, xte, yte = data
-    os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(seed)
 
     with timer("dense_int8_s"):
@@ -548,6 +548,7 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
     log(conv.conv_report.table())
     log(verified.summary())
 
+    os.makedirs(out_dir, exist_ok=True)  # only now: a failed run leaves no empty --out
     write_keras(conv.final, os.path.join(out_dir, "pruned.keras"))
     write_atomic(os.path.join(out_dir, "dense_int8.tflite"), dense_int8)
     write_atomic(os.path.join(out_dir, "model_int8.tflite"), conv.int8)

@@ -5,10 +5,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 import prune_models as pm
 from dtmm import prune
+from dtmm.core.tflite import BuiltinOperator, Model
 
 L = keras.layers
 
@@ -40,17 +40,12 @@ def make_masks(model):
 
 def tflite_conv_filters(buf):
     """{(C_out, kh, kw, C_in): (int8 filter, int32 bias, filter scales, input scale)} per CONV_2D."""
-    m = schema.ModelT.InitFromObj(schema.Model.GetRootAs(buf, 0))
-    sg = m.subgraphs[0]
     out = {}
-    for op in sg.operators:
-        code = m.operatorCodes[op.opcodeIndex]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) != schema.BuiltinOperator.CONV_2D:
+    for op in Model.read(buf).subgraphs[0].operators:
+        if op.opcode.builtin != BuiltinOperator.CONV_2D:
             continue
-        t_in, t_w, t_b = (sg.tensors[i] for i in op.inputs[:3])
-        w = np.frombuffer(bytes(m.buffers[t_w.buffer].data), np.int8).reshape(t_w.shape)
-        b = np.frombuffer(bytes(m.buffers[t_b.buffer].data), np.int32)
-        out[tuple(int(d) for d in t_w.shape)] = (w, b, np.asarray(t_w.quantization.scale), t_in.quantization.scale[0])
+        t_in, t_w, t_b = op.inputs[:3]
+        out[t_w.shape] = (t_w.value(), t_b.value(), t_w.quant()[0], t_in.quant()[0][0])
     return out
 
 

@@ -141,15 +141,25 @@ def _rebuild(g: ChannelGraph, keep_in, keep_out):
             cfg["filters"] = int(keep_out[layer.name].sum())
         return type(layer).from_config(cfg)
 
+    # New inputs keep the input layers' names (they name the .tflite's inputs).
+    config = src.get_config()
     if isinstance(src, keras.Sequential):
         t = src.inputs[0]
-        inp = keras.Input(batch_shape=t.shape, dtype=t.dtype)
+        name = next((l["config"]["name"] for l in config["layers"]
+                     if l["class_name"] == "InputLayer"), None)
+        inp = keras.Input(batch_shape=t.shape, dtype=t.dtype, name=name)
         x = inp
         for layer in src.layers:
             x = clone(layer)(x)
         new_model = keras.Model(inp, x, name=src.name)
     else:
-        new_model = keras.models.clone_model(src, clone_function=clone)
+        v = config["input_layers"]
+        names = [v[0]] if v and isinstance(v[0], str) else [k[0] for k in v]
+        inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=n)
+                  for t, n in zip(src.inputs, names)]
+        structured = inputs if isinstance(src.input, (list, tuple)) else inputs[0]
+        new_model = keras.models.clone_model(src, input_tensors=structured,
+                                             clone_function=clone)
 
     for name, rec in g.records.items():
         old, new = rec.layer, new_model.get_layer(name)
