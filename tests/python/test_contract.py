@@ -156,7 +156,7 @@ def test_a_second_contract_plugs_in(monkeypatch):
     # the header gains a block, version 1 files still decode.
     v2 = contract.OpContract(custom_code="DTMM_CONV_2D", version=2, inputs=CONV_2D.inputs,
                              options=CONV_2D.options + (contract.Option("block", 1, 64, "B"),),
-                             channel_ranges=CONV_2D.channel_ranges)
+                             channel_ranges=CONV_2D.channel_ranges, ordered=CONV_2D.ordered)
     monkeypatch.setitem(contract.CONTRACTS, ("DTMM_CONV_2D", 2), v2)
     assert decode_options(encode_map({**GOOD, "version": 2, "block": 16}), "op")["block"] == 16
     with pytest.raises(FormatError, match="miss block"):

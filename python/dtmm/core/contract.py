@@ -66,7 +66,8 @@ class OpContract:
     options: tuple
     # Per-channel constants: inclusive ranges of every element.
     channel_ranges: tuple  # ((input name, minimum, maximum), ...)
-    # Cross-key rules, checked after the ranges: (description, predicate).
+    # Option pairs that must be ordered (low <= high), checked after the ranges.
+    ordered: tuple = ()
     doc: str = ""
 
     @property
@@ -104,9 +105,11 @@ class OpContract:
             if not o.minimum <= v <= o.maximum:
                 raise FormatError(f"{what}: option {o.key}={v} is outside "
                                   f"[{o.minimum}, {o.maximum}]")
-        if "act_min" in opts and opts["act_min"] > opts["act_max"]:
-            raise FormatError(f"{what}: activation range [{opts['act_min']}, "
-                              f"{opts['act_max']}] is empty (act_min > act_max)")
+        for lo, hi in self.ordered:
+            if opts[lo] > opts[hi]:
+                raise FormatError(f"{what}: activation range [{opts[lo]}, {opts[hi]}] is "
+                                  f"empty ({lo} > {hi})" if lo == "act_min" else
+                                  f"{what}: {lo} {opts[lo]} > {hi} {opts[hi]}")
 
     def check_channels(self, arrays: dict, what: str) -> None:
         """Per-channel constants inside the device's ranges."""
@@ -170,6 +173,7 @@ CONV_2D_V1 = OpContract(
         Option("act_max", -128, 127, "int8 clamp maximum"),
     ),
     channel_ranges=(("multiplier", 0, INT32_MAX), ("shift", -31, 30)),
+    ordered=(("act_min", "act_max"),),
     doc="filterlet-sparse int8 convolution, FWCS filter (docs/contract.md)",
 )
 
