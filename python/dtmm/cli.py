@@ -124,14 +124,27 @@ def _convert_args(p):
                         "(0..1, default 0)")
     p.add_argument("--always", action="store_true",
                    help="rewrite every eligible int8 CONV_2D, even where the dense "
-                        "form is smaller")
+                        "form is smaller or faster")
+    import inspect
+
+    from dtmm.convert import PREFER, convert_model
+    from dtmm.core.latency import conv_targets
+
+    d = {k: v.default for k, v in inspect.signature(convert_model).parameters.items()}
+    p.add_argument("--target", choices=conv_targets() + ["any"], default=d["target"],
+                   help="rewrite only where the modeled DTMM op is not slower than "
+                        "dense CMSIS-NN on this target (any: on every target; "
+                        f"default {d['target']})")
+    p.add_argument("--prefer", choices=PREFER, default=d["prefer"],
+                   help="speed: rewrite where smaller and modeled not slower; size: "
+                        f"where smaller (default {d['prefer']})")
 
 
 def _convert_run(args) -> int:
     from dtmm.convert import convert_file
 
     report = convert_file(args.input, args.output, min_sparsity=args.min_sparsity,
-                          always=args.always)
+                          always=args.always, target=args.target, prefer=args.prefer)
     print(report.table())
     if report.num_rewritten == 0:
         print(f"{args.output} is a byte-identical copy of {args.input}")

@@ -6,10 +6,14 @@
 
 A conv is rewritten when it is eligible (int8 input/output, int8 per-channel or
 per-tensor filter, int32 or no bias), the device accepts its DTMM form (the
-contract's ranges), its filterlet sparsity is >= `min_sparsity`, and the file-size
+contract's ranges), its filterlet sparsity is >= `min_sparsity`, the file-size
 model (dtmm.core.size) gives fewer bytes for the DTMM form (FWCS arrays, folded
 bias, multiplier, shift, their tensors and the op's options) than for the dense
-form; or always, with `always=True`. The model is edited through the object model
+form, and (with the default prefer="speed") the latency models of
+dtmm.core.latency give the DTMM op no more instructions than TFLM's dense CMSIS-NN
+CONV_2D on every target of `target` ("any": each fitted target, today Cortex-M4
+and Cortex-M55); prefer="size" drops that last condition; `always=True` rewrites
+every eligible conv the device accepts. docs/converter.md has the policy. The model is edited through the object model
 of dtmm.core.tflite: the conv's operator is replaced, and saving drops the dense
 filter/bias tensors and buffers nothing uses any more. Every other op, tensor,
 subgraph, signature and metadata entry is kept as it was. The format is
@@ -23,11 +27,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from dtmm.core import contract, size
+from dtmm.core import contract, latency, size
 from dtmm.core.errors import ArgumentError, DtmmError, ModelError
 from dtmm.core.ops import dtmm_form, read_conv
 from dtmm.core.tflite import BuiltinOperator, Model, Operator, read_file, write_atomic
-from dtmm.layers import LayerReport, conv_report, format_table  # noqa: F401
+from dtmm.layers import (LayerReport, conv_report, format_table,  # noqa: F401
+                         modeled_instructions)
+
+PREFER = ("speed", "size")
+DEFAULT_TARGET = "any"
+DEFAULT_PREFER = "speed"
 
 DTMM_SUFFIXES = tuple(t.name for t in contract.CONV_2D.inputs[1:])
 
@@ -93,12 +102,23 @@ def _rewrite(model: Model, conv, form, options, opcode, names_used: set) -> None
                                                   [conv.output], options)
 
 
+def _slower_on(modeled: dict) -> list:
+    """Targets where the modeled DTMM op costs more than the dense CMSIS-NN conv."""
+    return [t for t, (dense, dtmm) in modeled.items() if dtmm > dense]
+
+
 def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
-                  name: str = "input"):
+                  name: str = "input", target: str = DEFAULT_TARGET,
+                  prefer: str = DEFAULT_PREFER):
     """Convert a .tflite flatbuffer. Returns (output bytes, ConversionReport).
-    `name` is how error messages call the model (the CLI passes the file name)."""
+    `name` is how error messages call the model (the CLI passes the file name).
+    `target`: cortex-m4, cortex-m55 or any (both); `prefer`: speed (rewrite only
+    where smaller and not slower on the target(s)) or size (where smaller)."""
     if not 0.0 <= float(min_sparsity) <= 1.0:
         raise ArgumentError(f"min_sparsity must be in [0, 1], got {min_sparsity}")
+    if prefer not in PREFER:
+        raise ArgumentError(f"prefer must be one of {', '.join(PREFER)}, got {prefer!r}")
+    targets = latency.resolve_targets(target)
     buf = bytes(buf)
     model = Model.read(buf, name)
     report = ConversionReport(file_bytes_before=len(buf))
@@ -120,6 +140,8 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
             options = contract.encode_map(form.options)
             rep.bytes_before, rep.bytes_after = _estimate(
                 conv, form, len(options), tensor_users, buffer_users)
+            rep.modeled = modeled_instructions(conv_shape(conv, form.fwcs), targets)
+            slower = _slower_on(rep.modeled)
             rejected = form.device_rejects()
             if rejected:
                 rep.reason = f"kept: the device would reject the DTMM form ({rejected})"
@@ -128,9 +150,17 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
                               f"{100 * min_sparsity:.1f}%")
             elif not always and rep.bytes_after >= rep.bytes_before:
                 rep.reason = "kept: DTMM form is not smaller"
+            elif not always and prefer == "speed" and slower:
+                rep.reason = "kept: DTMM modeled slower on " + ", ".join(slower)
             else:
                 rep.rewritten = True
-                rep.reason = "rewritten"
+                if always:
+                    rep.reason = "rewritten (--always)"
+                elif prefer == "size":
+                    rep.reason = "rewritten: smaller" + (
+                        f" (modeled slower on {', '.join(slower)})" if slower else "")
+                else:
+                    rep.reason = "rewritten: smaller, modeled not slower"
                 plans.append((conv, form, options))
     if not plans:
         report.file_bytes_after = len(buf)
@@ -144,13 +174,24 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
     return out, report
 
 
-def convert_file(in_path, out_path, min_sparsity: float = 0.0,
-                 always: bool = False) -> ConversionReport:
+def conv_shape(conv, fwcs) -> latency.ConvShape:
+    """What the latency models read of a conv with filter `fwcs`."""
+    c_out, kh, kw, c_in = conv.shape
+    return latency.ConvShape(
+        out_h=conv.out_hw[0], out_w=conv.out_hw[1], c_in=c_in, c_out=c_out, kh=kh, kw=kw,
+        stride=tuple(conv.stride), dilation=tuple(conv.dilation),
+        kept_filterlets=fwcs.num_kept,
+        pruned_filters=int((~fwcs.mask.reshape(c_out, -1).any(axis=1)).sum()))
+
+
+def convert_file(in_path, out_path, min_sparsity: float = 0.0, always: bool = False,
+                 target: str = DEFAULT_TARGET,
+                 prefer: str = DEFAULT_PREFER) -> ConversionReport:
     """Convert IN to OUT (written atomically; IN is never modified). When nothing
-    is rewritten OUT is a byte-identical copy of IN."""
+    is rewritten OUT is a byte-identical copy of IN. Options as convert_model."""
     buf = read_file(in_path)
     out, report = convert_model(buf, min_sparsity=min_sparsity, always=always,
-                                name=os.fspath(in_path))
+                                name=os.fspath(in_path), target=target, prefer=prefer)
     if os.path.exists(out_path) and os.path.samefile(in_path, out_path):
         raise ModelError(f"output {out_path} is the input file; choose another path")
     write_atomic(out_path, out)

@@ -4,18 +4,23 @@
     print(inspect_table(buf))
 
 DTMM ops are read by dtmm.core.ops.read_dtmm, which checks them the way the TFLM
-op's Prepare does (options against the contract's table, tensors, FWCS).
+op's Prepare does (options against the contract's table, tensors, FWCS). Every
+CONV_2D and DTMM_CONV_2D row carries the modeled instructions of its dense
+CMSIS-NN and its DTMM form on each fitted target (dtmm.core.latency).
 """
 
 from __future__ import annotations
 
 from dtmm.core.contract import CONV_2D, decode_options  # noqa: F401
+import numpy as np
+
+from dtmm.core import latency
 from dtmm.core.errors import DtmmError
 from dtmm.core.geometry import PADDING_NAMES
 from dtmm.core.ops import (DtmmOp as DtmmInfo, conv_geometry, is_dtmm,  # noqa: F401
                            read_conv, read_dtmm)
 from dtmm.core.tflite import BuiltinOperator, Model
-from dtmm.layers import LayerReport, conv_report, format_table
+from dtmm.layers import LayerReport, conv_report, format_table, modeled_instructions
 
 OPTION_KEYS = CONV_2D.keys
 parse_dtmm = read_dtmm  # the name earlier releases exported
@@ -23,6 +28,16 @@ parse_dtmm = read_dtmm  # the name earlier releases exported
 
 def _dense_bytes(op) -> int:
     return sum(t.data.size for t in op.inputs[1:3] if t is not None and t.data is not None)
+
+
+def _dense_shape(conv) -> latency.ConvShape:
+    """Latency-model shape of a dense int8 conv: its all-zero filterlets as pruned."""
+    c_out, kh, kw, c_in = conv.shape
+    kept = np.any(np.asarray(conv.weights).reshape(c_out, kh * kw, c_in) != 0, axis=2)
+    return latency.ConvShape(
+        out_h=conv.out_hw[0], out_w=conv.out_hw[1], c_in=c_in, c_out=c_out, kh=kh, kw=kw,
+        stride=tuple(conv.stride), dilation=tuple(conv.dilation),
+        kept_filterlets=int(kept.sum()), pruned_filters=int((~kept.any(axis=1)).sum()))
 
 
 def inspect_model(buf: bytes, all_ops: bool = False, name: str = "input") -> list:
@@ -46,13 +61,23 @@ def _inspect(model: Model, all_ops: bool) -> list:
                     stride=(p.stride_h, p.stride_w), dilation=(p.dilation_h, p.dilation_w),
                     padding=PADDING_NAMES[p.padding], activation=f"[{p.act_min},{p.act_max}]",
                     sparsity=fw.sparsity, bytes_after=d.constant_bytes,
-                    reason=f"DTMM_CONV_2D v{d.options['version']}, {fw.num_kept} kept"))
+                    reason=f"DTMM_CONV_2D v{d.options['version']}, {fw.num_kept} kept",
+                    modeled=modeled_instructions(latency.ConvShape(
+                        out_h=d.output_shape[1], out_w=d.output_shape[2], c_in=fw.c_in,
+                        c_out=fw.c_out, kh=fw.kernel_h, kw=fw.kernel_w,
+                        stride=(p.stride_h, p.stride_w),
+                        dilation=(p.dilation_h, p.dilation_w), kept_filterlets=fw.num_kept,
+                        pruned_filters=int((~fw.mask.reshape(fw.c_out, -1).any(1)).sum())),
+                        latency.conv_targets())))
             elif op.opcode.builtin == BuiltinOperator.CONV_2D:
                 try:
                     conv = read_conv(model, si, oi)
                     rep = conv_report(conv)
                     rep.reason = ("CONV_2D, " + conv.skip.replace("skipped: ", "")
                                   if conv.skip else "CONV_2D (int8, convertible)")
+                    if not conv.skip:
+                        rep.modeled = modeled_instructions(_dense_shape(conv),
+                                                           latency.conv_targets())
                 except DtmmError as e:  # show, don't stop: inspect is for diagnosis
                     try:
                         rep = conv_report(conv_geometry(model, si, oi))

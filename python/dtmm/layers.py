@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from dtmm.core import latency
 
 from dtmm.core.geometry import PADDING_NAMES
 from dtmm.core.quant import ACTIVATION_NAMES
@@ -29,6 +31,8 @@ class LayerReport:
     bytes_after: int | None = None
     rewritten: bool = False
     reason: str = ""
+    # target -> (dense CMSIS-NN, DTMM) modeled instructions (dtmm.core.latency)
+    modeled: dict = field(default_factory=dict)
 
     @property
     def where(self) -> str:
@@ -44,10 +48,31 @@ def _hw(t):
     return "?" if t is None else f"{t[0]}x{t[1]}"
 
 
+TARGET_SHORT = {"cortex-m4": "m4", "cortex-m55": "m55"}
+
+
+def _k(n: float) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else f"{n:.0f}"
+
+
+def _modeled(r) -> str:
+    return " ".join(f"{TARGET_SHORT.get(t, t)} {_k(d)}/{_k(m)}"
+                    for t, (d, m) in sorted(r.modeled.items()))
+
+
+def modeled_instructions(shape: latency.ConvShape, targets) -> dict:
+    """target -> (dense CMSIS-NN, DTMM) modeled instructions of one conv."""
+    return {t: (latency.conv_instructions(t, "cmsis_nn", shape),
+                latency.conv_instructions(t, "dtmm", shape)) for t in targets}
+
+
 def format_table(layers, title_after="after", name_width=36) -> str:
+    """Rows of LayerReport; with modeled instructions a column 'instr dense/dtmm'."""
+    mw = max([len(_modeled(r)) for r in layers] + [0])
+    mcol = f"{'instr dense/dtmm':<{max(mw, 16)}}  " if mw else ""
     head = (f"{'op':>5}  {'name':<{name_width}}  {'CoutxKhxKwxCin':<15} "
             f"{'in->out':<13} {'stride':<7}{'dil':<5}{'pad':<6}{'act':<13}{'sparse':>7} "
-            f"{'before':>8} {title_after:>8}  result")
+            f"{'before':>8} {title_after:>8}  {mcol}result")
     lines = [head, "-" * len(head)]
     for r in layers:
         shape = "x".join(map(str, r.shape)) if r.shape else "?"
@@ -59,7 +84,8 @@ def format_table(layers, title_after="after", name_width=36) -> str:
         b1 = "" if r.bytes_after is None else str(r.bytes_after)
         lines.append(f"{r.where:>5}  {_short(r.name, name_width):<{name_width}}  "
                      f"{shape:<15} {io:<13} {s:<7}{d:<5}{r.padding:<6}"
-                     f"{r.activation:<13}{sp:>7} {b0:>8} {b1:>8}  {r.reason}")
+                     f"{r.activation:<13}{sp:>7} {b0:>8} {b1:>8}  "
+                     + (f"{_modeled(r):<{max(mw, 16)}}  " if mw else "") + r.reason)
     return "\n".join(lines)
 
 

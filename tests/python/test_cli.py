@@ -130,7 +130,8 @@ def test_convert_inspect_verify(cnn, tmp_path, capsys):
     assert rc == 0 and err == ""
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["op", "name", "CoutxKhxKwxCin"]
-    assert sum(line.rstrip().endswith("rewritten") for line in lines) == 5
+    assert sum(line.rstrip().endswith("rewritten: smaller, modeled not slower")
+               for line in lines) == 5
     assert lines[-2].startswith(f"rewrote 5 of 5 CONV_2D; file bytes {len(cnn)} -> "
                                 f"{dst.stat().st_size} (-")
     assert lines[-1] == f"wrote {dst}"

@@ -4,8 +4,8 @@ package data (core/data/latency.json), so an installed wheel has them too.
     coeffs = coefficients("cortex-m4")     # LatencyCoeffs(a, b, c, d, source)
     bench_layers()["L5"]                   # (c_out, out_h, out_w, K)
 
-The scheduler uses them now (dtmm.schedule.cost.LatencyModel); the converter's
-speed-aware conversion is meant to read the same table.
+The scheduler uses them now (dtmm.schedule.cost.LatencyModel). Below: the per-target
+conv models of dense CMSIS-NN and DTMM_CONV_2D the converter decides with.
 """
 
 from __future__ import annotations
@@ -61,3 +61,120 @@ def bench_layers() -> dict:
         ow = out_size_and_padding(L["in_w"], L["kw"], L["sw"], 1, pad)[0]
         out[name] = (L["c_out"], oh, ow, L["kh"] * L["kw"])
     return out
+
+
+# -- Per-target conv latency models (dense CMSIS-NN CONV_2D and DTMM_CONV_2D) ---------
+#
+# instructions ≈ sum_i coeff_i * feature_i, one coefficient vector per target, kernel
+# ("cmsis_nn" = TFLM's CONV_2D with CMSIS-NN, "dtmm" = DTMM_CONV_2D) and path class
+# (the kernel takes a different code path there, so the costs differ). Fitted by
+# bench/fit_latency to bench/kernels' CSV with non-negative least squares on the
+# relative error; the converter and `dtmm inspect` read them.
+
+KERNELS = ("cmsis_nn", "dtmm")
+CONV_TARGETS = ("cortex-m4", "cortex-m55")
+# Features each kernel's model may use: names explain the work they count.
+FEATURES = {
+    # MACs; output values (requantize + store); im2col copies (pixels x taps x C_in);
+    # output pixels (per-pixel setup); output channels (per-channel setup); a call.
+    "cmsis_nn": ("macs", "outputs", "im2col", "out_pixels", "c_out", "call"),
+    # kept MACs; output values; taps x output values of filters not fully pruned
+    # (per-tap work whether kept or not: the small-C_in paths); kept filterlets x
+    # output pixels (per-filterlet setup); output pixels; output channels (driver per
+    # channel); fully pruned filters (constant output channels); kept filterlets
+    # (per-filterlet driver); a call.
+    "dtmm": ("kept_macs", "outputs", "live_output_taps", "kept_filterlet_pixels",
+             "out_pixels", "c_out", "pruned_filters", "kept_filterlets", "call"),
+}
+# DTMM output planes at most this many pixels take the tiny-plane path class; below
+# this many input channels the per-tap work outweighs the MACs (small-C_in class).
+TINY_PLANE_PIXELS = 4
+SMALL_C_IN = 8
+PATH_CLASSES = {"cmsis_nn": ("1x1", "general"), "dtmm": ("tiny", "small_cin", "window")}
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """A conv's geometry and its filterlet pruning, what the latency models read."""
+
+    out_h: int
+    out_w: int
+    c_in: int
+    c_out: int
+    kh: int
+    kw: int
+    stride: tuple = (1, 1)
+    dilation: tuple = (1, 1)
+    kept_filterlets: int | None = None  # None: all C_out*K_h*K_w kept
+    pruned_filters: int = 0              # output channels with no kept filterlet
+
+    @property
+    def taps(self) -> int:
+        return self.kh * self.kw
+
+    @property
+    def kept(self) -> int:
+        return self.c_out * self.taps if self.kept_filterlets is None else self.kept_filterlets
+
+    @classmethod
+    def from_sparsity(cls, out_h, out_w, c_in, c_out, kh, kw, sparsity, **kw_):
+        """Random filterlet mask with round(s * C_out * K) pruned, as bench/kernels uses:
+        the expected number of fully pruned filters is C_out * s^K."""
+        n = c_out * kh * kw
+        kept = n - int(sparsity * n + 0.5)
+        return cls(out_h, out_w, c_in, c_out, kh, kw, kept_filterlets=kept,
+                   pruned_filters=round(c_out * sparsity ** (kh * kw)), **kw_)
+
+
+def path_class(kernel: str, s: ConvShape) -> str:
+    if kernel == "cmsis_nn":
+        # arm_convolve_wrapper_s8 sends 1x1 undilated filters to its 1x1 kernels.
+        return "1x1" if s.taps == 1 and s.dilation == (1, 1) else "general"
+    if kernel == "dtmm":
+        if s.out_h * s.out_w <= TINY_PLANE_PIXELS:
+            return "tiny"
+        return "small_cin" if s.c_in < SMALL_C_IN else "window"
+    raise ArgumentError(f"unknown kernel {kernel!r} (known: {', '.join(KERNELS)})")
+
+
+def features(kernel: str, s: ConvShape) -> dict:
+    pix = s.out_h * s.out_w
+    if kernel == "cmsis_nn":
+        return {"macs": pix * s.c_out * s.taps * s.c_in, "outputs": pix * s.c_out,
+                "im2col": pix * s.taps * s.c_in, "out_pixels": pix, "c_out": s.c_out,
+                "call": 1}
+    path_class(kernel, s)  # rejects unknown kernels
+    return {"kept_macs": s.kept * s.c_in * pix, "outputs": pix * s.c_out,
+            "live_output_taps": (s.c_out - s.pruned_filters) * pix * s.taps,
+            "kept_filterlet_pixels": s.kept * pix, "out_pixels": pix, "c_out": s.c_out,
+            "pruned_filters": s.pruned_filters, "kept_filterlets": s.kept, "call": 1}
+
+
+def conv_targets() -> list:
+    """Targets with fitted conv models."""
+    return sorted(_data().get("conv_models", {}))
+
+
+def resolve_targets(target: str) -> tuple:
+    """'any' -> every fitted target; a target name -> (name,)."""
+    known = conv_targets()
+    if target == "any":
+        if not known:
+            raise ArgumentError("no fitted conv latency models in dtmm/core/data/latency.json")
+        return tuple(known)
+    if target not in known:
+        raise ArgumentError(f"no conv latency model for target {target!r} (known: "
+                            f"{', '.join(known + ['any'])})")
+    return (target,)
+
+
+def conv_instructions(target: str, kernel: str, s: ConvShape) -> float:
+    """Modeled executed instructions of one conv on `target` with `kernel`."""
+    (target,) = resolve_targets(target)
+    cls = path_class(kernel, s)
+    try:
+        coeffs = _data()["conv_models"][target][kernel][cls]["coeffs"]
+    except KeyError:
+        raise ArgumentError(f"latency.json has no {kernel} {cls} model for {target}") from None
+    f = features(kernel, s)
+    return float(sum(c * f[name] for name, c in coeffs.items()))
