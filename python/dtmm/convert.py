@@ -13,11 +13,11 @@ form, and (with the default prefer="speed") the latency models of
 dtmm.core.latency give the DTMM op no more instructions than TFLM's dense CMSIS-NN
 CONV_2D on every target of `target` ("any": each fitted target, today Cortex-M4
 and Cortex-M55); prefer="size" drops that last condition; `always=True` rewrites
-every eligible conv the device accepts. docs/converter.md has the policy. The model is edited through the object model
-of dtmm.core.tflite: the conv's operator is replaced, and saving drops the dense
-filter/bias tensors and buffers nothing uses any more. Every other op, tensor,
-subgraph, signature and metadata entry is kept as it was. The format is
-docs/contract.md.
+every eligible conv the device accepts (docs/converter.md has the policy). The
+model is edited through the object model of dtmm.core.tflite: the conv's operator
+is replaced, and saving drops the dense filter/bias tensors and buffers nothing
+uses any more. Every other op, tensor, subgraph, signature and metadata entry is
+kept as it was. The format is docs/contract.md.
 
 When no conv is rewritten the output is the input, byte for byte.
 """
