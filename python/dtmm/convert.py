@@ -29,14 +29,12 @@ from dataclasses import dataclass, field
 
 from dtmm.core import contract, latency, size
 from dtmm.core.errors import ArgumentError, DtmmError, ModelError
+from dtmm.core.latency import DEFAULT_PREFER, DEFAULT_TARGET, PREFER
 from dtmm.core.ops import dtmm_form, read_conv
 from dtmm.core.tflite import BuiltinOperator, Model, Operator, read_file, write_atomic
 from dtmm.layers import (LayerReport, conv_report, format_table,  # noqa: F401
                          modeled_instructions)
 
-PREFER = ("speed", "size")
-DEFAULT_TARGET = "any"
-DEFAULT_PREFER = "speed"
 
 DTMM_SUFFIXES = tuple(t.name for t in contract.CONV_2D.inputs[1:])
 

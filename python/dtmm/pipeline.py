@@ -358,7 +358,9 @@ def finetune_and_convert(pruned, xtr, ytr, epochs, batch_size, seed, desc,
     fit(pruned, xtr, ytr, epochs, batch_size, seed, desc, progress)
     final = P.strip_masks(pruned)
     int8 = to_int8(final, xtr, quiet=quiet)
-    dtmm_bytes, conv_report = convert_model(int8)
+    # The bytes rule: the scheduler's flash model (schedule.cost.FlashModel) plans
+    # with it; the speed-aware default would keep convs dense it counted as DTMM.
+    dtmm_bytes, conv_report = convert_model(int8, prefer="size")
     sram = int(cost.SramModel(analyze(dtmm_bytes))())
     return Converted(final, int8, dtmm_bytes, conv_report, sram)
 

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 
+import numpy as np
+
 from dtmm.core.errors import ArgumentError
 from dtmm.core.geometry import PADDING_SAME, PADDING_VALID, out_size_and_padding
 
@@ -72,6 +74,11 @@ def bench_layers() -> dict:
 # relative error; the converter and `dtmm inspect` read them.
 
 KERNELS = ("cmsis_nn", "dtmm")
+# The converter's policy: rewrite where smaller and (speed) modeled not slower on
+# every target of DEFAULT_TARGET; the scheduler's flash model follows the same rule.
+PREFER = ("speed", "size")
+DEFAULT_TARGET = "any"
+DEFAULT_PREFER = "speed"
 CONV_TARGETS = ("cortex-m4", "cortex-m55")
 # Features each kernel's model may use: names explain the work they count.
 FEATURES = {
@@ -126,15 +133,24 @@ class ConvShape:
                    pruned_filters=round(c_out * sparsity ** (kh * kw)), **kw_)
 
 
-def path_class(kernel: str, s: ConvShape) -> str:
+def class_masks(kernel: str, s: ConvShape) -> dict:
+    """class -> whether the conv takes that path (bool, or a bool array where
+    s.c_in is an array, as in the scheduler's batches)."""
     if kernel == "cmsis_nn":
         # arm_convolve_wrapper_s8 sends 1x1 undilated filters to its 1x1 kernels.
-        return "1x1" if s.taps == 1 and s.dilation == (1, 1) else "general"
+        one = s.taps == 1 and tuple(s.dilation) == (1, 1)
+        return {"1x1": one, "general": not one}
     if kernel == "dtmm":
-        if s.out_h * s.out_w <= TINY_PLANE_PIXELS:
-            return "tiny"
-        return "small_cin" if s.c_in < SMALL_C_IN else "window"
+        tiny = s.out_h * s.out_w <= TINY_PLANE_PIXELS
+        small = np.asarray(s.c_in) < SMALL_C_IN
+        return {"tiny": tiny, "small_cin": (not tiny) & small,
+                "window": (not tiny) & ~small}
     raise ArgumentError(f"unknown kernel {kernel!r} (known: {', '.join(KERNELS)})")
+
+
+def path_class(kernel: str, s: ConvShape) -> str:
+    """The path class of one conv (scalar shape)."""
+    return next(c for c, m in class_masks(kernel, s).items() if bool(m))
 
 
 def features(kernel: str, s: ConvShape) -> dict:
@@ -143,7 +159,7 @@ def features(kernel: str, s: ConvShape) -> dict:
         return {"macs": pix * s.c_out * s.taps * s.c_in, "outputs": pix * s.c_out,
                 "im2col": pix * s.taps * s.c_in, "out_pixels": pix, "c_out": s.c_out,
                 "call": 1}
-    path_class(kernel, s)  # rejects unknown kernels
+    class_masks(kernel, s)  # rejects unknown kernels
     return {"kept_macs": s.kept * s.c_in * pix, "outputs": pix * s.c_out,
             "live_output_taps": (s.c_out - s.pruned_filters) * pix * s.taps,
             "kept_filterlet_pixels": s.kept * pix, "out_pixels": pix, "c_out": s.c_out,
@@ -168,13 +184,19 @@ def resolve_targets(target: str) -> tuple:
     return (target,)
 
 
-def conv_instructions(target: str, kernel: str, s: ConvShape) -> float:
-    """Modeled executed instructions of one conv on `target` with `kernel`."""
+def conv_instructions(target: str, kernel: str, s: ConvShape):
+    """Modeled executed instructions of one conv on `target` with `kernel`: a float,
+    or an array where c_in / c_out / kept_filterlets are arrays."""
     (target,) = resolve_targets(target)
-    cls = path_class(kernel, s)
-    try:
-        coeffs = _data()["conv_models"][target][kernel][cls]["coeffs"]
-    except KeyError:
-        raise ArgumentError(f"latency.json has no {kernel} {cls} model for {target}") from None
     f = features(kernel, s)
-    return float(sum(c * f[name] for name, c in coeffs.items()))
+    total = 0.0
+    for cls, mask in class_masks(kernel, s).items():
+        if not np.any(mask):
+            continue
+        try:
+            coeffs = _data()["conv_models"][target][kernel][cls]["coeffs"]
+        except KeyError:
+            raise ArgumentError(f"latency.json has no {kernel} {cls} model for "
+                                f"{target}") from None
+        total = total + np.where(mask, sum(c * f[name] for name, c in coeffs.items()), 0.0)
+    return float(total) if np.ndim(total) == 0 else total
