@@ -19,7 +19,8 @@ from typing import Callable
 
 from dtmm.errors import DtmmError
 
-PLUGIN_MODULES = ("dtmm.prune_cli",)  # registers `prune` and `demo`
+PLUGIN_MODULES = ("dtmm.prune_cli",  # registers `prune` and `demo`
+                  "dtmm.sparsify")
 
 
 @dataclass
