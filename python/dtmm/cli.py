@@ -21,7 +21,8 @@ from typing import Callable
 
 from dtmm.core.errors import DtmmError
 
-PLUGIN_MODULES = ("dtmm.prune_cli",)  # registers `prune` and `demo`
+PLUGIN_MODULES = ("dtmm.prune_cli",  # registers `prune` and `demo`
+                  "dtmm.sparsify")
 
 
 @dataclass

@@ -1,0 +1,216 @@
+"""`dtmm sparsify`: zero the lowest-L1 filterlets of every eligible conv, at the int8 level.
+
+    dtmm sparsify model_int8.tflite -o model_s75.tflite --sparsity 0.75
+
+    out_bytes, layers = sparsify_model(buf, 0.75)
+    layers = sparsify_file("in.tflite", "out.tflite", 0.75)
+
+Previews what a filterlet sparsity buys (size with `dtmm convert`, speed with
+`bench/models`) before any retraining: no accuracy is kept, it is magnitude pruning
+of the shipped int8 weights. A filterlet is the C_in values of one (c_out, k_h, k_w)
+tap of an OHWI filter (docs/contract.md). In each eligible CONV_2D the filterlets
+with the lowest L1 norm of their int8 values are zeroed until
+round(sparsity * filterlets) of them are zero (ties: lowest filterlet index first;
+filterlets that are already zero count, and a layer already sparser is left as is).
+
+Eligible: CONV_2D with int8 input and output and a constant int8 4-D filter that
+covers all input channels (not grouped), its filter used by no other tensor or op.
+Nothing else in the model changes; with nothing to zero, OUT is a byte-identical copy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from dtmm.cli import register
+from dtmm.errors import DtmmError, ModelError
+from dtmm.tflite_io import (BuiltinOperator, TensorType, load_model, opcode_of,
+                            read_file, save_model, shape_of, tensor_value, text,
+                            write_atomic)
+
+
+@dataclass
+class LayerSparsity:
+    subgraph: int
+    op_index: int
+    name: str                    # output tensor name
+    shape: tuple = ()            # OHWI filter shape
+    filterlets: int = 0
+    zero_before: int = 0
+    zero_after: int = 0
+    l1_removed: float = 0.0      # share of the filter's L1 norm zeroed here
+    note: str = ""               # why a conv was skipped; "" when eligible
+
+    @property
+    def eligible(self) -> bool:
+        return not self.note
+
+    @property
+    def where(self) -> str:
+        return f"{self.op_index}" if self.subgraph == 0 else f"{self.subgraph}:{self.op_index}"
+
+
+def target_zeros(sparsity: float, filterlets: int) -> int:
+    """Zero filterlets a layer of `filterlets` gets at `sparsity` (round half up)."""
+    return min(filterlets, int(math.floor(sparsity * filterlets + 0.5)))
+
+
+def lowest_l1_mask(filter_ohwi: np.ndarray, sparsity: float) -> np.ndarray:
+    """Bool [C_out, K_h, K_w]: the filterlets to zero (the lowest L1 first, ties by
+    index), at least the already-zero ones."""
+    c_out, kh, kw, c_in = filter_ohwi.shape
+    l1 = np.abs(filter_ohwi.astype(np.int64)).reshape(-1, c_in).sum(axis=1)
+    k = max(target_zeros(sparsity, l1.size), int((l1 == 0).sum()))
+    order = np.argsort(l1, kind="stable")
+    mask = np.zeros(l1.size, bool)
+    mask[order[:k]] = True
+    return mask.reshape(c_out, kh, kw)
+
+
+def _usage(model):
+    """How many op inputs name each (subgraph, tensor), and tensors per buffer."""
+    tensor_uses, buffer_uses = {}, {}
+    for si, sg in enumerate(model.subgraphs):
+        for op in sg.operators or []:
+            for i in list(op.inputs if op.inputs is not None else []):
+                if i >= 0:
+                    tensor_uses[(si, int(i))] = tensor_uses.get((si, int(i)), 0) + 1
+        for t in sg.tensors or []:
+            buffer_uses[t.buffer] = buffer_uses.get(t.buffer, 0) + 1
+    return tensor_uses, buffer_uses
+
+
+def _eligible_filter(model, si, op, tensor_uses, buffer_uses, layer):
+    """The filter tensor of an eligible conv, or None with layer.note set."""
+    sg = model.subgraphs[si]
+    ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
+    outs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
+    if len(ins) < 2 or len(outs) != 1 or min(ins[:2] + outs) < 0:
+        raise ModelError(f"CONV_2D {layer.where}: needs 2-3 inputs and 1 output, has "
+                         f"{len(ins)} and {len(outs)}")
+    x_t, w_t, y_t = sg.tensors[ins[0]], sg.tensors[ins[1]], sg.tensors[outs[0]]
+    layer.shape = shape_of(w_t)
+    if x_t.type != TensorType.INT8 or y_t.type != TensorType.INT8 \
+            or w_t.type != TensorType.INT8:
+        layer.note = "skipped: not an int8 conv with int8 filter"
+        return None
+    if len(layer.shape) != 4 or min(layer.shape) < 1:
+        raise ModelError(f"CONV_2D {layer.where} ({layer.name}): filter shape "
+                         f"{list(layer.shape)} is not a 4-D OHWI filter")
+    if len(shape_of(x_t)) != 4 or shape_of(x_t)[3] != layer.shape[3]:
+        layer.note = "skipped: grouped conv or input channels differ"
+        return None
+    weights = tensor_value(model, w_t, f"CONV_2D {layer.where} filter")
+    if weights is None:
+        layer.note = "skipped: filter is not constant"
+        return None
+    if tensor_uses.get((si, ins[1]), 0) != 1 or buffer_uses.get(w_t.buffer, 0) != 1:
+        layer.note = "skipped: filter is shared with another op or tensor"
+        return None
+    return w_t, weights
+
+
+def sparsify_model(buf: bytes, sparsity: float, name: str = "input"):
+    """Returns (output bytes, [LayerSparsity] for every CONV_2D). The output is
+    `buf` itself when no filterlet had to be zeroed."""
+    if not 0.0 <= float(sparsity) <= 1.0:
+        raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
+    buf = bytes(buf)
+    model = load_model(buf, name)
+    tensor_uses, buffer_uses = _usage(model)
+    layers, changed = [], False
+    for si, sg in enumerate(model.subgraphs):
+        for oi, op in enumerate(sg.operators or []):
+            if opcode_of(model, op)[0] != BuiltinOperator.CONV_2D:
+                continue
+            outs = op.outputs if op.outputs is not None else []
+            out_name = text(sg.tensors[int(outs[0])].name) if len(outs) and outs[0] >= 0 else ""
+            layer = LayerSparsity(si, oi, out_name)
+            layers.append(layer)
+            try:
+                found = _eligible_filter(model, si, op, tensor_uses, buffer_uses, layer)
+            except DtmmError as e:
+                raise type(e)(f"{name}: {e}") from None
+            if found is None:
+                continue
+            w_t, weights = found
+            kept = weights.reshape(-1, weights.shape[3]).any(axis=1)
+            mask = lowest_l1_mask(weights, sparsity)
+            layer.filterlets = int(mask.size)
+            layer.zero_before = int((~kept).sum())
+            layer.zero_after = int(mask.sum())
+            total_l1 = float(np.abs(weights.astype(np.int64)).sum())
+            if layer.zero_after == layer.zero_before:
+                continue
+            pruned = weights.copy()
+            pruned[mask] = 0
+            layer.l1_removed = 1.0 - float(np.abs(pruned.astype(np.int64)).sum()) / total_l1
+            model.buffers[w_t.buffer].data = pruned.reshape(-1).view(np.uint8).copy()
+            changed = True
+    return (save_model(model) if changed else buf), layers
+
+
+def sparsify_file(in_path, out_path, sparsity: float):
+    """Sparsify IN into OUT (written atomically; IN is never modified)."""
+    buf = read_file(in_path)
+    out, layers = sparsify_model(buf, sparsity, name=os.fspath(in_path))
+    if os.path.exists(out_path) and os.path.samefile(in_path, out_path):
+        raise ModelError(f"output {out_path} is the input file; choose another path")
+    write_atomic(out_path, out)
+    return layers
+
+
+def table(layers) -> str:
+    head = (f"{'op':>5}  {'name':<36}  {'CoutxKhxKwxCin':<15} {'filterlets':>10} "
+            f"{'zero before':>11} {'zero after':>10} {'sparsity':>8} {'L1 zeroed':>9}  note")
+    lines = [head, "-" * len(head)]
+    for r in layers:
+        shape = "x".join(map(str, r.shape)) if r.shape else "?"
+        nm = r.name.split(";")[0]
+        nm = nm if len(nm) <= 36 else "..." + nm[-33:]
+        if r.eligible:
+            lines.append(f"{r.where:>5}  {nm:<36}  {shape:<15} {r.filterlets:>10} "
+                         f"{r.zero_before:>11} {r.zero_after:>10} "
+                         f"{100 * r.zero_after / r.filterlets:>7.1f}% "
+                         f"{100 * r.l1_removed:>8.1f}%")
+        else:
+            lines.append(f"{r.where:>5}  {nm:<36}  {shape:<15} {'':>10} {'':>11} "
+                         f"{'':>10} {'':>8} {'':>9}  {r.note}")
+    return "\n".join(lines)
+
+
+def _fraction(s: str) -> float:
+    import argparse
+
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {s}")
+    return v
+
+
+def _sparsify_args(p):
+    p.add_argument("input", metavar="IN.tflite")
+    p.add_argument("-o", "--output", metavar="OUT.tflite", required=True)
+    p.add_argument("--sparsity", type=_fraction, required=True, metavar="X",
+                   help="share of each eligible conv's filterlets to zero (0..1), "
+                        "lowest L1 norm first")
+
+
+def _sparsify_run(args) -> int:
+    layers = sparsify_file(args.input, args.output, args.sparsity)
+    print(table(layers))
+    n = sum(r.eligible for r in layers)
+    changed = sum(r.eligible and r.zero_after > r.zero_before for r in layers)
+    print(f"{n} of {len(layers)} CONV_2D eligible, {changed} changed; wrote {args.output}")
+    return 0
+
+
+register("sparsify", "zero the lowest-L1 filterlets of each int8 CONV_2D (preview a "
+         "sparsity before retraining)", _sparsify_args, _sparsify_run)
