@@ -47,4 +47,5 @@ for t in test_dtmm_conv_test test_dtmm_model_test test_dtmm_arena_test; do
     fail=1
   fi
 done
+if [[ $fail -eq 0 ]]; then echo "make_plugin_test: all checks passed"; fi
 exit "$fail"
