@@ -1,14 +1,16 @@
 #!/bin/bash
 # Checks that TFLM's make picks up the DTMM plug-in (dtmm_ops/Makefile_internal.inc)
 # the way Bazel builds it, without building anything (make only parses):
-#   - every dtmm_ops/*.c and *.cc is in `make list_library_sources`;
+#   - dtmm_ops/dtmm_conv.cc and every C source of //dtmm_ops:dtmm_kernels (the
+#     labels in KERNEL_SRCS, a genquery output) are in `make list_library_sources`;
 #   - test_dtmm_conv_test, test_dtmm_model_test, test_dtmm_arena_test are make
 #     targets (`make -n` prints their commands).
-# Usage: tflm_make_plugin_test.sh TFLM_ROOT. Writes nothing into TFLM_ROOT (the
+# Usage: tflm_make_plugin_test.sh TFLM_ROOT KERNEL_SRCS. Writes nothing into TFLM_ROOT (the
 # make build dir goes to a temp dir).
 set -euo pipefail
 
-tflm=${1:?usage: $0 TFLM_ROOT}
+tflm=${1:?usage: $0 TFLM_ROOT KERNEL_SRCS}
+kernel_srcs=$(readlink -f "${2:?usage: $0 TFLM_ROOT KERNEL_SRCS}")
 here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 ops=$(cd "$here/../.." && pwd)
 repo=$(cd "$ops/.." && pwd)
@@ -30,12 +32,19 @@ mk=(make -s -C "$tflm" -f tensorflow/lite/micro/tools/make/Makefile
 
 fail=0
 srcs=$("${mk[@]}" list_library_sources | tr ' ' '\n')
-shopt -s nullglob
-for f in "$ops"/*.c "$ops"/*.cc; do
+# //pkg:name -> <repo>/pkg/name, for the C/C++ sources among the labels.
+bazel_srcs=("$ops/dtmm_conv.cc")
+while IFS= read -r label; do
+  case $label in
+    *.c|*.cc) p=${label#//}; bazel_srcs+=("$repo/${p%%:*}/${p#*:}") ;;
+  esac
+done <"$kernel_srcs"
+[[ ${#bazel_srcs[@]} -gt 1 ]] || { echo "FAIL: no C sources in $kernel_srcs"; exit 1; }
+for f in "${bazel_srcs[@]}"; do
   if grep -qxF "$f" <<<"$srcs"; then
     echo "ok: make builds $(basename "$f") into libtensorflow-microlite.a"
   else
-    echo "FAIL: $f is not in TFLM make's library sources (Makefile_internal.inc)"
+    echo "FAIL: Bazel builds $f, TFLM's make does not (dtmm_ops/Makefile_internal.inc)"
     fail=1
   fi
 done
