@@ -5,8 +5,13 @@
 # Builds the TFLM library with EXTERNAL_DIR=<repo>/dtmm_ops (objects are cached in
 # TFLM_ROOT/gen/, so only the first run is slow) and runs each make TARGET, e.g.
 # test_dtmm_conv_test. make-args before "--" (TARGET=..., OPTIMIZED_KERNEL_DIR=...)
-# go to every make call. TFLM_ROOT/.../downloads must be populated
-# (tools/tflm_offline_downloads.sh when offline).
+# go to every make call. TFLM_ROOT/.../downloads must be populated (TFLM's make
+# fills it when online; the offline tarball has it).
+#
+# One make at a time per checkout: two Bazel targets (or a target and a second
+# shell) would otherwise build into the same gen/ folder at once and corrupt each
+# other's objects. The lock is flock(1) on the TFLM_ROOT directory itself; a
+# waiting run says so and then reuses what the first one built.
 set -euo pipefail
 
 tflm=${1:?usage: $0 TFLM_ROOT [make-arg...] -- TARGET...}
@@ -15,6 +20,7 @@ make_args=()
 while [[ $# -gt 0 && $1 != "--" ]]; do make_args+=("$1"); shift; done
 [[ ${1:-} == "--" ]] && shift
 [[ $# -gt 0 ]] || { echo "error: no make targets given" >&2; exit 2; }
+[[ -d $tflm/tensorflow/lite/micro ]] || { echo "error: $tflm is not a tflite-micro checkout" >&2; exit 2; }
 
 # This script lives in <repo>/dtmm_ops/tests/tflm; Bazel runs it from a runfiles
 # symlink, so resolve that to the source tree.
@@ -35,6 +41,13 @@ if [[ -n $pydir ]]; then export PATH=$pydir:$PATH; fi
 if ! python3 -c 'import numpy, PIL' 2>/dev/null; then
   echo "error: TFLM's Makefile needs python3 with numpy and Pillow; set DTMM_TFLM_PYTHON" >&2
   exit 1
+fi
+
+command -v flock >/dev/null || { echo "error: flock (util-linux) not found" >&2; exit 1; }
+exec 9<"$tflm"
+if ! flock -n 9; then
+  echo "== waiting for another DTMM make run in $tflm to finish"
+  flock 9
 fi
 
 cd "$tflm"
