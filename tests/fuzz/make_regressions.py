@@ -183,6 +183,16 @@ def e_clamp_wraps(m):
     y.quantization.scale = [float(s_out)]
 
 
+def e_nan_scale_unused_tensor(m):
+    sg = m.subgraphs[0]
+    t = schema.TensorT()
+    t.name, t.shape, t.type, t.buffer = "unused_nan_scale", [1], schema.TensorType.INT8, 0
+    q = schema.QuantizationParametersT()
+    q.scale, q.zeroPoint = [float("nan")], [0]
+    t.quantization = q
+    sg.tensors.append(t)
+
+
 CASES = [
     ("op_inputs_none", "orig", "inspect, converter", "an operator without an inputs vector", e_op_inputs_none),
     ("empty_subgraph", "orig", "converter, inspect", "a second subgraph with no tensors/operators", e_empty_subgraph),
@@ -201,6 +211,7 @@ CASES = [
     ("bitmap_padding_bit", "dtmm", "verify, converter", "a padding bit set in the bitmap: verify exit 1, convert copies it", e_bitmap_padding_bit),
     ("dilation_int16", "orig", "converter/contract", "dilation 65534: TFLite's ConvParams narrow it to int16", e_dilation_int16),
     ("filter_is_input", "orig", "converter", "the conv's filter is also a subgraph input: converted as a constant", e_filter_is_input),
+    ("nan_scale_unused_tensor", "orig", "verify", "a tensor with a NaN scale: verify says it changed (NaN != NaN)", e_nan_scale_unused_tensor),
     ("clamp_wraps", "orig", "verify (dtmm.reference)", "requantized + zp_out wraps int32 in TFLite, not in dtmm.reference", e_clamp_wraps),
 ]
 
@@ -213,10 +224,20 @@ FROM_FINDINGS = [  # (name, base, component, what, signature substring)
 ]
 
 
+_WORKER = {}
+
+
 def _evaluate(path, kind, orig, work):
+    """The fuzzer's verdict, in its worker process (a reproducer may kill it)."""
+    if "w" not in _WORKER:
+        _WORKER["w"] = fuzz_cli.Worker(os.path.join(work, "status"))
     job = {"type": "mutant", "mutant": path, "kind": kind, "orig": orig, "work": work,
            "always": True}
-    return sorted({f"{i['class']}: {i['signature']}" for i in fuzz_cli.evaluate(job)})
+    res, items = _WORKER["w"].call(job, 300, 6.0)
+    if res != "ok":
+        del _WORKER["w"]
+        return [f"{res}: {items}"]
+    return sorted({f"{i['class']}: {i['signature']}" for i in items})
 
 
 def main(argv=None) -> int:
@@ -268,6 +289,8 @@ def main(argv=None) -> int:
             manifest.append({"file": os.path.basename(path), "kind": kind, "original": None,
                              "component": component, "defect": what, "found": found})
             print(f"{name}: {found}")
+    if "w" in _WORKER:
+        _WORKER["w"].close()
     with open(os.path.join(args.out, "MANIFEST.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")

@@ -126,7 +126,7 @@ def main(argv=None) -> int:
         if not args.no_minimize and e["kind"] not in ("flaky", "hang"):
             tmp = dest + ".min"
             try:
-                run(e["binary"], best, ["-minimize_crash=1", "-runs=20000",
+                run(e["binary"], best, ["-minimize_crash=1", "-runs=4000",
                                         f"-exact_artifact_path={tmp}"], timeout=600)
             except subprocess.TimeoutExpired:
                 pass
