@@ -45,7 +45,7 @@ while [ $# -gt 0 ]; do
     --seeds) mode=seeds; shift
       if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then seed_groups=$1; shift; fi ;;
     --replay) mode=replay; shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do replay+=("$1"); shift; done ;;
-    --regressions) mode=replay; replay=("$here/../regressions/kernel"); shift ;;
+    --regressions) mode=replay; replay=("$here"/../regressions/kernel/*.bin); shift ;;
     --long) mode=long; shift ;;
     --parallel) parallel=1; shift ;;
     --out) out=$2; shift 2 ;;
