@@ -636,13 +636,14 @@ static void test_validation(void) {
   EXPECT(dtmm_conv_s8_validate(&d2, &p, &f), DTMM_OK, "rows are counted, not bytes");
 #undef EXPECT
 
-  /* Scratch: none without padding (VALID / 1x1), the CMSIS-NN bound with it. */
+  /* Scratch: none for 1x1 kernels, the CMSIS-NN bound otherwise (run_case). */
   {
-    dtmm_conv_dims dv = {1, 7, 7, 8, 5, 5, 4, 3, 3};
+    dtmm_conv_dims dv = {1, 7, 7, 8, 7, 7, 4, 1, 1};
     dtmm_conv_params pv = {DTMM_FORMAT_VERSION, 1, 1, 1, 1, 0, 0, 0, 0, -128, 127};
-    check(dtmm_conv_s8_get_buffer_size(&dv, &pv) == 0, "VALID layer needs scratch",
-          "buffer_size");
+    check(dtmm_conv_s8_get_buffer_size(&dv, &pv) == 0, "1x1 layer needs scratch", "buffer_size");
     check(dtmm_conv_s8_get_buffer_size(&d, &p) > 0, "SAME layer needs none", "buffer_size");
+    pv.stride_h = 0;
+    check(dtmm_conv_s8_get_buffer_size(&dv, &pv) == 0, "invalid layer has a size", "buffer_size");
   }
 }
 
