@@ -208,6 +208,7 @@ static int reference(int32_t li, int pct, const char* name, const dtmm_conv_dims
   if (g_sink == 0) return 1;
   printf("NOTE layer %ld: arm_convolve_wrapper_s8 returned %ld\n", (long)li, (long)g_sink);
 #else
+  (void)li;
   (void)pct;
   (void)name;
 #endif
@@ -259,6 +260,7 @@ static void run_layer(int32_t li, int pct) {
   fail_if(nw > BENCH_MAX_W, li, "filter bytes", nw, BENCH_MAX_W);
   fail_if(nfl > BENCH_MAX_FL, li, "filterlets", nfl, BENCH_MAX_FL);
   fail_if(oc_n > BENCH_MAX_OC, li, "output channels", oc_n, BENCH_MAX_OC);
+  fail_if(nfl < 1 || n_in < 1 || n_out < 1, li, "empty layer", 1, 0);
 
   g_rng = 0x1234567u + (uint32_t)li * 7919u + (uint32_t)pct * 104729u;
   for (i = 0; i < n_in; ++i) g_in[i] = (int8_t)(rng_next() >> 24);

@@ -9,16 +9,49 @@ static int dtmm_is_tiny_plane(const dtmm_geom* g) { return g->out_h * g->out_w <
 /* 1x1 kernels: a filterlet is a whole filter, kept channels are dense rows. */
 static int dtmm_is_pointwise(const dtmm_geom* g) { return g->taps == 1; }
 
-/* Read in place, a window falls into runs of at most one kernel row (dilation 1)
- * or one tap; im2col rows make every stretch of consecutive kept taps one run. It
- * pays where in-place runs are short or the tap masks do not fit a word. */
+/* Filterlets of 1-3 bytes over many taps (or single-byte ones, or short dilated
+ * ones): runs stay a few bytes long and multiply with sparsity; the dense filter,
+ * expanded once into scratch, is faster at low sparsity and never slower as
+ * filterlets are pruned. */
+static int dtmm_is_dilated(const dtmm_geom* g) {
+  return (g->dw > 1 && g->ker_w > 1) || (g->dh > 1 && g->ker_h > 1);
+}
+static int dtmm_is_expanded_better(const dtmm_geom* g) {
+  return (g->in_c <= DTMM_EXPANDED_MAX_CIN && (g->taps >= DTMM_EXPANDED_MIN_TAPS || g->in_c == 1)) ||
+         (dtmm_is_dilated(g) && g->in_c <= DTMM_EXPANDED_MAX_CIN_DILATED);
+}
+
+/* Bytes of the longest run a window read in place can have: the whole window when
+ * its kernel rows touch in the input (kernel as wide as dilation_h input rows),
+ * else one kernel row (dilation 1) or one tap. */
+static int32_t dtmm_inplace_run_bytes(const dtmm_geom* g) {
+  if (g->dw > 1 && g->ker_w > 1) return g->in_c;
+  if (g->ker_w == g->dh * g->in_w) return g->taps * g->in_c;
+  return g->ker_w * g->in_c;
+}
+
+/* The most runs a channel can have read in place (every other tap kept): they
+ * must fit the window drivers' run tables. */
+static int32_t dtmm_inplace_max_runs(const dtmm_geom* g) {
+  const int rows_touch = g->ker_w == g->dh * g->in_w; /* last tap of a row, next row's first */
+  if (g->dw > 1 && g->ker_w > 1) return g->taps;     /* no two taps of a row touch */
+  if (rows_touch) return (g->taps + 1) / 2;
+  return g->ker_w == 1 ? g->taps : g->ker_h * ((g->ker_w + 1) / 2);
+}
+
+/* im2col rows make every stretch of consecutive kept taps one run, across kernel
+ * rows and dilation gaps; that pays where in-place runs are short, and is needed
+ * where the tap masks do not fit a word. */
 static int dtmm_is_im2col_better(const dtmm_geom* g) {
-  return g->taps > DTMM_MAX_TAPS || g->dw > 1 || g->ker_w * g->in_c < DTMM_MIN_ROW_BYTES;
+  return g->taps > DTMM_MAX_TAPS || dtmm_inplace_max_runs(g) > DTMM_MAX_RUNS ||
+         dtmm_inplace_run_bytes(g) < DTMM_MIN_ROW_BYTES ||
+         (dtmm_is_dilated(g) && g->in_c < DTMM_DILATED_MIN_CIN_IN_PLACE);
 }
 
 dtmm_driver dtmm_conv_s8_choose(const dtmm_geom* g) {
   if (dtmm_is_tiny_plane(g)) return DTMM_DRIVER_PIXEL;
   if (dtmm_is_pointwise(g)) return DTMM_DRIVER_POINTWISE;
+  if (dtmm_is_expanded_better(g)) return DTMM_DRIVER_EXPANDED;
   if (dtmm_is_im2col_better(g)) return DTMM_DRIVER_IM2COL;
   return DTMM_DRIVER_WINDOW;
 }
@@ -42,6 +75,9 @@ dtmm_status dtmm_conv_s8(const dtmm_conv_dims* dims, const dtmm_conv_params* par
         break;
       case DTMM_DRIVER_POINTWISE:
         dtmm_pointwise_s8(&g, filter, in, out);
+        break;
+      case DTMM_DRIVER_EXPANDED:
+        dtmm_expanded_s8(&g, filter, in, out, scr);
         break;
       case DTMM_DRIVER_IM2COL:
         dtmm_fill_pruned(&g, filter, out, g.out_h * g.out_w);

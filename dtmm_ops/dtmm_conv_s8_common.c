@@ -60,36 +60,6 @@ uint32_t dtmm_tap_table(const dtmm_geom* g, int32_t* off) {
   return cont;
 }
 
-/* Small copies inline: a kernel row of C_in 1 is a few bytes, and the library call
- * would cost more than the copy. */
-static void dtmm_copy(int8_t* dst, const int8_t* src, int32_t n) {
-#if defined(DTMM_ARCH_MVE)
-  __asm volatile(
-      "dlstp.8 lr, %[n]\n"
-      "1:\n\t"
-      "vldrb.8 q0, [%[s]], #16\n\t"
-      "vstrb.8 q0, [%[d]], #16\n\t"
-      "letp lr, 1b\n"
-      : [s] "+r"(src), [d] "+r"(dst)
-      : [n] "r"(n)
-      : "q0", "lr", "memory");
-#else
-  if (n > 16) {
-    memcpy(dst, src, (size_t)n);
-    return;
-  }
-  while (n-- > 0) *dst++ = *src++;
-#endif
-}
-
-static void dtmm_fill(int8_t* dst, int8_t v, int32_t n) {
-  if (n > 16) {
-    memset(dst, v, (size_t)n);
-    return;
-  }
-  while (n-- > 0) *dst++ = v;
-}
-
 void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x, int8_t* dst) {
   const int32_t c = g->in_c, row = g->ker_w * c;
   const int8_t zp = (int8_t)g->zp_in;

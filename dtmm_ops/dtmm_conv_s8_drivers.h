@@ -14,6 +14,7 @@ extern "C" {
 typedef enum {
   DTMM_DRIVER_PIXEL,     /* fewer output pixels than a group: one pixel at a time */
   DTMM_DRIVER_POINTWISE, /* 1x1 kernels: kept channels are whole filters */
+  DTMM_DRIVER_EXPANDED,  /* wide kernels, few channels: dense filter in scratch */
   DTMM_DRIVER_IM2COL,    /* groups through im2col rows: any kernel */
   DTMM_DRIVER_WINDOW,    /* in-place windows (MVE: rectangles, else strided lines) */
 } dtmm_driver;
@@ -38,6 +39,12 @@ void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const in
 /* 1x1 kernels (no padding; any stride). Needs no scratch. */
 void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                        int8_t* out);
+
+/* The kept filterlets expanded to the dense filter in scratch once per call,
+ * then a dense conv over im2col rows (never slower as filterlets are pruned). */
+void dtmm_expanded_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
+                      int8_t* out, int8_t* scratch);
+int32_t dtmm_expanded_s8_get_buffer_size(const dtmm_geom* g);
 
 /* Pixels in groups of DTMM_P, each group's windows copied to DTMM_P im2col rows in
  * scratch: every run of consecutive kept taps is one dot product. `done` (may be

@@ -13,6 +13,9 @@ int32_t dtmm_conv_s8_get_buffer_size(const dtmm_conv_dims* dims, const dtmm_conv
     case DTMM_DRIVER_POINTWISE:
       bytes = 0;
       break;
+    case DTMM_DRIVER_EXPANDED:
+      bytes = dtmm_expanded_s8_get_buffer_size(&g);
+      break;
     case DTMM_DRIVER_IM2COL:
       bytes = dtmm_im2col_s8_get_buffer_size(&g);
       break;

@@ -14,48 +14,50 @@ int32_t dtmm_im2col_s8_get_buffer_size(const dtmm_geom* g) {
 }
 
 /* One group of np <= DTMM_P pixels (the rest of the DTMM_P rows repeat the last
- * pixel), rows rs bytes apart, all channels. */
+ * pixel), rows rs bytes apart, all channels. The field of a kernel above 32 taps
+ * is read 32 bits at a time; a run that crosses a word is two dot products. */
 static void dtmm_im2col_group(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                               const int8_t* rows, int32_t np, int8_t* out, const int32_t* oo) {
-  const int32_t c = g->in_c, rs = g->taps * c, taps = g->taps;
+  const int32_t c = g->in_c, rs = g->taps * c, taps = g->taps, out_c = g->out_c;
   const int8_t* w = f->values;
   int32_t oc, pos = 0;
 #if defined(DTMM_ARCH_MVE)
   const uint32x4_t offs = vldrwq_u32((const uint32_t*)oo);
+  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
+  const int32_t out_off = g->out_off;
 #endif
-  for (oc = 0; oc < g->out_c; ++oc) {
+  for (oc = 0; oc < out_c; ++oc, pos += taps) {
     dtmm_acc acc;
-    int32_t base = 0, start = 0, len = 0, left, any = 0;
-    for (left = taps; left > 0; left -= 32, base += 32, pos += 32) {
-      uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, left < 32 ? left : 32);
-      if (m && !any) {
+    int32_t t, run;
+    if (taps <= 32) {
+      uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, taps);
+      if (!m) continue; /* fully pruned: constant written by the caller */
+      dtmm_acc_set(&acc, f->bias[oc]);
+      do {
+        run = dtmm_next_run(&m, 0xFFFFFFFFu, &t) * c;
+        dtmm_mac_p(w, rows + t * c, rs, run, &acc);
+        w += run;
+      } while (m);
+    } else {
+      int32_t base, any = 0;
+      for (base = 0; base < taps; base += 32) {
+        uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos + base,
+                               taps - base < 32 ? taps - base : 32);
+        if (!m) continue;
+        if (!any) dtmm_acc_set(&acc, f->bias[oc]);
         any = 1;
-        dtmm_acc_set(&acc, f->bias[oc]);
+        do {
+          run = dtmm_next_run(&m, 0xFFFFFFFFu, &t) * c;
+          dtmm_mac_p(w, rows + (base + t) * c, rs, run, &acc);
+          w += run;
+        } while (m);
       }
-      while (m) {
-        int32_t t;
-        const int32_t run = dtmm_next_run(&m, 0xFFFFFFFFu, &t);
-        if (len && start + len == base + t) {
-          len += run; /* continues across the word boundary */
-          continue;
-        }
-        if (len) {
-          dtmm_mac_p(w, rows + start * c, rs, len * c, &acc);
-          w += len * c;
-        }
-        start = base + t;
-        len = run;
-      }
+      if (!any) continue;
     }
-    pos += left; /* left <= 0: back to the end of this channel's field */
-    if (!any) continue; /* fully pruned: constant written by the caller */
-    dtmm_mac_p(w, rows + start * c, rs, len * c, &acc);
-    w += len * c;
-    len = 0;
 #if defined(DTMM_ARCH_MVE)
     {
       const dtmm_rq_x4 rq = dtmm_rq_channel(f->multiplier[oc], f->shift[oc]);
-      dtmm_store_p(&acc, np, &rq, g, out + oc, offs);
+      dtmm_store_p(&acc, np, &rq, out_off, lo, hi, out + oc, offs);
     }
 #else
     dtmm_store_p(&acc, np, f->multiplier[oc], f->shift[oc], g, out + oc, oo);

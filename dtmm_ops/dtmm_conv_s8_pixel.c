@@ -20,34 +20,22 @@ int32_t dtmm_pixel_s8_get_buffer_size(const dtmm_geom* g) {
   return dtmm_window_contiguous(g) ? 0 : g->taps * g->in_c;
 }
 
-/* Sum of the kept taps of the channel whose bitmap field starts at bit pos, over a
- * contiguous window: consecutive kept taps (across the 32-bit words of the field)
- * are one run. *w walks the values. */
+/* acc + the kept taps of the channel whose bitmap field starts at bit pos, over a
+ * contiguous window: consecutive kept taps are one run (a kernel above 32 taps is
+ * read 32 bits at a time; a run across two words is two dot products). *w walks
+ * the values. */
 DTMM_INLINE int32_t dtmm_channel_dot(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                                      int32_t pos, const int8_t* win, const int8_t** w,
                                      int32_t acc) {
-  const int32_t c = g->in_c;
-  int32_t base = 0, start = 0, len = 0, left;
-  for (left = g->taps; left > 0; left -= 32, base += 32, pos += 32) {
-    uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, left < 32 ? left : 32);
+  const int32_t c = g->in_c, taps = g->taps;
+  int32_t base, t, run;
+  for (base = 0; base < taps; base += 32) {
+    uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos + base, taps - base < 32 ? taps - base : 32);
     while (m) {
-      int32_t t;
-      const int32_t run = dtmm_next_run(&m, 0xFFFFFFFFu, &t);
-      if (len && start + len == base + t) {
-        len += run; /* continues across the word boundary */
-        continue;
-      }
-      if (len) {
-        acc = dtmm_mac_1(*w, win + start * c, len * c, acc);
-        *w += len * c;
-      }
-      start = base + t;
-      len = run;
+      run = dtmm_next_run(&m, 0xFFFFFFFFu, &t) * c;
+      acc = dtmm_mac_1(*w, win + (base + t) * c, run, acc);
+      *w += run;
     }
-  }
-  if (len) {
-    acc = dtmm_mac_1(*w, win + start * c, len * c, acc);
-    *w += len * c;
   }
   return acc;
 }
@@ -62,24 +50,26 @@ void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const in
   for (oc = 0; oc < out_c; oc += 4) {
     const int32_t lanes = out_c - oc < 4 ? out_c - oc : 4;
     const mve_pred16_t p = vctp32q((uint32_t)lanes);
-    int32_t s[4] = {0, 0, 0, 0};
-    int32_t j;
+    const int32x4_t bias = vldrwq_z_s32(f->bias + oc, p);
+    int32_t s0 = vgetq_lane_s32(bias, 0), s1 = vgetq_lane_s32(bias, 1),
+            s2 = vgetq_lane_s32(bias, 2), s3 = vgetq_lane_s32(bias, 3);
     dtmm_rq_x4 rq;
-    memcpy(s, f->bias + oc, 4u * (uint32_t)lanes);
     if (taps == 1) { /* pointwise: one bit per channel, a kept one is C_in bytes */
       const uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, oc, lanes);
-      for (j = 0; j < lanes; ++j)
-        if ((m >> j) & 1u) {
-          s[j] = dtmm_mac_1(w, win, c, s[j]);
-          w += c;
-        }
+      if (m & 1u) s0 = dtmm_mac_1(w, win, c, s0), w += c;
+      if (m & 2u) s1 = dtmm_mac_1(w, win, c, s1), w += c;
+      if (m & 4u) s2 = dtmm_mac_1(w, win, c, s2), w += c;
+      if (m & 8u) s3 = dtmm_mac_1(w, win, c, s3), w += c;
     } else {
-      for (j = 0; j < lanes; ++j) s[j] = dtmm_channel_dot(g, f, (oc + j) * taps, win, &w, s[j]);
+      s0 = dtmm_channel_dot(g, f, oc * taps, win, &w, s0);
+      if (lanes > 1) s1 = dtmm_channel_dot(g, f, (oc + 1) * taps, win, &w, s1);
+      if (lanes > 2) s2 = dtmm_channel_dot(g, f, (oc + 2) * taps, win, &w, s2);
+      if (lanes > 3) s3 = dtmm_channel_dot(g, f, (oc + 3) * taps, win, &w, s3);
     }
     rq = dtmm_rq_channels(f->multiplier + oc, f->shift + oc, lanes);
     vstrbq_p_s32(out + oc,
-                 dtmm_requant_x4(dtmm_vec4(s[0], s[1], s[2], s[3]), rq.left, rq.mult, rq.neg,
-                                 g->out_off, lo, hi),
+                 dtmm_requant_x4(dtmm_vec4(s0, s1, s2, s3), rq.left, rq.mult, rq.neg, g->out_off,
+                                 lo, hi),
                  p);
   }
 #else

@@ -29,6 +29,7 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
   int32_t oc0, l, i;
 #if defined(DTMM_ARCH_MVE)
   const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)out_c);
+  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
 #else
   int32_t oo[DTMM_P];
   for (i = 0; i < DTMM_P; ++i) oo[i] = i * out_c;
@@ -54,7 +55,7 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
           dtmm_acc_set(&acc, bias);
           dtmm_mac_p(w, x + px * pitch, pitch, c, &acc);
 #if defined(DTMM_ARCH_MVE)
-          dtmm_store_p(&acc, DTMM_P, &rq, g, o + px * out_c, offs);
+          dtmm_store_p(&acc, DTMM_P, &rq, g->out_off, lo, hi, o + px * out_c, offs);
 #else
           dtmm_store_p(&acc, DTMM_P, mult, shift, g, o + px * out_c, oo);
 #endif

@@ -87,12 +87,32 @@ int32_t dtmm_window_s8_get_buffer_size(const dtmm_geom* g) {
   return dtmm_rect_kinds(g) == 15u ? 0 : dtmm_im2col_s8_get_buffer_size(g);
 }
 
+/* Appends in-bounds tap t (weights wt) to a run table, merged into the previous
+ * run when it continues it in the input. */
+DTMM_INLINE void dtmm_rect_add(dtmm_run* tb, int32_t* nr, int32_t* last, int32_t t, uint32_t cont,
+                               const int32_t* off_in, const int32_t* din, int32_t in_c,
+                               const int8_t* wt) {
+  if (*last == t - 1 && ((cont >> t) & 1u)) {
+    tb[*nr - 1].n += in_c;
+  } else {
+    const int32_t o = off_in[t];
+    dtmm_run* r = &tb[(*nr)++];
+    r->o[0] = o + din[0];
+    r->o[1] = o + din[1];
+    r->o[2] = o + din[2];
+    r->o[3] = o + din[3];
+    r->n = in_c;
+    r->w = wt;
+  }
+  *last = t;
+}
+
 /* One rectangle [y0, y1) x [x0, x1), all channels. */
 static void dtmm_rect(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                       int8_t* out, const int32_t* off_in, uint32_t cont, int pruned_done,
                       int32_t y0, int32_t y1, int32_t x0, int32_t x1) {
-  /* at most 16 runs in 32 taps, plus the end marker */
-  dtmm_run tb[DTMM_MAX_TAPS / 2 + 1];
+  /* the runs of a channel (dtmm_conv_s8_choose bounds them), plus the end marker */
+  dtmm_run tb[DTMM_MAX_RUNS + 1];
   const int32_t taps = g->taps, in_c = g->in_c, out_c = g->out_c;
   const uint32_t zp = (uint32_t)g->zp_in;
   /* Byte steps inside the input; used only between pixels of one class, where
@@ -103,7 +123,10 @@ static void dtmm_rect(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_
   const uint32_t ym = dtmm_axis_mask(y0, g->in_h, g->ker_h, g->sh, g->dh, g->pt);
   const uint32_t xm = dtmm_axis_mask(x0, g->in_w, g->ker_w, g->sw, g->dw, g->pl);
   const int32_t wid = x1 - x0, hgt = y1 - y0;
-  int32_t bw, bh, nbx, nby, best, j, oc, pos = 0, kh;
+  int32_t bw, bh, nbx, nby, best, j, oc, pos = 0, kh, last, nd = 0, cost_dense = 0;
+  /* the channel's filter, dense, for the dense alternative (small filters only) */
+  int8_t wx[DTMM_EXPAND_MAX_BYTES];
+  const int dense_ok = taps * in_c <= DTMM_EXPAND_MAX_BYTES;
   int32_t din[4], oo[4];
   int32_t n_in, n_out;
   /* block steps (uint32: wrapping arithmetic, the values used are in bounds) */
@@ -154,10 +177,27 @@ static void dtmm_rect(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_
    * (only origin + in-bounds tap offset is ever turned into a pointer). */
   bo0 = (intptr_t)((int64_t)(y0 * g->sh - g->pt) * g->in_w * in_c +
                    (int64_t)(x0 * g->sw - g->pl) * in_c);
+  /* The dense alternative: every in-bounds tap, weights from wx, the channel's
+   * kept filterlets expanded there (zeros where pruned). Its runs are whole kernel
+   * rows, fewer than the kept filterlets' runs where those are short and split. */
+  if (dense_ok) {
+    uint32_t mv = vm;
+    nd = 0;
+    last = -2;
+    cost_dense = 0;
+    while (mv) {
+      const int32_t t = DTMM_CTZ(mv);
+      mv &= mv - 1u;
+      dtmm_rect_add(tb, &nd, &last, t, cont, off_in, din, in_c, wx + t * in_c);
+    }
+    for (j = 0; j < nd; ++j) cost_dense += dtmm_run_cost(tb[j].n);
+  }
   for (oc = 0; oc < out_c; ++oc, pos += taps) {
-    uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, taps);
-    uint32_t acc0;
-    int32_t nr = 0, last = -2, iy, ix, pend;
+    const uint32_t m0 = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, taps);
+    uint32_t m = m0, acc0;
+    const int8_t* w0 = w;
+    int32_t nr = 0, iy, ix, pend, cost = 0;
+    last = -2;
     if (!m && pruned_done) continue; /* constant output already written */
     /* Kept taps in order: in-bounds ones become runs, padded ones add zp_in * sum(w). */
     acc0 = (uint32_t)f->bias[oc];
@@ -170,19 +210,7 @@ static void dtmm_rect(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_
           acc0 += zp * (uint32_t)dtmm_wsum(w - pend, pend);
           pend = 0;
         }
-        if (last == t - 1 && ((cont >> t) & 1u)) {
-          tb[nr - 1].n += in_c;
-        } else {
-          const int32_t o = off_in[t];
-          tb[nr].o[0] = o + din[0];
-          tb[nr].o[1] = o + din[1];
-          tb[nr].o[2] = o + din[2];
-          tb[nr].o[3] = o + din[3];
-          tb[nr].n = in_c;
-          tb[nr].w = w;
-          nr++;
-        }
-        last = t;
+        dtmm_rect_add(tb, &nr, &last, t, cont, off_in, din, in_c, w);
       } else {
         pend += in_c; /* consecutive padded kept filterlets: one sum */
         last = -2;
@@ -190,6 +218,30 @@ static void dtmm_rect(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_
       w += in_c;
     }
     if (pend) acc0 += zp * (uint32_t)dtmm_wsum(w - pend, pend);
+    if (dense_ok && nr > 0) {
+      for (j = 0; j < nr; ++j) cost += dtmm_run_cost(tb[j].n);
+      if (cost_dense < cost) { /* expand: the table becomes the dense one */
+        uint32_t mk = m0;
+        const int8_t* v = w0;
+        dtmm_fill(wx, 0, taps * in_c);
+        while (mk) { /* kept taps in order, their values one row each */
+          const int32_t t = DTMM_CTZ(mk);
+          mk &= mk - 1u;
+          if ((vm >> t) & 1u) dtmm_copy(wx + t * in_c, v, in_c);
+          v += in_c;
+        }
+        nr = 0;
+        last = -2;
+        {
+          uint32_t mv = vm;
+          while (mv) {
+            const int32_t t = DTMM_CTZ(mv);
+            mv &= mv - 1u;
+            dtmm_rect_add(tb, &nr, &last, t, cont, off_in, din, in_c, wx + t * in_c);
+          }
+        }
+      }
+    }
     tb[nr].n = 0;
     {
       const dtmm_rq_x4 rq = dtmm_rq_channel(f->multiplier[oc], f->shift[oc]);

@@ -87,25 +87,58 @@ DTMM_INLINE void dtmm_strided_group(const dtmm_geom* g, int32_t bias, int32_t mu
 static void dtmm_run_strided(const dtmm_geom* g, const dtmm_strided* s,
                              const dtmm_fwcs_filter* f, const int8_t* in, int8_t* out,
                              const int32_t* off_in, uint32_t cont) {
-  /* at most 16 runs in 32 taps */
-  int32_t run_off[DTMM_MAX_TAPS / 2], run_len[DTMM_MAX_TAPS / 2];
+  /* the runs of a channel (bounded by dtmm_conv_s8_choose); the second set: the
+   * dense filter's runs */
+  int32_t run_off[DTMM_MAX_RUNS], run_len[DTMM_MAX_RUNS];
+  int32_t d_off[DTMM_MAX_RUNS], d_len[DTMM_MAX_RUNS];
+  /* the channel's filter, dense, where that is cheaper than its kept runs */
+  int8_t wx[DTMM_EXPAND_MAX_BYTES];
   const int32_t taps = g->taps, in_c = g->in_c, ps = s->in_step;
+  const int dense_ok = taps * in_c <= DTMM_EXPAND_MAX_BYTES;
   const int8_t* w = f->values;
-  int32_t oc, j;
+  int32_t oc, j, t, nd = 0, cost_dense = 0;
   int32_t oo[DTMM_P];
   for (j = 0; j < DTMM_P; ++j) oo[j] = j * s->out_step;
+  if (dense_ok) {
+    uint32_t m = taps >= 32 ? 0xFFFFFFFFu : (1u << taps) - 1u;
+    while (m) {
+      const int32_t run = dtmm_next_run(&m, cont, &t);
+      d_off[nd] = off_in[t];
+      d_len[nd] = run * in_c;
+      cost_dense += dtmm_run_cost(d_len[nd++]);
+    }
+  }
   for (oc = 0; oc < g->out_c; ++oc) {
-    uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, oc * taps, taps);
-    int32_t nr = 0, total = 0, line, gi, t;
+    const uint32_t m0 = dtmm_bits(f->bitmap, f->bitmap_bytes, oc * taps, taps);
+    uint32_t m = m0;
+    int32_t nr = 0, total = 0, line, gi, cost = 0;
+    const int32_t *ro = run_off, *rl = run_len;
+    const int8_t* wc = w;
     if (!m) continue; /* pruned filter: constant output already written */
+    while (m) {
+      const int32_t run = dtmm_next_run(&m, cont, &t);
+      run_off[nr] = off_in[t];
+      run_len[nr] = run * in_c;
+      cost += dtmm_run_cost(run_len[nr]);
+      total += run_len[nr++];
+    }
+    if (dense_ok && cost_dense < cost) { /* expand the kept filterlets, zeros elsewhere */
+      const int8_t* v = w;
+      m = m0;
+      dtmm_fill(wx, 0, taps * in_c);
+      while (m) {
+        t = DTMM_CTZ(m);
+        m &= m - 1u;
+        dtmm_copy(wx + t * in_c, v, in_c);
+        v += in_c;
+      }
+      ro = d_off;
+      rl = d_len;
+      nr = nd;
+      wc = wx;
+    }
     {
       const int32_t bias = f->bias[oc], mult = f->multiplier[oc], shift = f->shift[oc];
-      while (m) {
-        const int32_t run = dtmm_next_run(&m, cont, &t);
-        run_off[nr] = off_in[t];
-        run_len[nr] = run * in_c;
-        total += run_len[nr++];
-      }
       for (line = 0; line < s->lines; ++line) {
         const int32_t y0 = s->along_y ? g->y_lo : g->y_lo + line;
         const int32_t x0 = s->along_y ? g->x_lo + line : g->x_lo;
@@ -113,8 +146,8 @@ static void dtmm_run_strided(const dtmm_geom* g, const dtmm_strided* s,
         int8_t* o = out + (y0 * g->out_w + x0) * g->out_c + oc;
         for (gi = 0; gi < s->groups; ++gi) {
           const int32_t px = gi < s->groups - 1 ? gi * DTMM_P : s->last;
-          dtmm_strided_group(g, bias, mult, shift, w, b + px * ps, o + px * s->out_step, ps, nr,
-                             run_off, run_len, oo);
+          dtmm_strided_group(g, bias, mult, shift, wc, b + px * ps, o + px * s->out_step, ps, nr,
+                             ro, rl, oo);
         }
       }
     }

@@ -36,16 +36,43 @@
 #define DTMM_P 4
 #endif
 
-/* Kernels of up to DTMM_MAX_TAPS taps use per-channel tap masks in one word. */
+/* Kernels of up to DTMM_MAX_TAPS taps use per-channel tap masks in one word; the
+ * window drivers' run tables hold DTMM_MAX_RUNS runs (dtmm_conv_s8_choose sends
+ * layers whose channels could have more to the im2col driver). */
 #define DTMM_MAX_TAPS 32
+#define DTMM_MAX_RUNS 16
 
 /* Kernel rows (kernel_w * C_in bytes, dilation 1) shorter than this are not read
  * in place but through im2col rows (dtmm_conv_s8_choose); measured per target in
  * docs/kernels.md. */
-#if defined(DTMM_ARCH_MVE)
-#define DTMM_MIN_ROW_BYTES 48
-#else
+#ifndef DTMM_MIN_ROW_BYTES
 #define DTMM_MIN_ROW_BYTES 8
+#endif
+/* Dilated kernels over fewer input channels go through im2col rows (MVE: one tap
+ * per run in place costs more than the copy). */
+#ifndef DTMM_DILATED_MIN_CIN_IN_PLACE
+#if defined(DTMM_ARCH_MVE)
+#define DTMM_DILATED_MIN_CIN_IN_PLACE 32
+#else
+#define DTMM_DILATED_MIN_CIN_IN_PLACE 1
+#endif
+#endif
+
+/* Window drivers may run a channel as its dense filter (kernel-row runs over the
+ * filterlets expanded on the stack, zeros where pruned) when that is cheaper than
+ * its kept filterlets' runs: filters of up to this many bytes. */
+#define DTMM_EXPAND_MAX_BYTES 192
+
+/* Layers of at most this many input channels and at least this many taps use the
+ * expanded (dense) driver (dtmm_conv_s8_choose). */
+#ifndef DTMM_EXPANDED_MAX_CIN
+#define DTMM_EXPANDED_MAX_CIN 3
+#endif
+#ifndef DTMM_EXPANDED_MIN_TAPS
+#define DTMM_EXPANDED_MIN_TAPS 16
+#endif
+#ifndef DTMM_EXPANDED_MAX_CIN_DILATED
+#define DTMM_EXPANDED_MAX_CIN_DILATED 8
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -110,9 +137,19 @@ DTMM_INLINE uint32_t dtmm_bits32(const uint8_t* bm, int32_t len, int32_t pos) {
   return sh ? (lo >> sh) | (hi << (32u - sh)) : lo;
 }
 
-/* nb <= 32 bits from bit pos. */
+/* nb <= 32 bits from bit pos; up to 25 bits are one unaligned load. */
 DTMM_INLINE uint32_t dtmm_bits(const uint8_t* bm, int32_t len, int32_t pos, int32_t nb) {
-  const uint32_t v = dtmm_bits32(bm, len, pos);
+  uint32_t v;
+  if (nb <= 25 && (pos >> 3) + 4 <= len) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(&v, bm + (pos >> 3), 4);
+#else
+    const uint8_t* b = bm + (pos >> 3);
+    v = (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
+#endif
+    return (v >> (pos & 7)) & ((1u << nb) - 1u);
+  }
+  v = dtmm_bits32(bm, len, pos);
   return nb >= 32 ? v : v & ((1u << nb) - 1u);
 }
 
@@ -222,6 +259,18 @@ DTMM_INLINE int32x4_t dtmm_vec4(int32_t a0, int32_t a1, int32_t a2, int32_t a3) 
 typedef struct {
   int32_t a[DTMM_P];
 } dtmm_acc;
+
+/* Modeled instructions of one dtmm_mac_p (or run-table entry) over n bytes for a
+ * group: what a driver compares to pick between run layouts. */
+DTMM_INLINE int32_t dtmm_run_cost(int32_t n) {
+#if defined(DTMM_ARCH_MVE)
+  return 10 + 9 * ((n + 15) >> 4);
+#elif defined(DTMM_ARCH_DSP)
+  return 8 + 5 * n + 7 * (n & 3);
+#else
+  return 6 + 8 * n;
+#endif
+}
 
 DTMM_INLINE void dtmm_acc_set(dtmm_acc* acc, int32_t v) {
   int32_t j;
@@ -361,7 +410,8 @@ DTMM_INLINE uint32_t dtmm_sxtb16_ror8(uint32_t v) {
 
 /* Bytes (0,2) and (1,3) of weights and inputs are widened the same way, so two
  * SMLADs give w0*x0 + w2*x2 + w1*x1 + w3*x3 without repacking; the weights are
- * widened once for the 3 pixels (20 instructions per 12 MACs). */
+ * widened once for the 3 pixels (20 instructions per 12 MACs). In asm so that the
+ * loop keeps its 12 values in registers whatever the driver around it holds. */
 DTMM_INLINE void dtmm_mac_p(const int8_t* w, const int8_t* x0, int32_t pitch, int32_t n,
                             dtmm_acc* acc) {
   const int8_t* x1 = x0 + pitch;
@@ -369,23 +419,35 @@ DTMM_INLINE void dtmm_mac_p(const int8_t* w, const int8_t* x0, int32_t pitch, in
   int32_t s0 = acc->a[0], s1 = acc->a[1], s2 = acc->a[2];
   int32_t quads = n >> 2;
   int32_t rest = n & 3;
-  while (quads-- > 0) {
-    const uint32_t wv = dtmm_read_u32(w);
-    const uint32_t xa = dtmm_read_u32(x0);
-    const uint32_t xb = dtmm_read_u32(x1);
-    const uint32_t xc = dtmm_read_u32(x2);
-    const uint32_t w02 = __sxtb16(wv);
-    const uint32_t w13 = dtmm_sxtb16_ror8(wv);
-    s0 = __smlad(__sxtb16(xa), w02, s0);
-    s0 = __smlad(dtmm_sxtb16_ror8(xa), w13, s0);
-    s1 = __smlad(__sxtb16(xb), w02, s1);
-    s1 = __smlad(dtmm_sxtb16_ror8(xb), w13, s1);
-    s2 = __smlad(__sxtb16(xc), w02, s2);
-    s2 = __smlad(dtmm_sxtb16_ror8(xc), w13, s2);
-    w += 4;
-    x0 += 4;
-    x1 += 4;
-    x2 += 4;
+  if (quads > 0) {
+    uint32_t w02, w13, xv, t;
+    __asm volatile(
+        "1:\n\t"
+        "ldr %[xv], [%[w]], #4\n\t"
+        "sxtb16 %[w02], %[xv]\n\t"
+        "sxtb16 %[w13], %[xv], ror #8\n\t"
+        "ldr %[xv], [%[x0]], #4\n\t"
+        "sxtb16 %[t], %[xv]\n\t"
+        "smlad %[s0], %[t], %[w02], %[s0]\n\t"
+        "sxtb16 %[t], %[xv], ror #8\n\t"
+        "smlad %[s0], %[t], %[w13], %[s0]\n\t"
+        "ldr %[xv], [%[x1]], #4\n\t"
+        "sxtb16 %[t], %[xv]\n\t"
+        "smlad %[s1], %[t], %[w02], %[s1]\n\t"
+        "sxtb16 %[t], %[xv], ror #8\n\t"
+        "smlad %[s1], %[t], %[w13], %[s1]\n\t"
+        "ldr %[xv], [%[x2]], #4\n\t"
+        "sxtb16 %[t], %[xv]\n\t"
+        "smlad %[s2], %[t], %[w02], %[s2]\n\t"
+        "sxtb16 %[t], %[xv], ror #8\n\t"
+        "smlad %[s2], %[t], %[w13], %[s2]\n\t"
+        "subs %[q], %[q], #1\n\t"
+        "bne 1b\n"
+        : [s0] "+r"(s0), [s1] "+r"(s1), [s2] "+r"(s2), [w] "+r"(w), [x0] "+r"(x0),
+          [x1] "+r"(x1), [x2] "+r"(x2), [q] "+r"(quads), [w02] "=&r"(w02), [w13] "=&r"(w13),
+          [xv] "=&r"(xv), [t] "=&r"(t)
+        :
+        : "cc", "memory");
   }
   while (rest-- > 0) {
     const int32_t wi = *w++;
@@ -401,51 +463,97 @@ DTMM_INLINE void dtmm_mac_p(const int8_t* w, const int8_t* x0, int32_t pitch, in
 DTMM_INLINE int32_t dtmm_mac_1(const int8_t* w, const int8_t* x, int32_t n, int32_t s) {
   int32_t quads = n >> 2;
   int32_t rest = n & 3;
-  while (quads-- > 0) {
-    const uint32_t wv = dtmm_read_u32(w);
-    const uint32_t xv = dtmm_read_u32(x);
-    s = __smlad(__sxtb16(xv), __sxtb16(wv), s);
-    s = __smlad(dtmm_sxtb16_ror8(xv), dtmm_sxtb16_ror8(wv), s);
-    w += 4;
-    x += 4;
+  if (quads > 0) {
+    uint32_t wv, xv, t, u;
+    __asm volatile(
+        "1:\n\t"
+        "ldr %[wv], [%[w]], #4\n\t"
+        "ldr %[xv], [%[x]], #4\n\t"
+        "sxtb16 %[t], %[wv]\n\t"
+        "sxtb16 %[u], %[xv]\n\t"
+        "smlad %[s], %[t], %[u], %[s]\n\t"
+        "sxtb16 %[t], %[wv], ror #8\n\t"
+        "sxtb16 %[u], %[xv], ror #8\n\t"
+        "smlad %[s], %[t], %[u], %[s]\n\t"
+        "subs %[q], %[q], #1\n\t"
+        "bne 1b\n"
+        : [s] "+r"(s), [w] "+r"(w), [x] "+r"(x), [q] "+r"(quads), [wv] "=&r"(wv),
+          [xv] "=&r"(xv), [t] "=&r"(t), [u] "=&r"(u)
+        :
+        : "cc", "memory");
   }
   while (rest-- > 0) s = (int32_t)((uint32_t)s + (uint32_t)(*w++ * *x++));
   return s;
 }
 
-/* Two channels (weights w0, w1) x two pixels (x0, x1): a[0] = w0.x0, a[1] = w1.x0,
- * a[2] = w0.x1, a[3] = w1.x1 (16 MACs per 20 instructions). */
-DTMM_INLINE void dtmm_mac_2x2(const int8_t* w0, const int8_t* w1, const int8_t* x0,
-                              const int8_t* x1, int32_t n, int32_t* a) {
+/* Two channels x two pixels, a[0] = w0.x0, a[1] = w1.x0, a[2] = w0.x1, a[3] = w1.x1,
+ * where the second channel's weights and the second pixel are both c bytes after
+ * the first (kept 1x1 channels are consecutive rows of values; pixels of a plane
+ * at stride 1 are consecutive): 16 MACs per 20 instructions. The 13 values and
+ * the loop counter (lr) fill every register, so it is out of line and in asm
+ * (gcc spills 4 of them otherwise); n >= 4. */
+static __attribute__((noinline, unused)) void dtmm_mac_2x2(const int8_t* w0, const int8_t* x0,
+                                                           int32_t c, int32_t n, int32_t* a) {
   int32_t s00 = a[0], s01 = a[1], s10 = a[2], s11 = a[3];
-  int32_t quads = n >> 2;
   int32_t rest = n & 3;
+#if defined(__OPTIMIZE__) /* -O0 keeps r7 as frame pointer: not enough registers */
+  uint32_t wa, wa13, wb, wb13, xv, t = (uint32_t)(n >> 2); /* t: the count, then a temp */
+  if (n >= 4)
+  __asm volatile(
+      "mov lr, %[t]\n"
+      "1:\n\t"
+      "ldr %[wb], [%[w0], %[c]]\n\t"
+      "ldr %[wa], [%[w0]], #4\n\t"
+      "sxtb16 %[wb13], %[wb], ror #8\n\t"
+      "sxtb16 %[wb], %[wb]\n\t"
+      "sxtb16 %[wa13], %[wa], ror #8\n\t"
+      "sxtb16 %[wa], %[wa]\n\t"
+      "ldr %[xv], [%[x0], %[c]]\n\t"
+      "sxtb16 %[t], %[xv]\n\t"
+      "smlad %[s10], %[t], %[wa], %[s10]\n\t"
+      "smlad %[s11], %[t], %[wb], %[s11]\n\t"
+      "sxtb16 %[t], %[xv], ror #8\n\t"
+      "smlad %[s10], %[t], %[wa13], %[s10]\n\t"
+      "smlad %[s11], %[t], %[wb13], %[s11]\n\t"
+      "ldr %[xv], [%[x0]], #4\n\t"
+      "sxtb16 %[t], %[xv]\n\t"
+      "smlad %[s00], %[t], %[wa], %[s00]\n\t"
+      "smlad %[s01], %[t], %[wb], %[s01]\n\t"
+      "sxtb16 %[t], %[xv], ror #8\n\t"
+      "smlad %[s00], %[t], %[wa13], %[s00]\n\t"
+      "smlad %[s01], %[t], %[wb13], %[s01]\n\t"
+      "subs lr, lr, #1\n\t"
+      "bne 1b\n"
+      : [s00] "+r"(s00), [s01] "+r"(s01), [s10] "+r"(s10), [s11] "+r"(s11), [w0] "+r"(w0),
+        [x0] "+r"(x0), [wa] "=&r"(wa), [wa13] "=&r"(wa13), [wb] "=&r"(wb), [wb13] "=&r"(wb13),
+        [xv] "=&r"(xv), [t] "+&r"(t)
+      : [c] "r"(c)
+      : "cc", "memory", "lr");
+#else
+  int32_t quads = n >> 2;
   while (quads-- > 0) {
-    const uint32_t wa = dtmm_read_u32(w0), wb = dtmm_read_u32(w1);
-    const uint32_t xa = dtmm_read_u32(x0), xb = dtmm_read_u32(x1);
-    const uint32_t wa02 = __sxtb16(wa), wa13 = dtmm_sxtb16_ror8(wa);
-    const uint32_t wb02 = __sxtb16(wb), wb13 = dtmm_sxtb16_ror8(wb);
-    const uint32_t xa02 = __sxtb16(xa), xa13 = dtmm_sxtb16_ror8(xa);
-    const uint32_t xb02 = __sxtb16(xb), xb13 = dtmm_sxtb16_ror8(xb);
-    s00 = __smlad(xa02, wa02, s00);
-    s00 = __smlad(xa13, wa13, s00);
-    s01 = __smlad(xa02, wb02, s01);
-    s01 = __smlad(xa13, wb13, s01);
-    s10 = __smlad(xb02, wa02, s10);
-    s10 = __smlad(xb13, wa13, s10);
-    s11 = __smlad(xb02, wb02, s11);
-    s11 = __smlad(xb13, wb13, s11);
+    const uint32_t wa = dtmm_read_u32(w0), wb = dtmm_read_u32(w0 + c);
+    const uint32_t xa = dtmm_read_u32(x0), xb = dtmm_read_u32(x0 + c);
+    s00 = __smlad(__sxtb16(xa), __sxtb16(wa), s00);
+    s00 = __smlad(dtmm_sxtb16_ror8(xa), dtmm_sxtb16_ror8(wa), s00);
+    s01 = __smlad(__sxtb16(xa), __sxtb16(wb), s01);
+    s01 = __smlad(dtmm_sxtb16_ror8(xa), dtmm_sxtb16_ror8(wb), s01);
+    s10 = __smlad(__sxtb16(xb), __sxtb16(wa), s10);
+    s10 = __smlad(dtmm_sxtb16_ror8(xb), dtmm_sxtb16_ror8(wa), s10);
+    s11 = __smlad(__sxtb16(xb), __sxtb16(wb), s11);
+    s11 = __smlad(dtmm_sxtb16_ror8(xb), dtmm_sxtb16_ror8(wb), s11);
     w0 += 4;
-    w1 += 4;
     x0 += 4;
-    x1 += 4;
   }
+#endif
   while (rest-- > 0) {
-    const int32_t va = *w0++, vb = *w1++, pa = *x0++, pb = *x1++;
+    const int32_t va = w0[0], vb = w0[c], pa = x0[0], pb = x0[c];
     s00 = (int32_t)((uint32_t)s00 + (uint32_t)(va * pa));
     s01 = (int32_t)((uint32_t)s01 + (uint32_t)(vb * pa));
     s10 = (int32_t)((uint32_t)s10 + (uint32_t)(va * pb));
     s11 = (int32_t)((uint32_t)s11 + (uint32_t)(vb * pb));
+    w0++;
+    x0++;
   }
   a[0] = s00;
   a[1] = s01;
@@ -503,10 +611,10 @@ DTMM_INLINE int32_t dtmm_wsum(const int8_t* w, int32_t n) {
  * at out + oo[j] (MVE: the same offsets as a vector). */
 #if defined(DTMM_ARCH_MVE)
 DTMM_INLINE void dtmm_store_p(const dtmm_acc* acc, int32_t np, const dtmm_rq_x4* rq,
-                              const dtmm_geom* g, int8_t* out, uint32x4_t offs) {
+                              int32_t out_off, int32x4_t lo, int32x4_t hi, int8_t* out,
+                              uint32x4_t offs) {
   const int32x4_t v = dtmm_requant_x4(dtmm_vec4(acc->a[0], acc->a[1], acc->a[2], acc->a[3]),
-                                      rq->left, rq->mult, rq->neg, g->out_off,
-                                      vdupq_n_s32(g->act_min), vdupq_n_s32(g->act_max));
+                                      rq->left, rq->mult, rq->neg, out_off, lo, hi);
   vstrbq_scatter_offset_p_s32(out, offs, v, vctp32q((uint32_t)np));
 }
 #else
@@ -518,6 +626,62 @@ DTMM_INLINE void dtmm_store_p(const dtmm_acc* acc, int32_t np, int32_t mult, int
 #endif
 
 /* --------------------------------------------------------- shared helpers */
+
+/* Small copies and fills inline: a kernel row of C_in 1 is a few bytes, where a
+ * library call costs more than the copy (word loops: gcc keeps them inline). */
+DTMM_INLINE void dtmm_copy(int8_t* dst, const int8_t* src, int32_t n) {
+#if defined(DTMM_ARCH_MVE)
+  if (n <= 0) return;
+  __asm volatile(
+      "dlstp.8 lr, %[n]\n"
+      "1:\n\t"
+      "vldrb.8 q0, [%[s]], #16\n\t"
+      "vstrb.8 q0, [%[d]], #16\n\t"
+      "letp lr, 1b\n"
+      : [s] "+r"(src), [d] "+r"(dst)
+      : [n] "r"(n)
+      : "q0", "lr", "memory");
+#else
+  if (n > 32) {
+    memcpy(dst, src, (size_t)n);
+    return;
+  }
+  for (; n >= 4; n -= 4, dst += 4, src += 4) memcpy(dst, src, 4);
+  if (n & 2) {
+    memcpy(dst, src, 2);
+    dst += 2;
+    src += 2;
+  }
+  if (n & 1) *dst = *src;
+#endif
+}
+
+DTMM_INLINE void dtmm_fill(int8_t* dst, int8_t v, int32_t n) {
+#if defined(DTMM_ARCH_MVE)
+  if (n <= 0) return;
+  __asm volatile(
+      "vdup.8 q0, %[v]\n\t"
+      "dlstp.8 lr, %[n]\n"
+      "1:\n\t"
+      "vstrb.8 q0, [%[d]], #16\n\t"
+      "letp lr, 1b\n"
+      : [d] "+r"(dst)
+      : [n] "r"(n), [v] "r"((int32_t)v)
+      : "q0", "lr", "memory");
+#else
+  const uint32_t pat = 0x01010101u * (uint8_t)v;
+  if (n > 32) {
+    memset(dst, v, (size_t)n);
+    return;
+  }
+  for (; n >= 4; n -= 4, dst += 4) memcpy(dst, &pat, 4);
+  if (n & 2) {
+    memcpy(dst, &pat, 2);
+    dst += 2;
+  }
+  if (n & 1) *dst = v;
+#endif
+}
 
 /* Byte offset of tap t for a pixel read in place (row pitch of the input). */
 DTMM_INLINE int32_t dtmm_tap_offset(const dtmm_geom* g, int32_t t) {
