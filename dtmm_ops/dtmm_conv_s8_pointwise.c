@@ -17,8 +17,11 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
   const int flat = g->sh == 1 && g->sw == 1;
   const int32_t lines = flat ? 1 : g->out_h;
   const int32_t len = flat ? g->out_h * g->out_w : g->out_w;
-  const int32_t pitch = g->sw * c;
-  const int32_t line_in = g->sh * g->in_w * c, line_out = g->out_w * out_c;
+  /* Input steps (uint32: a stride may be huge when the output has one row or
+   * column; the step is then never used). */
+  const int32_t pitch = (int32_t)((uint32_t)g->sw * (uint32_t)c);
+  const int32_t line_in = (int32_t)((uint32_t)g->sh * (uint32_t)g->in_w * (uint32_t)c);
+  const int32_t line_out = g->out_w * out_c;
   const int32_t rest = len % DTMM_P;
   const int32_t full = len / DTMM_P;
   /* the overlapping last group, when 2 or more pixels are left */

@@ -69,7 +69,7 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
   const int flat = g->sh == 1 && g->sw == 1;
   L.lines = flat ? 1 : g->out_h;
   L.len = flat ? g->out_h * g->out_w : g->out_w;
-  L.pitch = g->sw * c;
+  L.pitch = (int32_t)((uint32_t)g->sw * (uint32_t)c); /* used if in bounds */
   L.line_in = (int32_t)((uint32_t)g->sh * (uint32_t)g->in_w * (uint32_t)c); /* used if in bounds */
   L.line_out = g->out_w * out_c;
   dtmm_fill_pruned(g, f, out, g->out_h * g->out_w);

@@ -94,6 +94,18 @@ static inline int32_t DTMM_CTZ(uint32_t x) {
 extern "C" {
 #endif
 
+/* The MAC asm blocks only read memory. gcc is told which (an array of unknown size
+ * from the lowest pointer of each object: rows of one group lie after its first),
+ * so that values the drivers keep in memory are not reloaded after every block;
+ * other compilers get the "memory" clobber. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__)
+#define DTMM_ASM_READS(p) , "m"(*(const int8_t(*)[])(p))
+#define DTMM_ASM_MEMORY
+#else /* also gcc -O0: the memory operands would need registers it keeps for the frame */
+#define DTMM_ASM_READS(p)
+#define DTMM_ASM_MEMORY , "memory"
+#endif
+
 /* ------------------------------------------------------------------ geometry */
 
 /* A layer as the drivers see it (one batch). Coordinates y*s - pad + k*d fit in
@@ -164,6 +176,18 @@ DTMM_INLINE int32_t dtmm_next_run(uint32_t* m, uint32_t cont, int32_t* t) {
   *m = (t0 + run) >= 32 ? 0u : *m & (0xFFFFFFFFu << (t0 + run));
   *t = t0;
   return run;
+}
+
+/* The next run of consecutive set bits of m (m != 0, bit 31 clear: fields of up to
+ * 31 taps, all taps contiguous, as in im2col rows): first bit *t, returns its
+ * length; clears it from m. Adding the lowest set bit carries through the run. */
+DTMM_INLINE int32_t dtmm_next_run_contig(uint32_t* m, int32_t* t) {
+  const uint32_t low = *m & (0u - *m);
+  const uint32_t nxt = *m + low;
+  const int32_t t0 = DTMM_CTZ(*m);
+  *m &= nxt;
+  *t = t0;
+  return DTMM_CTZ(nxt) - t0;
 }
 
 /* ---------------------------------------------------- requantization, clamp */
@@ -304,8 +328,8 @@ DTMM_INLINE void dtmm_mac_p(const int8_t* w, const int8_t* x0, int32_t pitch, in
       "letp lr, 1b\n"
       : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [w] "+r"(w),
         [x0] "+r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3)
-      : [n] "r"(n), [rs] "r"(pitch)
-      : "q0", "q1", "lr", "memory");
+      : [n] "r"(n), [rs] "r"(pitch) DTMM_ASM_READS(w) DTMM_ASM_READS(x0)
+      : "q0", "q1", "lr" DTMM_ASM_MEMORY);
   acc->a[0] = s0;
   acc->a[1] = s1;
   acc->a[2] = s2;
@@ -321,9 +345,37 @@ DTMM_INLINE int32_t dtmm_mac_1(const int8_t* w, const int8_t* x, int32_t n, int3
       "vmladava.s8 %[s], q1, q0\n\t"
       "letp lr, 1b\n"
       : [s] "+Te"(s), [w] "+r"(w), [x] "+r"(x)
-      : [n] "r"(n)
-      : "q0", "q1", "lr", "memory");
+      : [n] "r"(n) DTMM_ASM_READS(w) DTMM_ASM_READS(x)
+      : "q0", "q1", "lr" DTMM_ASM_MEMORY);
   return s;
+}
+
+/* Four channels of one pixel: a[j] += w[j] . x over n >= 1 bytes; the input is
+ * loaded once per 16 bytes for the 4 rows of weights. */
+DTMM_INLINE void dtmm_mac_1x4(const int8_t* w0, const int8_t* w1, const int8_t* w2,
+                              const int8_t* w3, const int8_t* x, int32_t n, int32_t* a) {
+  int32_t s0 = a[0], s1 = a[1], s2 = a[2], s3 = a[3];
+  __asm volatile(
+      "dlstp.8 lr, %[n]\n"
+      "1:\n\t"
+      "vldrb.8 q1, [%[x]], #16\n\t"
+      "vldrb.8 q0, [%[w0]], #16\n\t"
+      "vmladava.s8 %[s0], q1, q0\n\t"
+      "vldrb.8 q0, [%[w1]], #16\n\t"
+      "vmladava.s8 %[s1], q1, q0\n\t"
+      "vldrb.8 q0, [%[w2]], #16\n\t"
+      "vmladava.s8 %[s2], q1, q0\n\t"
+      "vldrb.8 q0, [%[w3]], #16\n\t"
+      "vmladava.s8 %[s3], q1, q0\n\t"
+      "letp lr, 1b\n"
+      : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [w0] "+r"(w0),
+        [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3), [x] "+r"(x)
+      : [n] "r"(n) DTMM_ASM_READS(w0) DTMM_ASM_READS(x) /* w1..w3 lie after w0 */
+      : "q0", "q1", "lr" DTMM_ASM_MEMORY);
+  a[0] = s0;
+  a[1] = s1;
+  a[2] = s2;
+  a[3] = s3;
 }
 
 /* A run of a group: pixel j reads n bytes at p + o[j], the weights at w. A table
@@ -389,8 +441,8 @@ DTMM_INLINE int32_t dtmm_wsum(const int8_t* w, int32_t n) {
       "vaddva.s8 %[s], q0\n\t"
       "letp lr, 1b\n"
       : [s] "+Te"(s), [w] "+r"(w)
-      : [n] "r"(n)
-      : "q0", "lr", "memory");
+      : [n] "r"(n) DTMM_ASM_READS(w)
+      : "q0", "lr" DTMM_ASM_MEMORY);
   return s;
 }
 
@@ -419,6 +471,7 @@ DTMM_INLINE void dtmm_mac_p(const int8_t* w, const int8_t* x0, int32_t pitch, in
   int32_t s0 = acc->a[0], s1 = acc->a[1], s2 = acc->a[2];
   int32_t quads = n >> 2;
   int32_t rest = n & 3;
+#if defined(__OPTIMIZE__) /* -O0 keeps r7 as frame pointer: 11 registers */
   if (quads > 0) {
     uint32_t w02, w13, xv, t;
     __asm volatile(
@@ -446,9 +499,22 @@ DTMM_INLINE void dtmm_mac_p(const int8_t* w, const int8_t* x0, int32_t pitch, in
         : [s0] "+r"(s0), [s1] "+r"(s1), [s2] "+r"(s2), [w] "+r"(w), [x0] "+r"(x0),
           [x1] "+r"(x1), [x2] "+r"(x2), [q] "+r"(quads), [w02] "=&r"(w02), [w13] "=&r"(w13),
           [xv] "=&r"(xv), [t] "=&r"(t)
-        :
-        : "cc", "memory");
+        : "i"(0) DTMM_ASM_READS(w) DTMM_ASM_READS(x0) /* x1, x2 lie after x0 */
+        : "cc" DTMM_ASM_MEMORY);
   }
+#else
+  while (quads-- > 0) {
+    const uint32_t wv = dtmm_read_u32(w), w02 = __sxtb16(wv), w13 = dtmm_sxtb16_ror8(wv);
+    const uint32_t xa = dtmm_read_u32(x0), xb = dtmm_read_u32(x1), xc = dtmm_read_u32(x2);
+    s0 = __smlad(dtmm_sxtb16_ror8(xa), w13, __smlad(__sxtb16(xa), w02, s0));
+    s1 = __smlad(dtmm_sxtb16_ror8(xb), w13, __smlad(__sxtb16(xb), w02, s1));
+    s2 = __smlad(dtmm_sxtb16_ror8(xc), w13, __smlad(__sxtb16(xc), w02, s2));
+    w += 4;
+    x0 += 4;
+    x1 += 4;
+    x2 += 4;
+  }
+#endif
   while (rest-- > 0) {
     const int32_t wi = *w++;
     s0 = (int32_t)((uint32_t)s0 + (uint32_t)(wi * *x0++));
@@ -479,8 +545,8 @@ DTMM_INLINE int32_t dtmm_mac_1(const int8_t* w, const int8_t* x, int32_t n, int3
         "bne 1b\n"
         : [s] "+r"(s), [w] "+r"(w), [x] "+r"(x), [q] "+r"(quads), [wv] "=&r"(wv),
           [xv] "=&r"(xv), [t] "=&r"(t), [u] "=&r"(u)
-        :
-        : "cc", "memory");
+        : "i"(0) DTMM_ASM_READS(w) DTMM_ASM_READS(x)
+        : "cc" DTMM_ASM_MEMORY);
   }
   while (rest-- > 0) s = (int32_t)((uint32_t)s + (uint32_t)(*w++ * *x++));
   return s;

@@ -139,7 +139,10 @@ static void ref_conv(const layer_t* L, const int8_t* in, const int8_t* w, const 
               }
             }
           acc += (uint32_t)bias[oc];
-          v = ref_mbqm((int32_t)acc, mult[oc], shift[oc]) + p->output_offset;
+          /* TFLite adds the output offset in int32 (wrapping in practice), then
+           * clamps: docs/contract.md "Semantics". */
+          v = (int32_t)((uint32_t)ref_mbqm((int32_t)acc, mult[oc], shift[oc]) +
+                        (uint32_t)p->output_offset);
           if (v < p->activation_min) v = p->activation_min;
           if (v > p->activation_max) v = p->activation_max;
           out[((b * d->output_h + y) * d->output_w + x) * d->output_c + oc] = (int8_t)v;
@@ -657,10 +660,150 @@ static void test_validation(void) {
   }
 }
 
+
+/* ------------------------------------------- regressions (issue 11, kernel C) */
+
+/* One layer from explicit parts, checked against ref_conv. */
+static void run_built(const char* name, const layer_t* L, uint32_t seed, int keep_pct,
+                      int32_t bias_value, int32_t mult_value, int32_t shift_value) {
+  const int32_t k = L->d.kernel_h * L->d.kernel_w, bits = L->d.output_c * k;
+  const int32_t in_n = L->d.batches * L->d.input_h * L->d.input_w * L->d.input_c;
+  const int32_t w_n = bits * L->d.input_c;
+  const int32_t out_n = L->d.batches * L->d.output_h * L->d.output_w * L->d.output_c;
+  int8_t* in = (int8_t*)alloc((size_t)in_n);
+  int8_t* w = (int8_t*)alloc((size_t)w_n);
+  int8_t* ref = (int8_t*)alloc((size_t)out_n);
+  uint8_t* bitmap = (uint8_t*)alloc((size_t)(bits + 7) / 8);
+  int32_t* bias = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  int32_t* folded = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  int32_t* mult = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  int32_t* shift = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  uint32_t s = seed;
+  int32_t b, oc;
+  for (b = 0; b < in_n; ++b) in[b] = rng_i8(&s);
+  for (b = 0; b < w_n; ++b) w[b] = rng_i8(&s);
+  memset(bitmap, 0, (size_t)(bits + 7) / 8);
+  for (b = 0; b < bits; ++b) {
+    if ((int)(rng_next(&s) % 100) < keep_pct) {
+      bitmap[b >> 3] |= (uint8_t)(1u << (b & 7));
+    } else {
+      memset(w + b * L->d.input_c, 0, (size_t)L->d.input_c);
+    }
+  }
+  for (oc = 0; oc < L->d.output_c; ++oc) {
+    bias[oc] = bias_value;
+    mult[oc] = mult_value;
+    shift[oc] = shift_value;
+  }
+  fold(L, w, bias, folded);
+  ref_conv(L, in, w, bias, mult, shift, ref);
+  run_case(name, L, in, w, bitmap, folded, mult, shift, ref);
+}
+
+static void set_layer(layer_t* L, int32_t h, int32_t w, int32_t c, int32_t oh, int32_t ow,
+                      int32_t oc, int32_t kh, int32_t kw) {
+  memset(L, 0, sizeof(*L));
+  L->d.batches = 1;
+  L->d.input_h = h;
+  L->d.input_w = w;
+  L->d.input_c = c;
+  L->d.output_h = oh;
+  L->d.output_w = ow;
+  L->d.output_c = oc;
+  L->d.kernel_h = kh;
+  L->d.kernel_w = kw;
+  L->p.version = DTMM_FORMAT_VERSION;
+  L->p.stride_h = L->p.stride_w = L->p.dilation_h = L->p.dilation_w = 1;
+  L->p.input_zero_point = -3;
+  L->p.output_offset = 5;
+  L->p.activation_min = -128;
+  L->p.activation_max = 127;
+}
+
+static void test_regressions(void) {
+  layer_t L;
+  dtmm_fwcs_filter f;
+  static const uint8_t one_bit[1] = {0x01};
+  static const int8_t one_row[16] = {1};
+  static const int32_t z1[1] = {0}, m1[1] = {1 << 30};
+  f.bitmap = one_bit;
+  f.bitmap_bytes = 1;
+  f.values = one_row;
+  f.num_filterlets = 1;
+  f.bias = z1;
+  f.multiplier = m1;
+  f.shift = z1;
+
+  /* The coordinate bound counts the stride when the output has one row or column:
+   * with out_h = 1 and a stride near INT32_MAX the interior arithmetic used to
+   * overflow and padded taps were read in place, far before the input. */
+  arena_reset();
+  set_layer(&L, 3, 3, 1, 1, 3, 1, 1, 1);
+  L.p.stride_h = INT32_MAX - 1;
+  check(dtmm_conv_s8_validate(&L.d, &L.p, &f) == DTMM_ERR_PARAMS,
+        "stride near INT32_MAX with one output row accepted", "regress stride out_h=1");
+  L.p.stride_h = 1;
+  L.p.stride_w = INT32_MAX;
+  L.d.output_h = 3;
+  L.d.output_w = 1;
+  check(dtmm_conv_s8_validate(&L.d, &L.p, &f) == DTMM_ERR_PARAMS,
+        "stride INT32_MAX with one output column accepted", "regress stride out_w=1");
+  /* Large strides that fit are computed exactly (the interior starts at
+   * ceil(pad / stride), without forming pad + stride - 1). */
+  set_layer(&L, 5, 6, 3, 1, 2, 4, 3, 3);
+  L.p.stride_h = (1 << 30) + 12345;
+  L.p.stride_w = 5;
+  L.p.pad_top = 1;
+  L.p.pad_left = 1;
+  run_built("regress huge stride, one output row", &L, 11u, 70, 1000, 1 << 30, -8);
+  set_layer(&L, 6, 5, 16, 2, 1, 5, 3, 3);
+  L.p.stride_h = 4;
+  L.p.stride_w = (1 << 30) + 77;
+  L.p.pad_top = 1;
+  L.p.pad_left = 2;
+  run_built("regress huge stride, one output column", &L, 12u, 80, -500, 1 << 30, -9);
+
+  /* stride * input_w * C_in above INT32_MAX with one output row: the row step
+   * is never used but was computed in int32 (signed overflow). */
+  arena_reset();
+  set_layer(&L, 3, 1024, 64, 1, 1024, 3, 3, 1);
+  L.p.stride_h = 1 << 16;
+  run_built("regress row step overflow (3x1)", &L, 13u, 60, 123, 1 << 30, -10);
+  arena_reset();
+  set_layer(&L, 2, 1024, 64, 1, 1024, 4, 1, 1);
+  L.p.stride_h = 1 << 16;
+  run_built("regress row step overflow (1x1)", &L, 14u, 60, 123, 1 << 30, -10);
+
+  /* The output offset is added in int32 wrapping like TFLite's: a requantized
+   * value near INT32_MAX plus 100 wraps negative and clamps to act_min; computed
+   * without wrap (int64, or signed-overflow UB) it gave act_max. */
+  arena_reset();
+  set_layer(&L, 2, 2, 4, 2, 2, 3, 1, 1);
+  L.p.input_zero_point = 0;
+  L.p.output_offset = 100;
+  run_built("regress clamp wraps (1x1)", &L, 15u, 0, INT32_MAX - 5, INT32_MAX, 0);
+  set_layer(&L, 4, 4, 16, 4, 4, 5, 3, 3);
+  L.p.input_zero_point = 0;
+  L.p.output_offset = 127;
+  L.p.pad_top = L.p.pad_left = 1;
+  run_built("regress clamp wraps (3x3)", &L, 16u, 0, INT32_MAX - 100, INT32_MAX, 0);
+  set_layer(&L, 1, 1, 8, 1, 1, 6, 1, 1);
+  L.p.input_zero_point = 0;
+  L.p.output_offset = -128;
+  run_built("regress clamp wraps down", &L, 17u, 0, INT32_MIN + 3, INT32_MAX, 0);
+  {
+    /* the wrapped case really is the one tested: the expected outputs are act_min */
+    const int32_t acc = INT32_MAX - 5;
+    const int32_t v = (int32_t)((uint32_t)ref_mbqm(acc, INT32_MAX, 0) + 100u);
+    check(v < -128, "wrap case does not wrap", "regress clamp wraps");
+  }
+}
+
 int main(int argc, char** argv) {
   int cases = DTMM_TEST_RANDOM_CASES;
   if (argc > 1) cases = atoi(argv[1]);
   test_validation();
+  test_regressions();
   test_fixed_shapes();
   test_golden();
   test_random(cases);
