@@ -107,10 +107,13 @@ DTMM_INLINE void dtmm_rect_add(dtmm_run* tb, int32_t* nr, int32_t* last, int32_t
   *last = t;
 }
 
-/* One rectangle [y0, y1) x [x0, x1), all channels. */
-static void dtmm_rect(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
-                      int8_t* out, const int32_t* off_in, uint32_t cont, int pruned_done,
-                      int32_t y0, int32_t y1, int32_t x0, int32_t x1) {
+/* One rectangle [y0, y1) x [x0, x1), all channels. Out of line: its tables leave
+ * the stack before the im2col part runs. */
+static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                                                const int8_t* in, int8_t* out, int pruned_done,
+                                                int32_t y0, int32_t y1, int32_t x0, int32_t x1) {
+  int32_t off_in[DTMM_MAX_TAPS];
+  const uint32_t cont = dtmm_tap_table(g, off_in);
   /* the runs of a channel (dtmm_conv_s8_choose bounds them), plus the end marker */
   dtmm_run tb[DTMM_MAX_RUNS + 1];
   const int32_t taps = g->taps, in_c = g->in_c, out_c = g->out_c;
@@ -282,8 +285,6 @@ static void dtmm_rect(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_
 
 void dtmm_window_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                     int8_t* out, int8_t* scratch) {
-  int32_t off_in[DTMM_MAX_TAPS];
-  const uint32_t cont = dtmm_tap_table(g, off_in);
   const uint32_t kinds = dtmm_rect_kinds(g);
   /* When the rectangles cover every pixel they also write the pruned channels'
    * constants (from the field they decode anyway); otherwise the im2col part,
@@ -296,7 +297,7 @@ void dtmm_window_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t*
     for (x0 = 0; x0 < g->out_w; x0 = x1) {
       x1 = dtmm_class_end(x0, g->x_lo, g->x_hi);
       if (dtmm_rect_done(g, &kinds, y0, x0))
-        dtmm_rect(g, f, in, out, off_in, cont, fill, y0, y1, x0, x1);
+        dtmm_rect(g, f, in, out, fill, y0, y1, x0, x1);
     }
   }
   if (fill) dtmm_im2col_s8(g, f, in, out, scratch, dtmm_rect_done, &kinds);

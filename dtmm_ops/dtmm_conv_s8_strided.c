@@ -84,9 +84,12 @@ DTMM_INLINE void dtmm_strided_group(const dtmm_geom* g, int32_t bias, int32_t mu
   dtmm_store_p(&acc, DTMM_P, mult, shift, g, og, oo);
 }
 
-static void dtmm_run_strided(const dtmm_geom* g, const dtmm_strided* s,
-                             const dtmm_fwcs_filter* f, const int8_t* in, int8_t* out,
-                             const int32_t* off_in, uint32_t cont) {
+/* Out of line: its tables leave the stack before the im2col part runs. */
+static __attribute__((noinline)) void dtmm_run_strided(const dtmm_geom* g, const dtmm_strided* s,
+                                                       const dtmm_fwcs_filter* f,
+                                                       const int8_t* in, int8_t* out) {
+  int32_t off_in[DTMM_MAX_TAPS];
+  const uint32_t cont = dtmm_tap_table(g, off_in);
   /* the runs of a channel (bounded by dtmm_conv_s8_choose); the second set: the
    * dense filter's runs */
   int32_t run_off[DTMM_MAX_RUNS], run_len[DTMM_MAX_RUNS];
@@ -157,12 +160,10 @@ static void dtmm_run_strided(const dtmm_geom* g, const dtmm_strided* s,
 
 void dtmm_window_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                     int8_t* out, int8_t* scratch) {
-  int32_t off_in[DTMM_MAX_TAPS];
-  const uint32_t cont = dtmm_tap_table(g, off_in);
   dtmm_strided s;
   dtmm_strided_layout(g, &s);
   dtmm_fill_pruned(g, f, out, g->out_h * g->out_w);
-  if (s.groups > 0) dtmm_run_strided(g, &s, f, in, out, off_in, cont);
+  if (s.groups > 0) dtmm_run_strided(g, &s, f, in, out);
   if (dtmm_window_s8_get_buffer_size(g) > 0)
     dtmm_im2col_s8(g, f, in, out, scratch, dtmm_strided_done, &s);
 }

@@ -61,7 +61,7 @@
 /* Window drivers may run a channel as its dense filter (kernel-row runs over the
  * filterlets expanded on the stack, zeros where pruned) when that is cheaper than
  * its kept filterlets' runs: filters of up to this many bytes. */
-#define DTMM_EXPAND_MAX_BYTES 192
+#define DTMM_EXPAND_MAX_BYTES 128
 
 /* Layers of at most this many input channels and at least this many taps use the
  * expanded (dense) driver (dtmm_conv_s8_choose). */

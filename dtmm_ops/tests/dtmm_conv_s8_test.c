@@ -799,11 +799,63 @@ static void test_regressions(void) {
   }
 }
 
+
+/* Shapes that pick each driver of dtmm_conv_s8_choose (docs/kernels.md), at several
+ * sparsities: tiny planes (the pixel driver, also above 25 and 32 taps), 1x1 at
+ * stride 1 and 2 with odd pixel and channel counts (pairs, groups, leftovers),
+ * small C_in with wide kernels (expanded), dilated and large kernels (im2col),
+ * in-place windows with short rows (dense-row alternative) and long ones. */
+static void test_driver_shapes(void) {
+  static const int32_t shapes[][13] = {
+      /* h, w, c_in, c_out, kh, kw, sh, sw, dh, dw, valid, keep%, seed */
+      {5, 1, 40, 13, 5, 1, 3, 1, 1, 1, 1, 100, 1}, {5, 1, 40, 13, 5, 1, 3, 1, 1, 1, 1, 60, 2},
+      {7, 7, 9, 6, 7, 7, 1, 1, 1, 1, 1, 70, 3},    {1, 1, 30, 11, 3, 3, 1, 1, 1, 1, 0, 80, 4},
+      {1, 1, 64, 13, 1, 1, 1, 1, 1, 1, 0, 100, 5}, {1, 1, 64, 13, 1, 1, 1, 1, 1, 1, 0, 75, 6},
+      {1, 1, 64, 14, 1, 1, 1, 1, 1, 1, 0, 40, 7},  {1, 2, 12, 9, 1, 1, 1, 1, 1, 1, 0, 50, 8},
+      {3, 3, 20, 10, 1, 1, 1, 1, 1, 1, 0, 100, 9}, {3, 3, 20, 10, 1, 1, 1, 1, 1, 1, 0, 55, 10},
+      {5, 7, 17, 7, 1, 1, 2, 2, 1, 1, 0, 70, 11},  {7, 5, 13, 5, 1, 1, 1, 2, 1, 1, 0, 90, 12},
+      {15, 6, 1, 9, 10, 4, 2, 2, 1, 1, 0, 100, 13}, {15, 6, 1, 9, 10, 4, 2, 2, 1, 1, 0, 45, 14},
+      {13, 13, 3, 5, 7, 7, 2, 2, 1, 1, 0, 65, 15}, {9, 9, 2, 6, 5, 5, 1, 1, 1, 1, 1, 50, 16},
+      {8, 8, 1, 7, 3, 3, 1, 1, 1, 1, 0, 70, 17},   {9, 9, 6, 5, 3, 3, 1, 1, 2, 2, 0, 80, 18},
+      {10, 10, 33, 4, 3, 3, 1, 1, 2, 2, 0, 60, 19}, {9, 9, 40, 4, 3, 3, 1, 1, 2, 1, 0, 70, 20},
+      {12, 12, 12, 5, 7, 7, 1, 1, 1, 1, 0, 30, 21}, {10, 8, 20, 6, 6, 6, 1, 1, 1, 1, 0, 85, 22},
+      {10, 10, 3, 8, 3, 3, 1, 1, 1, 1, 0, 100, 23}, {10, 10, 3, 8, 3, 3, 1, 1, 1, 1, 0, 35, 24},
+      {9, 11, 5, 6, 3, 3, 2, 2, 1, 1, 0, 65, 25},  {12, 9, 16, 7, 5, 5, 1, 1, 1, 1, 0, 20, 26},
+      {9, 9, 48, 6, 3, 3, 1, 1, 1, 1, 0, 50, 27},  {21, 1, 24, 5, 5, 1, 3, 1, 1, 1, 1, 80, 28},
+      {6, 6, 16, 9, 2, 2, 1, 1, 1, 1, 0, 60, 29},  {4, 9, 8, 5, 1, 3, 1, 1, 1, 1, 0, 75, 30},
+  };
+  size_t i;
+  char name[160];
+  for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
+    const int32_t* t = shapes[i];
+    layer_t L;
+    int32_t pt, pl, oh, ow;
+    arena_reset();
+    oh = out_size(t[0], t[4], t[6], t[8], (int)t[10], &pt);
+    ow = out_size(t[1], t[5], t[7], t[9], (int)t[10], &pl);
+    set_layer(&L, t[0], t[1], t[2], oh, ow, t[3], t[4], t[5]);
+    L.p.stride_h = t[6];
+    L.p.stride_w = t[7];
+    L.p.dilation_h = t[8];
+    L.p.dilation_w = t[9];
+    L.p.pad_top = pt;
+    L.p.pad_left = pl;
+    L.p.input_zero_point = -128 + (int32_t)(i * 53 % 256);
+    L.p.output_offset = (int32_t)(i * 29 % 256) - 128;
+    snprintf(name, sizeof(name), "driver#%d %ldx%ldx%ld->%ld k%ldx%ld s%ld d%ld keep%ld%%", (int)i,
+             (long)t[0], (long)t[1], (long)t[2], (long)t[3], (long)t[4], (long)t[5], (long)t[6],
+             (long)t[8], (long)t[11]);
+    run_built(name, &L, 0x9E3779B9u + (uint32_t)t[12], (int)t[11], (int32_t)(i * 977) - 5000,
+              (1 << 30) + (int32_t)(i * 7919), -9 - (int32_t)(i % 5));
+  }
+}
+
 int main(int argc, char** argv) {
   int cases = DTMM_TEST_RANDOM_CASES;
   if (argc > 1) cases = atoi(argv[1]);
   test_validation();
   test_regressions();
+  test_driver_shapes();
   test_fixed_shapes();
   test_golden();
   test_random(cases);
