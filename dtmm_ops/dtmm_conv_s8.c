@@ -45,7 +45,8 @@ static int32_t dtmm_inplace_max_runs(const dtmm_geom* g) {
 static int dtmm_is_im2col_better(const dtmm_geom* g) {
   return g->taps > DTMM_MAX_TAPS || dtmm_inplace_max_runs(g) > DTMM_MAX_RUNS ||
          dtmm_inplace_run_bytes(g) < DTMM_MIN_ROW_BYTES ||
-         (dtmm_is_dilated(g) && g->in_c < DTMM_DILATED_MIN_CIN_IN_PLACE);
+         (dtmm_is_dilated(g) && g->in_c < DTMM_DILATED_MIN_CIN_IN_PLACE) ||
+         g->out_h * g->out_w <= DTMM_WINDOW_MIN_PIXELS;
 }
 
 dtmm_driver dtmm_conv_s8_choose(const dtmm_geom* g) {

@@ -29,12 +29,12 @@ static void dtmm_im2col_group(const dtmm_geom* g, const dtmm_fwcs_filter* f,
   for (oc = 0; oc < out_c; ++oc, pos += taps) {
     dtmm_acc acc;
     int32_t t, run;
-    if (taps <= 32) {
+    if (taps <= 31) {
       uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, taps);
       if (!m) continue; /* fully pruned: constant written by the caller */
       dtmm_acc_set(&acc, f->bias[oc]);
       do {
-        run = dtmm_next_run(&m, 0xFFFFFFFFu, &t) * c;
+        run = dtmm_next_run_contig(&m, &t) * c;
         dtmm_mac_p(w, rows + t * c, rs, run, &acc);
         w += run;
       } while (m);
@@ -84,6 +84,11 @@ void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t*
       }
     }
     if (np == 0) break;
+    if (np == 1) { /* a lone pixel (a corner): one dot per run, not DTMM_P */
+      dtmm_im2col(g, in, py[0], px[0], scratch);
+      dtmm_pixel_channels(g, f, scratch, out + (py[0] * g->out_w + px[0]) * g->out_c);
+      continue;
+    }
     for (j = 0; j < DTMM_P; ++j) {
       /* A short group repeats its last pixel; only np outputs are stored. */
       const int32_t jj = j < np ? j : np - 1;

@@ -48,6 +48,16 @@
 #ifndef DTMM_MIN_ROW_BYTES
 #define DTMM_MIN_ROW_BYTES 8
 #endif
+/* Output planes of at most this many pixels go through im2col rows: the window
+ * drivers' per-channel run tables are not amortized over so few groups. */
+#ifndef DTMM_WINDOW_MIN_PIXELS
+#if defined(DTMM_ARCH_MVE)
+#define DTMM_WINDOW_MIN_PIXELS 16
+#else
+#define DTMM_WINDOW_MIN_PIXELS 0
+#endif
+#endif
+
 /* Dilated kernels over fewer input channels go through im2col rows (MVE: one tap
  * per run in place costs more than the copy). */
 #ifndef DTMM_DILATED_MIN_CIN_IN_PLACE
