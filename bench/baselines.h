@@ -10,14 +10,6 @@
 extern "C" {
 #endif
 
-/* Dense: dtmm_conv_s8's driver with every filterlet kept and no bitmap; `values`
- * of the filter is the dense OHWI filter, num_filterlets = C_out * K. */
-dtmm_status dtmm_dense_conv_s8(const dtmm_conv_dims* dims, const dtmm_conv_params* params,
-                               const dtmm_fwcs_filter* filter, const int8_t* input,
-                               int8_t* output, void* scratch);
-int32_t dtmm_dense_conv_s8_get_buffer_size(const dtmm_conv_dims* dims,
-                                           const dtmm_conv_params* params);
-
 /* Unstructured (per-weight) sparse conv in CSR: what element-wise pruning needs.
  * Row oc holds its non-zero weights, col = index into the [K_h][K_w][C_in] window. */
 typedef struct {

@@ -1,64 +1,63 @@
 /* Cortex-M benchmark harness for bench/kernels (runs under qemu-system-arm).
  *
- * For every layer and filterlet sparsity it builds random int8 data (fixed seeds),
- * the FWCS filter (random filterlet mask with exactly round(s*C_out*K) pruned), a CSR
- * filter at the same weight sparsity (random per-weight mask), and calls each kernel
- * once from its own noinline call site: bench/kernels counts the instructions of
- * exactly those calls with the icount_calls TCG plugin. Before each measured call it
- * prints "CALL <n> <layer> <c_in> <sparsity%> <kernel> <scratch> <const>"; the n-th
- * plugin record is that call. Outputs are compared byte for byte (dense vs DTMM vs
- * CMSIS-NN on the same weights; CSR vs the dense kernel on the CSR weights), and any
- * mismatch fails the run.
+ * bench/kernels generates bench_layers.h (the selected layers, sparsities and the
+ * buffer sizes they need) and builds this file against it. For every layer and
+ * filterlet sparsity the harness builds random int8 data (fixed seeds), a random
+ * filterlet mask with exactly round(s * C_out * K) pruned filterlets, the FWCS
+ * filter, and calls each kernel once from its own noinline call site: bench/kernels
+ * counts the instructions of exactly those calls with the icount_calls TCG plugin.
+ * Before each measured call it prints
+ *   "CALL <n> <layer index> <sparsity %> <kernel> <scratch bytes> <const bytes>"
+ * and the n-th plugin record is that call. Outputs are compared byte for byte
+ * (dtmm vs CMSIS-NN on the same weights, or vs the harness's own TFLite-semantics
+ * conv where CMSIS-NN is not built or rejects the layer; csr vs CMSIS-NN on the csr
+ * weights). Any mismatch or a layer that does not fit the buffers prints an
+ * "ERROR" or "MISMATCH" line and fails the run.
  */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "baselines.h"
+#include "bench_layers.h"
 #include "dtmm_conv_s8.h"
-
-#ifdef DTMM_BENCH_CMSIS
+#ifdef BENCH_WITH_CSR
+#include "baselines.h"
+#endif
+#ifdef BENCH_WITH_CMSIS
 #include "arm_nnfunctions.h"
 #endif
 
 #define BIG __attribute__((section(".big")))
 
 typedef struct {
-  const char* name;
-  int32_t h, w, c_in, c_out, kh, kw, sh, sw, same;
+  int32_t h, w, c_in, c_out, kh, kw, sh, sw, dh, dw, valid;
 } layer_t;
 
-static const layer_t k_layers[] = {
-    {"L1", 32, 32, 3, 32, 3, 3, 1, 1, 1},   {"L2", 16, 16, 64, 128, 3, 3, 1, 1, 1},
-    {"L3", 8, 8, 128, 256, 3, 3, 1, 1, 1},  {"L4", 16, 16, 64, 64, 3, 3, 1, 1, 1},
-    {"L5", 49, 1, 40, 32, 5, 1, 3, 1, 0},   {"L6", 16, 16, 64, 64, 1, 1, 1, 1, 0},
-};
-static const int k_sparsity_pct[] = {0, 25, 50, 75, 90};
+static const layer_t k_layers[] = {BENCH_LAYERS};
+static const int k_sparsity_pct[] = {BENCH_SPARSITY};
 
-#define MAX_IN (32 * 32 * 64)
-#define MAX_OUT (32 * 32 * 256)
-#define MAX_W (256 * 9 * 128)
-#define MAX_OC 256
-#define MAX_SCRATCH (64 * 1024)
-
-static BIG int8_t g_in[MAX_IN];
-static BIG int8_t g_w[MAX_W];      /* dense filterlet-pruned filter */
-static BIG int8_t g_wcsr[MAX_W];   /* dense per-weight-pruned filter */
-static BIG int8_t g_values[MAX_W]; /* FWCS values */
-static BIG uint8_t g_bitmap[MAX_W / 8 + 8];
-static BIG uint8_t g_keep[MAX_OC * 9];
-static BIG int32_t g_order[MAX_W];
-static BIG int32_t g_row_ptr[MAX_OC + 1];
-static BIG uint16_t g_col[MAX_W];
-static BIG int8_t g_val[MAX_W];
-static BIG int32_t g_bias[MAX_OC], g_folded[MAX_OC], g_folded_csr[MAX_OC];
-static BIG int32_t g_mult[MAX_OC], g_shift[MAX_OC];
-static BIG int8_t g_out_dense[MAX_OUT], g_out_dtmm[MAX_OUT], g_out_csr[MAX_OUT];
-static BIG int8_t g_out_check[MAX_OUT];
-#ifdef DTMM_BENCH_CMSIS
-static BIG int8_t g_out_cmsis[MAX_OUT];
+/* Sizes from bench_layers.h (the maxima over the selected layers); every use is
+ * checked again below, so a table that lies fails loudly instead of overflowing. */
+static BIG int8_t g_in[BENCH_MAX_IN];
+static BIG int8_t g_w[BENCH_MAX_W];      /* dense filterlet-pruned filter (OHWI) */
+static BIG int8_t g_values[BENCH_MAX_W]; /* FWCS values */
+static BIG uint8_t g_bitmap[BENCH_MAX_FL / 8 + 8];
+static BIG uint8_t g_keep[BENCH_MAX_FL];
+static BIG int32_t g_order[BENCH_MAX_FL];
+static BIG int32_t g_bias[BENCH_MAX_OC], g_folded[BENCH_MAX_OC];
+static BIG int32_t g_mult[BENCH_MAX_OC], g_shift[BENCH_MAX_OC];
+static BIG int8_t g_out_dtmm[BENCH_MAX_OUT], g_out_ref[BENCH_MAX_OUT];
+static BIG int32_t g_scratch[BENCH_MAX_SCRATCH / 4];
+#ifdef BENCH_WITH_CSR
+static BIG int8_t g_wcsr[BENCH_MAX_W];
+static BIG int32_t g_worder[BENCH_MAX_W];
+static BIG int32_t g_row_ptr[BENCH_MAX_OC + 1];
+static BIG uint16_t g_col[BENCH_MAX_W];
+static BIG int8_t g_val[BENCH_MAX_W];
+static BIG int32_t g_folded_csr[BENCH_MAX_OC];
+static BIG int8_t g_out_csr[BENCH_MAX_OUT], g_out_csr_ref[BENCH_MAX_OUT];
 #endif
-static BIG int32_t g_scratch[MAX_SCRATCH / 4];
 
 static uint32_t g_rng;
 static uint32_t rng_next(void) {
@@ -73,10 +72,16 @@ static uint32_t rng_next(void) {
 static int g_calls, g_failures;
 volatile int32_t g_sink;
 
-static void label(const layer_t* L, int pct, const char* kernel, int32_t scratch,
-                  int32_t konst) {
-  printf("CALL %d %s %ld %d %s %ld %ld\n", g_calls++, L->name, (long)L->c_in, pct, kernel,
-         (long)scratch, (long)konst);
+static void fail_if(int cond, int32_t li, const char* what, long a, long b) {
+  if (cond) {
+    printf("ERROR layer %ld: %s (%ld > %ld)\n", (long)li, what, a, b);
+    exit(1);
+  }
+}
+
+static void label(int32_t li, int pct, const char* kernel, int32_t scratch, int32_t konst) {
+  printf("CALL %d %ld %d %s %ld %ld\n", g_calls++, (long)li, pct, kernel, (long)scratch,
+         (long)konst);
 }
 
 /* One call site per kernel; the store after the call keeps it from being a tail
@@ -86,17 +91,14 @@ __attribute__((noinline)) void measure_dtmm(const dtmm_conv_dims* d, const dtmm_
                                             int8_t* out, void* scr) {
   g_sink = dtmm_conv_s8(d, p, f, in, out, scr);
 }
-__attribute__((noinline)) void measure_dense(const dtmm_conv_dims* d, const dtmm_conv_params* p,
-                                             const dtmm_fwcs_filter* f, const int8_t* in,
-                                             int8_t* out, void* scr) {
-  g_sink = dtmm_dense_conv_s8(d, p, f, in, out, scr);
-}
+#ifdef BENCH_WITH_CSR
 __attribute__((noinline)) void measure_csr(const dtmm_conv_dims* d, const dtmm_conv_params* p,
                                            const dtmm_csr_filter* f, const int8_t* in,
                                            int8_t* out, void* scr) {
   g_sink = dtmm_csr_conv_s8(d, p, f, in, out, scr);
 }
-#ifdef DTMM_BENCH_CMSIS
+#endif
+#ifdef BENCH_WITH_CMSIS
 __attribute__((noinline)) void measure_cmsis(const cmsis_nn_context* ctx,
                                              const cmsis_nn_conv_params* cp,
                                              const cmsis_nn_per_channel_quant_params* qp,
@@ -108,12 +110,52 @@ __attribute__((noinline)) void measure_cmsis(const cmsis_nn_context* ctx,
 }
 #endif
 
-static void compare(const char* what, const layer_t* L, int pct, const int8_t* a,
-                    const int8_t* b, int32_t n) {
+/* TFLite reference_integer_ops::ConvPerChannel (unfolded bias, x - zp_in, padded
+ * taps skipped); the check where CMSIS-NN is not available for a layer. */
+static int32_t ref_requantize(int32_t acc, int32_t mult, int32_t shift) {
+  const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  const int32_t x = (int32_t)((uint32_t)acc << left);
+  const int64_t ab = (int64_t)x * mult;
+  const int32_t nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
+  const int32_t high = (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+  const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
+  const int32_t rem = high & mask, thr = (mask >> 1) + (high < 0 ? 1 : 0);
+  return (high >> right) + (rem > thr ? 1 : 0);
+}
+static void ref_conv(const dtmm_conv_dims* d, const dtmm_conv_params* p, const int8_t* in,
+                     const int8_t* w, const int32_t* bias, int8_t* out) {
+  int32_t y, x, oc, kh, kw, c;
+  for (y = 0; y < d->output_h; ++y)
+    for (x = 0; x < d->output_w; ++x)
+      for (oc = 0; oc < d->output_c; ++oc) {
+        uint32_t acc = (uint32_t)bias[oc];
+        int32_t v;
+        for (kh = 0; kh < d->kernel_h; ++kh)
+          for (kw = 0; kw < d->kernel_w; ++kw) {
+            const int32_t iy = y * p->stride_h - p->pad_top + kh * p->dilation_h;
+            const int32_t ix = x * p->stride_w - p->pad_left + kw * p->dilation_w;
+            const int8_t *xi, *wi;
+            if (iy < 0 || iy >= d->input_h || ix < 0 || ix >= d->input_w) continue;
+            xi = in + (iy * d->input_w + ix) * d->input_c;
+            wi = w + ((oc * d->kernel_h + kh) * d->kernel_w + kw) * d->input_c;
+            for (c = 0; c < d->input_c; ++c)
+              acc += (uint32_t)(wi[c] * (xi[c] - p->input_zero_point));
+          }
+        v = (int32_t)((uint32_t)ref_requantize((int32_t)acc, g_mult[oc], g_shift[oc]) +
+                      (uint32_t)p->output_offset);
+        v = v < p->activation_min ? p->activation_min : v;
+        v = v > p->activation_max ? p->activation_max : v;
+        out[(y * d->output_w + x) * d->output_c + oc] = (int8_t)v;
+      }
+}
+
+static void compare(const char* what, int32_t li, int pct, const int8_t* a, const int8_t* b,
+                    int32_t n) {
   int32_t i;
   for (i = 0; i < n; ++i) {
     if (a[i] != b[i]) {
-      printf("MISMATCH %s %s s=%d at %ld: %d vs %d\n", what, L->name, pct, (long)i, a[i], b[i]);
+      printf("MISMATCH %s layer %ld s=%d at %ld: %d vs %d\n", what, (long)li, pct, (long)i, a[i],
+             b[i]);
       g_failures++;
       return;
     }
@@ -132,14 +174,57 @@ static void random_subset(int32_t* order, int32_t n, int32_t count) {
   }
 }
 
-static void run_layer(const layer_t* L, int pct) {
+/* The reference output of the current weights: CMSIS-NN's when it takes the layer
+ * (its call measured under `label`), else the harness's own conv. Returns 1 when
+ * CMSIS-NN produced it. */
+static int reference(int32_t li, int pct, const char* name, const dtmm_conv_dims* d,
+                     const dtmm_conv_params* p, const int8_t* w, const int32_t* bias,
+                     int8_t* out) {
+#ifdef BENCH_WITH_CMSIS
+  const layer_t* L = &k_layers[li];
+  cmsis_nn_context ctx;
+  cmsis_nn_conv_params cp;
+  cmsis_nn_per_channel_quant_params qp;
+  cmsis_nn_dims id = {1, L->h, L->w, L->c_in}, fdm = {L->c_out, L->kh, L->kw, L->c_in};
+  cmsis_nn_dims bd = {1, 1, 1, L->c_out}, od = {1, d->output_h, d->output_w, L->c_out};
+  cp.input_offset = -p->input_zero_point;
+  cp.output_offset = p->output_offset;
+  cp.stride.h = L->sh;
+  cp.stride.w = L->sw;
+  cp.padding.h = p->pad_top;
+  cp.padding.w = p->pad_left;
+  cp.dilation.h = L->dh;
+  cp.dilation.w = L->dw;
+  cp.activation.min = p->activation_min;
+  cp.activation.max = p->activation_max;
+  qp.multiplier = g_mult;
+  qp.shift = g_shift;
+  ctx.size = arm_convolve_wrapper_s8_get_buffer_size(&cp, &id, &fdm, &od);
+  ctx.buf = ctx.size ? g_scratch : NULL;
+  fail_if(ctx.size > BENCH_MAX_SCRATCH, li, "CMSIS-NN scratch", (long)ctx.size,
+          (long)BENCH_MAX_SCRATCH);
+  label(li, pct, name, ctx.size, d->output_c * d->kernel_h * d->kernel_w * d->input_c + 12 * d->output_c);
+  measure_cmsis(&ctx, &cp, &qp, &id, g_in, &fdm, w, &bd, bias, &od, out);
+  if (g_sink == 0) return 1;
+  printf("NOTE layer %ld: arm_convolve_wrapper_s8 returned %ld\n", (long)li, (long)g_sink);
+#else
+  (void)li;
+  (void)pct;
+  (void)name;
+#endif
+  ref_conv(d, p, g_in, w, bias, out);
+  return 0;
+}
+
+static void run_layer(int32_t li, int pct) {
+  const layer_t* L = &k_layers[li];
   dtmm_conv_dims d;
   dtmm_conv_params p;
-  dtmm_fwcs_filter f, fd;
-  dtmm_csr_filter fc;
+  dtmm_fwcs_filter f;
   const int32_t k = L->kh * L->kw, c = L->c_in, oc_n = L->c_out;
   const int32_t nfl = oc_n * k, nw = nfl * c;
-  int32_t i, oc, n_kept, nnz, n_in, n_out, pad_h, pad_w, scr;
+  const int32_t eff_h = (L->kh - 1) * L->dh + 1, eff_w = (L->kw - 1) * L->dw + 1;
+  int32_t i, oc, n_kept, n_in, n_out, pad_h, pad_w, scr, n_pruned;
 
   d.batches = 1;
   d.input_h = L->h;
@@ -148,19 +233,20 @@ static void run_layer(const layer_t* L, int pct) {
   d.output_c = oc_n;
   d.kernel_h = L->kh;
   d.kernel_w = L->kw;
-  if (L->same) {
+  if (L->valid) {
+    d.output_h = (L->h - eff_h + L->sh) / L->sh;
+    d.output_w = (L->w - eff_w + L->sw) / L->sw;
+  } else {
     d.output_h = (L->h + L->sh - 1) / L->sh;
     d.output_w = (L->w + L->sw - 1) / L->sw;
-  } else {
-    d.output_h = (L->h - L->kh + L->sh) / L->sh;
-    d.output_w = (L->w - L->kw + L->sw) / L->sw;
   }
-  pad_h = ((d.output_h - 1) * L->sh + L->kh - L->h);
-  pad_w = ((d.output_w - 1) * L->sw + L->kw - L->w);
+  pad_h = (d.output_h - 1) * L->sh + eff_h - L->h;
+  pad_w = (d.output_w - 1) * L->sw + eff_w - L->w;
   p.version = DTMM_FORMAT_VERSION;
   p.stride_h = L->sh;
   p.stride_w = L->sw;
-  p.dilation_h = p.dilation_w = 1;
+  p.dilation_h = L->dh;
+  p.dilation_w = L->dw;
   p.pad_top = pad_h > 0 ? pad_h / 2 : 0;
   p.pad_left = pad_w > 0 ? pad_w / 2 : 0;
   p.input_zero_point = -128;
@@ -169,20 +255,26 @@ static void run_layer(const layer_t* L, int pct) {
   p.activation_max = 127;
   n_in = L->h * L->w * c;
   n_out = d.output_h * d.output_w * oc_n;
+  fail_if(n_in > BENCH_MAX_IN, li, "input bytes", n_in, BENCH_MAX_IN);
+  fail_if(n_out > BENCH_MAX_OUT, li, "output bytes", n_out, BENCH_MAX_OUT);
+  fail_if(nw > BENCH_MAX_W, li, "filter bytes", nw, BENCH_MAX_W);
+  fail_if(nfl > BENCH_MAX_FL, li, "filterlets", nfl, BENCH_MAX_FL);
+  fail_if(oc_n > BENCH_MAX_OC, li, "output channels", oc_n, BENCH_MAX_OC);
+  fail_if(nfl < 1 || n_in < 1 || n_out < 1, li, "empty layer", 1, 0);
 
-  g_rng = 0x1234567u + (uint32_t)(L - k_layers) * 7919u + (uint32_t)pct * 104729u;
+  g_rng = 0x1234567u + (uint32_t)li * 7919u + (uint32_t)pct * 104729u;
   for (i = 0; i < n_in; ++i) g_in[i] = (int8_t)(rng_next() >> 24);
   for (i = 0; i < nw; ++i) g_w[i] = (int8_t)(rng_next() >> 24);
-  memcpy(g_wcsr, g_w, (size_t)nw);
   for (oc = 0; oc < oc_n; ++oc) {
     g_bias[oc] = (int32_t)(rng_next() % 20001u) - 10000;
     g_mult[oc] = (int32_t)(0x40000000u + (rng_next() >> 2));
     g_shift[oc] = -9 - (int32_t)(rng_next() % 5u);
   }
   /* Filterlet mask: exactly round(s * C_out * K) pruned. */
-  random_subset(g_order, nfl, (nfl * pct + 50) / 100);
+  n_pruned = (int32_t)(((int64_t)nfl * pct + 50) / 100);
+  random_subset(g_order, nfl, n_pruned);
   memset(g_keep, 1, (size_t)nfl);
-  for (i = 0; i < (nfl * pct + 50) / 100; ++i) g_keep[g_order[i]] = 0;
+  for (i = 0; i < n_pruned; ++i) g_keep[g_order[i]] = 0;
   memset(g_bitmap, 0, (size_t)(nfl + 7) / 8);
   n_kept = 0;
   for (i = 0; i < nfl; ++i) {
@@ -194,33 +286,11 @@ static void run_layer(const layer_t* L, int pct) {
       memset(g_w + i * c, 0, (size_t)c);
     }
   }
-  /* Per-weight mask at the same weight sparsity, non-zero weights kept. */
-  random_subset(g_order, nw, (nw * pct + 50) / 100);
-  for (i = 0; i < nw; ++i)
-    if (g_wcsr[i] == 0) g_wcsr[i] = 1;
-  for (i = 0; i < (nw * pct + 50) / 100; ++i) g_wcsr[g_order[i]] = 0;
-  nnz = 0;
-  for (oc = 0; oc < oc_n; ++oc) {
-    g_row_ptr[oc] = nnz;
-    for (i = 0; i < k * c; ++i) {
-      const int8_t v = g_wcsr[oc * k * c + i];
-      if (v) {
-        g_col[nnz] = (uint16_t)i;
-        g_val[nnz] = v;
-        nnz++;
-      }
-    }
-  }
-  g_row_ptr[oc_n] = nnz;
   /* Folded biases (contract input 3). */
   for (oc = 0; oc < oc_n; ++oc) {
-    int32_t s1 = 0, s2 = 0;
-    for (i = 0; i < k * c; ++i) {
-      s1 += g_w[oc * k * c + i];
-      s2 += g_wcsr[oc * k * c + i];
-    }
-    g_folded[oc] = g_bias[oc] - p.input_zero_point * s1;
-    g_folded_csr[oc] = g_bias[oc] - p.input_zero_point * s2;
+    uint32_t s1 = 0;
+    for (i = 0; i < k * c; ++i) s1 += (uint32_t)g_w[oc * k * c + i];
+    g_folded[oc] = (int32_t)((uint32_t)g_bias[oc] - (uint32_t)p.input_zero_point * s1);
   }
 
   f.bitmap = g_bitmap;
@@ -231,71 +301,55 @@ static void run_layer(const layer_t* L, int pct) {
   f.multiplier = g_mult;
   f.shift = g_shift;
   if (dtmm_conv_s8_validate(&d, &p, &f) != DTMM_OK) {
-    printf("MISMATCH validate %s\n", L->name);
-    g_failures++;
-    return;
+    printf("ERROR layer %ld: dtmm_conv_s8_validate rejected it\n", (long)li);
+    exit(1);
   }
-  fd = f;
-  fd.values = g_w;
-  fd.num_filterlets = nfl;
-  fc.row_ptr = g_row_ptr;
-  fc.col = g_col;
-  fc.val = g_val;
-  fc.bias = g_folded_csr;
-  fc.multiplier = g_mult;
-  fc.shift = g_shift;
-
-  scr = dtmm_dense_conv_s8_get_buffer_size(&d, &p);
-  label(L, pct, "dense", scr, nw + 12 * oc_n);
-  measure_dense(&d, &p, &fd, g_in, g_out_dense, g_scratch);
-
   scr = dtmm_conv_s8_get_buffer_size(&d, &p);
-  label(L, pct, "dtmm", scr, f.bitmap_bytes + n_kept * c + 12 * oc_n);
+  fail_if(scr > BENCH_MAX_SCRATCH, li, "dtmm scratch", scr, BENCH_MAX_SCRATCH);
+  memset(g_out_dtmm, 0x5A, (size_t)n_out);
+  label(li, pct, "dtmm", scr, f.bitmap_bytes + n_kept * c + 12 * oc_n);
   measure_dtmm(&d, &p, &f, g_in, g_out_dtmm, g_scratch);
-  compare("dtmm-vs-dense", L, pct, g_out_dtmm, g_out_dense, n_out);
 
-  scr = dtmm_csr_conv_s8_get_buffer_size(&d);
-  label(L, pct, "csr", scr, 4 * (oc_n + 1) + 3 * nnz + 12 * oc_n);
-  measure_csr(&d, &p, &fc, g_in, g_out_csr, g_scratch);
-  fd.values = g_wcsr;
-  fd.bias = g_folded_csr;
-  label(L, pct, "check", 0, 0); /* dense on the CSR weights: verification only */
-  measure_dense(&d, &p, &fd, g_in, g_out_check, g_scratch);
-  compare("csr-vs-dense", L, pct, g_out_csr, g_out_check, n_out);
+  memset(g_out_ref, 0x3C, (size_t)n_out);
+  reference(li, pct, "cmsis_nn", &d, &p, g_w, g_bias, g_out_ref);
+  compare("dtmm-vs-reference", li, pct, g_out_dtmm, g_out_ref, n_out);
 
-#ifdef DTMM_BENCH_CMSIS
+#ifdef BENCH_WITH_CSR
   {
-    cmsis_nn_context ctx;
-    cmsis_nn_conv_params cp;
-    cmsis_nn_per_channel_quant_params qp;
-    cmsis_nn_dims id = {1, L->h, L->w, c}, fdm = {oc_n, L->kh, L->kw, c};
-    cmsis_nn_dims bd = {1, 1, 1, oc_n}, od = {1, d.output_h, d.output_w, oc_n};
-    cp.input_offset = -p.input_zero_point;
-    cp.output_offset = p.output_offset;
-    cp.stride.h = L->sh;
-    cp.stride.w = L->sw;
-    cp.padding.h = p.pad_top;
-    cp.padding.w = p.pad_left;
-    cp.dilation.h = cp.dilation.w = 1;
-    cp.activation.min = p.activation_min;
-    cp.activation.max = p.activation_max;
-    qp.multiplier = g_mult;
-    qp.shift = g_shift;
-    ctx.size = arm_convolve_wrapper_s8_get_buffer_size(&cp, &id, &fdm, &od);
-    ctx.buf = ctx.size ? g_scratch : NULL;
-    if (ctx.size > MAX_SCRATCH) {
-      printf("MISMATCH cmsis scratch too big\n");
-      g_failures++;
-      return;
+    dtmm_csr_filter fc;
+    int32_t nnz = 0;
+    const int32_t n_zero = (int32_t)(((int64_t)nw * pct + 50) / 100);
+    /* Per-weight mask at the same weight sparsity, non-zero weights kept. */
+    for (i = 0; i < nw; ++i) g_wcsr[i] = (int8_t)((rng_next() >> 24) | 1);
+    random_subset(g_worder, nw, n_zero);
+    for (i = 0; i < n_zero; ++i) g_wcsr[g_worder[i]] = 0;
+    for (oc = 0; oc < oc_n; ++oc) {
+      uint32_t s2 = 0;
+      g_row_ptr[oc] = nnz;
+      for (i = 0; i < k * c; ++i) {
+        const int8_t v = g_wcsr[oc * k * c + i];
+        s2 += (uint32_t)v;
+        if (v) {
+          g_col[nnz] = (uint16_t)i;
+          g_val[nnz] = v;
+          nnz++;
+        }
+      }
+      g_folded_csr[oc] = (int32_t)((uint32_t)g_bias[oc] - (uint32_t)p.input_zero_point * s2);
     }
-    memset(g_out_cmsis, 0, (size_t)n_out);
-    label(L, pct, "cmsis_nn", ctx.size, nw + 12 * oc_n);
-    measure_cmsis(&ctx, &cp, &qp, &id, g_in, &fdm, g_w, &bd, g_bias, &od, g_out_cmsis);
-    if (g_sink != 0) {
-      printf("MISMATCH cmsis status %ld %s\n", (long)g_sink, L->name);
-      g_failures++;
-    }
-    compare("cmsis-vs-dense", L, pct, g_out_cmsis, g_out_dense, n_out);
+    g_row_ptr[oc_n] = nnz;
+    fc.row_ptr = g_row_ptr;
+    fc.col = g_col;
+    fc.val = g_val;
+    fc.bias = g_folded_csr;
+    fc.multiplier = g_mult;
+    fc.shift = g_shift;
+    scr = dtmm_csr_conv_s8_get_buffer_size(&d);
+    fail_if(scr > BENCH_MAX_SCRATCH, li, "csr scratch", scr, BENCH_MAX_SCRATCH);
+    label(li, pct, "csr", scr, 4 * (oc_n + 1) + 3 * nnz + 12 * oc_n);
+    measure_csr(&d, &p, &fc, g_in, g_out_csr, g_scratch);
+    reference(li, pct, "check", &d, &p, g_wcsr, g_bias, g_out_csr_ref);
+    compare("csr-vs-reference", li, pct, g_out_csr, g_out_csr_ref, n_out);
   }
 #endif
 }
@@ -304,7 +358,7 @@ int main(void) {
   size_t li, si;
   for (li = 0; li < sizeof(k_layers) / sizeof(k_layers[0]); ++li)
     for (si = 0; si < sizeof(k_sparsity_pct) / sizeof(k_sparsity_pct[0]); ++si)
-      run_layer(&k_layers[li], k_sparsity_pct[si]);
+      run_layer((int32_t)li, k_sparsity_pct[si]);
   printf("DONE calls=%d failures=%d\n", g_calls, g_failures);
   return g_failures ? 1 : 0;
 }

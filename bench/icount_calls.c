@@ -11,7 +11,9 @@
  * Options (repeatable ones marked *):
  *   entry=0xADDR*  PC of the first instruction of a function to measure
  *   ret=0xADDR*    PC of a return site (instruction after a 'bl fn' in the caller)
- *   syms=FILE      lines "start_hex end_hex name" -> per-function breakdown
+ *   syms=FILE      lines "start_hex end_hex name" -> per-name breakdown (ranges
+ *                  may share a name: their counts are summed, e.g. every
+ *                  instruction range of one inlined function)
  *   out=FILE       write results there (default: qemu_plugin_outs, i.e. -d plugin log)
  *   dump=1         at exit also print whole-run per-function totals ("TOTFN name count")
  *
@@ -63,12 +65,13 @@ EXPORT int qemu_plugin_version = QEMU_PLUGIN_API;
 static uint64_t entries[MAXPC], rets[MAXPC];
 static int n_entries, n_rets;
 
-typedef struct { uint64_t start, end; char *name; } sym_t;
-static sym_t *syms; static int nsyms;           /* sorted by start */
-static uint64_t *fcnt, *snap;                   /* nsyms+1 counters, last = unknown */
+typedef struct { uint64_t start, end; int id; } sym_t;
+static sym_t *syms; static int nsyms;           /* ranges, sorted by start */
+static char **names; static int nnames;         /* distinct range names */
+static uint64_t *fcnt, *snap;                   /* nnames+1 counters, last = unknown */
 #if QEMU_PLUGIN_API >= 2
 static struct qemu_plugin_scoreboard *board;    /* one vCPU: fcnt is refreshed from it */
-static void sync_counts(void) { memcpy(fcnt, qemu_plugin_scoreboard_find(board, 0), sizeof(uint64_t) * (nsyms + 1)); }
+static void sync_counts(void) { memcpy(fcnt, qemu_plugin_scoreboard_find(board, 0), sizeof(uint64_t) * (nnames + 1)); }
 #else
 static void sync_counts(void) {}
 #endif
@@ -80,20 +83,21 @@ static int dump_totals;
 static void emit(const char *s) {
   if (outf) { fputs(s, outf); fflush(outf); } else qemu_plugin_outs(s);
 }
+/* Counter slot (name id) of a PC; nnames = outside every range. */
 static int sym_of(uint64_t pc) {
   int lo = 0, hi = nsyms - 1, r = -1;
   while (lo <= hi) { int m = (lo + hi) / 2; if (syms[m].start <= pc) { r = m; lo = m + 1; } else hi = m - 1; }
-  if (r >= 0 && pc < syms[r].end) return r;
-  return nsyms;
+  if (r >= 0 && pc < syms[r].end) return syms[r].id;
+  return nnames;
 }
-static const char *name_of_pc(uint64_t pc) { int i = sym_of(pc); return i < nsyms ? syms[i].name : "?"; }
+static const char *name_of_pc(uint64_t pc) { int i = sym_of(pc); return i < nnames ? names[i] : "?"; }
 
 static void entry_cb(unsigned int vcpu, void *ud) {
   (void)vcpu;
   if (active) return;
   active = 1; cur_entry = (uint64_t)(uintptr_t)ud;
   sync_counts();
-  memcpy(snap, fcnt, sizeof(uint64_t) * (nsyms + 1));
+  memcpy(snap, fcnt, sizeof(uint64_t) * (nnames + 1));
 }
 static int cmp_desc(const void *a, const void *b) {
   const uint64_t *x = a, *y = b; return x[0] < y[0] ? 1 : x[0] > y[0] ? -1 : 0;
@@ -104,8 +108,8 @@ static void ret_cb(unsigned int vcpu, void *ud) {
   active = 0;
   sync_counts();
   uint64_t tot = 0;
-  uint64_t (*rows)[2] = malloc(sizeof(uint64_t[2]) * (nsyms + 1)); int nr = 0;
-  for (int i = 0; i <= nsyms; i++) {
+  uint64_t (*rows)[2] = malloc(sizeof(uint64_t[2]) * (nnames + 1)); int nr = 0;
+  for (int i = 0; i <= nnames; i++) {
     uint64_t d = fcnt[i] - snap[i];
     if (d) { rows[nr][0] = d; rows[nr][1] = i; nr++; tot += d; }
   }
@@ -116,7 +120,7 @@ static void ret_cb(unsigned int vcpu, void *ud) {
   emit(buf);
   for (int k = 0; k < nr; k++) {
     int i = (int)rows[k][1];
-    snprintf(buf, sizeof buf, "  FN %d %s %" PRIu64 "\n", ncalls, i < nsyms ? syms[i].name : "?", rows[k][0]);
+    snprintf(buf, sizeof buf, "  FN %d %s %" PRIu64 "\n", ncalls, i < nnames ? names[i] : "?", rows[k][0]);
     emit(buf);
   }
   free(rows);
@@ -145,15 +149,15 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
 static void at_exit(qemu_plugin_id_t id, void *p) {
   (void)id; (void)p;
   sync_counts();
-  uint64_t tot = 0; for (int i = 0; i <= nsyms; i++) tot += fcnt[i];
+  uint64_t tot = 0; for (int i = 0; i <= nnames; i++) tot += fcnt[i];
   char buf[128];
   snprintf(buf, sizeof buf, "TOTAL insns=%" PRIu64 " calls=%d active_at_exit=%d\n", tot, ncalls, active);
   emit(buf);
   if (dump_totals)
-    for (int i = 0; i <= nsyms; i++)
+    for (int i = 0; i <= nnames; i++)
       if (fcnt[i]) {
         char b2[512];
-        snprintf(b2, sizeof b2, "TOTFN %s %" PRIu64 "\n", i < nsyms ? syms[i].name : "?", fcnt[i]);
+        snprintf(b2, sizeof b2, "TOTFN %s %" PRIu64 "\n", i < nnames ? names[i] : "?", fcnt[i]);
         emit(b2);
       }
   if (outf) fclose(outf);
@@ -163,11 +167,17 @@ static int cmp_sym(const void *a, const void *b) {
 }
 static void load_syms(const char *f) {
   FILE *fp = fopen(f, "r"); if (!fp) { fprintf(stderr, "icount_calls: cannot open %s\n", f); exit(1); }
-  int cap = 1024; syms = malloc(sizeof(sym_t) * cap);
+  int cap = 1024, ncap = 256; syms = malloc(sizeof(sym_t) * cap); names = malloc(sizeof(char *) * ncap);
   char name[400]; unsigned long long s, e;
   while (fscanf(fp, "%llx %llx %399s", &s, &e, name) == 3) {
+    int id = 0;
+    while (id < nnames && strcmp(names[id], name)) id++;  /* few hundred names: linear is fine */
+    if (id == nnames) {
+      if (nnames == ncap) { ncap *= 2; names = realloc(names, sizeof(char *) * ncap); }
+      names[nnames++] = strdup(name);
+    }
     if (nsyms == cap) { cap *= 2; syms = realloc(syms, sizeof(sym_t) * cap); }
-    syms[nsyms].start = s; syms[nsyms].end = e; syms[nsyms].name = strdup(name); nsyms++;
+    syms[nsyms].start = s; syms[nsyms].end = e; syms[nsyms].id = id; nsyms++;
   }
   fclose(fp);
   qsort(syms, nsyms, sizeof(sym_t), cmp_sym);
@@ -182,9 +192,9 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int
     else if (!strcmp(argv[i], "dump=1")) dump_totals = 1;
     else { fprintf(stderr, "icount_calls: unknown option %s\n", argv[i]); return -1; }
   }
-  fcnt = calloc(nsyms + 1, sizeof(uint64_t)); snap = calloc(nsyms + 1, sizeof(uint64_t));
+  fcnt = calloc(nnames + 1, sizeof(uint64_t)); snap = calloc(nnames + 1, sizeof(uint64_t));
 #if QEMU_PLUGIN_API >= 2
-  board = qemu_plugin_scoreboard_new(sizeof(uint64_t) * (nsyms + 1));
+  board = qemu_plugin_scoreboard_new(sizeof(uint64_t) * (nnames + 1));
 #endif
   qemu_plugin_register_vcpu_tb_trans_cb(id, tb_trans);
   qemu_plugin_register_atexit_cb(id, at_exit, NULL);

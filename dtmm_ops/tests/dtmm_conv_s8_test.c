@@ -139,7 +139,10 @@ static void ref_conv(const layer_t* L, const int8_t* in, const int8_t* w, const 
               }
             }
           acc += (uint32_t)bias[oc];
-          v = ref_mbqm((int32_t)acc, mult[oc], shift[oc]) + p->output_offset;
+          /* TFLite adds the output offset in int32 (wrapping in practice), then
+           * clamps: docs/contract.md "Semantics". */
+          v = (int32_t)((uint32_t)ref_mbqm((int32_t)acc, mult[oc], shift[oc]) +
+                        (uint32_t)p->output_offset);
           if (v < p->activation_min) v = p->activation_min;
           if (v > p->activation_max) v = p->activation_max;
           out[((b * d->output_h + y) * d->output_w + x) * d->output_c + oc] = (int8_t)v;
@@ -209,6 +212,16 @@ static int32_t cmsis_conv_buffer_size(const layer_t* L) {
 #endif
 }
 
+/* The header's promise: at most CMSIS-NN's scratch, except that layers of C_in <= 8
+ * may add their dense filter and a channel list (C_out * (taps * C_in + 4) bytes)
+ * plus 8 bytes of alignment. */
+static int32_t scratch_bound(const layer_t* L) {
+  const int32_t taps = L->d.kernel_h * L->d.kernel_w;
+  int32_t b = cmsis_conv_buffer_size(L);
+  if (L->d.input_c <= 8) b += L->d.output_c * (taps * L->d.input_c + 4) + 8;
+  return b;
+}
+
 /* Runs validate + kernel on (in, dense filter w masked by bitmap, folded bias...)
  * and compares with `expected`. */
 static void run_case(const char* name, const layer_t* L, const int8_t* in, const int8_t* w,
@@ -242,8 +255,8 @@ static void run_case(const char* name, const layer_t* L, const int8_t* in, const
   if (st != DTMM_OK) return;
 
   scratch_bytes = dtmm_conv_s8_get_buffer_size(d, &L->p);
-  sprintf(msg, "scratch %ld > CMSIS-NN %ld", (long)scratch_bytes, (long)cmsis_conv_buffer_size(L));
-  check(scratch_bytes >= 0 && scratch_bytes <= cmsis_conv_buffer_size(L), msg, name);
+  sprintf(msg, "scratch %ld > bound %ld", (long)scratch_bytes, (long)scratch_bound(L));
+  check(scratch_bytes >= 0 && scratch_bytes <= scratch_bound(L), msg, name);
 
   out_buf = (uint8_t*)alloc((size_t)out_n + 2 * GUARD);
   scr_buf = (uint8_t*)alloc((size_t)scratch_bytes + 2 * GUARD);
@@ -636,13 +649,204 @@ static void test_validation(void) {
   EXPECT(dtmm_conv_s8_validate(&d2, &p, &f), DTMM_OK, "rows are counted, not bytes");
 #undef EXPECT
 
-  /* Scratch: none without padding (VALID / 1x1), the CMSIS-NN bound with it. */
+  /* Scratch: none for 1x1 kernels, the CMSIS-NN bound otherwise (run_case). */
   {
-    dtmm_conv_dims dv = {1, 7, 7, 8, 5, 5, 4, 3, 3};
+    dtmm_conv_dims dv = {1, 7, 7, 8, 7, 7, 4, 1, 1};
     dtmm_conv_params pv = {DTMM_FORMAT_VERSION, 1, 1, 1, 1, 0, 0, 0, 0, -128, 127};
-    check(dtmm_conv_s8_get_buffer_size(&dv, &pv) == 0, "VALID layer needs scratch",
-          "buffer_size");
+    check(dtmm_conv_s8_get_buffer_size(&dv, &pv) == 0, "1x1 layer needs scratch", "buffer_size");
     check(dtmm_conv_s8_get_buffer_size(&d, &p) > 0, "SAME layer needs none", "buffer_size");
+    pv.stride_h = 0;
+    check(dtmm_conv_s8_get_buffer_size(&dv, &pv) == 0, "invalid layer has a size", "buffer_size");
+  }
+}
+
+
+/* ------------------------------------------- regressions (issue 11, kernel C) */
+
+/* One layer from explicit parts, checked against ref_conv. */
+static void run_built(const char* name, const layer_t* L, uint32_t seed, int keep_pct,
+                      int32_t bias_value, int32_t mult_value, int32_t shift_value) {
+  const int32_t k = L->d.kernel_h * L->d.kernel_w, bits = L->d.output_c * k;
+  const int32_t in_n = L->d.batches * L->d.input_h * L->d.input_w * L->d.input_c;
+  const int32_t w_n = bits * L->d.input_c;
+  const int32_t out_n = L->d.batches * L->d.output_h * L->d.output_w * L->d.output_c;
+  int8_t* in = (int8_t*)alloc((size_t)in_n);
+  int8_t* w = (int8_t*)alloc((size_t)w_n);
+  int8_t* ref = (int8_t*)alloc((size_t)out_n);
+  uint8_t* bitmap = (uint8_t*)alloc((size_t)(bits + 7) / 8);
+  int32_t* bias = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  int32_t* folded = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  int32_t* mult = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  int32_t* shift = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  uint32_t s = seed;
+  int32_t b, oc;
+  for (b = 0; b < in_n; ++b) in[b] = rng_i8(&s);
+  for (b = 0; b < w_n; ++b) w[b] = rng_i8(&s);
+  memset(bitmap, 0, (size_t)(bits + 7) / 8);
+  for (b = 0; b < bits; ++b) {
+    if ((int)(rng_next(&s) % 100) < keep_pct) {
+      bitmap[b >> 3] |= (uint8_t)(1u << (b & 7));
+    } else {
+      memset(w + b * L->d.input_c, 0, (size_t)L->d.input_c);
+    }
+  }
+  for (oc = 0; oc < L->d.output_c; ++oc) {
+    bias[oc] = bias_value;
+    mult[oc] = mult_value;
+    shift[oc] = shift_value;
+  }
+  fold(L, w, bias, folded);
+  ref_conv(L, in, w, bias, mult, shift, ref);
+  run_case(name, L, in, w, bitmap, folded, mult, shift, ref);
+}
+
+static void set_layer(layer_t* L, int32_t h, int32_t w, int32_t c, int32_t oh, int32_t ow,
+                      int32_t oc, int32_t kh, int32_t kw) {
+  memset(L, 0, sizeof(*L));
+  L->d.batches = 1;
+  L->d.input_h = h;
+  L->d.input_w = w;
+  L->d.input_c = c;
+  L->d.output_h = oh;
+  L->d.output_w = ow;
+  L->d.output_c = oc;
+  L->d.kernel_h = kh;
+  L->d.kernel_w = kw;
+  L->p.version = DTMM_FORMAT_VERSION;
+  L->p.stride_h = L->p.stride_w = L->p.dilation_h = L->p.dilation_w = 1;
+  L->p.input_zero_point = -3;
+  L->p.output_offset = 5;
+  L->p.activation_min = -128;
+  L->p.activation_max = 127;
+}
+
+static void test_regressions(void) {
+  layer_t L;
+  dtmm_fwcs_filter f;
+  static const uint8_t one_bit[1] = {0x01};
+  static const int8_t one_row[16] = {1};
+  static const int32_t z1[1] = {0}, m1[1] = {1 << 30};
+  f.bitmap = one_bit;
+  f.bitmap_bytes = 1;
+  f.values = one_row;
+  f.num_filterlets = 1;
+  f.bias = z1;
+  f.multiplier = m1;
+  f.shift = z1;
+
+  /* The coordinate bound counts the stride when the output has one row or column:
+   * with out_h = 1 and a stride near INT32_MAX the interior arithmetic used to
+   * overflow and padded taps were read in place, far before the input. */
+  arena_reset();
+  set_layer(&L, 3, 3, 1, 1, 3, 1, 1, 1);
+  L.p.stride_h = INT32_MAX - 1;
+  check(dtmm_conv_s8_validate(&L.d, &L.p, &f) == DTMM_ERR_PARAMS,
+        "stride near INT32_MAX with one output row accepted", "regress stride out_h=1");
+  L.p.stride_h = 1;
+  L.p.stride_w = INT32_MAX;
+  L.d.output_h = 3;
+  L.d.output_w = 1;
+  check(dtmm_conv_s8_validate(&L.d, &L.p, &f) == DTMM_ERR_PARAMS,
+        "stride INT32_MAX with one output column accepted", "regress stride out_w=1");
+  /* Large strides that fit are computed exactly (the interior starts at
+   * ceil(pad / stride), without forming pad + stride - 1). */
+  set_layer(&L, 5, 6, 3, 1, 2, 4, 3, 3);
+  L.p.stride_h = (1 << 30) + 12345;
+  L.p.stride_w = 5;
+  L.p.pad_top = 1;
+  L.p.pad_left = 1;
+  run_built("regress huge stride, one output row", &L, 11u, 70, 1000, 1 << 30, -8);
+  set_layer(&L, 6, 5, 16, 2, 1, 5, 3, 3);
+  L.p.stride_h = 4;
+  L.p.stride_w = (1 << 30) + 77;
+  L.p.pad_top = 1;
+  L.p.pad_left = 2;
+  run_built("regress huge stride, one output column", &L, 12u, 80, -500, 1 << 30, -9);
+
+  /* stride * input_w * C_in above INT32_MAX with one output row: the row step
+   * is never used but was computed in int32 (signed overflow). */
+  arena_reset();
+  set_layer(&L, 3, 1024, 64, 1, 1024, 3, 3, 1);
+  L.p.stride_h = 1 << 16;
+  run_built("regress row step overflow (3x1)", &L, 13u, 60, 123, 1 << 30, -10);
+  arena_reset();
+  set_layer(&L, 2, 1024, 64, 1, 1024, 4, 1, 1);
+  L.p.stride_h = 1 << 16;
+  run_built("regress row step overflow (1x1)", &L, 14u, 60, 123, 1 << 30, -10);
+
+  /* The output offset is added in int32 wrapping like TFLite's: a requantized
+   * value near INT32_MAX plus 100 wraps negative and clamps to act_min; computed
+   * without wrap (int64, or signed-overflow UB) it gave act_max. */
+  arena_reset();
+  set_layer(&L, 2, 2, 4, 2, 2, 3, 1, 1);
+  L.p.input_zero_point = 0;
+  L.p.output_offset = 100;
+  run_built("regress clamp wraps (1x1)", &L, 15u, 0, INT32_MAX - 5, INT32_MAX, 0);
+  set_layer(&L, 4, 4, 16, 4, 4, 5, 3, 3);
+  L.p.input_zero_point = 0;
+  L.p.output_offset = 127;
+  L.p.pad_top = L.p.pad_left = 1;
+  run_built("regress clamp wraps (3x3)", &L, 16u, 0, INT32_MAX - 100, INT32_MAX, 0);
+  set_layer(&L, 1, 1, 8, 1, 1, 6, 1, 1);
+  L.p.input_zero_point = 0;
+  L.p.output_offset = -128;
+  run_built("regress clamp wraps down", &L, 17u, 0, INT32_MIN + 3, INT32_MAX, 0);
+  {
+    /* the wrapped case really is the one tested: the expected outputs are act_min */
+    const int32_t acc = INT32_MAX - 5;
+    const int32_t v = (int32_t)((uint32_t)ref_mbqm(acc, INT32_MAX, 0) + 100u);
+    check(v < -128, "wrap case does not wrap", "regress clamp wraps");
+  }
+}
+
+
+/* Shapes that pick each driver of dtmm_conv_s8_choose (docs/kernels.md), at several
+ * sparsities: tiny planes (the pixel driver, also above 25 and 32 taps), 1x1 at
+ * stride 1 and 2 with odd pixel and channel counts (pairs, groups, leftovers),
+ * small C_in with wide kernels (expanded), dilated and large kernels (im2col),
+ * in-place windows with short rows (dense-row alternative) and long ones. */
+static void test_driver_shapes(void) {
+  static const int32_t shapes[][13] = {
+      /* h, w, c_in, c_out, kh, kw, sh, sw, dh, dw, valid, keep%, seed */
+      {5, 1, 40, 13, 5, 1, 3, 1, 1, 1, 1, 100, 1}, {5, 1, 40, 13, 5, 1, 3, 1, 1, 1, 1, 60, 2},
+      {7, 7, 9, 6, 7, 7, 1, 1, 1, 1, 1, 70, 3},    {1, 1, 30, 11, 3, 3, 1, 1, 1, 1, 0, 80, 4},
+      {1, 1, 64, 13, 1, 1, 1, 1, 1, 1, 0, 100, 5}, {1, 1, 64, 13, 1, 1, 1, 1, 1, 1, 0, 75, 6},
+      {1, 1, 64, 14, 1, 1, 1, 1, 1, 1, 0, 40, 7},  {1, 2, 12, 9, 1, 1, 1, 1, 1, 1, 0, 50, 8},
+      {3, 3, 20, 10, 1, 1, 1, 1, 1, 1, 0, 100, 9}, {3, 3, 20, 10, 1, 1, 1, 1, 1, 1, 0, 55, 10},
+      {5, 7, 17, 7, 1, 1, 2, 2, 1, 1, 0, 70, 11},  {7, 5, 13, 5, 1, 1, 1, 2, 1, 1, 0, 90, 12},
+      {15, 6, 1, 9, 10, 4, 2, 2, 1, 1, 0, 100, 13}, {15, 6, 1, 9, 10, 4, 2, 2, 1, 1, 0, 45, 14},
+      {13, 13, 3, 5, 7, 7, 2, 2, 1, 1, 0, 65, 15}, {9, 9, 2, 6, 5, 5, 1, 1, 1, 1, 1, 50, 16},
+      {8, 8, 1, 7, 3, 3, 1, 1, 1, 1, 0, 70, 17},   {9, 9, 6, 5, 3, 3, 1, 1, 2, 2, 0, 80, 18},
+      {10, 10, 33, 4, 3, 3, 1, 1, 2, 2, 0, 60, 19}, {9, 9, 40, 4, 3, 3, 1, 1, 2, 1, 0, 70, 20},
+      {12, 12, 12, 5, 7, 7, 1, 1, 1, 1, 0, 30, 21}, {10, 8, 20, 6, 6, 6, 1, 1, 1, 1, 0, 85, 22},
+      {10, 10, 3, 8, 3, 3, 1, 1, 1, 1, 0, 100, 23}, {10, 10, 3, 8, 3, 3, 1, 1, 1, 1, 0, 35, 24},
+      {9, 11, 5, 6, 3, 3, 2, 2, 1, 1, 0, 65, 25},  {12, 9, 16, 7, 5, 5, 1, 1, 1, 1, 0, 20, 26},
+      {9, 9, 48, 6, 3, 3, 1, 1, 1, 1, 0, 50, 27},  {21, 1, 24, 5, 5, 1, 3, 1, 1, 1, 1, 80, 28},
+      {6, 6, 16, 9, 2, 2, 1, 1, 1, 1, 0, 60, 29},  {4, 9, 8, 5, 1, 3, 1, 1, 1, 1, 0, 75, 30},
+  };
+  size_t i;
+  char name[160];
+  for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
+    const int32_t* t = shapes[i];
+    layer_t L;
+    int32_t pt, pl, oh, ow;
+    arena_reset();
+    oh = out_size(t[0], t[4], t[6], t[8], (int)t[10], &pt);
+    ow = out_size(t[1], t[5], t[7], t[9], (int)t[10], &pl);
+    set_layer(&L, t[0], t[1], t[2], oh, ow, t[3], t[4], t[5]);
+    L.p.stride_h = t[6];
+    L.p.stride_w = t[7];
+    L.p.dilation_h = t[8];
+    L.p.dilation_w = t[9];
+    L.p.pad_top = pt;
+    L.p.pad_left = pl;
+    L.p.input_zero_point = -128 + (int32_t)(i * 53 % 256);
+    L.p.output_offset = (int32_t)(i * 29 % 256) - 128;
+    snprintf(name, sizeof(name), "driver#%d %ldx%ldx%ld->%ld k%ldx%ld s%ld d%ld keep%ld%%", (int)i,
+             (long)t[0], (long)t[1], (long)t[2], (long)t[3], (long)t[4], (long)t[5], (long)t[6],
+             (long)t[8], (long)t[11]);
+    run_built(name, &L, 0x9E3779B9u + (uint32_t)t[12], (int)t[11], (int32_t)(i * 977) - 5000,
+              (1 << 30) + (int32_t)(i * 7919), -9 - (int32_t)(i % 5));
   }
 }
 
@@ -650,6 +854,8 @@ int main(int argc, char** argv) {
   int cases = DTMM_TEST_RANDOM_CASES;
   if (argc > 1) cases = atoi(argv[1]);
   test_validation();
+  test_regressions();
+  test_driver_shapes();
   test_fixed_shapes();
   test_golden();
   test_random(cases);

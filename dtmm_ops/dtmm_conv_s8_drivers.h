@@ -1,0 +1,68 @@
+/* Internal: the drivers of dtmm_conv_s8 and the choice between them (not part of
+ * the public API). Each driver computes one batch image of a validated layer and
+ * has a *_get_buffer_size companion; dtmm_conv_s8 (dtmm_conv_s8.c) picks one
+ * through the named shape predicates of dtmm_conv_s8_choose. */
+#ifndef DTMM_OPS_DTMM_CONV_S8_DRIVERS_H_
+#define DTMM_OPS_DTMM_CONV_S8_DRIVERS_H_
+
+#include "dtmm_conv_s8_support.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+  DTMM_DRIVER_PIXEL,     /* fewer output pixels than a group: one pixel at a time */
+  DTMM_DRIVER_POINTWISE, /* 1x1 kernels: kept channels are whole filters */
+  DTMM_DRIVER_EXPANDED,  /* wide kernels, few channels: dense filter in scratch */
+  DTMM_DRIVER_IM2COL,    /* groups through im2col rows: any kernel */
+  DTMM_DRIVER_WINDOW,    /* in-place windows (MVE: rectangles, else strided lines) */
+} dtmm_driver;
+
+/* The dims/params part of dtmm_conv_s8_validate (no filter needed). */
+dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims, const dtmm_conv_params* params);
+
+/* The driver dtmm_conv_s8 runs for this layer (depends on the shape only). */
+dtmm_driver dtmm_conv_s8_choose(const dtmm_geom* g);
+
+/* Output pixels [y, x] one at a time: the window in place when it is contiguous
+ * there, else copied to scratch (taps * C_in bytes); channels 4 at a time on MVE. */
+void dtmm_pixel_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
+                   int8_t* out, int8_t* scratch);
+int32_t dtmm_pixel_s8_get_buffer_size(const dtmm_geom* g);
+
+/* All channels of one pixel whose window w ([taps][C_in], contiguous) is given;
+ * out points at the pixel's channel 0. Fully pruned channels are written too. */
+void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* w,
+                         int8_t* out);
+
+/* 1x1 kernels (no padding; any stride). Needs no scratch. */
+void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
+                       int8_t* out);
+
+/* The kept filterlets expanded to the dense filter in scratch once per call,
+ * then a dense conv over im2col rows (never slower as filterlets are pruned). */
+void dtmm_expanded_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
+                      int8_t* out, int8_t* scratch);
+int32_t dtmm_expanded_s8_get_buffer_size(const dtmm_geom* g);
+
+/* Pixels in groups of DTMM_P, each group's windows copied to DTMM_P im2col rows in
+ * scratch: every run of consecutive kept taps is one dot product. `done` (may be
+ * NULL) marks pixels another driver computed; fully pruned channels are skipped
+ * (their constant must be written already). */
+typedef int (*dtmm_pixel_done)(const dtmm_geom* g, const void* ctx, int32_t y, int32_t x);
+void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
+                    int8_t* out, int8_t* scratch, dtmm_pixel_done done, const void* ctx);
+int32_t dtmm_im2col_s8_get_buffer_size(const dtmm_geom* g);
+
+/* In-place windows for kernels of up to DTMM_MAX_TAPS taps; the pixels they leave
+ * go through dtmm_im2col_s8. */
+void dtmm_window_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
+                    int8_t* out, int8_t* scratch);
+int32_t dtmm_window_s8_get_buffer_size(const dtmm_geom* g);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DTMM_OPS_DTMM_CONV_S8_DRIVERS_H_ */

@@ -1,0 +1,27 @@
+/* dtmm_conv_s8_get_buffer_size: the scratch of the driver dtmm_conv_s8 picks. */
+#include "dtmm_conv_s8_drivers.h"
+
+int32_t dtmm_conv_s8_get_buffer_size(const dtmm_conv_dims* dims, const dtmm_conv_params* params) {
+  dtmm_geom g;
+  int32_t bytes = 0;
+  if (dtmm_check_shape(dims, params) != DTMM_OK) return 0; /* validate rejects it */
+  dtmm_make_geom(dims, params, &g);
+  switch (dtmm_conv_s8_choose(&g)) {
+    case DTMM_DRIVER_PIXEL:
+      bytes = dtmm_pixel_s8_get_buffer_size(&g);
+      break;
+    case DTMM_DRIVER_POINTWISE:
+      bytes = 0;
+      break;
+    case DTMM_DRIVER_EXPANDED:
+      bytes = dtmm_expanded_s8_get_buffer_size(&g);
+      break;
+    case DTMM_DRIVER_IM2COL:
+      bytes = dtmm_im2col_s8_get_buffer_size(&g);
+      break;
+    case DTMM_DRIVER_WINDOW:
+      bytes = dtmm_window_s8_get_buffer_size(&g);
+      break;
+  }
+  return (bytes + 3) & ~3;
+}

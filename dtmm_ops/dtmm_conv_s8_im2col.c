@@ -1,0 +1,101 @@
+/* im2col driver: any kernel size, stride and dilation. Pixels in raster order,
+ * DTMM_P at a time; each group's windows are copied to DTMM_P rows of
+ * [taps][C_in] bytes in scratch (zp_in at padded taps, as the bias is folded), so
+ * that every stretch of consecutive kept taps of a channel, across kernel rows
+ * and dilation gaps, is one dot product over the DTMM_P rows (one dtmm_mac_p).
+ * Output channel inner: its bitmap field is read per group, a fully pruned
+ * channel is skipped (its constant is written by the caller).
+ * Used alone for kernels above DTMM_MAX_TAPS taps, dilated kernels and short
+ * kernel rows (small C_in), and for the pixels the window driver leaves. */
+#include "dtmm_conv_s8_drivers.h"
+
+int32_t dtmm_im2col_s8_get_buffer_size(const dtmm_geom* g) {
+  return DTMM_P * g->taps * g->in_c;
+}
+
+/* One group of np <= DTMM_P pixels (the rest of the DTMM_P rows repeat the last
+ * pixel), rows rs bytes apart, all channels. The field of a kernel above 32 taps
+ * is read 32 bits at a time; a run that crosses a word is two dot products. */
+static void dtmm_im2col_group(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                              const int8_t* rows, int32_t np, int8_t* out, const int32_t* oo) {
+  const int32_t c = g->in_c, rs = g->taps * c, taps = g->taps, out_c = g->out_c;
+  const int8_t* w = f->values;
+  int32_t oc, pos = 0;
+#if defined(DTMM_ARCH_MVE)
+  const uint32x4_t offs = vldrwq_u32((const uint32_t*)oo);
+  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
+  const int32_t out_off = g->out_off;
+#endif
+  for (oc = 0; oc < out_c; ++oc, pos += taps) {
+    dtmm_acc acc;
+    int32_t t, run;
+    if (taps <= 31) {
+      uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, taps);
+      if (!m) continue; /* fully pruned: constant written by the caller */
+      dtmm_acc_set(&acc, f->bias[oc]);
+      do {
+        run = dtmm_next_run_contig(&m, &t) * c;
+        dtmm_mac_p(w, rows + t * c, rs, run, &acc);
+        w += run;
+      } while (m);
+    } else {
+      int32_t base, any = 0;
+      for (base = 0; base < taps; base += 32) {
+        uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos + base,
+                               taps - base < 32 ? taps - base : 32);
+        if (!m) continue;
+        if (!any) dtmm_acc_set(&acc, f->bias[oc]);
+        any = 1;
+        do {
+          run = dtmm_next_run(&m, 0xFFFFFFFFu, &t) * c;
+          dtmm_mac_p(w, rows + (base + t) * c, rs, run, &acc);
+          w += run;
+        } while (m);
+      }
+      if (!any) continue;
+    }
+#if defined(DTMM_ARCH_MVE)
+    {
+      const dtmm_rq_x4 rq = dtmm_rq_channel(f->multiplier[oc], f->shift[oc]);
+      dtmm_store_p(&acc, np, &rq, out_off, lo, hi, out + oc, offs);
+    }
+#else
+    dtmm_store_p(&acc, np, f->multiplier[oc], f->shift[oc], g, out + oc, oo);
+#endif
+  }
+}
+
+void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
+                    int8_t* out, int8_t* scratch, dtmm_pixel_done done, const void* ctx) {
+  const int32_t rs = g->taps * g->in_c;
+  int32_t y = 0, x = 0, j;
+  for (;;) {
+    int32_t py[DTMM_P], px[DTMM_P], oo[DTMM_P];
+    int32_t np = 0;
+    while (np < DTMM_P && y < g->out_h) {
+      if (!done || !done(g, ctx, y, x)) {
+        py[np] = y;
+        px[np] = x;
+        np++;
+      }
+      if (++x == g->out_w) {
+        x = 0;
+        ++y;
+      }
+    }
+    if (np == 0) break;
+    if (np == 1) { /* a lone pixel (a corner): one dot per run, not DTMM_P */
+      dtmm_im2col(g, in, py[0], px[0], scratch);
+      dtmm_pixel_channels(g, f, scratch, out + (py[0] * g->out_w + px[0]) * g->out_c);
+      continue;
+    }
+    for (j = 0; j < DTMM_P; ++j) {
+      /* A short group repeats its last pixel; only np outputs are stored. */
+      const int32_t jj = j < np ? j : np - 1;
+      oo[j] = (py[jj] * g->out_w + px[jj]) * g->out_c;
+      if (j < np) dtmm_im2col(g, in, py[j], px[j], scratch + j * rs);
+      else memcpy(scratch + j * rs, scratch + (np - 1) * rs, (size_t)rs);
+    }
+    dtmm_im2col_group(g, f, scratch, np, out, oo);
+  }
+}

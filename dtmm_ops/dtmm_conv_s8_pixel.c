@@ -1,0 +1,167 @@
+/* Pixel driver: output planes with fewer pixels than a group (microWakeWord's
+ * convs have 1x1 output planes), and the leftover pixels of the pointwise driver.
+ *
+ * One pixel at a time, its window read as [taps][C_in] bytes (in place when the
+ * input already has that layout, else copied to scratch), so that every stretch of
+ * consecutive kept taps of a channel is one dot product. On MVE the channels go 4
+ * at a time: four scalar sums become one vector for the requantization, with the
+ * 4 channels' multipliers and shifts loaded as vectors and one 4-byte store; a
+ * fully pruned channel is then a lane that keeps its bias and costs nothing. */
+#include "dtmm_conv_s8_drivers.h"
+
+/* The window of every pixel is contiguous in the input: all taps inside, and
+ * tap t at t * C_in from the first. */
+static int dtmm_window_contiguous(const dtmm_geom* g) {
+  return !dtmm_has_border(g) && (g->ker_w == 1 || g->dw == 1) &&
+         (g->ker_h == 1 || g->dh * g->in_w == g->ker_w);
+}
+
+int32_t dtmm_pixel_s8_get_buffer_size(const dtmm_geom* g) {
+  return dtmm_window_contiguous(g) ? 0 : g->taps * g->in_c;
+}
+
+/* acc + the kept taps of the channel whose bitmap field starts at bit pos, over a
+ * contiguous window: consecutive kept taps are one run. Kernels above 25 taps
+ * (out of line) read the field 32 bits at a time; a run across two words is two
+ * dot products. *w walks the values. */
+static __attribute__((noinline)) int32_t dtmm_channel_dot_long(const dtmm_geom* g,
+                                                               const dtmm_fwcs_filter* f,
+                                                               int32_t pos, const int8_t* win,
+                                                               const int8_t** w, int32_t acc) {
+  const int32_t c = g->in_c, taps = g->taps;
+  const int8_t* v = *w;
+  int32_t base, t, run;
+  for (base = 0; base < taps; base += 32) {
+    uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos + base, taps - base < 32 ? taps - base : 32);
+    while (m) {
+      run = dtmm_next_run(&m, 0xFFFFFFFFu, &t) * c;
+      acc = dtmm_mac_1(v, win + (base + t) * c, run, acc);
+      v += run;
+    }
+  }
+  *w = v;
+  return acc;
+}
+
+DTMM_INLINE int32_t dtmm_channel_dot(const dtmm_geom* g, const dtmm_fwcs_filter* f, int32_t pos,
+                                     const int8_t* win, const int8_t** w, int32_t acc) {
+  const int32_t c = g->in_c;
+  const int8_t* v = *w;
+  int32_t t, run;
+  uint32_t m;
+  if (g->taps > 25) return dtmm_channel_dot_long(g, f, pos, win, w, acc);
+  m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, g->taps);
+  while (m) {
+    run = dtmm_next_run_contig(&m, &t) * c;
+    acc = dtmm_mac_1(v, win + t * c, run, acc);
+    v += run;
+  }
+  *w = v;
+  return acc;
+}
+
+#if defined(DTMM_ARCH_MVE)
+/* Lane predicate (4 bits per 32-bit lane) of a 4-bit lane mask. */
+static const uint16_t k_lane_pred[16] = {
+    0x0000, 0x000F, 0x00F0, 0x00FF, 0x0F00, 0x0F0F, 0x0FF0, 0x0FFF,
+    0xF000, 0xF00F, 0xF0F0, 0xF0FF, 0xFF00, 0xFF0F, 0xFFF0, 0xFFFF};
+
+/* 1x1, one pixel, 4 consecutive channels at a time. Two or more kept is one
+ * dtmm_mac_1x4 (one input load for up to 4 rows of values; a pruned lane reads a
+ * kept row and is then reset to its bias), a single kept one dtmm_mac_1: the cost
+ * per 4 channels only falls as channels are pruned. */
+static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                                 const int8_t* win, int8_t* out) {
+  const int32_t c = g->in_c, out_c = g->out_c;
+  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
+  const int8_t* w = f->values;
+  int32_t oc;
+  for (oc = 0; oc < out_c; oc += 4) {
+    const int32_t lanes = out_c - oc < 4 ? out_c - oc : 4;
+    const mve_pred16_t p = vctp32q((uint32_t)lanes);
+    const uint32_t nib = dtmm_bits(f->bitmap, f->bitmap_bytes, oc, lanes);
+    const int32x4_t bias = vldrwq_z_s32(f->bias + oc, p);
+    int32x4_t acc = bias;
+    dtmm_rq_x4 rq;
+    if (nib & (nib - 1u)) { /* two or more kept */
+      int32_t a[4];
+      const int8_t *r0 = w, *r1, *r2, *r3;
+      if (nib & 1u) w += c;
+      r1 = w;
+      if (nib & 2u) w += c;
+      r2 = (nib & 4u) ? w : r0;
+      if (nib & 4u) w += c;
+      r3 = (nib & 8u) ? w : r0;
+      if (nib & 8u) w += c;
+      if (!(nib & 2u)) r1 = r0;
+      vstrwq_s32(a, bias);
+      dtmm_mac_1x4(r0, r1, r2, r3, win, c, a);
+      acc = vpselq_s32(vldrwq_s32(a), bias, k_lane_pred[nib]);
+    } else if (nib) { /* one kept, lane j */
+      const int32_t j = DTMM_CTZ(nib);
+      acc = vpselq_s32(vdupq_n_s32(dtmm_mac_1(w, win, c, f->bias[oc + j])), bias,
+                       k_lane_pred[nib]);
+      w += c;
+    }
+    rq = dtmm_rq_channels(f->multiplier + oc, f->shift + oc, lanes);
+    vstrbq_p_s32(out + oc, dtmm_requant_x4(acc, rq.left, rq.mult, rq.neg, g->out_off, lo, hi), p);
+  }
+}
+#endif
+
+void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* win,
+                         int8_t* out) {
+  const int8_t* w = f->values;
+  const int32_t out_c = g->out_c, taps = g->taps;
+  int32_t oc;
+#if defined(DTMM_ARCH_MVE)
+  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
+  if (taps == 1) {
+    dtmm_pixel_pointwise(g, f, win, out);
+    return;
+  }
+  for (oc = 0; oc < out_c; oc += 4) {
+    /* 4 channels' sums (a pruned one keeps its bias) into one vector */
+    const int32_t lanes = out_c - oc < 4 ? out_c - oc : 4;
+    const mve_pred16_t p = vctp32q((uint32_t)lanes);
+    int32_t a[4], j;
+    dtmm_rq_x4 rq;
+    vstrwq_s32(a, vldrwq_z_s32(f->bias + oc, p));
+    for (j = 0; j < lanes; ++j) a[j] = dtmm_channel_dot(g, f, (oc + j) * taps, win, &w, a[j]);
+    rq = dtmm_rq_channels(f->multiplier + oc, f->shift + oc, lanes);
+    vstrbq_p_s32(out + oc,
+                 dtmm_requant_x4(vldrwq_s32(a), rq.left, rq.mult, rq.neg, g->out_off, lo, hi), p);
+  }
+#else
+  const int32_t c = g->in_c;
+  for (oc = 0; oc < out_c; ++oc) {
+    int32_t s = f->bias[oc];
+    if (taps == 1) {
+      if (dtmm_bits(f->bitmap, f->bitmap_bytes, oc, 1)) {
+        s = dtmm_mac_1(w, win, c, s);
+        w += c;
+      }
+    } else {
+      s = dtmm_channel_dot(g, f, oc * taps, win, &w, s);
+    }
+    out[oc] = dtmm_requant_out(s, f->multiplier[oc], f->shift[oc], g);
+  }
+#endif
+}
+
+void dtmm_pixel_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
+                   int8_t* out, int8_t* scratch) {
+  const int contiguous = dtmm_window_contiguous(g);
+  int32_t y, x;
+  for (y = 0; y < g->out_h; ++y)
+    for (x = 0; x < g->out_w; ++x) {
+      const int8_t* win;
+      if (contiguous) {
+        win = in + ((y * g->sh - g->pt) * g->in_w + (x * g->sw - g->pl)) * g->in_c;
+      } else {
+        dtmm_im2col(g, in, y, x, scratch);
+        win = scratch;
+      }
+      dtmm_pixel_channels(g, f, win, out + (y * g->out_w + x) * g->out_c);
+    }
+}

@@ -1,0 +1,796 @@
+/* Internal support of the DTMM kernel library (not part of the public API).
+ *
+ * Everything that differs between the architectures lives here, once: the MAC
+ * loops, the requantization and the output clamp, each as a static inline
+ * function for the compiled architecture:
+ *   - Helium / MVE (__ARM_FEATURE_MVE & 1: Cortex-M55/M85): tail-predicated
+ *     VMLADAVA loops, vector requantization (VQRDMULH + rounding fix-up);
+ *   - Arm DSP (__ARM_FEATURE_DSP: Cortex-M4/M7/M33): SXTB16 + SMLAD;
+ *   - portable C (anything else, or -DDTMM_FORCE_PORTABLE).
+ * The drivers (dtmm_conv_s8_*.c) are written once against these. All paths give
+ * identical bytes (docs/contract.md "Semantics").
+ */
+#ifndef DTMM_OPS_DTMM_CONV_S8_SUPPORT_H_
+#define DTMM_OPS_DTMM_CONV_S8_SUPPORT_H_
+
+#include <stdint.h>
+#include <string.h>
+
+#include "dtmm_conv_s8.h"
+
+#if !defined(DTMM_FORCE_PORTABLE) && defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+#define DTMM_ARCH_MVE 1
+#include <arm_mve.h>
+#elif !defined(DTMM_FORCE_PORTABLE) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define DTMM_ARCH_DSP 1
+#include <arm_acle.h>
+#else
+#define DTMM_ARCH_PORTABLE 1
+#endif
+
+/* Pixels computed together by the group MAC loops: what fits the registers
+ * (DSP: the weights widened once for 3 pixels, 13 registers). */
+#if defined(DTMM_ARCH_DSP)
+#define DTMM_P 3
+#else
+#define DTMM_P 4
+#endif
+
+/* Kernels of up to DTMM_MAX_TAPS taps use per-channel tap masks in one word; the
+ * window drivers' run tables hold DTMM_MAX_RUNS runs (dtmm_conv_s8_choose sends
+ * layers whose channels could have more to the im2col driver). */
+#define DTMM_MAX_TAPS 32
+#define DTMM_MAX_RUNS 16
+
+/* Kernel rows (kernel_w * C_in bytes, dilation 1) shorter than this are not read
+ * in place but through im2col rows (dtmm_conv_s8_choose); measured per target in
+ * docs/kernels.md. */
+#ifndef DTMM_MIN_ROW_BYTES
+#define DTMM_MIN_ROW_BYTES 8
+#endif
+/* Output planes of at most this many pixels go through im2col rows: the window
+ * drivers' per-channel run tables are not amortized over so few groups. */
+#ifndef DTMM_WINDOW_MIN_PIXELS
+#if defined(DTMM_ARCH_MVE)
+#define DTMM_WINDOW_MIN_PIXELS 16
+#else
+#define DTMM_WINDOW_MIN_PIXELS 0
+#endif
+#endif
+
+/* Dilated kernels over fewer input channels go through im2col rows (MVE: one tap
+ * per run in place costs more than the copy). */
+#ifndef DTMM_DILATED_MIN_CIN_IN_PLACE
+#if defined(DTMM_ARCH_MVE)
+#define DTMM_DILATED_MIN_CIN_IN_PLACE 32
+#else
+#define DTMM_DILATED_MIN_CIN_IN_PLACE 1
+#endif
+#endif
+
+/* Window drivers may run a channel as its dense filter (kernel-row runs over the
+ * filterlets expanded on the stack, zeros where pruned) when that is cheaper than
+ * its kept filterlets' runs: filters of up to this many bytes. */
+#define DTMM_EXPAND_MAX_BYTES 128
+
+/* Layers of at most this many input channels and at least this many taps use the
+ * expanded (dense) driver (dtmm_conv_s8_choose). */
+#ifndef DTMM_EXPANDED_MAX_CIN
+#define DTMM_EXPANDED_MAX_CIN 3
+#endif
+#ifndef DTMM_EXPANDED_MIN_TAPS
+#define DTMM_EXPANDED_MIN_TAPS 16
+#endif
+#ifndef DTMM_EXPANDED_MAX_CIN_DILATED
+#define DTMM_EXPANDED_MAX_CIN_DILATED 8
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define DTMM_INLINE static inline __attribute__((always_inline))
+#define DTMM_CTZ(x) ((int32_t)__builtin_ctz(x))
+#else
+#define DTMM_INLINE static inline
+static inline int32_t DTMM_CTZ(uint32_t x) {
+  int32_t n = 0;
+  while (!(x & 1u)) {
+    x >>= 1;
+    n++;
+  }
+  return n;
+}
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The MAC asm blocks only read memory. gcc is told which (an array of unknown size
+ * from the lowest pointer of each object: rows of one group lie after its first),
+ * so that values the drivers keep in memory are not reloaded after every block;
+ * other compilers get the "memory" clobber. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__)
+#define DTMM_ASM_READS(p) , "m"(*(const int8_t(*)[])(p))
+#define DTMM_ASM_MEMORY
+#else /* also gcc -O0: the memory operands would need registers it keeps for the frame */
+#define DTMM_ASM_READS(p)
+#define DTMM_ASM_MEMORY , "memory"
+#endif
+
+/* ------------------------------------------------------------------ geometry */
+
+/* A layer as the drivers see it (one batch). Coordinates y*s - pad + k*d fit in
+ * int32 (validated); byte offsets of the input fit too. */
+typedef struct {
+  int32_t in_h, in_w, in_c, out_h, out_w, out_c, ker_h, ker_w, taps;
+  int32_t sh, sw, dh, dw, pt, pl;
+  int32_t y_lo, y_hi, x_lo, x_hi; /* output pixels whose taps are all inside */
+  int32_t zp_in;                  /* read at padded taps (the bias is folded) */
+  int32_t out_off, act_min, act_max;
+} dtmm_geom;
+
+void dtmm_make_geom(const dtmm_conv_dims* d, const dtmm_conv_params* p, dtmm_geom* g);
+
+DTMM_INLINE int dtmm_has_border(const dtmm_geom* g) {
+  return !(g->y_lo == 0 && g->y_hi == g->out_h && g->x_lo == 0 && g->x_hi == g->out_w);
+}
+
+/* ------------------------------------------------------------------- bitmap */
+
+/* The 32 bitmap bits from bit pos on (bits past the bitmap read as 0); never
+ * reads outside the len bytes. */
+DTMM_INLINE uint32_t dtmm_bits32(const uint8_t* bm, int32_t len, int32_t pos) {
+  const int32_t q = pos >> 3;
+  const uint32_t sh = (uint32_t)pos & 7u;
+  uint32_t lo, hi = 0;
+  if (q + 5 <= len) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(&lo, bm + q, 4); /* one (unaligned) load */
+#else
+    lo = (uint32_t)bm[q] | ((uint32_t)bm[q + 1] << 8) | ((uint32_t)bm[q + 2] << 16) |
+         ((uint32_t)bm[q + 3] << 24);
+#endif
+    hi = bm[q + 4];
+  } else {
+    int32_t i;
+    lo = 0;
+    for (i = 0; i < 4 && q + i < len; ++i) lo |= (uint32_t)bm[q + i] << (8 * i);
+    if (q + 4 < len) hi = bm[q + 4];
+  }
+  return sh ? (lo >> sh) | (hi << (32u - sh)) : lo;
+}
+
+/* nb <= 32 bits from bit pos; up to 25 bits are one unaligned load. */
+DTMM_INLINE uint32_t dtmm_bits(const uint8_t* bm, int32_t len, int32_t pos, int32_t nb) {
+  uint32_t v;
+  if (nb <= 25 && (pos >> 3) + 4 <= len) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(&v, bm + (pos >> 3), 4);
+#else
+    const uint8_t* b = bm + (pos >> 3);
+    v = (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
+#endif
+    return (v >> (pos & 7)) & ((1u << nb) - 1u);
+  }
+  v = dtmm_bits32(bm, len, pos);
+  return nb >= 32 ? v : v & ((1u << nb) - 1u);
+}
+
+/* The next run of m, a tap mask: first tap *t, returns the number of taps from *t
+ * on that are kept and each continue the previous one in memory (`cont` bit i:
+ * tap i is contiguous with tap i - 1); clears them from m. m != 0. */
+DTMM_INLINE int32_t dtmm_next_run(uint32_t* m, uint32_t cont, int32_t* t) {
+  const int32_t t0 = DTMM_CTZ(*m);
+  /* run = trailing ones of (m & (cont | first)) >> t0 */
+  const uint32_t x = (*m & (cont | (1u << t0))) >> t0;
+  const int32_t run = x == 0xFFFFFFFFu ? 32 : DTMM_CTZ(~x);
+  *m = (t0 + run) >= 32 ? 0u : *m & (0xFFFFFFFFu << (t0 + run));
+  *t = t0;
+  return run;
+}
+
+/* The next run of consecutive set bits of m (m != 0, bit 31 clear: fields of up to
+ * 31 taps, all taps contiguous, as in im2col rows): first bit *t, returns its
+ * length; clears it from m. Adding the lowest set bit carries through the run. */
+DTMM_INLINE int32_t dtmm_next_run_contig(uint32_t* m, int32_t* t) {
+  const uint32_t low = *m & (0u - *m);
+  const uint32_t nxt = *m + low;
+  const int32_t t0 = DTMM_CTZ(*m);
+  *m &= nxt;
+  *t = t0;
+  return DTMM_CTZ(nxt) - t0;
+}
+
+/* ---------------------------------------------------- requantization, clamp */
+
+/* TFLite's MultiplyByQuantizedMultiplier (double rounding), bit-exact for
+ * multiplier >= 0 and shift in [-31, 30]. SaturatingRoundingDoublingHighMul is
+ * floor((a*b + 2^30) / 2^31) except for a == b == INT32_MIN, which a non-negative
+ * multiplier excludes. */
+DTMM_INLINE int32_t dtmm_requantize(int32_t acc, int32_t mult, int32_t shift) {
+  const int32_t left = shift > 0 ? shift : 0;
+  const int32_t right = shift > 0 ? 0 : -shift;
+  const int32_t x = (int32_t)((uint32_t)acc << left); /* int32 wrap, as TFLite */
+  const int64_t prod = (int64_t)x * mult + ((int64_t)1 << 30);
+  const int32_t high = (int32_t)(prod >> 31);
+  /* RoundingDivideByPOT: round half away from zero. */
+  const int32_t mask = (int32_t)((1u << right) - 1u);
+  const int32_t rem = high & mask;
+  const int32_t thr = (mask >> 1) + (high < 0 ? 1 : 0);
+  return (high >> right) + (rem > thr ? 1 : 0);
+}
+
+/* requantized + output_offset, clamped: the add wraps in int32 as TFLite's does
+ * (docs/contract.md), computed in uint32 so that C has no overflow. */
+DTMM_INLINE int8_t dtmm_out_s8(int32_t v, int32_t off, int32_t lo, int32_t hi) {
+  int32_t s = (int32_t)((uint32_t)v + (uint32_t)off);
+  s = s < lo ? lo : s;
+  s = s > hi ? hi : s;
+  return (int8_t)s;
+}
+
+DTMM_INLINE int8_t dtmm_requant_out(int32_t acc, int32_t mult, int32_t shift,
+                                    const dtmm_geom* g) {
+  return dtmm_out_s8(dtmm_requantize(acc, mult, shift), g->out_off, g->act_min, g->act_max);
+}
+
+#if defined(DTMM_ARCH_MVE)
+/* Four lanes at once: vqrdmulh == SaturatingRoundingDoublingHighMul, and the fix-up
+ * makes VRSHL round half away from zero like RoundingDivideByPOT (as TFLite's NEON
+ * code does). left = max(shift, 0), neg = -max(-shift, 0) per lane; VADD wraps. */
+DTMM_INLINE int32x4_t dtmm_requant_x4(int32x4_t v, int32x4_t left, int32x4_t mult,
+                                      int32x4_t neg, int32_t out_off, int32x4_t lo,
+                                      int32x4_t hi) {
+  v = vqrdmulhq_s32(vshlq_s32(v, left), mult);
+  v = vrshlq_s32(vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, neg), 31)), neg);
+  return vminq_s32(vmaxq_s32(vaddq_n_s32(v, out_off), lo), hi);
+}
+
+/* The per-channel constants of dtmm_requant_x4 for one channel (all lanes). */
+typedef struct {
+  int32x4_t left, mult, neg;
+} dtmm_rq_x4;
+
+DTMM_INLINE dtmm_rq_x4 dtmm_rq_channel(int32_t mult, int32_t shift) {
+  dtmm_rq_x4 r;
+  r.left = vdupq_n_s32(shift > 0 ? shift : 0);
+  r.neg = vdupq_n_s32(shift > 0 ? 0 : shift);
+  r.mult = vdupq_n_s32(mult);
+  return r;
+}
+
+/* Four consecutive channels (lanes past `lanes` are don't-care). */
+DTMM_INLINE dtmm_rq_x4 dtmm_rq_channels(const int32_t* mult, const int32_t* shift,
+                                        int32_t lanes) {
+  const mve_pred16_t p = vctp32q((uint32_t)lanes);
+  const int32x4_t s = vldrwq_z_s32(shift, p);
+  dtmm_rq_x4 r;
+  r.left = vmaxq_s32(s, vdupq_n_s32(0));
+  r.neg = vminq_s32(s, vdupq_n_s32(0));
+  r.mult = vldrwq_z_s32(mult, p);
+  return r;
+}
+
+/* Four scalars into one vector (two lane-pair moves). */
+DTMM_INLINE int32x4_t dtmm_vec4(int32_t a0, int32_t a1, int32_t a2, int32_t a3) {
+  int32x4_t v;
+  __asm("vmov %q[v][2], %q[v][0], %[a0], %[a2]\n\t"
+        "vmov %q[v][3], %q[v][1], %[a1], %[a3]"
+        : [v] "=w"(v)
+        : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3));
+  return v;
+}
+#endif
+
+/* --------------------------------------------------------------- MAC loops
+ *
+ * dtmm_mac_p: a += w . x_j over n >= 1 bytes for the DTMM_P pixels x_j = x + j*pitch
+ *   (im2col rows, or pixels one input stride apart);
+ * dtmm_mac_1: one pixel;
+ * and per architecture what its drivers need besides: MVE dtmm_mac_runs_x4 (all runs
+ * of a group from a run table), DSP dtmm_mac_2x2 (two channels x two pixels).
+ * int32 accumulation wraps, as TFLite's. */
+
+typedef struct {
+  int32_t a[DTMM_P];
+} dtmm_acc;
+
+/* Modeled instructions of one dtmm_mac_p (or run-table entry) over n bytes for a
+ * group: what a driver compares to pick between run layouts. */
+DTMM_INLINE int32_t dtmm_run_cost(int32_t n) {
+#if defined(DTMM_ARCH_MVE)
+  return 10 + 9 * ((n + 15) >> 4);
+#elif defined(DTMM_ARCH_DSP)
+  return 8 + 5 * n + 7 * (n & 3);
+#else
+  return 6 + 8 * n;
+#endif
+}
+
+DTMM_INLINE void dtmm_acc_set(dtmm_acc* acc, int32_t v) {
+  int32_t j;
+  for (j = 0; j < DTMM_P; ++j) acc->a[j] = v;
+}
+
+#if defined(DTMM_ARCH_MVE)
+
+/* Tail-predicated loop (DLSTP/LETP): lanes past n are inactive and not read. The
+ * weights are loaded once per 16 bytes and used for the 4 pixels; VMLADAVA
+ * accumulates into even registers ("Te"). */
+DTMM_INLINE void dtmm_mac_p(const int8_t* w, const int8_t* x0, int32_t pitch, int32_t n,
+                            dtmm_acc* acc) {
+  int32_t s0 = acc->a[0], s1 = acc->a[1], s2 = acc->a[2], s3 = acc->a[3];
+  const int8_t *x1, *x2, *x3;
+  __asm volatile(
+      "add %[x1], %[x0], %[rs]\n\t"
+      "add %[x2], %[x1], %[rs]\n\t"
+      "add %[x3], %[x2], %[rs]\n\t"
+      "dlstp.8 lr, %[n]\n"
+      "1:\n\t"
+      "vldrb.8 q0, [%[w]], #16\n\t"
+      "vldrb.8 q1, [%[x0]], #16\n\t"
+      "vmladava.s8 %[s0], q1, q0\n\t"
+      "vldrb.8 q1, [%[x1]], #16\n\t"
+      "vmladava.s8 %[s1], q1, q0\n\t"
+      "vldrb.8 q1, [%[x2]], #16\n\t"
+      "vmladava.s8 %[s2], q1, q0\n\t"
+      "vldrb.8 q1, [%[x3]], #16\n\t"
+      "vmladava.s8 %[s3], q1, q0\n\t"
+      "letp lr, 1b\n"
+      : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [w] "+r"(w),
+        [x0] "+r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3)
+      : [n] "r"(n), [rs] "r"(pitch) DTMM_ASM_READS(w) DTMM_ASM_READS(x0)
+      : "q0", "q1", "lr" DTMM_ASM_MEMORY);
+  acc->a[0] = s0;
+  acc->a[1] = s1;
+  acc->a[2] = s2;
+  acc->a[3] = s3;
+}
+
+DTMM_INLINE int32_t dtmm_mac_1(const int8_t* w, const int8_t* x, int32_t n, int32_t s) {
+  __asm volatile(
+      "dlstp.8 lr, %[n]\n"
+      "1:\n\t"
+      "vldrb.8 q0, [%[w]], #16\n\t"
+      "vldrb.8 q1, [%[x]], #16\n\t"
+      "vmladava.s8 %[s], q1, q0\n\t"
+      "letp lr, 1b\n"
+      : [s] "+Te"(s), [w] "+r"(w), [x] "+r"(x)
+      : [n] "r"(n) DTMM_ASM_READS(w) DTMM_ASM_READS(x)
+      : "q0", "q1", "lr" DTMM_ASM_MEMORY);
+  return s;
+}
+
+/* Four channels of one pixel: a[j] += w[j] . x over n >= 1 bytes; the input is
+ * loaded once per 16 bytes for the 4 rows of weights. */
+DTMM_INLINE void dtmm_mac_1x4(const int8_t* w0, const int8_t* w1, const int8_t* w2,
+                              const int8_t* w3, const int8_t* x, int32_t n, int32_t* a) {
+  int32_t s0 = a[0], s1 = a[1], s2 = a[2], s3 = a[3];
+  __asm volatile(
+      "dlstp.8 lr, %[n]\n"
+      "1:\n\t"
+      "vldrb.8 q1, [%[x]], #16\n\t"
+      "vldrb.8 q0, [%[w0]], #16\n\t"
+      "vmladava.s8 %[s0], q1, q0\n\t"
+      "vldrb.8 q0, [%[w1]], #16\n\t"
+      "vmladava.s8 %[s1], q1, q0\n\t"
+      "vldrb.8 q0, [%[w2]], #16\n\t"
+      "vmladava.s8 %[s2], q1, q0\n\t"
+      "vldrb.8 q0, [%[w3]], #16\n\t"
+      "vmladava.s8 %[s3], q1, q0\n\t"
+      "letp lr, 1b\n"
+      : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [w0] "+r"(w0),
+        [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3), [x] "+r"(x)
+      : [n] "r"(n) DTMM_ASM_READS(w0) DTMM_ASM_READS(x) /* w1..w3 lie after w0 */
+      : "q0", "q1", "lr" DTMM_ASM_MEMORY);
+  a[0] = s0;
+  a[1] = s1;
+  a[2] = s2;
+  a[3] = s3;
+}
+
+/* A run of a group: pixel j reads n bytes at p + o[j], the weights at w. A table
+ * ends with n == 0. */
+typedef struct {
+  int32_t o[4];
+  int32_t n;
+  const int8_t* w;
+} dtmm_run;
+
+/* All runs of a table for the 4 pixels of a group at p (3 LDRD + 4 ADD per run,
+ * then the loop of dtmm_mac_p), the 4 sums returned as one vector (an empty table
+ * gives acc0 in every lane). p may point outside the input: only p + o[j] is read. */
+DTMM_INLINE int32x4_t dtmm_mac_runs_x4(const dtmm_run* tb, const int8_t* p, int32_t acc0) {
+  int32_t s0 = acc0, s1 = acc0, s2 = acc0, s3 = acc0, n;
+  const int8_t *x0, *x1, *x2, *x3, *w;
+  int32x4_t v;
+  __asm volatile(
+      "ldrd %[n], %[w], [%[tb], #16]\n\t"
+      "cmp %[n], #0\n\t"
+      "beq 3f\n"
+      "1:\n\t"
+      "ldrd %[x0], %[x1], [%[tb]]\n\t"
+      "ldrd %[x2], %[x3], [%[tb], #8]\n\t"
+      "add %[x0], %[p]\n\t"
+      "add %[x1], %[p]\n\t"
+      "add %[x2], %[p]\n\t"
+      "add %[x3], %[p]\n\t"
+      "adds %[tb], #24\n\t"
+      "dlstp.8 lr, %[n]\n"
+      "2:\n\t"
+      "vldrb.8 q0, [%[w]], #16\n\t"
+      "vldrb.8 q1, [%[x0]], #16\n\t"
+      "vmladava.s8 %[s0], q1, q0\n\t"
+      "vldrb.8 q1, [%[x1]], #16\n\t"
+      "vmladava.s8 %[s1], q1, q0\n\t"
+      "vldrb.8 q1, [%[x2]], #16\n\t"
+      "vmladava.s8 %[s2], q1, q0\n\t"
+      "vldrb.8 q1, [%[x3]], #16\n\t"
+      "vmladava.s8 %[s3], q1, q0\n\t"
+      "letp lr, 2b\n\t"
+      "ldrd %[n], %[w], [%[tb], #16]\n\t"
+      "cmp %[n], #0\n\t"
+      "bne 1b\n"
+      "3:\n\t"
+      "vmov %q[v][2], %q[v][0], %[s0], %[s2]\n\t"
+      "vmov %q[v][3], %q[v][1], %[s1], %[s3]\n"
+      : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [tb] "+r"(tb),
+        [n] "=&r"(n), [w] "=&r"(w), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2),
+        [x3] "=&r"(x3), [v] "=&w"(v)
+      : [p] "r"(p)
+      : "q0", "q1", "lr", "memory");
+  return v;
+}
+
+/* Sum of n >= 1 int8 weights (a padded tap reads zp_in: its term is zp_in * sum). */
+DTMM_INLINE int32_t dtmm_wsum(const int8_t* w, int32_t n) {
+  int32_t s = 0;
+  __asm volatile(
+      "dlstp.8 lr, %[n]\n"
+      "1:\n\t"
+      "vldrb.8 q0, [%[w]], #16\n\t"
+      "vaddva.s8 %[s], q0\n\t"
+      "letp lr, 1b\n"
+      : [s] "+Te"(s), [w] "+r"(w)
+      : [n] "r"(n) DTMM_ASM_READS(w)
+      : "q0", "lr" DTMM_ASM_MEMORY);
+  return s;
+}
+
+#elif defined(DTMM_ARCH_DSP)
+
+DTMM_INLINE uint32_t dtmm_read_u32(const int8_t* p) {
+  uint32_t v;
+  memcpy(&v, p, 4); /* LDR: unaligned access is allowed on v7E-M/v8-M Main */
+  return v;
+}
+/* SXTB16 with ROR #8: bytes 1 and 3 sign-extended into two halfwords. */
+DTMM_INLINE uint32_t dtmm_sxtb16_ror8(uint32_t v) {
+  uint32_t r;
+  __asm("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+  return r;
+}
+
+/* Bytes (0,2) and (1,3) of weights and inputs are widened the same way, so two
+ * SMLADs give w0*x0 + w2*x2 + w1*x1 + w3*x3 without repacking; the weights are
+ * widened once for the 3 pixels (20 instructions per 12 MACs). In asm so that the
+ * loop keeps its 12 values in registers whatever the driver around it holds. */
+DTMM_INLINE void dtmm_mac_p(const int8_t* w, const int8_t* x0, int32_t pitch, int32_t n,
+                            dtmm_acc* acc) {
+  const int8_t* x1 = x0 + pitch;
+  const int8_t* x2 = x1 + pitch;
+  int32_t s0 = acc->a[0], s1 = acc->a[1], s2 = acc->a[2];
+  int32_t quads = n >> 2;
+  int32_t rest = n & 3;
+#if defined(__OPTIMIZE__) /* -O0 keeps r7 as frame pointer: 11 registers */
+  if (quads > 0) {
+    uint32_t w02, w13, xv, t;
+    __asm volatile(
+        "1:\n\t"
+        "ldr %[xv], [%[w]], #4\n\t"
+        "sxtb16 %[w02], %[xv]\n\t"
+        "sxtb16 %[w13], %[xv], ror #8\n\t"
+        "ldr %[xv], [%[x0]], #4\n\t"
+        "sxtb16 %[t], %[xv]\n\t"
+        "smlad %[s0], %[t], %[w02], %[s0]\n\t"
+        "sxtb16 %[t], %[xv], ror #8\n\t"
+        "smlad %[s0], %[t], %[w13], %[s0]\n\t"
+        "ldr %[xv], [%[x1]], #4\n\t"
+        "sxtb16 %[t], %[xv]\n\t"
+        "smlad %[s1], %[t], %[w02], %[s1]\n\t"
+        "sxtb16 %[t], %[xv], ror #8\n\t"
+        "smlad %[s1], %[t], %[w13], %[s1]\n\t"
+        "ldr %[xv], [%[x2]], #4\n\t"
+        "sxtb16 %[t], %[xv]\n\t"
+        "smlad %[s2], %[t], %[w02], %[s2]\n\t"
+        "sxtb16 %[t], %[xv], ror #8\n\t"
+        "smlad %[s2], %[t], %[w13], %[s2]\n\t"
+        "subs %[q], %[q], #1\n\t"
+        "bne 1b\n"
+        : [s0] "+r"(s0), [s1] "+r"(s1), [s2] "+r"(s2), [w] "+r"(w), [x0] "+r"(x0),
+          [x1] "+r"(x1), [x2] "+r"(x2), [q] "+r"(quads), [w02] "=&r"(w02), [w13] "=&r"(w13),
+          [xv] "=&r"(xv), [t] "=&r"(t)
+        : "i"(0) DTMM_ASM_READS(w) DTMM_ASM_READS(x0) /* x1, x2 lie after x0 */
+        : "cc" DTMM_ASM_MEMORY);
+  }
+#else
+  while (quads-- > 0) {
+    const uint32_t wv = dtmm_read_u32(w), w02 = __sxtb16(wv), w13 = dtmm_sxtb16_ror8(wv);
+    const uint32_t xa = dtmm_read_u32(x0), xb = dtmm_read_u32(x1), xc = dtmm_read_u32(x2);
+    s0 = __smlad(dtmm_sxtb16_ror8(xa), w13, __smlad(__sxtb16(xa), w02, s0));
+    s1 = __smlad(dtmm_sxtb16_ror8(xb), w13, __smlad(__sxtb16(xb), w02, s1));
+    s2 = __smlad(dtmm_sxtb16_ror8(xc), w13, __smlad(__sxtb16(xc), w02, s2));
+    w += 4;
+    x0 += 4;
+    x1 += 4;
+    x2 += 4;
+  }
+#endif
+  while (rest-- > 0) {
+    const int32_t wi = *w++;
+    s0 = (int32_t)((uint32_t)s0 + (uint32_t)(wi * *x0++));
+    s1 = (int32_t)((uint32_t)s1 + (uint32_t)(wi * *x1++));
+    s2 = (int32_t)((uint32_t)s2 + (uint32_t)(wi * *x2++));
+  }
+  acc->a[0] = s0;
+  acc->a[1] = s1;
+  acc->a[2] = s2;
+}
+
+DTMM_INLINE int32_t dtmm_mac_1(const int8_t* w, const int8_t* x, int32_t n, int32_t s) {
+  int32_t quads = n >> 2;
+  int32_t rest = n & 3;
+  if (quads > 0) {
+    uint32_t wv, xv, t, u;
+    __asm volatile(
+        "1:\n\t"
+        "ldr %[wv], [%[w]], #4\n\t"
+        "ldr %[xv], [%[x]], #4\n\t"
+        "sxtb16 %[t], %[wv]\n\t"
+        "sxtb16 %[u], %[xv]\n\t"
+        "smlad %[s], %[t], %[u], %[s]\n\t"
+        "sxtb16 %[t], %[wv], ror #8\n\t"
+        "sxtb16 %[u], %[xv], ror #8\n\t"
+        "smlad %[s], %[t], %[u], %[s]\n\t"
+        "subs %[q], %[q], #1\n\t"
+        "bne 1b\n"
+        : [s] "+r"(s), [w] "+r"(w), [x] "+r"(x), [q] "+r"(quads), [wv] "=&r"(wv),
+          [xv] "=&r"(xv), [t] "=&r"(t), [u] "=&r"(u)
+        : "i"(0) DTMM_ASM_READS(w) DTMM_ASM_READS(x)
+        : "cc" DTMM_ASM_MEMORY);
+  }
+  while (rest-- > 0) s = (int32_t)((uint32_t)s + (uint32_t)(*w++ * *x++));
+  return s;
+}
+
+/* Two channels x two pixels, a[0] = w0.x0, a[1] = w1.x0, a[2] = w0.x1, a[3] = w1.x1,
+ * where the second channel's weights and the second pixel are both c bytes after
+ * the first (kept 1x1 channels are consecutive rows of values; pixels of a plane
+ * at stride 1 are consecutive): 16 MACs per 20 instructions. The 13 values and
+ * the loop counter (lr) fill every register, so it is out of line and in asm
+ * (gcc spills 4 of them otherwise); n >= 4. */
+static __attribute__((noinline, unused)) void dtmm_mac_2x2(const int8_t* w0, const int8_t* x0,
+                                                           int32_t c, int32_t n, int32_t* a) {
+  int32_t s00 = a[0], s01 = a[1], s10 = a[2], s11 = a[3];
+  int32_t rest = n & 3;
+#if defined(__OPTIMIZE__) /* -O0 keeps r7 as frame pointer: not enough registers */
+  uint32_t wa, wa13, wb, wb13, xv, t = (uint32_t)(n >> 2); /* t: the count, then a temp */
+  if (n >= 4)
+  __asm volatile(
+      "mov lr, %[t]\n"
+      "1:\n\t"
+      "ldr %[wb], [%[w0], %[c]]\n\t"
+      "ldr %[wa], [%[w0]], #4\n\t"
+      "sxtb16 %[wb13], %[wb], ror #8\n\t"
+      "sxtb16 %[wb], %[wb]\n\t"
+      "sxtb16 %[wa13], %[wa], ror #8\n\t"
+      "sxtb16 %[wa], %[wa]\n\t"
+      "ldr %[xv], [%[x0], %[c]]\n\t"
+      "sxtb16 %[t], %[xv]\n\t"
+      "smlad %[s10], %[t], %[wa], %[s10]\n\t"
+      "smlad %[s11], %[t], %[wb], %[s11]\n\t"
+      "sxtb16 %[t], %[xv], ror #8\n\t"
+      "smlad %[s10], %[t], %[wa13], %[s10]\n\t"
+      "smlad %[s11], %[t], %[wb13], %[s11]\n\t"
+      "ldr %[xv], [%[x0]], #4\n\t"
+      "sxtb16 %[t], %[xv]\n\t"
+      "smlad %[s00], %[t], %[wa], %[s00]\n\t"
+      "smlad %[s01], %[t], %[wb], %[s01]\n\t"
+      "sxtb16 %[t], %[xv], ror #8\n\t"
+      "smlad %[s00], %[t], %[wa13], %[s00]\n\t"
+      "smlad %[s01], %[t], %[wb13], %[s01]\n\t"
+      "subs lr, lr, #1\n\t"
+      "bne 1b\n"
+      : [s00] "+r"(s00), [s01] "+r"(s01), [s10] "+r"(s10), [s11] "+r"(s11), [w0] "+r"(w0),
+        [x0] "+r"(x0), [wa] "=&r"(wa), [wa13] "=&r"(wa13), [wb] "=&r"(wb), [wb13] "=&r"(wb13),
+        [xv] "=&r"(xv), [t] "+&r"(t)
+      : [c] "r"(c)
+      : "cc", "memory", "lr");
+#else
+  int32_t quads = n >> 2;
+  while (quads-- > 0) {
+    const uint32_t wa = dtmm_read_u32(w0), wb = dtmm_read_u32(w0 + c);
+    const uint32_t xa = dtmm_read_u32(x0), xb = dtmm_read_u32(x0 + c);
+    s00 = __smlad(__sxtb16(xa), __sxtb16(wa), s00);
+    s00 = __smlad(dtmm_sxtb16_ror8(xa), dtmm_sxtb16_ror8(wa), s00);
+    s01 = __smlad(__sxtb16(xa), __sxtb16(wb), s01);
+    s01 = __smlad(dtmm_sxtb16_ror8(xa), dtmm_sxtb16_ror8(wb), s01);
+    s10 = __smlad(__sxtb16(xb), __sxtb16(wa), s10);
+    s10 = __smlad(dtmm_sxtb16_ror8(xb), dtmm_sxtb16_ror8(wa), s10);
+    s11 = __smlad(__sxtb16(xb), __sxtb16(wb), s11);
+    s11 = __smlad(dtmm_sxtb16_ror8(xb), dtmm_sxtb16_ror8(wb), s11);
+    w0 += 4;
+    x0 += 4;
+  }
+#endif
+  while (rest-- > 0) {
+    const int32_t va = w0[0], vb = w0[c], pa = x0[0], pb = x0[c];
+    s00 = (int32_t)((uint32_t)s00 + (uint32_t)(va * pa));
+    s01 = (int32_t)((uint32_t)s01 + (uint32_t)(vb * pa));
+    s10 = (int32_t)((uint32_t)s10 + (uint32_t)(va * pb));
+    s11 = (int32_t)((uint32_t)s11 + (uint32_t)(vb * pb));
+    w0++;
+    x0++;
+  }
+  a[0] = s00;
+  a[1] = s01;
+  a[2] = s10;
+  a[3] = s11;
+}
+
+DTMM_INLINE int32_t dtmm_wsum(const int8_t* w, int32_t n) {
+  uint32_t s = 0;
+  int32_t i;
+  for (i = 0; i < n; ++i) s += (uint32_t)(int32_t)w[i];
+  return (int32_t)s;
+}
+
+#else /* portable */
+
+DTMM_INLINE void dtmm_mac_p(const int8_t* w, const int8_t* x0, int32_t pitch, int32_t n,
+                            dtmm_acc* acc) {
+  const int8_t* x1 = x0 + pitch;
+  const int8_t* x2 = x1 + pitch;
+  const int8_t* x3 = x2 + pitch;
+  uint32_t s0 = (uint32_t)acc->a[0], s1 = (uint32_t)acc->a[1], s2 = (uint32_t)acc->a[2],
+           s3 = (uint32_t)acc->a[3];
+  int32_t i;
+  for (i = 0; i < n; ++i) {
+    const int32_t wi = w[i];
+    s0 += (uint32_t)(wi * x0[i]);
+    s1 += (uint32_t)(wi * x1[i]);
+    s2 += (uint32_t)(wi * x2[i]);
+    s3 += (uint32_t)(wi * x3[i]);
+  }
+  acc->a[0] = (int32_t)s0;
+  acc->a[1] = (int32_t)s1;
+  acc->a[2] = (int32_t)s2;
+  acc->a[3] = (int32_t)s3;
+}
+
+DTMM_INLINE int32_t dtmm_mac_1(const int8_t* w, const int8_t* x, int32_t n, int32_t s) {
+  uint32_t u = (uint32_t)s;
+  int32_t i;
+  for (i = 0; i < n; ++i) u += (uint32_t)(w[i] * x[i]);
+  return (int32_t)u;
+}
+
+DTMM_INLINE int32_t dtmm_wsum(const int8_t* w, int32_t n) {
+  uint32_t s = 0;
+  int32_t i;
+  for (i = 0; i < n; ++i) s += (uint32_t)(int32_t)w[i];
+  return (int32_t)s;
+}
+
+#endif
+
+/* Requantizes the DTMM_P sums of a group for one channel and stores the first np
+ * at out + oo[j] (MVE: the same offsets as a vector). */
+#if defined(DTMM_ARCH_MVE)
+DTMM_INLINE void dtmm_store_p(const dtmm_acc* acc, int32_t np, const dtmm_rq_x4* rq,
+                              int32_t out_off, int32x4_t lo, int32x4_t hi, int8_t* out,
+                              uint32x4_t offs) {
+  const int32x4_t v = dtmm_requant_x4(dtmm_vec4(acc->a[0], acc->a[1], acc->a[2], acc->a[3]),
+                                      rq->left, rq->mult, rq->neg, out_off, lo, hi);
+  vstrbq_scatter_offset_p_s32(out, offs, v, vctp32q((uint32_t)np));
+}
+#else
+DTMM_INLINE void dtmm_store_p(const dtmm_acc* acc, int32_t np, int32_t mult, int32_t shift,
+                              const dtmm_geom* g, int8_t* out, const int32_t* oo) {
+  int32_t j;
+  for (j = 0; j < np; ++j) out[oo[j]] = dtmm_requant_out(acc->a[j], mult, shift, g);
+}
+#endif
+
+/* --------------------------------------------------------- shared helpers */
+
+/* Small copies and fills inline: a kernel row of C_in 1 is a few bytes, where a
+ * library call costs more than the copy (word loops: gcc keeps them inline). */
+DTMM_INLINE void dtmm_copy(int8_t* dst, const int8_t* src, int32_t n) {
+#if defined(DTMM_ARCH_MVE)
+  if (n <= 0) return;
+  __asm volatile(
+      "dlstp.8 lr, %[n]\n"
+      "1:\n\t"
+      "vldrb.8 q0, [%[s]], #16\n\t"
+      "vstrb.8 q0, [%[d]], #16\n\t"
+      "letp lr, 1b\n"
+      : [s] "+r"(src), [d] "+r"(dst)
+      : [n] "r"(n)
+      : "q0", "lr", "memory");
+#else
+  if (n > 32) {
+    memcpy(dst, src, (size_t)n);
+    return;
+  }
+  for (; n >= 4; n -= 4, dst += 4, src += 4) memcpy(dst, src, 4);
+  if (n & 2) {
+    memcpy(dst, src, 2);
+    dst += 2;
+    src += 2;
+  }
+  if (n & 1) *dst = *src;
+#endif
+}
+
+DTMM_INLINE void dtmm_fill(int8_t* dst, int8_t v, int32_t n) {
+#if defined(DTMM_ARCH_MVE)
+  if (n <= 0) return;
+  __asm volatile(
+      "vdup.8 q0, %[v]\n\t"
+      "dlstp.8 lr, %[n]\n"
+      "1:\n\t"
+      "vstrb.8 q0, [%[d]], #16\n\t"
+      "letp lr, 1b\n"
+      : [d] "+r"(dst)
+      : [n] "r"(n), [v] "r"((int32_t)v)
+      : "q0", "lr", "memory");
+#else
+  const uint32_t pat = 0x01010101u * (uint8_t)v;
+  if (n > 32) {
+    memset(dst, v, (size_t)n);
+    return;
+  }
+  for (; n >= 4; n -= 4, dst += 4) memcpy(dst, &pat, 4);
+  if (n & 2) {
+    memcpy(dst, &pat, 2);
+    dst += 2;
+  }
+  if (n & 1) *dst = v;
+#endif
+}
+
+/* Byte offset of tap t for a pixel read in place (row pitch of the input). */
+DTMM_INLINE int32_t dtmm_tap_offset(const dtmm_geom* g, int32_t t) {
+  const int32_t kh = t / g->ker_w, kw = t - kh * g->ker_w;
+  return (kh * g->dh * g->in_w + kw * g->dw) * g->in_c;
+}
+
+/* Offsets of the taps of a kernel of up to DTMM_MAX_TAPS for a pixel read in place,
+ * and the mask of taps that continue the previous one in memory (the same kernel
+ * row with dilation 1, or the next row's first tap when the rows' windows touch:
+ * input width 1 or a kernel as wide as the input). Only used where every tap of a
+ * run is in bounds. Returns the continuation mask. */
+uint32_t dtmm_tap_table(const dtmm_geom* g, int32_t* off);
+
+/* Copies the window of output pixel (y, x) to dst as [taps][C_in], zp_in at padded
+ * taps. */
+void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x, int8_t* dst);
+
+/* Writes requantize(bias) to every pixel of each fully pruned channel. */
+void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
+                      int32_t pixels);
+
+/* True when output channel oc has no kept filterlet. */
+DTMM_INLINE int dtmm_channel_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                                    int32_t oc) {
+  int32_t pos = oc * g->taps, left = g->taps;
+  for (; left > 0; left -= 32, pos += 32)
+    if (dtmm_bits(f->bitmap, f->bitmap_bytes, pos, left < 32 ? left : 32)) return 0;
+  return 1;
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DTMM_OPS_DTMM_CONV_S8_SUPPORT_H_ */

@@ -1,0 +1,79 @@
+/* dtmm_conv_s8_validate: every field and the FWCS arrays (dtmm_conv_s8.h). After
+ * DTMM_OK no driver reads or writes out of bounds and no int32 arithmetic of the
+ * library overflows. */
+#include "dtmm_conv_s8_drivers.h"
+
+static int32_t dtmm_popcount8(uint32_t b) {
+  b = b - ((b >> 1) & 0x55u);
+  b = (b & 0x33u) + ((b >> 2) & 0x33u);
+  return (int32_t)((b + (b >> 4)) & 0x0Fu);
+}
+
+dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims, const dtmm_conv_params* params) {
+  const int64_t lim = INT32_MAX;
+  int64_t taps, bits, in_elems, out_elems, span_h, span_w, reach_h, reach_w;
+  if (!dims || !params) return DTMM_ERR_ARG;
+  if (dims->batches < 1 || dims->input_h < 1 || dims->input_w < 1 || dims->input_c < 1 ||
+      dims->output_h < 1 || dims->output_w < 1 || dims->output_c < 1 || dims->kernel_h < 1 ||
+      dims->kernel_w < 1)
+    return DTMM_ERR_ARG;
+  in_elems = (int64_t)dims->batches * dims->input_h * dims->input_w;
+  if (in_elems > lim || in_elems * dims->input_c > lim) return DTMM_ERR_ARG;
+  out_elems = (int64_t)dims->batches * dims->output_h * dims->output_w;
+  if (out_elems > lim || out_elems * dims->output_c > lim) return DTMM_ERR_ARG;
+  taps = (int64_t)dims->kernel_h * dims->kernel_w;
+  bits = taps * dims->output_c;
+  /* 4 im2col rows of taps*C_in bytes must be addressable (scratch size). */
+  if (bits + 7 > lim || taps * dims->input_c * 4 > lim) return DTMM_ERR_ARG;
+
+  if (params->version != DTMM_FORMAT_VERSION) return DTMM_ERR_VERSION;
+  if (params->stride_h < 1 || params->stride_w < 1 || params->dilation_h < 1 ||
+      params->dilation_w < 1 || params->pad_top < 0 || params->pad_left < 0)
+    return DTMM_ERR_PARAMS;
+  /* Every coordinate the kernel forms, y*s - pad + k*d for y < out (and the next
+   * block origin, out*s), must fit in int32: the stride counts even when the
+   * output has a single row or column. */
+  span_h = (int64_t)(dims->kernel_h - 1) * params->dilation_h;
+  span_w = (int64_t)(dims->kernel_w - 1) * params->dilation_w;
+  reach_h = (int64_t)dims->output_h * params->stride_h + span_h + params->pad_top + dims->input_h;
+  reach_w = (int64_t)dims->output_w * params->stride_w + span_w + params->pad_left + dims->input_w;
+  if (reach_h > lim || reach_w > lim) return DTMM_ERR_PARAMS;
+  if (params->pad_top > span_h || params->pad_left > span_w) return DTMM_ERR_PARAMS;
+  if (params->input_zero_point < -128 || params->input_zero_point > 127 ||
+      params->output_offset < -128 || params->output_offset > 127)
+    return DTMM_ERR_PARAMS;
+  if (params->activation_min < -128 || params->activation_max > 127 ||
+      params->activation_min > params->activation_max)
+    return DTMM_ERR_PARAMS;
+  return DTMM_OK;
+}
+
+dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims, const dtmm_conv_params* params,
+                                  const dtmm_fwcs_filter* filter) {
+  const int64_t lim = INT32_MAX;
+  int64_t bits;
+  int32_t i, oc, kept;
+  dtmm_status st;
+  if (!dims || !params || !filter) return DTMM_ERR_ARG;
+  st = dtmm_check_shape(dims, params);
+  if (st != DTMM_OK) return st;
+  bits = (int64_t)dims->kernel_h * dims->kernel_w * dims->output_c;
+
+  if (!filter->bias || !filter->multiplier || !filter->shift) return DTMM_ERR_ARG;
+  for (oc = 0; oc < dims->output_c; ++oc) {
+    if (filter->multiplier[oc] < 0 || filter->shift[oc] < -31 || filter->shift[oc] > 30)
+      return DTMM_ERR_PARAMS;
+  }
+
+  if (!filter->bitmap || filter->bitmap_bytes != (int32_t)((bits + 7) / 8)) return DTMM_ERR_BITMAP;
+  if (bits & 7) {
+    const uint32_t pad_mask = 0xFFu << (uint32_t)(bits & 7);
+    if (filter->bitmap[filter->bitmap_bytes - 1] & pad_mask) return DTMM_ERR_BITMAP;
+  }
+  kept = 0;
+  for (i = 0; i < filter->bitmap_bytes; ++i) kept += dtmm_popcount8(filter->bitmap[i]);
+  if (filter->num_filterlets != kept) return DTMM_ERR_VALUES;
+  if (kept > 0 && !filter->values) return DTMM_ERR_VALUES;
+  if ((int64_t)kept * dims->input_c > lim) return DTMM_ERR_VALUES;
+  return DTMM_OK;
+}
