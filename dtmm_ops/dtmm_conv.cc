@@ -9,6 +9,7 @@
 
 #include <limits>
 
+#include "dtmm_contract_table.h"
 #include "dtmm_conv_s8.h"
 #include "dtmm_ops.h"
 #include "flatbuffers/flexbuffers.h"
@@ -41,17 +42,21 @@ struct KeyInfo {
   const char* name;
   int64_t min, max;
 };
+// Names and ranges: the contract's option table (dtmm_contract_table.h, generated
+// from dtmm.core.contract, so Python and the device accept the same options).
 // Kernel/stride/dilation bounds keep (k - 1) * d + 1 far from int32 overflow
 // before TFLite's padding arithmetic runs; the version is range-checked in
 // Prepare so the message can name it.
-constexpr KeyInfo kKeys[kNumKeys] = {
-    {"version", std::numeric_limits<int32_t>::min(),
-     std::numeric_limits<int32_t>::max()},
-    {"kh", 1, 65535},      {"kw", 1, 65535},   {"sh", 1, 65535},
-    {"sw", 1, 65535},      {"dh", 1, 65535},   {"dw", 1, 65535},
-    {"padding", 0, 1},     {"in_zp", -128, 127},
-    {"act_min", -128, 127}, {"act_max", -128, 127},
-};
+#define DTMM_KEY_INFO(index, key, lo, hi) {key, lo, hi},
+constexpr KeyInfo kKeys[kNumKeys] = {DTMM_CONV_2D_V1_OPTIONS(DTMM_KEY_INFO)};
+#undef DTMM_KEY_INFO
+static_assert(kNumKeys == DTMM_CONV_2D_V1_NUM_OPTIONS, "option table size");
+static_assert(kVersion == DTMM_CONV_2D_V1_OPT_VERSION && kKh == DTMM_CONV_2D_V1_OPT_KH &&
+                  kSh == DTMM_CONV_2D_V1_OPT_SH && kDh == DTMM_CONV_2D_V1_OPT_DH &&
+                  kPadding == DTMM_CONV_2D_V1_OPT_PADDING &&
+                  kInZp == DTMM_CONV_2D_V1_OPT_IN_ZP &&
+                  kActMax == DTMM_CONV_2D_V1_OPT_ACT_MAX,
+              "OptionKey order is the contract table's");
 
 enum OptionsError : int16_t {
   kOptionsOk = 0,

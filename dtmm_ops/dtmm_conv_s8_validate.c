@@ -1,6 +1,7 @@
 /* dtmm_conv_s8_validate: every field and the FWCS arrays (dtmm_conv_s8.h). After
  * DTMM_OK no driver reads or writes out of bounds and no int32 arithmetic of the
  * library overflows. */
+#include "dtmm_contract_table.h"
 #include "dtmm_conv_s8_drivers.h"
 
 static int32_t dtmm_popcount8(uint32_t b) {
@@ -61,7 +62,10 @@ dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims, const dtmm_conv_pa
 
   if (!filter->bias || !filter->multiplier || !filter->shift) return DTMM_ERR_ARG;
   for (oc = 0; oc < dims->output_c; ++oc) {
-    if (filter->multiplier[oc] < 0 || filter->shift[oc] < -31 || filter->shift[oc] > 30)
+    /* Ranges from the contract's table (generated from dtmm.core.contract). */
+    if (filter->multiplier[oc] < DTMM_CONV_2D_V1_MULTIPLIER_MIN ||
+        filter->shift[oc] < DTMM_CONV_2D_V1_SHIFT_MIN ||
+        filter->shift[oc] > DTMM_CONV_2D_V1_SHIFT_MAX)
       return DTMM_ERR_PARAMS;
   }
 

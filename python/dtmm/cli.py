@@ -129,16 +129,18 @@ def _convert_args(p):
     import inspect
 
     from dtmm.convert import PREFER, convert_model
+    from dtmm.core import latency
     from dtmm.core.latency import conv_targets
 
     d = {k: v.default for k, v in inspect.signature(convert_model).parameters.items()}
     p.add_argument("--target", choices=conv_targets() + ["any"], default=d["target"],
-                   help="rewrite only where the modeled DTMM op is not slower than "
+                   help="rewrite only where the modeled DTMM op is faster than "
                         "dense CMSIS-NN on this target (any: on every target; "
                         f"default {d['target']})")
     p.add_argument("--prefer", choices=PREFER, default=d["prefer"],
-                   help="speed: rewrite where smaller and modeled not slower; size: "
-                        f"where smaller (default {d['prefer']})")
+                   help="speed: rewrite where smaller and modeled at least "
+                        f"{latency.margin_text()}% faster; size: where smaller "
+                        f"(default {d['prefer']})")
 
 
 def _convert_run(args) -> int:

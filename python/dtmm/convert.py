@@ -100,9 +100,11 @@ def _rewrite(model: Model, conv, form, options, opcode, names_used: set) -> None
                                                   [conv.output], options)
 
 
-def _slower_on(modeled: dict) -> list:
-    """Targets where the modeled DTMM op costs more than the dense CMSIS-NN conv."""
-    return [t for t, (dense, dtmm) in modeled.items() if dtmm > dense]
+def _not_faster_on(modeled: dict) -> list:
+    """Targets where the modeled DTMM op is not SPEED_MARGIN below the dense
+    CMSIS-NN conv."""
+    return [t for t, (dense, dtmm) in modeled.items()
+            if not latency.clearly_faster(dense, dtmm)]
 
 
 def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
@@ -111,7 +113,8 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
     """Convert a .tflite flatbuffer. Returns (output bytes, ConversionReport).
     `name` is how error messages call the model (the CLI passes the file name).
     `target`: cortex-m4, cortex-m55 or any (both); `prefer`: speed (rewrite only
-    where smaller and not slower on the target(s)) or size (where smaller)."""
+    where smaller and modeled faster by latency.SPEED_MARGIN on the target(s))
+    or size (where smaller)."""
     if not 0.0 <= float(min_sparsity) <= 1.0:
         raise ArgumentError(f"min_sparsity must be in [0, 1], got {min_sparsity}")
     if prefer not in PREFER:
@@ -139,7 +142,7 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
             rep.bytes_before, rep.bytes_after = _estimate(
                 conv, form, len(options), tensor_users, buffer_users)
             rep.modeled = modeled_instructions(conv_shape(conv, form.fwcs), targets)
-            slower = _slower_on(rep.modeled)
+            slower = _not_faster_on(rep.modeled)
             rejected = form.device_rejects()
             if rejected:
                 rep.reason = f"kept: the device would reject the DTMM form ({rejected})"
@@ -149,16 +152,18 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
             elif not always and rep.bytes_after >= rep.bytes_before:
                 rep.reason = "kept: DTMM form is not smaller"
             elif not always and prefer == "speed" and slower:
-                rep.reason = "kept: DTMM modeled slower on " + ", ".join(slower)
+                rep.reason = (f"kept: DTMM not modeled {latency.margin_text()} faster on "
+                              + ", ".join(slower))
             else:
                 rep.rewritten = True
                 if always:
                     rep.reason = "rewritten (--always)"
                 elif prefer == "size":
                     rep.reason = "rewritten: smaller" + (
-                        f" (modeled slower on {', '.join(slower)})" if slower else "")
+                        f" (not modeled {latency.margin_text()} faster on "
+                        f"{', '.join(slower)})" if slower else "")
                 else:
-                    rep.reason = "rewritten: smaller, modeled not slower"
+                    rep.reason = f"rewritten: smaller, modeled {latency.margin_text()}+ faster"
                 plans.append((conv, form, options))
     if not plans:
         report.file_bytes_after = len(buf)

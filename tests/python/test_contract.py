@@ -2,7 +2,6 @@
 header is up to date, and decode rejects every out-of-range value with one error."""
 
 import pathlib
-import re
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from dtmm.core import contract
-from dtmm.core.contract import CONV_2D, INT32_MAX, INT32_MIN, decode_options, encode_map
+from dtmm.core.contract import CONV_2D, INT32_MAX, decode_options, encode_map
 from dtmm.core.errors import FormatError
 
 ROOT = next(p for p in pathlib.Path(__file__).resolve().parents if (p / "WORKSPACE").is_file())
@@ -62,29 +61,20 @@ def test_header_compiles_and_expands(tmp_path):
     assert lines[len(CONV_2D.options)] == "-31 30 DTMM_CONV_2D"
 
 
-def _c_key_table():
-    """The TFLM op's option table, read from dtmm_ops/dtmm_conv.cc while it has its
-    own (the C side moves to the generated header; then the header test covers it)."""
-    text = (ROOT / "dtmm_ops" / "dtmm_conv.cc").read_text()
-    if "dtmm_contract_table.h" in text:
-        return None
-    body = text[text.index("kKeys[kNumKeys] = {"):]
-    body = body[:body.index("};")]
-    limits = {"std::numeric_limits<int32_t>::min()": INT32_MIN,
-              "std::numeric_limits<int32_t>::max()": INT32_MAX}
-    return [(k, limits.get(lo.strip(), None) if lo.strip() in limits else int(lo),
-             limits.get(hi.strip(), None) if hi.strip() in limits else int(hi))
-            for k, lo, hi in re.findall(r'\{"(\w+)",\s*([^,]+?),\s*([^}]+?)\}', body, re.S)]
-
-
-def test_ranges_equal_the_device_rules():
-    table = _c_key_table()
-    if table is not None:
-        assert table == [(o.key, o.minimum, o.maximum) for o in CONV_2D.options]
-    kernel = (ROOT / "dtmm_ops" / "dtmm_conv_s8.c").read_text()
-    if "dtmm_contract_table.h" not in kernel:
-        assert "filter->shift[oc] < -31 || filter->shift[oc] > 30" in kernel
-        assert "filter->multiplier[oc] < 0" in kernel
+def test_the_device_reads_the_generated_table():
+    """The TFLM op's option keys and ranges and the C validator's per-channel ranges
+    come from dtmm_contract_table.h (test_header_compiles_and_expands checks that it
+    expands to CONV_2D's table); no literal copy of a range is left in C."""
+    op = (ROOT / "dtmm_ops" / "dtmm_conv.cc").read_text()
+    validator = (ROOT / "dtmm_ops" / "dtmm_conv_s8_validate.c").read_text()
+    for text in (op, validator):
+        assert '#include "dtmm_contract_table.h"' in text
+    assert "kKeys[kNumKeys] = {DTMM_CONV_2D_V1_OPTIONS(" in op
+    assert "65535" not in op
+    for macro in ("DTMM_CONV_2D_V1_MULTIPLIER_MIN", "DTMM_CONV_2D_V1_SHIFT_MIN",
+                  "DTMM_CONV_2D_V1_SHIFT_MAX"):
+        assert macro in validator
+    assert "> 30" not in validator and "< -31" not in validator
     assert dict((n, (lo, hi)) for n, lo, hi in CONV_2D.channel_ranges) == \
         {"multiplier": (0, INT32_MAX), "shift": (-31, 30)}
 

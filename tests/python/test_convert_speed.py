@@ -84,15 +84,15 @@ def test_slower_conv_stays_dense_unless_prefer_size(tiny_model, m55_slow):
     (row,) = report.layers
     assert out == tiny_model and not row.rewritten
     assert row.bytes_after < row.bytes_before  # smaller: only the speed rule keeps it
-    assert row.reason == "kept: DTMM modeled slower on cortex-m55"
+    assert row.reason == "kept: DTMM not modeled 10% faster on cortex-m55"
     dense, dtmm = row.modeled["cortex-m55"]
     assert dtmm > dense
-    assert "m55 " in report.table() and "kept: DTMM modeled slower on cortex-m55" \
+    assert "m55 " in report.table() and "kept: DTMM not modeled 10% faster on cortex-m55" \
         in report.table()
 
     out, report = convert_model(tiny_model, prefer="size")
     assert report.num_rewritten == 1 and out != tiny_model
-    assert report.layers[0].reason == "rewritten: smaller (modeled slower on cortex-m55)"
+    assert report.layers[0].reason == "rewritten: smaller (not modeled 10% faster on cortex-m55)"
     out, report = convert_model(tiny_model, always=True)
     assert report.layers[0].reason == "rewritten (--always)"
 
@@ -100,7 +100,7 @@ def test_slower_conv_stays_dense_unless_prefer_size(tiny_model, m55_slow):
 def test_target_choice(tiny_model, m55_slow):
     _, report = convert_model(tiny_model, target="cortex-m4")
     assert report.num_rewritten == 1 and set(report.layers[0].modeled) == {"cortex-m4"}
-    assert report.layers[0].reason == "rewritten: smaller, modeled not slower"
+    assert report.layers[0].reason == "rewritten: smaller, modeled 10%+ faster"
     _, report = convert_model(tiny_model, target="cortex-m55")
     assert report.num_rewritten == 0 and set(report.layers[0].modeled) == {"cortex-m55"}
     _, report = convert_model(tiny_model, target="any")
@@ -117,8 +117,8 @@ def test_profitable_sparse_convs_are_rewritten_with_the_real_models():
     _, report = convert_model(tm.cnn_model())
     assert report.num_rewritten == 5, report.table()
     for r in report.layers:
-        assert r.reason == "rewritten: smaller, modeled not slower"
-        assert all(dtmm <= dense for dense, dtmm in r.modeled.values())
+        assert r.reason == "rewritten: smaller, modeled 10%+ faster"
+        assert all(latency.clearly_faster(dense, dtmm) for dense, dtmm in r.modeled.values())
 
 
 def test_decisions_follow_the_real_models_on_wakeword_models():
@@ -132,10 +132,10 @@ def test_decisions_follow_the_real_models_on_wakeword_models():
             if not b.rewritten:
                 assert not a.rewritten, name
                 continue
-            slower = [t for t, (d, m) in a.modeled.items() if m > d]
+            slower = [t for t, (d, m) in a.modeled.items() if not latency.clearly_faster(d, m)]
             assert a.rewritten == (not slower), (name, a.reason)
             if slower:
-                assert a.reason == "kept: DTMM modeled slower on " + ", ".join(slower)
+                assert a.reason == "kept: DTMM not modeled 10% faster on " + ", ".join(slower)
 
 
 def test_inspect_shows_modeled_instructions(tiny_model):
@@ -154,12 +154,12 @@ def test_cli_target_and_prefer(tiny_model, tmp_path, capsys, m55_slow):
     src.write_bytes(tiny_model)
     assert cli.main(["convert", str(src), "-o", str(dst)]) == 0
     out = capsys.readouterr().out
-    assert "instr dense/dtmm" in out and "kept: DTMM modeled slower on cortex-m55" in out
+    assert "instr dense/dtmm" in out and "kept: DTMM not modeled 10% faster on cortex-m55" in out
     assert dst.read_bytes() == tiny_model
     assert cli.main(["convert", str(src), "-o", str(dst), "--target", "cortex-m4"]) == 0
     assert "rewrote 1 of 1" in capsys.readouterr().out
     assert cli.main(["convert", str(src), "-o", str(dst), "--prefer", "size"]) == 0
-    assert "rewritten: smaller (modeled slower on cortex-m55)" in capsys.readouterr().out
+    assert "rewritten: smaller (not modeled 10% faster on cortex-m55)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         cli.main(["convert", str(src), "-o", str(dst), "--target", "cortex-m7"])
     assert e.value.code == 2 and "invalid choice: 'cortex-m7'" in capsys.readouterr().err
@@ -215,6 +215,8 @@ def test_fit_latency_runs_and_recovers_a_synthetic_model(tmp_path):
     for t in data["conv_models"]:
         for kernel, classes in data["conv_models"][t].items():
             for cls, m in classes.items():
+                if m["fit"]["rows"] == 0:  # a class without rows gets the kernel-wide fit
+                    continue
                 assert m["fit"]["median_abs_err"] < 0.02, (t, kernel, cls, m)
 
 

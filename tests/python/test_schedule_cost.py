@@ -152,10 +152,10 @@ def test_latency_fit_recovers_coefficients(tmp_path):
         cost.fit_latency_csv(str(path), "m55")
 
 
-def test_bench_layers_are_package_data_and_match_the_harness():
+def test_bench_layers_are_package_data_and_match_the_bench_suite():
     # the scheduler reads the layer shapes from dtmm.core's package data (an
-    # installed wheel has no bench/harness.c); they must be the harness' k_layers
-    import re
+    # installed wheel has no bench/); they must be the suite's classic L1-L6
+    import importlib.util
 
     from dtmm.core import latency
 
@@ -164,14 +164,21 @@ def test_bench_layers_are_package_data_and_match_the_harness():
     assert layers["L1"] == (32, 32, 32, 9)
     root = next(p for p in __import__("pathlib").Path(__file__).resolve().parents
                 if (p / "WORKSPACE").is_file())
-    text = (root / "bench" / "harness.c").read_text()
-    rows = re.findall(r'\{"(L\d)",\s*' + r",\s*".join([r"(\d+)"] * 9) + r"\}", text)
-    assert len(rows) == len(layers) == 6
-    for name, *vals in rows:
-        h, w, c_in, c_out, kh, kw, sh, sw, same = map(int, vals)
+    spec = importlib.util.spec_from_file_location("kernel_layers",
+                                                  root / "bench" / "kernel_layers.py")
+    suite = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = suite  # dataclasses look their module up
+    spec.loader.exec_module(suite)
+    classic = {x.name: x for x in suite.CLASSIC}
+    assert sorted(classic) == sorted(layers) == [f"L{i}" for i in range(1, 7)]
+    for name, x in classic.items():
         L = latency._data()["bench_layers"][name]
         assert (L["in_h"], L["in_w"], L["c_in"], L["c_out"], L["kh"], L["kw"], L["sh"],
-                L["sw"], L["same"]) == (h, w, c_in, c_out, kh, kw, sh, sw, bool(same)), name
+                L["sw"]) == (x.h, x.w, x.c_in, x.c_out, x.kh, x.kw, x.sh, x.sw), name
+        if x.kh * x.kw > 1:  # a 1x1 filter pads nothing either way
+            assert L["same"] == (x.padding == "SAME"), name
+        oh, ow = x.out_hw()
+        assert layers[name] == (x.c_out, oh, ow, x.kh * x.kw), name
 
 
 def test_latency_coefficients_per_target():

@@ -74,11 +74,17 @@ def bench_layers() -> dict:
 # relative error; the converter and `dtmm inspect` read them.
 
 KERNELS = ("cmsis_nn", "dtmm")
-# The converter's policy: rewrite where smaller and (speed) modeled not slower on
+# The converter's policy: rewrite where smaller and (speed) modeled faster, by
+# SPEED_MARGIN, on
 # every target of DEFAULT_TARGET; the scheduler's flash model follows the same rule.
 PREFER = ("speed", "size")
 DEFAULT_TARGET = "any"
 DEFAULT_PREFER = "speed"
+# The speed rule rewrites a conv only where its modeled DTMM time is at least this
+# share below the modeled dense time: the models' median error against TFLM per-conv
+# counts is 3-6 % with tails above 20 % (docs/converter.md), and a conv modeled about
+# even gains nothing but may make the model slower.
+SPEED_MARGIN = 0.10
 CONV_TARGETS = ("cortex-m4", "cortex-m55")
 # Features each kernel's model may use: names explain the work they count.
 FEATURES = {
@@ -97,7 +103,8 @@ FEATURES = {
 # this many input channels the per-tap work outweighs the MACs (small-C_in class).
 TINY_PLANE_PIXELS = 4
 SMALL_C_IN = 8
-PATH_CLASSES = {"cmsis_nn": ("1x1", "general"), "dtmm": ("tiny", "small_cin", "window")}
+PATH_CLASSES = {"cmsis_nn": ("1x1_fast", "1x1", "general"),
+                "dtmm": ("tiny", "small_cin", "pointwise", "window")}
 
 
 @dataclass(frozen=True)
@@ -138,13 +145,19 @@ def class_masks(kernel: str, s: ConvShape) -> dict:
     s.c_in is an array, as in the scheduler's batches)."""
     if kernel == "cmsis_nn":
         # arm_convolve_wrapper_s8 sends 1x1 undilated filters to its 1x1 kernels.
+        # Stride 1 with C_in a multiple of 4 takes arm_convolve_1x1_s8_fast; other
+        # 1x1 filters arm_convolve_1x1_s8.
         one = s.taps == 1 and tuple(s.dilation) == (1, 1)
-        return {"1x1": one, "general": not one}
+        fast = one & (tuple(s.stride) == (1, 1)) & (np.asarray(s.c_in) % 4 == 0)
+        return {"1x1_fast": fast, "1x1": one & ~fast, "general": not one}
     if kernel == "dtmm":
+        # The dispatcher's drivers: tiny output planes, small C_in (expanded), 1x1
+        # filters (pointwise, per-pixel work only), and the window drivers.
         tiny = s.out_h * s.out_w <= TINY_PLANE_PIXELS
-        small = np.asarray(s.c_in) < SMALL_C_IN
-        return {"tiny": tiny, "small_cin": (not tiny) & small,
-                "window": (not tiny) & ~small}
+        small = (not tiny) & (np.asarray(s.c_in) < SMALL_C_IN)
+        pointwise = (not tiny) & ~small & (s.taps == 1)
+        return {"tiny": tiny, "small_cin": small, "pointwise": pointwise,
+                "window": (not tiny) & ~small & ~pointwise}
     raise ArgumentError(f"unknown kernel {kernel!r} (known: {', '.join(KERNELS)})")
 
 
@@ -200,3 +213,12 @@ def conv_instructions(target: str, kernel: str, s: ConvShape):
                                 f"{target}") from None
         total = total + np.where(mask, sum(c * f[name] for name, c in coeffs.items()), 0.0)
     return float(total) if np.ndim(total) == 0 else total
+
+
+def clearly_faster(dense: float, dtmm: float) -> bool:
+    """Whether a modeled DTMM time beats the dense one by SPEED_MARGIN."""
+    return dtmm <= dense * (1.0 - SPEED_MARGIN)
+
+
+def margin_text() -> str:
+    return f"{round(100 * SPEED_MARGIN)}%"
