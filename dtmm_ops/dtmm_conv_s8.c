@@ -26,14 +26,15 @@ static int dtmm_is_expanded_better(const dtmm_geom* g) {
  * else one kernel row (dilation 1) or one tap. */
 static int32_t dtmm_inplace_run_bytes(const dtmm_geom* g) {
   if (g->dw > 1 && g->ker_w > 1) return g->in_c;
-  if (g->ker_w == g->dh * g->in_w) return g->taps * g->in_c;
+  if ((int64_t)g->dh * g->in_w == g->ker_w) return g->taps * g->in_c;
   return g->ker_w * g->in_c;
 }
 
 /* The most runs a channel can have read in place (every other tap kept): they
  * must fit the window drivers' run tables. */
 static int32_t dtmm_inplace_max_runs(const dtmm_geom* g) {
-  const int rows_touch = g->ker_w == g->dh * g->in_w; /* last tap of a row, next row's first */
+  /* last tap of a row, next row's first (int64: a dilation may be huge) */
+  const int rows_touch = (int64_t)g->dh * g->in_w == g->ker_w;
   if (g->dw > 1 && g->ker_w > 1) return g->taps;     /* no two taps of a row touch */
   if (rows_touch) return (g->taps + 1) / 2;
   return g->ker_w == 1 ? g->taps : g->ker_h * ((g->ker_w + 1) / 2);

@@ -71,7 +71,8 @@ typedef struct {
  *
  * Rejects: null pointers, non-positive sizes, sizes whose products overflow int32
  * (DTMM_ERR_ARG); version != DTMM_FORMAT_VERSION (DTMM_ERR_VERSION); stride or
- * dilation < 1, negative padding or padding beyond the dilated kernel, coordinates
+ * dilation < 1, negative padding or padding beyond the dilated kernel (top/left, and
+ * the bottom/right the output size implies), coordinates
  * that overflow int32, zero points or activation bounds outside int8, act_min >
  * act_max, multiplier < 0, shift outside [-31, 30] (DTMM_ERR_PARAMS); bitmap
  * length != ceil(C_out * K_h * K_w / 8) or padding bits set (DTMM_ERR_BITMAP);

@@ -1,5 +1,7 @@
 /* Helpers shared by the DTMM drivers: geometry, tap tables, im2col, the constant
  * output of fully pruned channels. */
+#include <stddef.h>
+
 #include "dtmm_conv_s8_support.h"
 
 /* First and one-past-last output index whose taps lie inside [0, in). Written so
@@ -80,7 +82,9 @@ void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x, int
     if (g->dw == 1) {
       dtmm_copy(dst + k0 * c, src, (k1 - k0) * c);
     } else {
-      for (kw = k0; kw < k1; ++kw, src += g->dw * c) dtmm_copy(dst + kw * c, src, c);
+      /* No pointer step past the last in-bounds tap: dw * C_in may exceed int32. */
+      for (kw = k0; kw < k1; ++kw)
+        dtmm_copy(dst + kw * c, src + (ptrdiff_t)((int64_t)(kw - k0) * g->dw * c), c);
     }
     dtmm_fill(dst + k1 * c, zp, (g->ker_w - k1) * c);
   }

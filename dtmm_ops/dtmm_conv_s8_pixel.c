@@ -13,7 +13,7 @@
  * tap t at t * C_in from the first. */
 static int dtmm_window_contiguous(const dtmm_geom* g) {
   return !dtmm_has_border(g) && (g->ker_w == 1 || g->dw == 1) &&
-         (g->ker_h == 1 || g->dh * g->in_w == g->ker_w);
+         (g->ker_h == 1 || (int64_t)g->dh * g->in_w == g->ker_w);
 }
 
 int32_t dtmm_pixel_s8_get_buffer_size(const dtmm_geom* g) {

@@ -66,7 +66,7 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
   const int8_t* w = f->values;
   int32_t base = -32;
   uint32_t m = 0;
-  const int flat = g->sh == 1 && g->sw == 1;
+  const int flat = g->sh == 1 && g->sw == 1 && g->out_w == g->in_w;
   L.lines = flat ? 1 : g->out_h;
   L.len = flat ? g->out_h * g->out_w : g->out_w;
   L.pitch = (int32_t)((uint32_t)g->sw * (uint32_t)c); /* used if in bounds */

@@ -759,12 +759,6 @@ DTMM_INLINE void dtmm_fill(int8_t* dst, int8_t v, int32_t n) {
 #endif
 }
 
-/* Byte offset of tap t for a pixel read in place (row pitch of the input). */
-DTMM_INLINE int32_t dtmm_tap_offset(const dtmm_geom* g, int32_t t) {
-  const int32_t kh = t / g->ker_w, kw = t - kh * g->ker_w;
-  return (kh * g->dh * g->in_w + kw * g->dw) * g->in_c;
-}
-
 /* Offsets of the taps of a kernel of up to DTMM_MAX_TAPS for a pixel read in place,
  * and the mask of taps that continue the previous one in memory (the same kernel
  * row with dilation 1, or the next row's first tap when the rows' windows touch:

@@ -10,22 +10,34 @@ static int32_t dtmm_popcount8(uint32_t b) {
   return (int32_t)((b + (b >> 4)) & 0x0Fu);
 }
 
+/* Whether a * b * c * d (all >= 1) stays <= INT32_MAX. Each partial product is
+ * checked before the next multiply, so no int64 product can overflow either. */
+static int dtmm_product_fits(int32_t a, int32_t b, int32_t c, int32_t d) {
+  const int64_t lim = INT32_MAX;
+  int64_t p = (int64_t)a * b;
+  if (p > lim) return 0;
+  p *= c;
+  if (p > lim) return 0;
+  return p * d <= lim;
+}
+
 dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims, const dtmm_conv_params* params) {
   const int64_t lim = INT32_MAX;
-  int64_t taps, bits, in_elems, out_elems, span_h, span_w, reach_h, reach_w;
+  int64_t span_h, span_w, reach_h, reach_w;
   if (!dims || !params) return DTMM_ERR_ARG;
   if (dims->batches < 1 || dims->input_h < 1 || dims->input_w < 1 || dims->input_c < 1 ||
       dims->output_h < 1 || dims->output_w < 1 || dims->output_c < 1 || dims->kernel_h < 1 ||
       dims->kernel_w < 1)
     return DTMM_ERR_ARG;
-  in_elems = (int64_t)dims->batches * dims->input_h * dims->input_w;
-  if (in_elems > lim || in_elems * dims->input_c > lim) return DTMM_ERR_ARG;
-  out_elems = (int64_t)dims->batches * dims->output_h * dims->output_w;
-  if (out_elems > lim || out_elems * dims->output_c > lim) return DTMM_ERR_ARG;
-  taps = (int64_t)dims->kernel_h * dims->kernel_w;
-  bits = taps * dims->output_c;
-  /* 4 im2col rows of taps*C_in bytes must be addressable (scratch size). */
-  if (bits + 7 > lim || taps * dims->input_c * 4 > lim) return DTMM_ERR_ARG;
+  if (!dtmm_product_fits(dims->batches, dims->input_h, dims->input_w, dims->input_c) ||
+      !dtmm_product_fits(dims->batches, dims->output_h, dims->output_w, dims->output_c))
+    return DTMM_ERR_ARG;
+  /* The bitmap's bits (+ 7 for the byte count) and 4 im2col rows of taps*C_in bytes
+   * (the scratch size) must be addressable. */
+  if (!dtmm_product_fits(dims->kernel_h, dims->kernel_w, dims->output_c, 1) ||
+      (int64_t)dims->kernel_h * dims->kernel_w * dims->output_c + 7 > lim ||
+      !dtmm_product_fits(dims->kernel_h, dims->kernel_w, dims->input_c, 4))
+    return DTMM_ERR_ARG;
 
   if (params->version != DTMM_FORMAT_VERSION) return DTMM_ERR_VERSION;
   if (params->stride_h < 1 || params->stride_w < 1 || params->dilation_h < 1 ||
@@ -40,6 +52,14 @@ dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims, const dtmm_conv_params*
   reach_w = (int64_t)dims->output_w * params->stride_w + span_w + params->pad_left + dims->input_w;
   if (reach_h > lim || reach_w > lim) return DTMM_ERR_PARAMS;
   if (params->pad_top > span_h || params->pad_left > span_w) return DTMM_ERR_PARAMS;
+  /* The bottom/right padding the output size implies may not exceed the dilated
+   * kernel either (TFLite never pads more): a 1x1 filter then reads no padding, as
+   * the pointwise drivers assume. */
+  if ((int64_t)(dims->output_h - 1) * params->stride_h + span_h + 1 - dims->input_h -
+              params->pad_top > span_h ||
+      (int64_t)(dims->output_w - 1) * params->stride_w + span_w + 1 - dims->input_w -
+              params->pad_left > span_w)
+    return DTMM_ERR_PARAMS;
   if (params->input_zero_point < -128 || params->input_zero_point > 127 ||
       params->output_offset < -128 || params->output_offset > 127)
     return DTMM_ERR_PARAMS;

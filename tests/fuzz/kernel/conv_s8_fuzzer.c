@@ -181,6 +181,16 @@ static int contract_rejects(const layer* L, int popcount, int need_bytes_ok) {
   if (p->pad_top > ((int64_t)d->kernel_h - 1) * p->dilation_h ||
       p->pad_left > ((int64_t)d->kernel_w - 1) * p->dilation_w)
     return 1;
+  /* bottom/right padding implied by the output size: not beyond the dilated kernel */
+  {
+    const int64_t span_h = ((int64_t)d->kernel_h - 1) * p->dilation_h;
+    const int64_t span_w = ((int64_t)d->kernel_w - 1) * p->dilation_w;
+    if (((int64_t)d->output_h - 1) * p->stride_h + span_h + 1 - d->input_h - p->pad_top >
+            span_h ||
+        ((int64_t)d->output_w - 1) * p->stride_w + span_w + 1 - d->input_w - p->pad_left >
+            span_w)
+      return 1;
+  }
   if (p->input_zero_point < -128 || p->input_zero_point > 127 || p->output_offset < -128 ||
       p->output_offset > 127 || p->activation_min < -128 || p->activation_max > 127 ||
       p->activation_min > p->activation_max)

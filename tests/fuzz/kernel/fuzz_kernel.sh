@@ -15,13 +15,13 @@
 #                                          in DIR/artifacts, one minimized reproducer
 #                                          per signature in DIR/findings, the table in
 #                                          DIR/summary.md
-# Options: --variants a,b (default: default,norect,nomerge), --workdir DIR (build and
+# Options: --variants a,b (default: default), --workdir DIR (build and
 # corpus; default $TEST_TMPDIR or a temp dir), --parallel (--long: one process per
 # variant at once, each for the whole budget).
 #
-# Variants: default = what x86 and the Cortex-M portable build compile (rectangle
-# driver); norect = -DDTMM_NO_RECT (the strided driver the DSP path uses);
-# nomerge = -DDTMM_ROW_MERGE=0 (the MVE path's run merging).
+# Variants: default = what x86 and the Cortex-M portable build compile. The kernel
+# library has no other build switch (the dispatcher picks every driver by shape at
+# run time); a new switch gets its variant here.
 #
 # Without clang and its libFuzzer/sanitizer runtimes the script prints SKIPPED and
 # exits 0 (scripts/setup installs clang and libclang-rt-dev).
@@ -33,7 +33,7 @@ ops=$root/dtmm_ops
 
 budget=60
 mode=fuzz
-variants=default,norect,nomerge
+variants=default
 workdir=""
 out=""
 replay=()
@@ -83,8 +83,6 @@ flags=(-g -O2 -std=c99 -fsanitize=fuzzer,address,undefined "$recover"
 variant_flags() {
   case "$1" in
     default) ;;
-    norect) echo -DDTMM_NO_RECT ;;
-    nomerge) echo -DDTMM_ROW_MERGE=0 ;;
     *) echo "fuzz_kernel.sh: unknown variant $1" >&2; return 1 ;;
   esac
 }
