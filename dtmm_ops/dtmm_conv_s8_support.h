@@ -784,6 +784,7 @@ void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out
 DTMM_INLINE int dtmm_channel_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                                     int32_t oc) {
   int32_t pos = oc * g->taps, left = g->taps;
+  if (left <= 25) return !dtmm_bits(f->bitmap, f->bitmap_bytes, pos, left);
   for (; left > 0; left -= 32, pos += 32)
     if (dtmm_bits(f->bitmap, f->bitmap_bytes, pos, left < 32 ? left : 32)) return 0;
   return 1;
