@@ -48,7 +48,7 @@
 #ifndef DTMM_MIN_ROW_BYTES
 #define DTMM_MIN_ROW_BYTES 8
 #endif
-/* Output planes of at most this many pixels go through im2col rows: the window
+/* 2-D output planes of at most this many pixels go through im2col rows: the window
  * drivers' per-channel run tables are not amortized over so few groups. */
 #ifndef DTMM_WINDOW_MIN_PIXELS
 #if defined(DTMM_ARCH_MVE)
