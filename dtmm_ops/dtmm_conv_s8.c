@@ -40,6 +40,13 @@ static int32_t dtmm_inplace_max_runs(const dtmm_geom* g) {
   return g->ker_w == 1 ? g->taps : g->ker_h * ((g->ker_w + 1) / 2);
 }
 
+/* A small 2-D output plane: the window drivers' per-rectangle (per-channel) run
+ * tables would serve one or two groups each. Lines (N x 1, 1 x N) are one
+ * rectangle with several groups and stay in place. */
+static int dtmm_is_small_plane(const dtmm_geom* g) {
+  return g->out_h > 1 && g->out_w > 1 && g->out_h * g->out_w <= DTMM_WINDOW_MIN_PIXELS;
+}
+
 /* im2col rows make every stretch of consecutive kept taps one run, across kernel
  * rows and dilation gaps; that pays where in-place runs are short, and is needed
  * where the tap masks do not fit a word. */
@@ -47,7 +54,7 @@ static int dtmm_is_im2col_better(const dtmm_geom* g) {
   return g->taps > DTMM_MAX_TAPS || dtmm_inplace_max_runs(g) > DTMM_MAX_RUNS ||
          dtmm_inplace_run_bytes(g) < DTMM_MIN_ROW_BYTES ||
          (dtmm_is_dilated(g) && g->in_c < DTMM_DILATED_MIN_CIN_IN_PLACE) ||
-         g->out_h * g->out_w <= DTMM_WINDOW_MIN_PIXELS;
+         dtmm_is_small_plane(g);
 }
 
 dtmm_driver dtmm_conv_s8_choose(const dtmm_geom* g) {

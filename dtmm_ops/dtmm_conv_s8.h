@@ -2,18 +2,12 @@
  *
  * Framework-free: no heap, no globals, no TFLM headers, C99 (also compiles as C++).
  * One compute function with a validator and a scratch-size companion, in the
- * CMSIS-NN style. The implementation is chosen at compile time; all paths produce
- * identical bytes (tested against dtmm.reference and a TFLite-semantics C conv):
- *   - Helium/MVE (__ARM_FEATURE_MVE & 1, Cortex-M55/M85): output split into
- *     rectangles whose pixels share their in-bounds taps, 4-pixel blocks read in
- *     place (padded taps add zp_in * sum(w)), tail-predicated VMLADAVA loop,
- *     vector requantization;
- *   - Arm DSP extension (__ARM_FEATURE_DSP, Cortex-M4/M7/M33): 3 pixels per group,
- *     SXTB16 + SMLAD (weights widened once per 4 bytes for the 3 pixels);
- *   - portable C (anything else, or -DDTMM_FORCE_PORTABLE): 4 pixels per group.
- * Performance model (docs/kernels.md): work scales with the kept filterlets, plus
- * a per-output requantization and, for leftover pixels whose window touches the
- * padding, an int8 im2col copy; fully pruned filters cost one store per output.
+ * CMSIS-NN style: dtmm_conv_s8 picks a driver for the layer's shape through named
+ * shape predicates (dtmm_conv_s8.c; one file per driver, dtmm_conv_s8_*.c), and
+ * the architecture is chosen at compile time in dtmm_conv_s8_support.h (Helium /
+ * MVE, Arm DSP, portable C; -DDTMM_FORCE_PORTABLE forces the last). All paths
+ * produce identical bytes (tested against dtmm.reference and a TFLite-semantics C
+ * conv). Drivers and measurements: docs/kernels.md.
  */
 #ifndef DTMM_OPS_DTMM_CONV_S8_H_
 #define DTMM_OPS_DTMM_CONV_S8_H_
@@ -72,8 +66,10 @@ typedef struct {
  * Rejects: null pointers, non-positive sizes, sizes whose products overflow int32
  * (DTMM_ERR_ARG); version != DTMM_FORMAT_VERSION (DTMM_ERR_VERSION); stride or
  * dilation < 1, negative padding or padding beyond the dilated kernel (top/left, and
- * the bottom/right the output size implies), coordinates
- * that overflow int32, zero points or activation bounds outside int8, act_min >
+ * the bottom/right the output size implies), coordinates that overflow int32
+ * (output_h * stride_h + (kernel_h - 1) * dilation_h + pad_top + input_h must fit,
+ * and the same along w: the stride counts even for a single output row), zero
+ * points or activation bounds outside int8, act_min >
  * act_max, multiplier < 0, shift outside [-31, 30] (DTMM_ERR_PARAMS); bitmap
  * length != ceil(C_out * K_h * K_w / 8) or padding bits set (DTMM_ERR_BITMAP);
  * num_filterlets != popcount(bitmap), or values NULL with rows kept
@@ -92,11 +88,15 @@ dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims,
 /**
  * @brief Bytes of caller-provided scratch dtmm_conv_s8 needs (compiled path).
  *
- * 0 when no output pixel's window reaches into the padding (VALID, 1x1, ...): then
- * scratch may be NULL. Otherwise P * kernel_h * kernel_w * input_c rounded up to
- * 4 (P = 4 MVE/portable, 3 DSP): one int8 im2col row per pixel of a group. That is
- * never more than CMSIS-NN's arm_convolve_s8_get_buffer_size for the same layer
- * (4 * K * C_in DSP, 4 * roundup16(K * C_in) MVE). Depends only on dims/params.
+ * Depends only on dims/params; 0 for arguments dtmm_conv_s8_validate rejects.
+ * 0 for 1x1 kernels and for layers whose windows are all read in place (then
+ * scratch may be NULL); otherwise up to P * K * C_in (K = kernel_h * kernel_w,
+ * P = 4 MVE/portable, 3 DSP: one int8 im2col row per pixel of a group), rounded up
+ * to 4: never more than CMSIS-NN's arm_convolve_s8_get_buffer_size for the same
+ * layer (4 * K * C_in DSP, 4 * roundup16(K * C_in) MVE) - except for the layers
+ * the expanded driver takes (C_in <= 3 with >= 16 taps, C_in == 1, dilated with
+ * C_in <= 8), which need their dense filter and a channel list on top:
+ * C_out * (K * C_in + 4) bytes (DS-CNN's 10x4 first conv: 2,816).
  */
 int32_t dtmm_conv_s8_get_buffer_size(const dtmm_conv_dims* dims,
                                      const dtmm_conv_params* params);
@@ -114,11 +114,9 @@ int32_t dtmm_conv_s8_get_buffer_size(const dtmm_conv_dims* dims,
  * @return DTMM_OK
  *
  * Accumulation wraps in int32 like TFLite; requantization is TFLite's
- * MultiplyByQuantizedMultiplier (double rounding). Stack (gcc 12 -O2): about
- * 824 bytes on M4, 1,320 on M55 (tap tables, a decoded run list of up to 25 taps,
- * and on MVE the per-rectangle run table).
- * Kernels of up to 25 taps (5x5) take the fast path; larger ones are correct but
- * decode the bitmap once per pixel group and channel.
+ * MultiplyByQuantizedMultiplier (double rounding); the output offset is added in
+ * int32 wrapping like TFLite's, then clamped. Worst-case stack and code size per
+ * target: docs/kernels.md (bench/kernel_size.py).
  */
 dtmm_status dtmm_conv_s8(const dtmm_conv_dims* dims, const dtmm_conv_params* params,
                          const dtmm_fwcs_filter* filter, const int8_t* input,

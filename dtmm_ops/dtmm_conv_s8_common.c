@@ -90,26 +90,41 @@ void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x, int
   }
 }
 
+/* One pruned channel's constant into every pixel. */
+static void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
+                              int32_t pixels, int32_t oc) {
+  const int32_t out_c = g->out_c;
+  const int8_t v = dtmm_requant_out(f->bias[oc], f->multiplier[oc], f->shift[oc], g);
+  int8_t* o = out + oc;
+  int32_t i = pixels;
+  for (; i >= 4; i -= 4) {
+    o[0] = v;
+    o[out_c] = v;
+    o[2 * out_c] = v;
+    o[3 * out_c] = v;
+    o += 4 * out_c;
+  }
+  for (; i > 0; --i) {
+    *o = v;
+    o += out_c;
+  }
+}
+
 void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
                       int32_t pixels) {
   int32_t oc;
-  const int32_t out_c = g->out_c;
-  for (oc = 0; oc < out_c; ++oc) {
-    if (dtmm_channel_pruned(g, f, oc)) {
-      const int8_t v = dtmm_requant_out(f->bias[oc], f->multiplier[oc], f->shift[oc], g);
-      int8_t* o = out + oc;
-      int32_t i = pixels;
-      for (; i >= 4; i -= 4) {
-        o[0] = v;
-        o[out_c] = v;
-        o[2 * out_c] = v;
-        o[3 * out_c] = v;
-        o += 4 * out_c;
-      }
-      for (; i > 0; --i) {
-        *o = v;
-        o += out_c;
+  if (g->taps == 1) { /* one bit per channel: the pruned ones from the bitmap words */
+    for (oc = 0; oc < g->out_c; oc += 32) {
+      const int32_t nb = g->out_c - oc < 32 ? g->out_c - oc : 32;
+      uint32_t m = ~dtmm_bits(f->bitmap, f->bitmap_bytes, oc, nb) &
+                   (nb == 32 ? 0xFFFFFFFFu : (1u << nb) - 1u);
+      while (m) {
+        dtmm_fill_channel(g, f, out, pixels, oc + DTMM_CTZ(m));
+        m &= m - 1u;
       }
     }
+    return;
   }
+  for (oc = 0; oc < g->out_c; ++oc)
+    if (dtmm_channel_pruned(g, f, oc)) dtmm_fill_channel(g, f, out, pixels, oc);
 }

@@ -48,7 +48,7 @@
 #ifndef DTMM_MIN_ROW_BYTES
 #define DTMM_MIN_ROW_BYTES 8
 #endif
-/* Output planes of at most this many pixels go through im2col rows: the window
+/* 2-D output planes of at most this many pixels go through im2col rows: the window
  * drivers' per-channel run tables are not amortized over so few groups. */
 #ifndef DTMM_WINDOW_MIN_PIXELS
 #if defined(DTMM_ARCH_MVE)
@@ -778,6 +778,7 @@ void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out
 DTMM_INLINE int dtmm_channel_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                                     int32_t oc) {
   int32_t pos = oc * g->taps, left = g->taps;
+  if (left <= 25) return !dtmm_bits(f->bitmap, f->bitmap_bytes, pos, left);
   for (; left > 0; left -= 32, pos += 32)
     if (dtmm_bits(f->bitmap, f->bitmap_bytes, pos, left < 32 ? left : 32)) return 0;
   return 1;
