@@ -5,8 +5,10 @@
  * and dilation gaps, is one dot product over the DTMM_P rows (one dtmm_mac_p).
  * Output channel inner: its bitmap field is read per group, a fully pruned
  * channel is skipped (its constant is written by the caller).
- * Used alone for kernels above DTMM_MAX_TAPS taps, dilated kernels and short
- * kernel rows (small C_in), and for the pixels the window driver leaves. */
+ * Used alone for kernels above DTMM_MAX_TAPS taps, in-place runs that would not
+ * fit the window drivers' tables, short kernel rows, dilated kernels over few
+ * channels and small 2-D planes (dtmm_conv_s8_choose), and for the pixels the
+ * window drivers leave; a lone leftover pixel goes through dtmm_pixel_channels. */
 #include "dtmm_conv_s8_drivers.h"
 
 int32_t dtmm_im2col_s8_get_buffer_size(const dtmm_geom* g) {
