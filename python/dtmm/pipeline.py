@@ -37,6 +37,7 @@ from dtmm.core.errors import DtmmError
 from dtmm.core.tflite import write_atomic
 
 DEFAULT_SEED = 0
+DEFAULT_TARGET = "any"  # dtmm.core.latency.DEFAULT_TARGET (this module imports lazily)
 
 
 # --------------------------------------------------------------------------------
@@ -71,13 +72,17 @@ def to_int8(model, x_rep: np.ndarray, n_rep: int = 200, quiet=None) -> bytes:
 
 def int8_accuracy(tflite_bytes: bytes, x: np.ndarray, y: np.ndarray,
                   batch: int = 500, quiet=None) -> float:
-    """Top-1 accuracy (percent) of an int8 .tflite with TFLite's interpreter (same
-    results as TFLM's reference kernels for these ops; a DTMM .tflite computes the
-    same bytes as its int8 source by the contract)."""
+    """Top-1 accuracy (percent) of an int8 .tflite with TFLite's reference kernels
+    (BUILTIN_REF: the arithmetic TFLM's kernels and CMSIS-NN match bit for bit;
+    the default resolver's XNNPACK/optimized int8 kernels round differently, e.g.
+    8.6 % of a ResNet-8's outputs differ). A DTMM .tflite computes the same bytes
+    as its int8 source by the contract."""
     import tensorflow as tf
 
-    with (quiet or contextlib.nullcontext)():  # TFLite's XNNPACK line, once a process
-        it = tf.lite.Interpreter(model_content=bytes(tflite_bytes), num_threads=1)
+    with (quiet or contextlib.nullcontext)():
+        it = tf.lite.Interpreter(
+            model_content=bytes(tflite_bytes), num_threads=1,
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
         it.allocate_tensors()
     inp = it.get_input_details()[0]
     out = it.get_output_details()[0]
@@ -227,9 +232,12 @@ def match_convs(graph, infos, model, int8_bytes: bytes):
 
 
 def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str = "loss",
-                  latency_csv: str | None = None, prune_filterlets: bool = True,
+                  target: str = DEFAULT_TARGET, prune_filterlets: bool = True,
                   prune_filters: bool = True, flash_model=None):
-    """(Problem, [Keras layer name per conv])."""
+    """(Problem, [Keras layer name per conv]). The latency model is TFLM's Invoke()
+    on `target` ("any": the sum over every fitted target); the flash model decides
+    which convs become DTMM with the converter's default rule (smaller and modeled
+    faster on `target`), so the plan counts what `finetune_and_convert` will write."""
     from dtmm import prune as P
     from dtmm.schedule import cost, graph as G, search
 
@@ -260,10 +268,10 @@ def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str 
         if fl is None:
             raise DtmmError(f"no filterlet importance for conv {n!r}")
         imp.append((importance.filter[n], np.asarray(fl).reshape(c.c_out, c.k)))
-    coeffs = cost.fit_latency_csv(latency_csv) if latency_csv else cost.LatencyCoeffs()
-    flash = flash_model(g) if flash_model is not None else cost.FlashModel(g)
+    lat = cost.LatencyModel(g, target)
+    flash = flash_model(g) if flash_model is not None else cost.FlashModel(g, speed=lat)
     prob = search.Problem(g, imp, budgets, objective=objective, flash=flash,
-                          sram=cost.SramModel(g), latency=cost.LatencyModel(g, coeffs),
+                          sram=cost.SramModel(g), latency=lat,
                           prune_filterlets=prune_filterlets, prune_filters=prune_filters)
     return prob, names
 
@@ -346,7 +354,7 @@ def _inputs(model, data, max_train):
 
 
 def finetune_and_convert(pruned, xtr, ytr, epochs, batch_size, seed, desc,
-                         progress, quiet=None) -> Converted:
+                         progress, quiet=None, target: str = DEFAULT_TARGET) -> Converted:
     """Masked fine-tuning, then strip masks, int8 conversion and DTMM conversion;
     the SRAM of the converted model from its real graph. Both fine-tuning loops of
     `prune` (after planning, and the extra epochs for accuracy) use it."""
@@ -358,27 +366,39 @@ def finetune_and_convert(pruned, xtr, ytr, epochs, batch_size, seed, desc,
     fit(pruned, xtr, ytr, epochs, batch_size, seed, desc, progress)
     final = P.strip_masks(pruned)
     int8 = to_int8(final, xtr, quiet=quiet)
-    # The bytes rule: the scheduler's flash model (schedule.cost.FlashModel) plans
-    # with it; the speed-aware default would keep convs dense it counted as DTMM.
-    dtmm_bytes, conv_report = convert_model(int8, prefer="size")
+    # The converter's default rule on the plan's target, the rule the scheduler's
+    # flash and latency models planned with (schedule.cost.FlashModel(speed=...)).
+    dtmm_bytes, conv_report = convert_model(int8, target=target, prefer="speed")
     sram = int(cost.SramModel(analyze(dtmm_bytes))())
     return Converted(final, int8, dtmm_bytes, conv_report, sram)
+
+
+def tightened_budgets(flash_cap, sram_cap, plan, real_flash, real_sram, flash_b, sram_b):
+    """Modeled budgets for the next plan after `plan` came out over a real budget:
+    scaled by how optimistic the model was on this plan (modeled / real), which puts
+    them below the plan's own modeled values, so the search cannot return the same
+    plan again (tightening by the overshoot alone left plans modeled well under the
+    budget feasible). Returns (flash cap, SRAM cap)."""
+    if real_flash > flash_b:
+        flash_cap = min(flash_cap, flash_b * plan.flash / real_flash, plan.flash - 1.0)
+    if real_sram > sram_b:
+        sram_cap = min(sram_cap, sram_b * plan.sram / real_sram, plan.sram - 1.0)
+    return flash_cap, sram_cap
 
 
 def plan_and_fit(prob, model, importance, names, data, flash_b, sram_b, loss_budget,
                  epochs, batch_size, seed, lr, progress, log, timer, quiet=None):
     """Plan, prune, fine-tune and convert; when the real DTMM file or its SRAM is
-    over a budget (the models were optimistic), tighten that budget by the overshoot
-    and plan again (4 tries). Returns (plan, pruned Keras model, masks, Converted,
-    flash margin)."""
+    over a budget (the models were optimistic), plan again under budgets the last
+    plan does not meet (`tightened_budgets`; 4 tries). Returns (plan, pruned Keras
+    model, masks, Converted, flash margin)."""
     from dtmm.schedule import cost, search
 
     xtr, ytr = data[0], data[1]
     dense_latency = prob.dense["latency"]
-    margin, sram_margin = 0.0, 0
+    flash_cap, sram_cap = float(flash_b), float(sram_b)
     for _ in range(4):
-        prob.budgets = search.Budgets(flash=flash_b * (1 - margin),
-                                      sram=sram_b - sram_margin, loss=loss_budget)
+        prob.budgets = search.Budgets(flash=flash_cap, sram=sram_cap, loss=loss_budget)
         with timer("search_s"):
             plan = _search_with_progress(prob, progress)
         log(f"plan: modeled flash {plan.flash:.0f} B, SRAM {plan.sram:.0f} B, importance "
@@ -389,23 +409,29 @@ def plan_and_fit(prob, model, importance, names, data, flash_b, sram_b, loss_bud
             recalibrate_batchnorm(pruned, xtr, seed=seed)
             compile_for_training(pruned, lr)
             conv = finetune_and_convert(pruned, xtr, ytr, epochs, batch_size, seed,
-                                        "fine-tune", progress, quiet)
+                                        "fine-tune", progress, quiet, prob.latency.target)
         if len(conv.dtmm_bytes) <= flash_b and conv.sram <= sram_b:
-            return plan, pruned, masks, conv, margin
+            return plan, pruned, masks, conv, 1.0 - flash_cap / flash_b
         if len(conv.dtmm_bytes) > flash_b:
-            over = len(conv.dtmm_bytes) - flash_b
-            log(f"real DTMM file {len(conv.dtmm_bytes)} B is {over} B over the flash "
-                "budget; re-planning")
-            margin = margin + over / flash_b + 0.005
+            log(f"real DTMM file {len(conv.dtmm_bytes)} B is "
+                f"{len(conv.dtmm_bytes) - flash_b} B over the flash budget; re-planning")
         if conv.sram > sram_b:
             log(f"SRAM of the converted model {conv.sram} B is over the budget; "
                 "re-planning")
-            sram_margin += conv.sram - sram_b + 16
+        flash_cap, sram_cap = tightened_budgets(flash_cap, sram_cap, plan,
+                                                len(conv.dtmm_bytes), conv.sram,
+                                                flash_b, sram_b)
     if len(conv.dtmm_bytes) > flash_b:
         raise DtmmError(f"flash budget {cost.fmt_bytes(flash_b)} cannot be met: the "
                         f"converted model stays at {cost.fmt_bytes(len(conv.dtmm_bytes))}")
     raise DtmmError(f"SRAM budget {cost.fmt_bytes(sram_b)} cannot be met: the converted "
                     f"model needs {cost.fmt_bytes(conv.sram)}")
+
+
+def conv_rewritten(conv: Converted) -> np.ndarray:
+    """Which convs the converter made DTMM, in graph order (dense int8 graph order:
+    the converter keeps the op list)."""
+    return np.array([bool(r.rewritten) for r in conv.conv_report.layers])
 
 
 def make_report(prob, names, plan, masks, conv: Converted, dense_int8, dense_acc, acc,
@@ -448,7 +474,11 @@ def make_report(prob, names, plan, masks, conv: Converted, dense_int8, dense_acc
                    "tflm_wheel_arena_int8": wheel,
                    "latency_modeled": round(plan.latency),
                    "latency_vs_dense": round(plan.latency / dense_m["latency"], 4),
-                   "latency_model": prob.latency.coeffs.source,
+                   "latency_model": prob.latency.describe(),
+                   "latency_target": prob.latency.target,
+                   "latency_modeled_per_target": {
+                       t: round(v) for t, v in prob.latency.per_target(
+                           plan.config, conv_rewritten(conv)).items()},
                    "importance_loss": round(plan.loss, 5),
                    "dtmm_ops": int(conv.conv_report.num_rewritten),
                    "dtmm_ops_verified_bit_exact": verified.ok},
@@ -483,7 +513,7 @@ def write_json(path, obj) -> None:
 
 
 def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
-          objective: str = "loss", latency_csv: str | None = None,
+          objective: str = "loss", target: str = DEFAULT_TARGET,
           epochs: int = 2, extra_epochs: int = 2, batch_size: int = 64,
           importance_batches: int = 16, importance_method: str = "taylor",
           max_train: int | None = None, seed: int = DEFAULT_SEED, progress: bool = True,
@@ -523,7 +553,7 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
     loss_budget = max_loss if objective == "latency" else None
     prob, names = build_problem(model, dense_int8, importance,
                                 search.Budgets(flash=flash_b, sram=sram_b, loss=loss_budget),
-                                objective, latency_csv)
+                                objective, target)
     plan, pruned, masks, conv, margin = plan_and_fit(
         prob, model, importance, names, data, flash_b, sram_b, loss_budget, epochs,
         batch_size, seed, lr, progress, log, timer, quiet)
@@ -533,7 +563,7 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
     while max_drop is not None and dense_acc - acc > max_drop and extra_done < extra_epochs:
         log(f"accuracy drop {dense_acc - acc:.2f} points > {max_drop}: one more epoch")
         conv = finetune_and_convert(pruned, xtr, ytr, 1, batch_size, seed + 1 + extra_done,
-                                    "fine-tune (extra)", progress, quiet)
+                                    "fine-tune (extra)", progress, quiet, target)
         extra_done += 1
         acc = int8_accuracy(conv.int8, xte, yte, quiet=quiet)
 

@@ -34,6 +34,19 @@ def _budget(s: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _targets() -> list:
+    from dtmm.core import latency
+
+    return latency.whole_model_targets()
+
+
+def _target(s: str) -> str:
+    if s != "any" and s not in _targets():
+        raise argparse.ArgumentTypeError(
+            f"unknown target {s!r} (known: {', '.join(_targets() + ['any'])})")
+    return s
+
+
 def _common(p, d, budgets_required: bool):
     p.add_argument("--flash", type=_budget, required=budgets_required,
                    default=None if budgets_required else _budget(d["flash"]),
@@ -68,8 +81,11 @@ def _prune_args(p):
                    help="with --objective latency: largest share of the (per-layer "
                         "normalized) importance to remove, percent (default "
                         f"{100 * d['max_loss']:g})")
-    p.add_argument("--latency-csv", metavar="CSV", default=d["latency_csv"],
-                   help="bench/kernels CSV to calibrate the latency model")
+    p.add_argument("--target", type=_target, default=d["target"], metavar="TARGET",
+                   help="chip the latency objective and the conversion are for: "
+                        + ", ".join(_targets()) + f" or any (default {d['target']}: "
+                        "the sum of instructions over every fitted target; convs are "
+                        "rewritten only where modeled faster on all of them)")
     p.add_argument("--importance", choices=("taylor", "magnitude"),
                    default=d["importance_method"],
                    help=f"filterlet/filter importance (default {d['importance_method']}; "
@@ -84,7 +100,7 @@ def _prune_run(args) -> int:
 
     pipeline.prune(args.model, args.data, args.flash, args.sram, args.out,
                    max_drop=args.max_drop, objective=args.objective,
-                   latency_csv=args.latency_csv, max_loss=args.max_loss / 100.0,
+                   target=args.target, max_loss=args.max_loss / 100.0,
                    epochs=args.epochs, max_train=args.max_train, seed=args.seed,
                    importance_method=args.importance, progress=not args.no_progress,
                    quiet=console_silenced)

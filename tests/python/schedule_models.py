@@ -44,6 +44,25 @@ def flatten_cnn(seed=0, size=12):
     return keras.Model(inp, out)
 
 
+def depthwise_cnn(seed=0, size=16):
+    """conv-(depthwise-pointwise) x2-GAP-dense, MobileNet style: the depthwise
+    weights, bias and their per-channel quantization shrink with the conv feeding
+    them."""
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 3))
+    x = L.Conv2D(16, 3, padding="same", activation="relu", name="c1")(inp)
+    x = L.DepthwiseConv2D(3, padding="same", activation="relu", name="dw1")(x)
+    x = L.Conv2D(32, 1, activation="relu", name="pw1")(x)
+    x = L.DepthwiseConv2D(3, strides=2, padding="same", activation="relu", name="dw2")(x)
+    x = L.Conv2D(48, 1, activation="relu", name="pw2")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(10, name="fc")(x)
+    return keras.Model(inp, out)
+
+
 def rep_data(model, n=32, seed=0):
     rng = np.random.default_rng(seed)
     return rng.random((n, *model.input_shape[1:]), dtype=np.float32)

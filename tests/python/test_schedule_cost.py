@@ -1,7 +1,7 @@
-"""Cost models against the real thing: flash vs the converted file, SRAM vs the
-tflite-micro wheel's arena, the planner vs TFLM's own planner tests, latency fit."""
+"""Cost models against the real thing: flash vs the converted file (and the
+converter's decisions), SRAM vs the tflite-micro wheel's arena, the planner vs TFLM's
+own planner tests, the latency objective vs dtmm.core.latency's models."""
 
-import csv
 import os
 import sys
 
@@ -46,13 +46,13 @@ def test_greedy_planner_never_overlaps():
 # -- real models ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def models():
-    from schedule_models import flatten_cnn, rep_data, residual_cnn
+    from schedule_models import depthwise_cnn, flatten_cnn, rep_data, residual_cnn
 
     from dtmm import pipeline as PL
     from dtmm import prune as P
 
     out = []
-    for mk in (residual_cnn, flatten_cnn):
+    for mk in (residual_cnn, flatten_cnn, depthwise_cnn):
         m = mk()
         x = rep_data(m)
         int8 = PL.to_int8(m, x)
@@ -70,9 +70,10 @@ def _realize(m, x, imp, prob, names, xv):
     plan = prob.plan(np.asarray(xv), "test", 0.0, [])
     pruned, _ = PL.apply_plan(m, imp, names, plan, prob.graph)
     int8 = PL.to_int8(P.strip_masks(pruned), x)
-    # FlashModel models the bytes rule (prefer="size"); the speed rule keeps some
-    # smaller convs dense, which the flash model does not know yet.
-    return int8, convert_model(int8, prefer="size")[0]
+    # the pipeline's conversion: the default speed rule on the plan's target
+    out, report = convert_model(int8, target=prob.latency.target, prefer="speed")
+    _realize.report = report
+    return int8, out
 
 
 def _configs(prob, n, seed):
@@ -83,6 +84,9 @@ def _configs(prob, n, seed):
 
 
 def test_flash_model_within_2_percent_of_converted_file(models):
+    # depthwise_cnn is the regression for the depthwise per-channel quantization
+    # bytes the flash model used to leave out of what shrinks with a group (+12-21 %
+    # on depthwise networks)
     errs = []
     for name, m, x, _, imp, prob, names in models:
         for xv in _configs(prob, 3, seed=1):
@@ -92,7 +96,48 @@ def test_flash_model_within_2_percent_of_converted_file(models):
             err = modeled / len(dtmm_bytes) - 1
             errs.append(err)
             assert abs(err) <= 0.02, (name, xv, modeled, len(dtmm_bytes))
-    assert len(errs) == 8
+    assert len(errs) == 12
+
+
+def test_plan_rewrites_the_convs_the_converter_rewrites(models):
+    # The flash and latency models plan with the converter's default rule (smaller
+    # and modeled faster on the target). The speed half is the same numbers: exact.
+    # The size half agrees wherever the two forms differ by more than the names of
+    # the future file can (TFLite renames tensors of a re-converted model).
+    from dtmm.core import latency as L
+
+    seen, close, total = set(), [], 0
+    for name, m, x, _, imp, prob, names in models:
+        assert prob.flash.speed is prob.latency
+        for xv in _configs(prob, 3, seed=3):
+            _realize(m, x, imp, prob, names, xv)
+            layers = _realize.report.layers
+            co, ci, nk = (np.array(v) for v in zip(*cost.layer_shapes(prob.graph, prob.config(xv))))
+            modeled = prob.latency.conv_modeled(co, ci, nk)
+            faster = prob.latency.faster(co, ci, nk, modeled)
+            planned = prob.flash.rewritten(prob.config(xv))
+            dense_b = prob.flash._dense_form(co, ci)
+            dtmm_b = prob.flash._dtmm_form(co, ci, nk)
+            for i, r in enumerate(layers):
+                # the same models; the real filter may have a few more zero
+                # filterlets than the plan (int8 rounding of small weights)
+                # (and whole filters pruned, which the plan does not count)
+                for t, (d, q) in r.modeled.items():
+                    assert d == pytest.approx(modeled[t][0][i], rel=1e-9), (name, xv, i, t)
+                    assert q == pytest.approx(modeled[t][1][i], rel=0.1), (name, xv, i, t)
+                clear_speed = all(abs(q / d - (1 - L.SPEED_MARGIN)) > 0.03 and
+                                  abs(modeled[t][1][i] / d - (1 - L.SPEED_MARGIN)) > 0.03
+                                  for t, (d, q) in r.modeled.items())
+                if clear_speed:
+                    assert faster[i] == all(L.clearly_faster(d, q) for d, q in r.modeled.values())
+                total += 1
+                if clear_speed and abs(dtmm_b[i] - dense_b[i]) > 0.05 * dense_b[i]:
+                    assert bool(planned[i]) == bool(r.rewritten), (name, xv, i, r.reason)
+                    seen.add(bool(r.rewritten))
+                else:
+                    close.append((name, i, bool(clear_speed)))
+    assert seen == {True, False}  # both decisions occur among the clear cases
+    assert len(close) <= total // 2, (close, total)
 
 
 def test_sram_head_equals_tflm_wheel_and_predicts_pruned_models(models):
@@ -126,32 +171,6 @@ def test_dtmm_graph_is_read_like_the_int8_graph(models):
 
 
 # -- latency -------------------------------------------------------------------------
-def test_latency_fit_recovers_coefficients(tmp_path):
-    a, b, c = 1.3, 25.0, 4.0
-    path = tmp_path / "kernels.csv"
-    rng = np.random.default_rng(0)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["target", "layer", "c_in", "sparsity", "kernel", "instructions",
-                    "scratch_bytes", "const_bytes"])
-        for _ in range(30):
-            co, h, k = int(rng.choice([8, 16, 32])), int(rng.choice([4, 8])), int(rng.choice([1, 9]))
-            ci = int(rng.choice([8, 16, 64]))
-            sp = float(rng.choice([0.0, 0.25, 0.5, 0.75]))
-            kept = (co * k - int(np.floor(sp * co * k + 0.5))) * ci * h * h
-            instr = a * kept + b * co * h * h + c * co * h * h * k
-            w.writerow(["m4", f"{co}x{h}x{h}x{k}", ci, sp, "dtmm", round(instr), 0, 0])
-            w.writerow(["m4", f"{co}x{h}x{h}x{k}", ci, sp, "cmsis-nn", 1, 0, 0])
-    for four in (False, True):
-        fit = cost.fit_latency_csv(str(path), "m4", four=four)
-        assert fit.a == pytest.approx(a, rel=1e-3)
-        assert fit.b == pytest.approx(b, rel=1e-2)
-        assert fit.c == pytest.approx(c, rel=1e-2)
-        assert abs(fit.d) < 1e-2
-    with pytest.raises(DtmmError, match="fewer than 4"):
-        cost.fit_latency_csv(str(path), "m55")
-
-
 def test_bench_layers_are_package_data_and_match_the_bench_suite():
     # the scheduler reads the layer shapes from dtmm.core's package data (an
     # installed wheel has no bench/); they must be the suite's classic L1-L6
@@ -181,28 +200,59 @@ def test_bench_layers_are_package_data_and_match_the_bench_suite():
         assert layers[name] == (x.c_out, oh, ow, x.kh * x.kw), name
 
 
-def test_latency_coefficients_per_target():
-    from dtmm.core import latency
-    from dtmm.core.errors import ArgumentError
+def test_latency_objective_is_the_sum_of_the_latency_models(models):
+    # Problem's vectorized latency == the sum over targets of: each conv by the conv
+    # model of the form the converter picks, every other op by its op model, the
+    # interpreter per op -- computed here straight from dtmm.core.latency
+    from dtmm.core import latency as L
 
-    assert latency.coefficients() == cost.LatencyModel(None).coeffs
-    m4 = latency.coefficients("cortex-m4")
-    assert m4.a > latency.coefficients("cortex-m55").a > 0
-    assert "cortex-m4" in m4.source
-    with pytest.raises(ArgumentError, match="no latency model for target 'z80'"):
-        latency.coefficients("z80")
+    for name, m, x, _, imp, prob, names in models:
+        g = prob.graph
+        assert prob.latency.targets == ("cortex-m4", "cortex-m55")
+        for xv in _configs(prob, 4, seed=5):
+            cfg = prob.config(xv)
+            rewritten = prob.flash.rewritten(cfg)
+            shapes = cost.layer_shapes(g, cfg)
+            smaller = cost.FlashModel(g).conv_bytes(*(np.array(v) for v in zip(*shapes)))[1]
+            scale = cost.group_scale(g, cfg)
+            want = 0.0
+            faster = np.ones(len(g.convs), bool)
+            for t in ("cortex-m4", "cortex-m55"):
+                for i, (c, (co, ci, nk), rw) in enumerate(zip(g.convs, shapes, rewritten)):
+                    geo = dict(out_h=c.out_h, out_w=c.out_w, c_in=ci, c_out=co, kh=c.kh,
+                               kw=c.kw, stride=c.stride, dilation=c.dilation)
+                    dense = L.conv_instructions(t, "cmsis_nn", L.ConvShape(**geo))
+                    dtmm = L.conv_instructions(t, "dtmm", L.ConvShape(**geo, kept_filterlets=nk))
+                    faster[i] &= L.clearly_faster(dense, dtmm)
+                    want += dtmm if rw else dense
+                conv_ops = {c.op_index for c in g.convs}
+                want += sum(L.op_instructions(t, cost.op_shape(g, op, scale))
+                            for op in g.ops if op.index not in conv_ops)
+                want += L.interpreter_instructions(t, len(g.ops))
+            # the converter's rule: smaller and modeled faster on both targets
+            assert list(rewritten) == list(smaller & faster), (name, xv)
+            got = prob.evaluate(xv)["latency"]
+            assert got == pytest.approx(want, rel=1e-9), (name, xv)
+            assert prob.latency(cfg) == pytest.approx(want, rel=1e-9)
+            assert sum(prob.latency.per_target(cfg).values()) == pytest.approx(want, rel=1e-9)
 
 
-def test_latency_model_counts_kept_macs():
+def test_latency_model_single_target_and_errors():
     from dtmm.schedule.synthetic import random_graph
+
     g = random_graph(0, 6)
-    lat = cost.LatencyModel(g, cost.LatencyCoeffs(1.0, 0.0, 0.0))
+    both = cost.LatencyModel(g)
     dense = cost.Config.dense(g)
-    conv_part = sum(lat.per_layer(dense))
-    assert conv_part == sum(c.macs for c in g.convs)
+    per = both.per_target(dense)
+    assert set(per) == {"cortex-m4", "cortex-m55"}
+    assert per["cortex-m4"] > per["cortex-m55"] > 0      # M55 executes fewer
+    assert cost.LatencyModel(g, "cortex-m55")(dense) == pytest.approx(per["cortex-m55"])
     half = dense.copy()
     half.alpha[:] = 0.5
-    assert sum(lat.per_layer(half)) < conv_part
+    half.beta[:] = 0.5
+    assert both(half) < both(dense)
+    with pytest.raises(DtmmError, match="no whole-model latency model for target 'z80'"):
+        cost.LatencyModel(g, "z80")
 
 
 # -- budgets ---------------------------------------------------------------------------

@@ -1,11 +1,14 @@
-"""Latency coefficients of DTMM_CONV_2D per target and the bench layer shapes, from
-package data (core/data/latency.json), so an installed wheel has them too.
+"""Latency models of TFLM on Cortex-M, per target, from package data
+(core/data/latency.json, fitted by bench/fit_latency), so an installed wheel has them:
 
-    coeffs = coefficients("cortex-m4")     # LatencyCoeffs(a, b, c, d, source)
-    bench_layers()["L5"]                   # (c_out, out_h, out_w, K)
+    conv_instructions("cortex-m4", "dtmm", ConvShape(...))   # one conv, dense or DTMM
+    op_instructions("cortex-m55", OpShape("DEPTHWISE_CONV_2D", macs=...))
+    interpreter_instructions("cortex-m4", n_ops)
 
-The scheduler uses them now (dtmm.schedule.cost.LatencyModel). Below: the per-target
-conv models of dense CMSIS-NN and DTMM_CONV_2D the converter decides with.
+The converter decides with the conv models (dense CMSIS-NN vs DTMM_CONV_2D); the
+scheduler (dtmm.schedule.cost.LatencyModel) sums all three over a whole model.
+`coefficients` is the older single-formula DTMM model (kept for its callers; nothing
+in dtmm plans with it any more).
 """
 
 from __future__ import annotations
@@ -20,9 +23,6 @@ import numpy as np
 from dtmm.core.errors import ArgumentError
 from dtmm.core.geometry import PADDING_SAME, PADDING_VALID, out_size_and_padding
 
-DEFAULT_MODEL = "mac-count"
-
-
 @dataclass
 class LatencyCoeffs:
     """instructions ≈ a * kept_MACs + b * outputs + c * outputs * K
@@ -31,7 +31,7 @@ class LatencyCoeffs:
     a: float = 1.0
     b: float = 12.0
     c: float = 2.0
-    source: str = "MAC-count stand-in"
+    source: str = ""
     d: float = 0.0
 
 
@@ -45,7 +45,7 @@ def targets() -> list:
     return sorted(_data()["models"])
 
 
-def coefficients(target: str = DEFAULT_MODEL) -> LatencyCoeffs:
+def coefficients(target: str) -> LatencyCoeffs:
     models = _data()["models"]
     if target not in models:
         raise ArgumentError(f"no latency model for target {target!r} (known: "
@@ -227,3 +227,101 @@ def clearly_faster(dense: float, dtmm: float) -> bool:
 
 def margin_text() -> str:
     return f"{round(100 * SPEED_MARGIN)}%"
+
+
+# -- The other ops and the interpreter (whole-model latency) --------------------------
+#
+# A whole Invoke() = its convs (the models above, dense or DTMM as the converter
+# decides) + every other op by a per-target, per-op-type model over OP_FEATURES +
+# the interpreter's own work between ops (per op, per call). Fitted by
+# bench/fit_latency to bench/models' per-op counts (models_ops.csv); the scheduler
+# (dtmm.schedule.cost.LatencyModel) reads them.
+
+# MACs (depthwise: output values x taps; FULLY_CONNECTED: batch x rows x units;
+# pooling: output values x window); output values; activation input values;
+# output pixels (all but the channel axis: per-pixel setup); a call.
+OP_FEATURES = ("macs", "outputs", "inputs", "pixels", "call")
+# An op type bench/models had too few distinct shapes of (or never saw) takes the
+# model fitted to every op that has no MACs of its own.
+GENERIC_OP = "_generic"
+# arm_depthwise_conv_wrapper_s8 with Helium sends one-input-channel depthwise convs
+# with more output channels than this to a regular conv (GCC build: threshold 1).
+DW_TO_CONV_ABOVE = 1
+MVE_TARGETS = ("cortex-m55",)
+
+
+@dataclass(frozen=True)
+class OpShape:
+    """What the per-op models read of one non-conv op. The counts may be arrays
+    (one value per scheduler configuration)."""
+
+    op: str
+    macs: object = 0
+    outputs: object = 0
+    inputs: object = 0
+    pixels: object = 0
+    # depthwise geometry (the CMSIS-NN wrapper's dispatch)
+    kh: int = 1
+    kw: int = 1
+    c_in: int = 0
+    depth_multiplier: int = 1
+    dilation: tuple = (1, 1)
+
+
+def op_path_class(target: str, s: OpShape) -> str:
+    """The CMSIS-NN path an op takes on `target` (only depthwise has several)."""
+    if s.op != "DEPTHWISE_CONV_2D":
+        return "default"
+    mve = target in MVE_TARGETS
+    if mve and s.c_in == 1 and s.c_in * s.depth_multiplier > DW_TO_CONV_ABOVE:
+        return "to_conv"
+    if s.depth_multiplier == 1 and tuple(s.dilation) == (1, 1):
+        return "3x3" if not mve and (s.kh, s.kw) == (3, 3) else "opt"
+    return "generic"
+
+
+def op_features(s: OpShape) -> dict:
+    return {"macs": s.macs, "outputs": s.outputs, "inputs": s.inputs,
+            "pixels": s.pixels, "call": 1}
+
+
+def _op_model(target: str, s: OpShape) -> dict:
+    try:
+        ops = _data()["op_models"][target]
+    except KeyError:
+        raise ArgumentError(f"latency.json has no op models for {target} (known: "
+                            f"{', '.join(sorted(_data().get('op_models', {})))})") from None
+    by_class = ops.get(s.op) or ops[GENERIC_OP]
+    m = by_class.get(op_path_class(target, s)) or by_class.get("default") or \
+        next(iter(by_class.values()))
+    return m["coeffs"]
+
+
+def op_instructions(target: str, s: OpShape):
+    """Modeled instructions of one non-conv op on `target` (float or array)."""
+    return op_instructions_with(_op_model(target, s), s)
+
+
+def interpreter_instructions(target: str, n_ops: int) -> float:
+    """The interpreter's instructions of one Invoke() outside its ops' kernels."""
+    try:
+        c = _data()["interpreter_models"][target]["coeffs"]
+    except KeyError:
+        raise ArgumentError(f"latency.json has no interpreter model for {target}") from None
+    return c.get("ops", 0.0) * n_ops + c.get("call", 0.0)
+
+
+def whole_model_targets() -> list:
+    """Targets with conv, op and interpreter models: what the scheduler can plan for."""
+    d = _data()
+    return sorted(set(d.get("conv_models", {})) & set(d.get("op_models", {}))
+                  & set(d.get("interpreter_models", {})))
+
+
+CONV_OPS_ALL = ("CONV_2D", "DTMM_CONV_2D")
+
+
+def op_instructions_with(coeffs: dict, s: OpShape):
+    """coeffs . op_features(s) (the fitter's and op_instructions' one formula)."""
+    f = op_features(s)
+    return sum(c * f[name] for name, c in coeffs.items())

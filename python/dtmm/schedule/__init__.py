@@ -7,7 +7,7 @@
     plan.alpha, plan.beta, plan.flash, plan.sram, plan.loss
 
 Cost models (`cost`): FlashModel (bytes of the converted DTMM .tflite), SramModel
-(TFLM GreedyMemoryPlanner replay + persistent allocations), LatencyModel (per-layer
-instructions; `fit_latency_csv` calibrates it from bench/kernels' CSV). See
-docs/scheduler.md.
+(TFLM GreedyMemoryPlanner replay + persistent allocations), LatencyModel (TFLM
+Invoke() instructions on Cortex-M4/M55: convs as the converter will write them, the
+other ops, the interpreter; dtmm.core.latency's fitted models). See docs/scheduler.md.
 """

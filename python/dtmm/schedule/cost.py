@@ -17,7 +17,6 @@ thing.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import re
@@ -26,9 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dtmm.core import contract, size
+from dtmm.core import contract, latency, size
 from dtmm.core.errors import DtmmError
-from dtmm.core.latency import LatencyCoeffs, bench_layers, coefficients  # noqa: F401
 from dtmm.core.rounding import kept_filterlets, kept_filters, n_pruned  # noqa: F401
 from dtmm.schedule.graph import DTMM_CUSTOM_CODE, Graph
 
@@ -100,6 +98,9 @@ class FlashModel:
 
     graph: Graph
     always: bool = False       # convert_model(always=True): every conv as DTMM
+    # The converter's speed rule (prefer="speed"): a LatencyModel on the same target;
+    # None plans with the bytes rule alone (prefer="size").
+    speed: object = None
     base: float = field(init=False, default=0.0)
     # the DTMM_CONV_2D OperatorCode entry (table + custom_code string), once
     opcode_bytes: float = float(size.DTMM_OPCODE_BYTES)
@@ -129,12 +130,16 @@ class FlashModel:
     def _dtmm_form(self, co, ci, nk):
         return size.dtmm_conv_bytes(self._fname, co, self._k, ci, nk, self._opt)
 
-    def conv_bytes(self, co, ci, nk):
-        """(bytes per conv, rewritten as DTMM?) for arrays over all convs."""
+    def conv_bytes(self, co, ci, nk, modeled=None):
+        """(bytes per conv, rewritten as DTMM?) for arrays over all convs: DTMM
+        where smaller and (with `speed`) modeled faster, as dtmm.convert decides.
+        `modeled`: speed.conv_modeled(co, ci, nk), when the caller has it."""
         co, ci, nk = (np.asarray(v) for v in (co, ci, nk))
         dense = self._dense_form(co, ci)
         dtmm = self._dtmm_form(co, ci, nk)
         use = np.ones(np.shape(co), bool) if self.always else dtmm < dense
+        if self.speed is not None and not self.always:
+            use = use & self.speed.faster(co, ci, nk, modeled)
         return np.where(use, dtmm, dense), use
 
     def __call__(self, cfg: Config) -> float:
@@ -166,7 +171,7 @@ class WeightBytesModel(FlashModel):
         self.base = 0.0
         self.opcode_bytes = 0.0
 
-    def conv_bytes(self, co, ci, nk):
+    def conv_bytes(self, co, ci, nk, modeled=None):
         co, ci, nk = (np.asarray(v) for v in (co, ci, nk))
         if self.fwcs:
             b = nk * ci + (co * self._k + 7) // 8
@@ -423,99 +428,161 @@ def tflm_arena_usage(model_bytes: bytes, custom_op_registerers=None) -> dict:
 # Latency
 
 
+def _elements(t) -> int:
+    return int(np.prod(t.shape)) if t.shape and min(t.shape) > 0 else 0
+
+
+def op_shape(g: Graph, op, scale) -> latency.OpShape:
+    """The per-op model's view of non-conv op `op` when group i keeps the share
+    scale[i] of its channels (activations that carry a group's channels shrink
+    with it, and so do the rows of a FULLY_CONNECTED reading them)."""
+    def n(ti):
+        t = g.tensors[ti]
+        k = scale[g.convs[t.owner].group] if t.owner is not None else 1.0
+        return _elements(t) * k
+
+    acts = [i for i in op.inputs if i >= 0 and not g.tensors[i].is_const]
+    outputs = sum(n(i) for i in op.outputs)
+    out = g.tensors[op.outputs[0]] if op.outputs else None
+    pixels = int(np.prod(out.shape[:-1])) if out is not None and out.shape else 1
+    kw_ = {}
+    macs = 0.0
+    o = op.options
+    if op.name == "DEPTHWISE_CONV_2D":
+        _, kh, kw, _ = g.tensors[op.inputs[1]].shape
+        macs = outputs * kh * kw
+        kw_ = dict(kh=kh, kw=kw, c_in=g.tensors[op.inputs[0]].shape[-1],
+                   depth_multiplier=getattr(o, "depthMultiplier", 1) or 1,
+                   dilation=(getattr(o, "dilationHFactor", 1), getattr(o, "dilationWFactor", 1)))
+    elif op.name == "FULLY_CONNECTED":
+        units, rows = g.tensors[op.inputs[1]].shape[:2]
+        x = g.tensors[op.inputs[0]]
+        k = scale[g.convs[x.owner].group] if x.owner is not None else 1.0
+        macs = _elements(x) // max(rows, 1) * rows * k * units
+    elif op.name in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"):
+        macs = outputs * getattr(o, "filterHeight", 1) * getattr(o, "filterWidth", 1)
+    elif op.name in ("MEAN", "SUM"):
+        macs = sum(n(i) for i in acts[:1])
+    return latency.OpShape(op.name, macs=macs, outputs=outputs,
+                           inputs=sum(n(i) for i in acts), pixels=pixels, **kw_)
+
+
 @dataclass
 class LatencyModel:
-    """Modeled instructions of one inference: DTMM convs by the coefficients, other
-    ops by their MACs (FULLY_CONNECTED, DEPTHWISE_CONV_2D) or elements touched."""
+    """Modeled executed instructions of one steady-state Invoke() in TFLM with
+    CMSIS-NN (dtmm.core.latency, fitted to bench/kernels and bench/models):
+    every conv as dense CMSIS-NN CONV_2D or DTMM_CONV_2D, whichever the converter
+    will make it (`rewritten`, from FlashModel.conv_bytes), every other op by its
+    per-op-type model, plus the interpreter between ops.
+
+    `target`: a fitted target, or "any" (the default): the SUM over every fitted
+    target (Cortex-M4 + Cortex-M55), so neither is traded away for the other;
+    Cortex-M4 executes about 3-4x more instructions, so it weighs more."""
 
     graph: Graph
-    coeffs: LatencyCoeffs = field(default_factory=coefficients)
+    target: str = latency.DEFAULT_TARGET
 
-    def conv_cost(self, c, co, ci, n_kept) -> float:
-        outputs = co * c.out_h * c.out_w
-        kept_macs = n_kept * ci * c.out_h * c.out_w
-        return self.coeffs.a * kept_macs + self.coeffs.b * outputs + \
-            self.coeffs.c * outputs * c.k + self.coeffs.d * n_kept * c.out_h * c.out_w
-
-    def per_layer(self, cfg: Config) -> list:
+    def __post_init__(self):
+        known = latency.whole_model_targets()
+        if self.target == "any":
+            if not known:
+                raise DtmmError("dtmm/core/data/latency.json has no whole-model latency "
+                                "models (run bench/fit_latency with --models-ops-csv)")
+            self.targets = tuple(known)
+        elif self.target not in known:
+            raise DtmmError(f"no whole-model latency model for target {self.target!r} "
+                            f"(known: {', '.join(known + ['any'])})")
+        else:
+            self.targets = (self.target,)
         g = self.graph
-        return [self.conv_cost(c, *s) for c, s in zip(g.convs, layer_shapes(g, cfg))]
-
-    def other(self, cfg: Config) -> float:
-        g = self.graph
-        scale = group_scale(g, cfg)
-        total = 0.0
+        n_g = len(g.groups)
         conv_ops = {c.op_index for c in g.convs}
-        for op in g.ops:
-            if op.index in conv_ops:
-                continue
-            t_in = g.tensors[op.inputs[0]] if op.inputs and op.inputs[0] >= 0 else None
-            s = scale[g.convs[t_in.owner].group] if t_in is not None and t_in.owner is not None else 1.0
-            if op.name == "FULLY_CONNECTED":
-                total += self.coeffs.a * g.tensors[op.inputs[1]].nbytes * s
-            elif t_in is not None:
-                total += t_in.nbytes * s
+        self.other_ops = [op for op in g.ops if op.index not in conv_ops]
+        # Non-conv ops are affine in the groups' kept shares: const + scale @ slope.
+        self._const, self._slope = {}, {}
+        for t in self.targets:
+            base = self._other_at(t, np.zeros(n_g))
+            self._const[t] = base
+            self._slope[t] = np.array([self._other_at(t, np.eye(n_g)[i]) - base
+                                       for i in range(n_g)])
+        self._flash = None
+
+    def _other_at(self, target, scale) -> float:
+        return float(sum(latency.op_instructions(target, op_shape(self.graph, op, scale))
+                         for op in self.other_ops)) + \
+            latency.interpreter_instructions(target, len(self.graph.ops))
+
+    def describe(self) -> str:
+        return ("TFLM Invoke() instructions, " + " + ".join(self.targets) +
+                " (dtmm/core/data/latency.json: conv models from bench/kernels, other "
+                "ops and interpreter from bench/models)")
+
+    def conv_modeled(self, co, ci, nk) -> dict:
+        """{target: (dense, dtmm)}: modeled instructions of every conv as dense
+        CMSIS-NN and as DTMM_CONV_2D; arrays shaped like co ([..., n_convs])."""
+        co, ci, nk = (np.asarray(v) for v in (co, ci, nk))
+        out = {}
+        for t in self.targets:
+            dense = np.zeros(co.shape, float)
+            dtmm = np.zeros(co.shape, float)
+            for i, c in enumerate(self.graph.convs):
+                geo = dict(out_h=c.out_h, out_w=c.out_w, c_in=ci[..., i], c_out=co[..., i],
+                           kh=c.kh, kw=c.kw, stride=tuple(c.stride),
+                           dilation=tuple(c.dilation))
+                dense[..., i] = latency.conv_instructions(t, "cmsis_nn",
+                                                          latency.ConvShape(**geo))
+                dtmm[..., i] = latency.conv_instructions(
+                    t, "dtmm", latency.ConvShape(**geo, kept_filterlets=nk[..., i]))
+            out[t] = (dense, dtmm)
+        return out
+
+    def faster(self, co, ci, nk, modeled=None) -> np.ndarray:
+        """The converter's speed rule per conv: DTMM modeled SPEED_MARGIN faster than
+        dense CMSIS-NN on every target."""
+        modeled = modeled or self.conv_modeled(co, ci, nk)
+        ok = np.ones(np.shape(co), bool)
+        for dense, dtmm in modeled.values():
+            ok &= latency.clearly_faster(dense, dtmm)
+        return ok
+
+    def batch(self, co, ci, nk, rewritten, scale, modeled=None) -> np.ndarray:
+        """Totals (summed over self.targets) for a batch: co/ci/nk/rewritten
+        [B, n_convs], scale [B, n_groups] (kept share of each group's channels)."""
+        modeled = modeled or self.conv_modeled(co, ci, nk)
+        scale = np.asarray(scale, float)
+        total = 0.0
+        for t, (dense, dtmm) in modeled.items():
+            total = total + np.where(rewritten, dtmm, dense).sum(axis=-1) + \
+                self._const[t] + scale @ self._slope[t]
         return total
 
-    def __call__(self, cfg: Config) -> float:
-        return float(sum(self.per_layer(cfg)) + self.other(cfg))
+    def rewritten(self, cfg: Config) -> np.ndarray:
+        """Which convs the converter makes DTMM under cfg (its default rule)."""
+        if self._flash is None:
+            self._flash = FlashModel(self.graph, speed=self)
+        return self._flash.rewritten(cfg)
 
+    def per_layer(self, cfg: Config, rewritten=None) -> list:
+        """Modeled instructions per conv (summed over the targets) as converted."""
+        co, ci, nk = (np.array(v) for v in zip(*layer_shapes(self.graph, cfg)))
+        rw = self.rewritten(cfg) if rewritten is None else np.asarray(rewritten)
+        return [float(v) for v in sum(np.where(rw, m, d)
+                                      for d, m in self.conv_modeled(co, ci, nk).values())]
 
-def fit_latency_csv(path: str, target: str | None = None, layers: dict | None = None,
-                    kernel: str = "dtmm", four: bool = True) -> LatencyCoeffs:
-    """Least-squares a, b, c from bench/kernels' CSV (columns target, layer, c_in,
-    sparsity, kernel, instructions, scratch_bytes, const_bytes) for one target.
+    def other(self, cfg: Config) -> float:
+        """Non-conv ops + interpreter, summed over the targets."""
+        scale = group_scale(self.graph, cfg)
+        return float(sum(self._const[t] + scale @ self._slope[t] for t in self.targets))
 
-    Layer shapes: columns c_out, out_h, out_w, k if present, else a
-    `CoutxHxWxK` layer name, else `layers` (default: the bench/kernels layer
-    shapes of dtmm.core.latency)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise DtmmError(f"{path}: no rows")
-    targets = sorted({r.get("target", "") for r in rows})
-    target = target or targets[0]
-    layers = bench_layers() if layers is None else layers
-    X, y = [], []
-    for r in rows:
-        if r.get("target", "") != target:
-            continue
-        if r.get("kernel") and r["kernel"].lower() != kernel:
-            continue
-        shape = _row_shape(r) or layers.get(r.get("layer", ""))
-        if shape is None:
-            continue
-        c_out, out_h, out_w, k = shape
-        c_in = int(r["c_in"])
-        sp = float(r["sparsity"])
-        sp = sp / 100.0 if sp > 1 else sp
-        outputs = c_out * out_h * out_w
-        kept = (c_out * k - n_pruned(sp, c_out * k)) * c_in * out_h * out_w
-        kept_fl = (c_out * k - n_pruned(sp, c_out * k)) * out_h * out_w
-        X.append([kept, outputs, outputs * k, kept_fl] if four else [kept, outputs, outputs * k])
-        y.append(float(r["instructions"]))
-    if len(X) < (4 if four else 3):
-        raise DtmmError(f"{path}: fewer than {4 if four else 3} usable {kernel} rows for target {target!r} "
-                        f"(targets: {', '.join(targets)})")
-    X, y = np.array(X, float), np.array(y)
-    # relative least squares: small and large layers count alike
-    coef, *_ = np.linalg.lstsq(X / y[:, None], np.ones_like(y), rcond=None)
-    rel = np.abs(X @ coef / y - 1)
-    coef = list(map(float, coef)) + ([] if four else [0.0])
-    return LatencyCoeffs(coef[0], coef[1], coef[2], d=coef[3],
-                         source=f"fit to {os.path.basename(path)} [{target}, {len(y)} rows, "
-                                f"median |err| {100 * np.median(rel):.1f} %, "
-                                f"max {100 * rel.max():.1f} %]")
+    def per_target(self, cfg: Config, rewritten=None) -> dict:
+        co, ci, nk = (np.array(v) for v in zip(*layer_shapes(self.graph, cfg)))
+        rw = self.rewritten(cfg) if rewritten is None else np.asarray(rewritten)
+        scale = group_scale(self.graph, cfg)
+        return {t: float(np.where(rw, m, d).sum() + self._const[t] + scale @ self._slope[t])
+                for t, (d, m) in self.conv_modeled(co, ci, nk).items()}
 
-
-def _row_shape(r: dict):
-    keys = ("c_out", "out_h", "out_w", "k")
-    if all(r.get(k) for k in keys):
-        return tuple(int(r[k]) for k in keys)
-    m = re.search(r"(\d+)x(\d+)x(\d+)x(\d+)", r.get("layer", ""))
-    if m:
-        return tuple(int(v) for v in m.groups())
-    return None
+    def __call__(self, cfg: Config, rewritten=None) -> float:
+        return float(sum(self.per_target(cfg, rewritten).values()))
 
 
 def fmt_bytes(n: float) -> str:

@@ -50,6 +50,7 @@ class Tensor:
     is_variable: bool
     owner: int | None = None   # conv index whose output channels this tensor carries
     small_data: tuple | None = None  # values of small int32 constants (axes)
+    quant_channels: int = 0   # scales of its quantization (per-channel: one per channel)
 
 
 @dataclass
@@ -82,6 +83,8 @@ class Conv:
     group: int = -1
     bias_name: str | None = None  # None: the conv has no bias input
     filter_scales: int = 1        # quantization scales of the dense filter
+    stride: tuple = (1, 1)        # (h, w)
+    dilation: tuple = (1, 1)      # (h, w)
 
     @property
     def k(self) -> int:
@@ -136,7 +139,8 @@ def analyze(buf: bytes) -> Graph:
         if t.is_constant and t.dtype == TensorType.INT32 and t.data.size <= 64:
             small = tuple(int(v) for v in np.frombuffer(t.data.tobytes(), "<i4"))
         tensors.append(Tensor(i, t.name, shape, t.dtype, n * itemsize, t.is_constant,
-                              t.is_variable, small_data=small))
+                              t.is_variable, small_data=small,
+                              quant_channels=len(t.quant()[0])))
     ops = []
     for i, op in enumerate(sg.operators):
         opts = op.custom_options
@@ -168,6 +172,9 @@ def _find_convs(g: Graph, sg=None) -> None:
                 n_scales = len(sg.tensors[op.inputs[1]].quant()[0])
             elif bias_name is None:
                 bias_name = filt.name + "/bias"  # synthetic graphs: assume a bias
+            o = op.options
+            stride = (getattr(o, "strideH", 1), getattr(o, "strideW", 1))
+            dilation = (getattr(o, "dilationHFactor", 1), getattr(o, "dilationWFactor", 1))
         elif op.name == DTMM_CUSTOM_CODE:
             # values [n_kept, C_in]; C_out from the bias, K from the options (the
             # bitmap length alone does not give it).
@@ -178,6 +185,8 @@ def _find_convs(g: Graph, sg=None) -> None:
             kh, kw = int(opts["kh"]), int(opts["kw"])
             c_in = g.tensors[op.inputs[0]].shape[-1]
             filt = g.tensors[op.inputs[1]]
+            stride = (int(opts["sh"]), int(opts["sw"]))
+            dilation = (int(opts["dh"]), int(opts["dw"]))
         else:
             continue
         out = g.tensors[op.outputs[0]]
@@ -185,7 +194,8 @@ def _find_convs(g: Graph, sg=None) -> None:
             raise ModelError(f"conv output {out.name!r} is not 4-D: {out.shape}")
         g.convs.append(Conv(len(g.convs), op.index, filt.name, c_out, kh, kw, c_in,
                             out.shape[1], out.shape[2], op.inputs[0], op.outputs[0],
-                            bias_name=bias_name, filter_scales=n_scales))
+                            bias_name=bias_name, filter_scales=n_scales,
+                            stride=stride, dilation=dilation))
 
 
 class _UnionFind:
@@ -227,7 +237,7 @@ def _trace_channels(g: Graph) -> None:
             for o in op.outputs:
                 g.tensors[o].owner = first
             if op.name == "DEPTHWISE_CONV_2D" and first is not None:
-                scaled.append((first, sum(g.tensors[i].nbytes for i in ins
+                scaled.append((first, sum(_const_bytes(g.tensors[i]) for i in ins
                                           if g.tensors[i].is_const)))
             continue
         if op.name in _ELEMENTWISE_BINARY:
@@ -275,6 +285,18 @@ def _trace_channels(g: Graph) -> None:
         grp.frozen = grp.frozen or f"conv {g.convs[owner].name!r}: {why}"
     for owner, nbytes in scaled:
         g.groups[g.convs[owner].group].scaled_const_bytes += nbytes
+
+
+# Flatbuffer bytes per channel of a per-channel quantized constant: a float32 scale
+# and an int64 zero point (QuantizationParameters' vectors).
+QUANT_BYTES_PER_CHANNEL = 4 + 8
+
+
+def _const_bytes(t: Tensor) -> int:
+    """Data bytes of a constant plus its per-channel quantization (the depthwise
+    filter's and bias' scales and zero points shrink with the channels too)."""
+    return t.nbytes + (QUANT_BYTES_PER_CHANNEL * t.quant_channels
+                       if t.quant_channels > 1 else 0)
 
 
 def _keeps_last_axis(g: Graph, op: Op) -> bool:

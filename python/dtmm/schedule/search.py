@@ -104,9 +104,11 @@ class Problem:
         self.graph = graph
         self.budgets = budgets
         self.objective = objective
-        self.flash = flash or FlashModel(graph)
-        self.sram = sram or SramModel(graph)
+        # By default the plan follows the converter's default rule: a conv is DTMM
+        # where smaller and modeled faster on every target (prefer="speed").
         self.latency = latency or LatencyModel(graph)
+        self.flash = flash or FlashModel(graph, speed=self.latency)
+        self.sram = sram or SramModel(graph)
         self.step = step
         n_a = int(round(alpha_max / step))
         n_b = int(round(beta_max / step))
@@ -199,7 +201,6 @@ class Problem:
         self._src = np.array([g.convs[c.in_from].group if c.in_from is not None else -1
                               for c in g.convs])
         self._k = np.array([c.k for c in g.convs])
-        self._hw = np.array([c.out_h * c.out_w for c in g.convs], float)
         self._cin = np.array([c.c_in for c in g.convs])
         self._csrc = np.array([g.groups[s].c_out if s >= 0 else 1 for s in self._src])
         self._gc = np.array([gr.c_out for gr in g.groups], float)
@@ -208,15 +209,6 @@ class Problem:
         self._vb = np.array([i for k, i in self.vars if k == "b"], int)
         self._xa = np.array([j for j, (k, _) in enumerate(self.vars) if k == "a"], int)
         self._xb = np.array([j for j, (k, _) in enumerate(self.vars) if k == "b"], int)
-        # latency of non-conv ops: constant + per-group linear part
-        lat = self.latency
-        self._lat_const = lat.other(Config.dense(g))
-        self._lat_grp = np.zeros(len(g.groups))
-        for gi in range(len(g.groups)):
-            cfg = Config.dense(g)
-            cfg.beta[gi] = 0.5
-            kf = kept_filters(g.groups[gi].c_out, 0.5) / g.groups[gi].c_out
-            self._lat_grp[gi] = (lat.other(cfg) - self._lat_const) / (kf - 1.0)
         self._tail_const = self.sram.tail_const()
         self._tab = np.stack([t for t in self.tables])  # [L, n_b, n_a]
         self._L = np.arange(len(g.convs))
@@ -242,13 +234,12 @@ class Problem:
         n = co * self._k
         nk = n - n_pruned(ia * self.step, n)
         scale = kf / self._gc
-        per, rewritten = self.flash.conv_bytes(co, ci, nk)
+        modeled = self.latency.conv_modeled(co, ci, nk)
+        per, rewritten = self.flash.conv_bytes(
+            co, ci, nk, modeled if getattr(self.flash, "speed", None) is self.latency else None)
         flash = (self.flash.base + per.sum(axis=1) + scale @ self._gscaled
                  + self.flash.opcode_bytes * rewritten.any(axis=1))
-        c = self.latency.coeffs
-        lat = ((c.a * nk * ci * self._hw + (c.b + c.c * self._k) * co * self._hw
-                + c.d * nk * self._hw).sum(axis=1)
-               + self._lat_const + (scale - 1.0) @ self._lat_grp)
+        lat = self.latency.batch(co, ci, nk, rewritten, scale, modeled)
         own = self._tab[self._L[None, :], ib[:, self._grp], ia]          # [B, L]
         # Removing a group's filters also removes those input channels of the
         # convs that consume them: count that share of their remaining
@@ -405,6 +396,9 @@ def schedule(prob: Problem, time_limit: float = 8.0, check: bool = True,
     return plan
 
 
+GREEDY_STEPS = (1, 2, 3, 4, 6, 8, 12)
+
+
 def _schedule_once(prob: Problem, time_limit: float, progress, start) -> Plan:
     prob.evaluations = 0
     nv = len(prob.vars)
@@ -430,11 +424,13 @@ def _schedule_once(prob: Problem, time_limit: float, progress, start) -> Plan:
         return 100.0 * M["loss"]
 
     # Phase 1 -- greedy: from the dense model, take the single step (one variable
-    # +1 or +2 grid steps) with the best ratio of progress (violated budgets
-    # reduced, weighted by 1/budget; in latency mode also latency itself) to
-    # importance removed. Loss mode stops at the first feasible point; latency
-    # mode goes on while the importance budget allows.
-    steps = [(j, d) for j in range(nv) for d in (1, 2)]
+    # +1 ... +GREEDY_STEPS[-1] grid steps) with the best ratio of progress (violated
+    # budgets reduced, weighted by 1/budget; in latency mode also latency itself)
+    # to importance removed. Loss mode stops at the first feasible point; latency
+    # mode goes on while the importance budget allows. The long steps matter: a
+    # conv stays dense (no byte or instruction saved) until its filterlet sparsity
+    # makes the DTMM form smaller and modeled faster, so short steps see no gain.
+    steps = [(j, d) for j in range(nv) for d in GREEDY_STEPS]
 
     def hard_violation(mm):
         return sum(max(mm[r] - prob.budgets.get(r), 0.0) / max(prob.budgets.get(r), 1e-12)
