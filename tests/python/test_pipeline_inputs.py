@@ -112,3 +112,61 @@ def test_model_without_convs_and_unknown_dataset(tmp_path):
         pipeline.prune(wrong, "digits", "64KiB", "32KiB", str(tmp_path))
     with pytest.raises(DtmmError, match="unknown unit"):
         pipeline.prune(conv, "digits", "64 KiBi", "32KiB", str(tmp_path))
+
+
+def test_cli_target_flag(tmp_path):
+    # a known target parses (the run then stops at the missing model), an unknown one
+    # is one usage error naming the known ones; --help documents what "any" means
+    common = ["--data", "digits", "--flash", "64KiB", "--sram", "32KiB", "--out",
+              str(tmp_path / "o")]
+    r = _cli("prune", str(tmp_path / "missing.keras"), *common, "--target", "cortex-m55")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("dtmm: error: model file")
+    r = _cli("prune", str(tmp_path / "missing.keras"), *common, "--target", "z80")
+    assert r.returncode == 2
+    assert "unknown target 'z80' (known: cortex-m4, cortex-m55, any)" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _cli("prune", "--help")
+    assert r.returncode == 0
+    assert "--target" in r.stdout and "sum of instructions" in " ".join(r.stdout.split())
+    assert not (tmp_path / "o").exists()
+
+
+def test_accuracy_uses_the_reference_kernels_tflm_matches(monkeypatch):
+    # issue 11: accuracy came from TFLite's default (XNNPACK / optimized) kernels,
+    # whose int8 rounding differs from TFLM's; now BUILTIN_REF, checked two ways:
+    # the interpreter is asked for it, and its predictions are TFLM's (the
+    # tflite-micro wheel, reference kernels) on every sample
+    import keras
+    import tensorflow as tf
+    from tflite_micro import runtime
+
+    from dtmm import pipeline
+
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(6, 3, activation="relu"),
+                          keras.layers.DepthwiseConv2D(3), keras.layers.Flatten(),
+                          keras.layers.Dense(10)])
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 8, 8, 1), dtype=np.float32)
+    int8 = pipeline.to_int8(m, x)
+    it = runtime.Interpreter.from_bytes(int8)
+    det = it.get_input_details(0)
+    scale, zp = det["quantization_parameters"]["scales"][0], \
+        det["quantization_parameters"]["zero_points"][0]
+    labels = []
+    for xi in x:
+        q = np.clip(np.round(xi / scale + zp), -128, 127).astype(np.int8)
+        it.set_input(q[None], 0)
+        it.invoke()
+        labels.append(int(it.get_output(0).reshape(-1).argmax()))
+    seen = []
+    real = tf.lite.Interpreter
+
+    def spy(*a, **kw):
+        seen.append(kw.get("experimental_op_resolver_type"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(tf.lite, "Interpreter", spy)
+    assert pipeline.int8_accuracy(int8, x, np.array(labels), batch=7) == 100.0
+    assert seen == [tf.lite.experimental.OpResolverType.BUILTIN_REF]

@@ -125,3 +125,28 @@ def test_bad_importance_is_rejected():
     imp[0] = (imp[0][0], -imp[0][1])
     with pytest.raises(DtmmError, match="finite and >= 0"):
         Problem(g, imp, Budgets())
+
+
+def test_replan_never_returns_the_plan_that_came_out_over():
+    # issue 11: the pipeline tightened the flash budget by the real file's overshoot
+    # alone; a plan modeled well under the budget stayed feasible and came back
+    # unchanged. pipeline.tightened_budgets scales by how optimistic the model was
+    # on that plan, which puts the cap below the plan's own modeled bytes.
+    from dtmm.pipeline import tightened_budgets
+
+    prob = _problem(0, "loss")
+    b = prob.budgets
+    first = schedule(prob)
+    assert first.flash <= b.flash
+    real_flash = b.flash * 1.04          # the real file came out 4 % over
+    flash_cap, sram_cap = tightened_budgets(b.flash, b.sram, first, real_flash,
+                                            first.sram, b.flash, b.sram)
+    assert flash_cap < first.flash and sram_cap == b.sram
+    prob.budgets = Budgets(flash=flash_cap, sram=sram_cap)
+    second = schedule(prob)
+    assert second.flash <= flash_cap < first.flash
+    assert second.config.key() != first.config.key()
+    # SRAM alike
+    _, sram_cap = tightened_budgets(b.flash, b.sram, first, first.flash, b.sram + 64,
+                                    b.flash, b.sram)
+    assert sram_cap < first.sram
