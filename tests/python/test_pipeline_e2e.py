@@ -44,6 +44,11 @@ def test_demo_writes_everything_and_meets_budgets(demo):
         assert 0 <= layer["alpha"] <= 0.95 and 0 <= layer["beta"] <= 0.9
         assert layer["filters_kept"] <= layer["c_out"]
     assert r["pruned"]["dtmm_ops"] >= 1
+    # the default objective: TFLM Invoke() instructions on both fitted targets
+    assert r["pruned"]["latency_target"] == "any"
+    per = r["pruned"]["latency_modeled_per_target"]
+    assert set(per) == {"cortex-m4", "cortex-m55"} and per["cortex-m4"] > per["cortex-m55"] > 0
+    assert "MAC" not in r["pruned"]["latency_model"]
 
 
 def test_dtmm_file_matches_int8_file(demo):
@@ -61,11 +66,15 @@ def test_cli_prune_on_saved_model(demo, tmp_path):
     r = subprocess.run([sys.executable, "-m", "dtmm", "prune", str(out / "dense.keras"),
                         "--data", "digits", "--flash", "20KiB", "--sram", "0.5MiB",
                         "--max-drop", "50", "--epochs", "1", "--no-progress",
+                        "--target", "cortex-m55",
                         "--out", str(tmp_path / "p")], capture_output=True, text=True,
                        env=env, timeout=800)
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads((tmp_path / "p" / "report.json").read_text())
     assert rep["pruned"]["flash_bytes"] <= 20 * 1024
+    # planned and converted for Cortex-M55 alone
+    assert rep["pruned"]["latency_target"] == "cortex-m55"
+    assert list(rep["pruned"]["latency_modeled_per_target"]) == ["cortex-m55"]
     # an impossible budget is one clear line
     r = subprocess.run([sys.executable, "-m", "dtmm", "prune", str(out / "dense.keras"),
                         "--data", "digits", "--flash", "1KiB", "--sram", "16KiB",
