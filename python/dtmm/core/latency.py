@@ -141,28 +141,32 @@ class ConvShape:
 
 
 def class_masks(kernel: str, s: ConvShape) -> dict:
-    """class -> whether the conv takes that path (bool, or a bool array where
-    s.c_in is an array, as in the scheduler's batches)."""
+    """class -> whether the conv takes that path: bool arrays shaped like the
+    broadcast of s's fields (any field may be an array: the scheduler evaluates
+    every conv of a batch of plans in one call)."""
+    sh, sw = (np.asarray(v) for v in s.stride)
+    dh, dw = (np.asarray(v) for v in s.dilation)
+    taps = np.asarray(s.kh) * np.asarray(s.kw)
+    c_in = np.asarray(s.c_in)
+    unit_stride = (sh == 1) & (sw == 1)
     if kernel == "cmsis_nn":
         # arm_convolve_wrapper_s8 sends 1x1 undilated filters to its 1x1 kernels.
         # Stride 1 with C_in a multiple of 4 takes arm_convolve_1x1_s8_fast; other
         # 1x1 filters arm_convolve_1x1_s8.
-        one = s.taps == 1 and tuple(s.dilation) == (1, 1)
-        fast = one & (tuple(s.stride) == (1, 1)) & (np.asarray(s.c_in) % 4 == 0)
-        return {"1x1_fast": fast, "1x1": one & ~fast, "general": not one}
+        one = (taps == 1) & (dh == 1) & (dw == 1)
+        fast = one & unit_stride & (c_in % 4 == 0)
+        return {"1x1_fast": fast, "1x1": one & ~fast, "general": ~one}
     if kernel == "dtmm":
-        # The dispatcher's drivers: tiny output planes, small C_in (expanded), 1x1
-        # filters (pointwise, per-pixel work only), and the window drivers.
-        # In that order, as dtmm_conv_s8_choose: a 1x1 filter takes the pointwise
-        # driver whatever its C_in; strided, that driver runs once per output row
-        # instead of once per plane (22 % more on Cortex-M4 than the stride-1 fit).
-        tiny = s.out_h * s.out_w <= TINY_PLANE_PIXELS
-        one = (not tiny) and s.taps == 1
-        unit_stride = tuple(s.stride) == (1, 1)
-        small = (not tiny) & (not one) & (np.asarray(s.c_in) < SMALL_C_IN)
-        return {"tiny": tiny, "pointwise": one and unit_stride,
-                "pointwise_strided": one and not unit_stride, "small_cin": small,
-                "window": (not tiny) & (not one) & ~small}
+        # The dispatcher's drivers, in dtmm_conv_s8_choose's order: tiny output
+        # planes; 1x1 filters (pointwise, whatever C_in; strided, that driver runs
+        # once per output row instead of once per plane: 22 % more on Cortex-M4
+        # than the stride-1 fit); small C_in (expanded); the window drivers.
+        tiny = np.asarray(s.out_h) * np.asarray(s.out_w) <= TINY_PLANE_PIXELS
+        one = ~tiny & (taps == 1)
+        small = ~tiny & ~one & (c_in < SMALL_C_IN)
+        return {"tiny": tiny, "pointwise": one & unit_stride,
+                "pointwise_strided": one & ~unit_stride, "small_cin": small,
+                "window": ~tiny & ~one & ~small}
     raise ArgumentError(f"unknown kernel {kernel!r} (known: {', '.join(KERNELS)})")
 
 

@@ -521,20 +521,27 @@ class LatencyModel:
         """{target: (dense, dtmm)}: modeled instructions of every conv as dense
         CMSIS-NN and as DTMM_CONV_2D; arrays shaped like co ([..., n_convs])."""
         co, ci, nk = (np.asarray(v) for v in (co, ci, nk))
+        geo = self._geometry()
+        dense_s = latency.ConvShape(c_in=ci, c_out=co, **geo)
+        dtmm_s = latency.ConvShape(c_in=ci, c_out=co, kept_filterlets=nk, **geo)
         out = {}
-        for t in self.targets:
-            dense = np.zeros(co.shape, float)
-            dtmm = np.zeros(co.shape, float)
-            for i, c in enumerate(self.graph.convs):
-                geo = dict(out_h=c.out_h, out_w=c.out_w, c_in=ci[..., i], c_out=co[..., i],
-                           kh=c.kh, kw=c.kw, stride=tuple(c.stride),
-                           dilation=tuple(c.dilation))
-                dense[..., i] = latency.conv_instructions(t, "cmsis_nn",
-                                                          latency.ConvShape(**geo))
-                dtmm[..., i] = latency.conv_instructions(
-                    t, "dtmm", latency.ConvShape(**geo, kept_filterlets=nk[..., i]))
-            out[t] = (dense, dtmm)
+        for t in self.targets:  # every conv of every plan at once
+            dense = latency.conv_instructions(t, "cmsis_nn", dense_s)
+            dtmm = latency.conv_instructions(t, "dtmm", dtmm_s)
+            out[t] = (np.broadcast_to(dense, co.shape).astype(float),
+                      np.broadcast_to(dtmm, co.shape).astype(float))
         return out
+
+    def _geometry(self) -> dict:
+        """The convs' fixed geometry as arrays over the convs (last axis)."""
+        if getattr(self, "_geo", None) is None:
+            cs = self.graph.convs
+            a = lambda f: np.array([f(c) for c in cs], int)  # noqa: E731
+            self._geo = dict(out_h=a(lambda c: c.out_h), out_w=a(lambda c: c.out_w),
+                             kh=a(lambda c: c.kh), kw=a(lambda c: c.kw),
+                             stride=(a(lambda c: c.stride[0]), a(lambda c: c.stride[1])),
+                             dilation=(a(lambda c: c.dilation[0]), a(lambda c: c.dilation[1])))
+        return self._geo
 
     def faster(self, co, ci, nk, modeled=None) -> np.ndarray:
         """The converter's speed rule per conv: DTMM modeled SPEED_MARGIN faster than
