@@ -94,7 +94,8 @@ def _plain(obj):
 def _tensor_sig(t):
     scales, zps, qdim = t.quant()
     data = t.data
-    return (t.shape, t.dtype, t.is_variable, tuple(scales.tolist()),
+    # scales by bit pattern: a NaN scale is unchanged when it is the same NaN
+    return (t.shape, t.dtype, t.is_variable, tuple(scales.view(np.uint32).tolist()),
             tuple(zps.tolist()), qdim if len(scales) > 1 else 0,
             None if data is None else bytes(data))
 
@@ -317,7 +318,11 @@ def _run_and_check(orig_buf, orig, dtmm, feeds, source, report):
     index = {id(t): i for i, t in enumerate(sg0.tensors)}
     for step, feed in enumerate(feeds):
         for idx, arr in feed.items():
-            interp.set_tensor(idx, arr)
+            try:
+                interp.set_tensor(idx, arr)
+            except ValueError as e:  # e.g. an input that also holds constant data
+                raise ModelError(f"TFLite cannot set input {idx} of the original model: "
+                                 f"{str(e).strip().splitlines()[0]}") from None
         try:
             interp.invoke()
         except (RuntimeError, ValueError) as e:
@@ -360,7 +365,11 @@ def verify_models(orig_buf: bytes, conv_buf: bytes, input_files=(), random: int 
     if any(si == 0 for si, _ in dtmm) and (random > 0 or input_files):
         orig_buf = runnable_original(Model.read(orig_buf, names[0])) or orig_buf
         interp = _interpreter(orig_buf)
-        details = sorted(interp.get_input_details(), key=lambda d: d["index"])
+        try:
+            details = sorted(interp.get_input_details(), key=lambda d: d["index"])
+        except UnicodeDecodeError:  # TFLite decodes every input's name as UTF-8
+            raise ModelError("TFLite cannot describe the original model's inputs: an "
+                             "input tensor name is not UTF-8") from None
         sources = []
         if random > 0:
             rng = np.random.default_rng(seed)
