@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from dtmm.core import contract, latency, size
 from dtmm.core.errors import ArgumentError, DtmmError, ModelError
 from dtmm.core.latency import DEFAULT_PREFER, DEFAULT_TARGET, PREFER
-from dtmm.core.ops import dtmm_form, is_dtmm, read_conv, read_dtmm
+from dtmm.core.ops import check_dtmm_ops, dtmm_form, read_conv
 from dtmm.core.tflite import BuiltinOperator, Model, Operator, read_file, write_atomic
 from dtmm.layers import (LayerReport, conv_report, format_table,  # noqa: F401
                          modeled_instructions)
@@ -179,17 +179,6 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
     check_dtmm_ops(Model.read(out, f"the conversion of {name}"), f"the conversion of {name}")
     report.file_bytes_after = len(out)
     return out, report
-
-
-def check_dtmm_ops(model: Model, name: str) -> None:
-    """FormatError naming the first DTMM op of `model` the device would reject."""
-    for si, sg in enumerate(model.subgraphs):
-        for oi, op in enumerate(sg.operators):
-            if is_dtmm(op):
-                try:
-                    read_dtmm(model, si, oi)
-                except DtmmError as e:
-                    raise type(e)(f"{name}: {e}") from None
 
 
 def conv_shape(conv, fwcs) -> latency.ConvShape:

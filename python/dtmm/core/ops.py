@@ -427,3 +427,15 @@ def read_dtmm(model: Model, si: int, oi: int) -> DtmmOp:
                   shift=arrays["shift"].astype(np.int32), params=params,
                   input_shape=x_shape, output_shape=y_shape,
                   constant_bytes=fw.storage_bytes + 12 * c_out)
+
+
+def check_dtmm_ops(model: Model, name: str) -> None:
+    """FormatError naming the first DTMM op of `model` the device would reject
+    (read_dtmm of each)."""
+    for si, sg in enumerate(model.subgraphs):
+        for oi, op in enumerate(sg.operators):
+            if is_dtmm(op):
+                try:
+                    read_dtmm(model, si, oi)
+                except (FormatError, ModelError) as e:
+                    raise type(e)(f"{name}: {e}") from None
