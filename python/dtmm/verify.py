@@ -221,10 +221,19 @@ def compare_structure(orig, conv, report: VerifyReport) -> dict:
 
 # -- numbers ---------------------------------------------------------------------------
 def runnable_original(orig: Model) -> bytes | None:
-    """TFLite's CONV_2D kernel insists on a bias input; TFLM's treats an absent one
-    (-1 or 2 inputs) as zero. Give each bias-less CONV_2D a zero int32 bias with
-    the scales TFLite expects, so TFLite can run the model; None if none lacks one."""
+    """What TFLM runs but TFLite's interpreter refuses, made runnable; None if the
+    model needs nothing. TFLite's CONV_2D kernel insists on a bias input; TFLM's
+    treats an absent one (-1 or 2 inputs) as zero: each bias-less CONV_2D gets a zero
+    int32 bias with the scales TFLite expects. TOCO-era files give 1-D bias tensors
+    quantized_dimension 3, which TFLite rejects at load and TFLM ignores (no kernel
+    reads a bias's quantization): a 1-D tensor's quantized dimension becomes 0."""
     changed = False
+    for sg in orig.subgraphs:
+        for t in sg.tensors:
+            q = t.quantization
+            if len(t.shape) == 1 and q is not None and q.quantizedDimension != 0:
+                q.quantizedDimension = 0
+                changed = True
     for sg in orig.subgraphs:
         for op in sg.operators:
             if op.opcode.builtin != BuiltinOperator.CONV_2D or len(op.inputs) < 2 or \
@@ -361,6 +370,15 @@ def verify_models(orig_buf: bytes, conv_buf: bytes, input_files=(), random: int 
     conv = Model.read(conv_buf, names[1])
     for model, name in ((orig, names[0]), (conv, names[1])):
         check_dtmm_ops(model, name)  # an op the device rejects is bad input, not a difference
+    # A CONV_2D convert would refuse is bad input too, and TFLite may not survive
+    # running it (a grouped conv with C_out not a multiple of the groups: SIGFPE).
+    for si, sg in enumerate(orig.subgraphs):
+        for oi, op in enumerate(sg.operators):
+            if op.opcode.builtin == BuiltinOperator.CONV_2D:
+                try:
+                    read_conv(orig, si, oi)
+                except DtmmError as e:
+                    raise type(e)(f"{names[0]}: {e}") from None
     report = VerifyReport()
     dtmm = compare_structure(orig, conv, report)
     report.static_only = [f"{si}:{oi}" for si, oi in dtmm if si != 0]

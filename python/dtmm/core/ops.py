@@ -193,6 +193,10 @@ def read_conv(model: Model, si: int, oi: int) -> ConvOp:
                          f"{list(x_shape)}")
     if x_shape[3] != c_in:
         if x_shape[3] % c_in == 0:
+            groups = x_shape[3] // c_in
+            if c_out % groups:  # TFLite divides by C_out / groups (SIGFPE at 0)
+                raise ModelError(f"{where}: grouped conv with {groups} groups needs "
+                                 f"C_out a multiple of {groups}, has {c_out}")
             return skip(f"skipped: grouped conv (input C={x_shape[3]}, filter "
                         f"C_in={c_in})")
         raise ModelError(f"{where}: filter C_in={c_in} does not match input "
