@@ -150,6 +150,21 @@ def test_prune_rejects_separable_conv_before_any_work(capsys, tmp_path):
         "DepthwiseConv2D followed by a 1x1 Conv2D" in err and len(err.splitlines()) == 1
 
 
+def test_prune_rejects_a_shared_weighted_layer_before_any_work(capsys, tmp_path):
+    import keras
+
+    x = keras.Input((8, 8, 1))
+    y = keras.layers.Conv2D(4, 3, padding="same")(x)
+    twice = keras.layers.Conv2D(4, 3, padding="same", name="twice")
+    y = keras.layers.GlobalAveragePooling2D()(twice(twice(y)))
+    path = tmp_path / "shared.keras"
+    keras.Model(x, keras.layers.Dense(10)(y)).save(path)
+    rc, out, err = _prune(capsys, tmp_path, path)
+    assert rc == 2 and out == ""
+    assert "'twice' with weights is called more than once" in err and \
+        len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize("content", [b"hello, not a model", b""])
 def test_prune_names_a_file_that_is_not_a_keras_model(capsys, tmp_path, content):
     path = tmp_path / "model.keras"

@@ -105,9 +105,12 @@ _UNMATCHABLE_CONVS = {
 
 
 def check_convertible(model) -> None:
-    """UnsupportedModelError naming the first layer (nested models included) that
-    TFLite turns into a CONV_2D the pruner cannot match to a Keras Conv2D; the
-    pipeline calls this before spending any time on conversion or training."""
+    """UnsupportedModelError for a model the pipeline would give up on after minutes
+    of conversion and training, said before any of it (`dtmm prune` calls this): a
+    layer (nested models included) that TFLite turns into a CONV_2D the pruner cannot
+    match to a Keras Conv2D, or a graph the channel analysis rejects (subclassed
+    model, a weighted layer called twice)."""
+    ChannelGraph(model)
     stack = list(getattr(model, "layers", []))
     while stack:
         layer = stack.pop(0)
