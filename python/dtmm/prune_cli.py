@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 
 from dtmm.cli import console_silenced, quiet_tensorflow, register
 
@@ -91,6 +92,8 @@ def _keras_model(path):
     from dtmm.core.errors import DtmmError
     from dtmm.prune.graph import check_convertible
 
+    if not os.path.exists(path):
+        raise DtmmError(f"model file {path} does not exist")
     try:
         with open(path, "rb") as f:
             head = f.read(8)
