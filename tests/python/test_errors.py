@@ -7,7 +7,6 @@ import random
 import sys
 import warnings
 
-import numpy as np
 import pytest
 
 import tflite_models as tm
