@@ -36,16 +36,16 @@
 #define DTMM_CONV_2D_V1_KW_MAX 65535
 #define DTMM_CONV_2D_V1_OPT_SH 3 /* stride height */
 #define DTMM_CONV_2D_V1_SH_MIN 1
-#define DTMM_CONV_2D_V1_SH_MAX 65535
+#define DTMM_CONV_2D_V1_SH_MAX 32767
 #define DTMM_CONV_2D_V1_OPT_SW 4 /* stride width */
 #define DTMM_CONV_2D_V1_SW_MIN 1
-#define DTMM_CONV_2D_V1_SW_MAX 65535
+#define DTMM_CONV_2D_V1_SW_MAX 32767
 #define DTMM_CONV_2D_V1_OPT_DH 5 /* dilation height */
 #define DTMM_CONV_2D_V1_DH_MIN 1
-#define DTMM_CONV_2D_V1_DH_MAX 65535
+#define DTMM_CONV_2D_V1_DH_MAX 32767
 #define DTMM_CONV_2D_V1_OPT_DW 6 /* dilation width */
 #define DTMM_CONV_2D_V1_DW_MIN 1
-#define DTMM_CONV_2D_V1_DW_MAX 65535
+#define DTMM_CONV_2D_V1_DW_MAX 32767
 #define DTMM_CONV_2D_V1_OPT_PADDING 7 /* TFLite Padding: 0 = SAME, 1 = VALID */
 #define DTMM_CONV_2D_V1_PADDING_MIN 0
 #define DTMM_CONV_2D_V1_PADDING_MAX 1
@@ -66,10 +66,10 @@
   X(0, "version", (-2147483647 - 1), 2147483647) \
   X(1, "kh", 1, 65535) \
   X(2, "kw", 1, 65535) \
-  X(3, "sh", 1, 65535) \
-  X(4, "sw", 1, 65535) \
-  X(5, "dh", 1, 65535) \
-  X(6, "dw", 1, 65535) \
+  X(3, "sh", 1, 32767) \
+  X(4, "sw", 1, 32767) \
+  X(5, "dh", 1, 32767) \
+  X(6, "dw", 1, 32767) \
   X(7, "padding", 0, 1) \
   X(8, "in_zp", -128, 127) \
   X(9, "act_min", -128, 127) \

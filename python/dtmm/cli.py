@@ -191,7 +191,7 @@ def _verify_run(args) -> int:
                           random=args.random, seed=args.seed, check=False)
     print(report.summary())
     if not report.ok:
-        print(f"dtmm: verify: {report.failures[0]}", file=sys.stderr)
+        print(f"dtmm: verify: {one_line(report.failures[0])}", file=sys.stderr)
         return 1
     return 0
 
@@ -229,13 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message) -> str:
+    """`message` as one printable line: names taken from a model may hold newlines or
+    control characters, which are shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1]
+                   for c in str(message).strip())
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except DtmmError as e:
-        print(f"dtmm: error: {e}", file=sys.stderr)
+        print(f"dtmm: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dtmm: interrupted", file=sys.stderr)

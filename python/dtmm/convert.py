@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from dtmm.core import contract, latency, size
 from dtmm.core.errors import ArgumentError, DtmmError, ModelError
 from dtmm.core.latency import DEFAULT_PREFER, DEFAULT_TARGET, PREFER
-from dtmm.core.ops import dtmm_form, read_conv
+from dtmm.core.ops import check_dtmm_ops, dtmm_form, read_conv
 from dtmm.core.tflite import BuiltinOperator, Model, Operator, read_file, write_atomic
 from dtmm.layers import (LayerReport, conv_report, format_table,  # noqa: F401
                          modeled_instructions)
@@ -122,6 +122,7 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
     targets = latency.resolve_targets(target)
     buf = bytes(buf)
     model = Model.read(buf, name)
+    check_dtmm_ops(model, name)  # never copy an op the device rejects into the output
     report = ConversionReport(file_bytes_before=len(buf))
     tensor_users, buffer_users = model.users()
     plans = []
@@ -173,6 +174,9 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
     for conv, form, options in plans:
         _rewrite(model, conv, form, options, opcode, names_used)
     out = model.save()
+    # What the device will load: the flatbuffer verifier and every DTMM op through
+    # the checks of the TFLM op's Prepare, before anything is written.
+    check_dtmm_ops(Model.read(out, f"the conversion of {name}"), f"the conversion of {name}")
     report.file_bytes_after = len(out)
     return out, report
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 
 from dtmm.cli import console_silenced, quiet_tensorflow, register
 
@@ -94,11 +95,40 @@ def _prune_args(p):
                    help="use only the first N training images (faster)")
 
 
+# First bytes of the two formats keras.models.load_model reads.
+_ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _keras_model(path):
+    """The Keras model at `path`, or one DtmmError line: a missing file, a file of
+    another kind (Keras itself says "File not found" for those), a layer the
+    pipeline cannot convert (said now, not after minutes of conversion)."""
+    from dtmm import pipeline
+    from dtmm.core.errors import DtmmError
+    from dtmm.prune.graph import check_convertible
+
+    if not os.path.exists(path):
+        raise DtmmError(f"model file {path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise DtmmError(f"cannot read model {path}: {e.strerror}") from None
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_HDF5_MAGIC)):
+        raise DtmmError(f"{path} is not a Keras model file (a .keras zip archive or a "
+                        "legacy .h5 file)")
+    model = pipeline.load_model(path)
+    check_convertible(model)
+    return model
+
+
 def _prune_run(args) -> int:
     quiet_tensorflow()
     from dtmm import pipeline
 
-    pipeline.prune(args.model, args.data, args.flash, args.sram, args.out,
+    model = _keras_model(args.model)
+    pipeline.prune(model, args.data, args.flash, args.sram, args.out,
                    max_drop=args.max_drop, objective=args.objective,
                    target=args.target, max_loss=args.max_loss / 100.0,
                    epochs=args.epochs, max_train=args.max_train, seed=args.seed,

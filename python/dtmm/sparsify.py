@@ -27,10 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dtmm.cli import register
-from dtmm.errors import DtmmError, ModelError
-from dtmm.tflite_io import (BuiltinOperator, TensorType, load_model, opcode_of,
-                            read_file, save_model, shape_of, tensor_value, text,
-                            write_atomic)
+from dtmm.core.errors import ArgumentError, DtmmError, ModelError
+from dtmm.core.tflite import BuiltinOperator, Model, TensorType, read_file, write_atomic
 
 
 @dataclass
@@ -71,44 +69,31 @@ def lowest_l1_mask(filter_ohwi: np.ndarray, sparsity: float) -> np.ndarray:
     return mask.reshape(c_out, kh, kw)
 
 
-def _usage(model):
-    """How many op inputs name each (subgraph, tensor), and tensors per buffer."""
-    tensor_uses, buffer_uses = {}, {}
-    for si, sg in enumerate(model.subgraphs):
-        for op in sg.operators or []:
-            for i in list(op.inputs if op.inputs is not None else []):
-                if i >= 0:
-                    tensor_uses[(si, int(i))] = tensor_uses.get((si, int(i)), 0) + 1
-        for t in sg.tensors or []:
-            buffer_uses[t.buffer] = buffer_uses.get(t.buffer, 0) + 1
-    return tensor_uses, buffer_uses
-
-
-def _eligible_filter(model, si, op, tensor_uses, buffer_uses, layer):
-    """The filter tensor of an eligible conv, or None with layer.note set."""
-    sg = model.subgraphs[si]
-    ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
-    outs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
-    if len(ins) < 2 or len(outs) != 1 or min(ins[:2] + outs) < 0:
+def _eligible_filter(op, tensor_users, buffer_users, layer):
+    """The filter tensor of an eligible conv and its int8 values, or None with
+    layer.note set."""
+    if len(op.inputs) < 2 or len(op.outputs) != 1 or None in op.inputs[:2] + op.outputs:
         raise ModelError(f"CONV_2D {layer.where}: needs 2-3 inputs and 1 output, has "
-                         f"{len(ins)} and {len(outs)}")
-    x_t, w_t, y_t = sg.tensors[ins[0]], sg.tensors[ins[1]], sg.tensors[outs[0]]
-    layer.shape = shape_of(w_t)
-    if x_t.type != TensorType.INT8 or y_t.type != TensorType.INT8 \
-            or w_t.type != TensorType.INT8:
+                         f"{len(op.inputs)} and {len(op.outputs)}")
+    x_t, w_t, y_t = op.inputs[0], op.inputs[1], op.outputs[0]
+    layer.shape = w_t.shape
+    if TensorType.INT8 != x_t.dtype or TensorType.INT8 != y_t.dtype \
+            or TensorType.INT8 != w_t.dtype:
         layer.note = "skipped: not an int8 conv with int8 filter"
         return None
     if len(layer.shape) != 4 or min(layer.shape) < 1:
         raise ModelError(f"CONV_2D {layer.where} ({layer.name}): filter shape "
                          f"{list(layer.shape)} is not a 4-D OHWI filter")
-    if len(shape_of(x_t)) != 4 or shape_of(x_t)[3] != layer.shape[3]:
+    if len(x_t.shape) != 4 or x_t.shape[3] != layer.shape[3]:
         layer.note = "skipped: grouped conv or input channels differ"
         return None
-    weights = tensor_value(model, w_t, f"CONV_2D {layer.where} filter")
-    if weights is None:
+    weights = w_t.value(f"CONV_2D {layer.where} filter")
+    if weights is None or w_t.is_variable:
         layer.note = "skipped: filter is not constant"
         return None
-    if tensor_uses.get((si, ins[1]), 0) != 1 or buffer_uses.get(w_t.buffer, 0) != 1:
+    # one reference (this op's input) and one tensor on its buffer: a filter that is
+    # also a subgraph input, another op's input or shares its data stays as it is
+    if tensor_users.get(id(w_t), 0) != 1 or buffer_users.get(id(w_t.buffer), 0) != 1:
         layer.note = "skipped: filter is shared with another op or tensor"
         return None
     return w_t, weights
@@ -118,21 +103,20 @@ def sparsify_model(buf: bytes, sparsity: float, name: str = "input"):
     """Returns (output bytes, [LayerSparsity] for every CONV_2D). The output is
     `buf` itself when no filterlet had to be zeroed."""
     if not 0.0 <= float(sparsity) <= 1.0:
-        raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
+        raise ArgumentError(f"sparsity must be in [0, 1], got {sparsity}")
     buf = bytes(buf)
-    model = load_model(buf, name)
-    tensor_uses, buffer_uses = _usage(model)
+    model = Model.read(buf, name)
+    tensor_users, buffer_users = model.users()
     layers, changed = [], False
     for si, sg in enumerate(model.subgraphs):
-        for oi, op in enumerate(sg.operators or []):
-            if opcode_of(model, op)[0] != BuiltinOperator.CONV_2D:
+        for oi, op in enumerate(sg.operators):
+            if op.opcode.builtin != BuiltinOperator.CONV_2D:
                 continue
-            outs = op.outputs if op.outputs is not None else []
-            out_name = text(sg.tensors[int(outs[0])].name) if len(outs) and outs[0] >= 0 else ""
+            out_name = op.outputs[0].name if op.outputs and op.outputs[0] is not None else ""
             layer = LayerSparsity(si, oi, out_name)
             layers.append(layer)
             try:
-                found = _eligible_filter(model, si, op, tensor_uses, buffer_uses, layer)
+                found = _eligible_filter(op, tensor_users, buffer_users, layer)
             except DtmmError as e:
                 raise type(e)(f"{name}: {e}") from None
             if found is None:
@@ -149,9 +133,9 @@ def sparsify_model(buf: bytes, sparsity: float, name: str = "input"):
             pruned = weights.copy()
             pruned[mask] = 0
             layer.l1_removed = 1.0 - float(np.abs(pruned.astype(np.int64)).sum()) / total_l1
-            model.buffers[w_t.buffer].data = pruned.reshape(-1).view(np.uint8).copy()
+            w_t.buffer.data = pruned
             changed = True
-    return (save_model(model) if changed else buf), layers
+    return (model.save() if changed else buf), layers
 
 
 def sparsify_file(in_path, out_path, sparsity: float):

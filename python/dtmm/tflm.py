@@ -98,8 +98,24 @@ def _model_bytes(model) -> bytes:
         return f.read()
 
 
+def resource_variable_count(data: bytes) -> int:
+    """Distinct resource variables of a model (VAR_HANDLE ops by shared name), what
+    TFLM's MicroResourceVariables must hold for a streaming model; the count
+    tflite_micro.runtime.Interpreter computes for the wheel's interpreter."""
+    from dtmm.core.tflite import BuiltinOperator, Model, text
+
+    names = set()
+    for sg in Model.read(data, "model").subgraphs:
+        for op in sg.operators:
+            if op.opcode.builtin == BuiltinOperator.VAR_HANDLE:
+                o = op.builtin_options
+                names.add(text(getattr(o, "sharedName", None)))
+    return len(names)
+
+
 class Interpreter:
-    """A TFLM MicroInterpreter with the DTMM ops registered."""
+    """A TFLM MicroInterpreter with the DTMM ops registered (and room for the
+    resource variables of streaming models)."""
 
     def __init__(self, model, lib_dir=None, arena_size: int | None = None):
         runtime = load_runtime(lib_dir)
@@ -107,10 +123,10 @@ class Interpreter:
         if arena_size is None:
             arena_size = max(64 * 1024, 10 * len(data))
         try:
-            # Arguments as tflite_micro.runtime.Interpreter passes them:
-            # resource variables 0, kAllocationRecording, no alt decompression memory.
+            # Arguments as tflite_micro.runtime.Interpreter passes them: its
+            # resource variable count, kAllocationRecording, no alt decompression memory.
             self._interp = runtime.InterpreterWrapper(
-                data, [REGISTERER], int(arena_size), 0,
+                data, [REGISTERER], int(arena_size), resource_variable_count(data),
                 runtime.PythonInterpreterConfig.kAllocationRecording, 0)
         except RuntimeError as e:
             raise DtmmError(f"TFLM could not prepare the model: {e}") from e

@@ -29,7 +29,7 @@ import numpy as np
 
 from dtmm import reference as ref
 from dtmm.core.errors import DtmmError, FormatError, ModelError
-from dtmm.core.ops import dtmm_form, is_dtmm, read_conv, read_dtmm
+from dtmm.core.ops import check_dtmm_ops, dtmm_form, is_dtmm, read_conv, read_dtmm
 from dtmm.core.tflite import BuiltinOperator, Model, TensorType, read_file, schema
 
 
@@ -94,7 +94,8 @@ def _plain(obj):
 def _tensor_sig(t):
     scales, zps, qdim = t.quant()
     data = t.data
-    return (t.shape, t.dtype, t.is_variable, tuple(scales.tolist()),
+    # scales by bit pattern: a NaN scale is unchanged when it is the same NaN
+    return (t.shape, t.dtype, t.is_variable, tuple(scales.view(np.uint32).tolist()),
             tuple(zps.tolist()), qdim if len(scales) > 1 else 0,
             None if data is None else bytes(data))
 
@@ -220,10 +221,19 @@ def compare_structure(orig, conv, report: VerifyReport) -> dict:
 
 # -- numbers ---------------------------------------------------------------------------
 def runnable_original(orig: Model) -> bytes | None:
-    """TFLite's CONV_2D kernel insists on a bias input; TFLM's treats an absent one
-    (-1 or 2 inputs) as zero. Give each bias-less CONV_2D a zero int32 bias with
-    the scales TFLite expects, so TFLite can run the model; None if none lacks one."""
+    """What TFLM runs but TFLite's interpreter refuses, made runnable; None if the
+    model needs nothing. TFLite's CONV_2D kernel insists on a bias input; TFLM's
+    treats an absent one (-1 or 2 inputs) as zero: each bias-less CONV_2D gets a zero
+    int32 bias with the scales TFLite expects. TOCO-era files give 1-D bias tensors
+    quantized_dimension 3, which TFLite rejects at load and TFLM ignores (no kernel
+    reads a bias's quantization): a 1-D tensor's quantized dimension becomes 0."""
     changed = False
+    for sg in orig.subgraphs:
+        for t in sg.tensors:
+            q = t.quantization
+            if len(t.shape) == 1 and q is not None and q.quantizedDimension != 0:
+                q.quantizedDimension = 0
+                changed = True
     for sg in orig.subgraphs:
         for op in sg.operators:
             if op.opcode.builtin != BuiltinOperator.CONV_2D or len(op.inputs) < 2 or \
@@ -317,7 +327,11 @@ def _run_and_check(orig_buf, orig, dtmm, feeds, source, report):
     index = {id(t): i for i, t in enumerate(sg0.tensors)}
     for step, feed in enumerate(feeds):
         for idx, arr in feed.items():
-            interp.set_tensor(idx, arr)
+            try:
+                interp.set_tensor(idx, arr)
+            except ValueError as e:  # e.g. an input that also holds constant data
+                raise ModelError(f"TFLite cannot set input {idx} of the original model: "
+                                 f"{str(e).strip().splitlines()[0]}") from None
         try:
             interp.invoke()
         except (RuntimeError, ValueError) as e:
@@ -354,13 +368,28 @@ def verify_models(orig_buf: bytes, conv_buf: bytes, input_files=(), random: int 
                   ) -> VerifyReport:
     orig = Model.read(orig_buf, names[0])
     conv = Model.read(conv_buf, names[1])
+    for model, name in ((orig, names[0]), (conv, names[1])):
+        check_dtmm_ops(model, name)  # an op the device rejects is bad input, not a difference
+    # A CONV_2D convert would refuse is bad input too, and TFLite may not survive
+    # running it (a grouped conv with C_out not a multiple of the groups: SIGFPE).
+    for si, sg in enumerate(orig.subgraphs):
+        for oi, op in enumerate(sg.operators):
+            if op.opcode.builtin == BuiltinOperator.CONV_2D:
+                try:
+                    read_conv(orig, si, oi)
+                except DtmmError as e:
+                    raise type(e)(f"{names[0]}: {e}") from None
     report = VerifyReport()
     dtmm = compare_structure(orig, conv, report)
     report.static_only = [f"{si}:{oi}" for si, oi in dtmm if si != 0]
     if any(si == 0 for si, _ in dtmm) and (random > 0 or input_files):
         orig_buf = runnable_original(Model.read(orig_buf, names[0])) or orig_buf
         interp = _interpreter(orig_buf)
-        details = sorted(interp.get_input_details(), key=lambda d: d["index"])
+        try:
+            details = sorted(interp.get_input_details(), key=lambda d: d["index"])
+        except UnicodeDecodeError:  # TFLite decodes every input's name as UTF-8
+            raise ModelError("TFLite cannot describe the original model's inputs: an "
+                             "input tensor name is not UTF-8") from None
         sources = []
         if random > 0:
             rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ then calls the real C validator `dtmm_conv_s8_validate` (dtmm_clib) on exactly t
 arrays the device would hand it:
 
   Init/ParseOptions  custom options present, a flexbuffer map, every key present,
-                     an int, inside the op's range table (kh..dw 1..65535, padding
+                     an int, inside the op's range table (kh, kw 1..65535, sh..dw 1..32767, padding
                      0..1, in_zp/act_* -128..127, version any int32)
   Prepare            version == 1; 6 inputs, 1 output; input/output int8 rank 4,
                      values int8 rank 2, bitmap uint8 rank 1 constant, no negative
@@ -46,7 +46,7 @@ CUSTOM_CODE = "DTMM_CONV_2D"
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 # dtmm_conv.cc kKeys: (name, min, max), in OpData order
 OPTION_RANGES = (("version", INT32_MIN, INT32_MAX), ("kh", 1, 65535), ("kw", 1, 65535),
-                 ("sh", 1, 65535), ("sw", 1, 65535), ("dh", 1, 65535), ("dw", 1, 65535),
+                 ("sh", 1, 32767), ("sw", 1, 32767), ("dh", 1, 32767), ("dw", 1, 32767),
                  ("padding", 0, 1), ("in_zp", -128, 127), ("act_min", -128, 127),
                  ("act_max", -128, 127))
 TYPE_SIZES = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2,

@@ -120,14 +120,14 @@ def make_model(name: str, seed: int = 0, sparsity: float = 0.4) -> bytes:
 def drop_first_conv_bias(buf: bytes) -> bytes:
     """The same model with its first CONV_2D's bias input removed (input -1): a
     conv without bias, which TensorFlow never emits but TFLM runs."""
-    from dtmm.tflite_io import BuiltinOperator, load_model, opcode_of, save_model
+    from dtmm.core.tflite import BuiltinOperator, Model
 
-    model = load_model(buf)
+    model = Model.read(buf)
     for op in model.subgraphs[0].operators:
-        if opcode_of(model, op)[0] == BuiltinOperator.CONV_2D:
-            op.inputs = [int(op.inputs[0]), int(op.inputs[1]), -1]
+        if op.opcode.builtin == BuiltinOperator.CONV_2D:
+            op.inputs = op.inputs[:2] + [None]
             break
-    return save_model(model)
+    return model.save()
 
 
 def build_corpus(directory: str, names=None) -> dict:

@@ -193,6 +193,13 @@ def e_nan_scale_unused_tensor(m):
     sg.tensors.append(t)
 
 
+def e_grouped_conv_cout(m):
+    # input channels 2 -> 8: a grouped conv of 4 groups with C_out 3; TFLite's
+    # reference conv divides by C_out / groups = 0
+    x = _t(m, _conv(m).inputs[0])
+    x.shape = [int(d) for d in x.shape[:3]] + [8]
+
+
 CASES = [
     ("op_inputs_none", "orig", "inspect, converter", "an operator without an inputs vector", e_op_inputs_none),
     ("empty_subgraph", "orig", "converter, inspect", "a second subgraph with no tensors/operators", e_empty_subgraph),
@@ -213,6 +220,7 @@ CASES = [
     ("filter_is_input", "orig", "converter", "the conv's filter is also a subgraph input: converted as a constant", e_filter_is_input),
     ("nan_scale_unused_tensor", "orig", "verify", "a tensor with a NaN scale: verify says it changed (NaN != NaN)", e_nan_scale_unused_tensor),
     ("clamp_wraps", "orig", "verify (dtmm.reference)", "requantized + zp_out wraps int32 in TFLite, not in dtmm.reference", e_clamp_wraps),
+    ("grouped_conv_cout", "orig", "verify", "a grouped conv with C_out not a multiple of the groups: TFLite dies of SIGFPE", e_grouped_conv_cout),
 ]
 
 FROM_FINDINGS = [  # (name, base, component, what, signature substring)

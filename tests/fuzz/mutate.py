@@ -313,7 +313,13 @@ def _read_options(op) -> dict:
     raw = op.customOptions
     if raw is None:
         return {}
-    return flexbuffers.Loads(bytes(np.asarray(raw, np.uint8).tobytes()))
+    try:  # an earlier edit of this mutant may have broken the map
+        opts = flexbuffers.Loads(bytes(np.asarray(raw, np.uint8).tobytes()))
+    except Exception:  # noqa: BLE001 - the flexbuffers reader raises anything
+        raise Skip() from None
+    if not isinstance(opts, dict):
+        raise Skip()
+    return opts
 
 
 def m_custom_options(model, rng):

@@ -114,7 +114,7 @@ CORRUPTIONS = {
     "version 2": (lambda m, sg, op: _set_options(op, version=2), "format version 2"),
     "missing key": (lambda m, sg, op: _set_options(op, dh=None), "option 'dh' is missing"),
     "float option": (lambda m, sg, op: _set_options(op, kw=3.0), "not an integer"),
-    "stride 65536": (lambda m, sg, op: _set_options(op, sh=65536), "outside [1, 65535]"),
+    "stride 65536": (lambda m, sg, op: _set_options(op, sh=65536), "outside [1, 32767]"),
     "padding 2": (lambda m, sg, op: _set_options(op, padding=2), "outside [0, 1]"),
     "act range": (lambda m, sg, op: _set_options(op, act_min=10, act_max=-10),
                   "DTMM_ERR_PARAMS"),

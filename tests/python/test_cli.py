@@ -66,12 +66,14 @@ BAD_INPUTS = {
     "unsupported_filter_dtype": lambda cnn: _conv_edit(
         cnn, _set([1, "dtype"], TensorType.INT16)),
 }
+NOT_A_FLATBUFFER = ("is not a valid TFLite flatbuffer: TensorFlow Lite's flatbuffer "
+                    "verifier rejects it")
 MESSAGES = {
     "empty": "is not a TFLite flatbuffer (0 bytes)",
     "not_a_flatbuffer": "is not a TFLite model: file identifier is b' is ', expected b'TFL3'",
-    "garbage_with_identifier": "is not a valid TFLite flatbuffer: truncated or corrupt",
-    "truncated_half": "is not a valid TFLite flatbuffer: truncated or corrupt",
-    "truncated_tail": "is not a valid TFLite flatbuffer: truncated or corrupt",
+    "garbage_with_identifier": NOT_A_FLATBUFFER,
+    "truncated_half": NOT_A_FLATBUFFER,
+    "truncated_tail": NOT_A_FLATBUFFER,
     "wrong_identifier": "file identifier is b'TFL2', expected b'TFL3'",
     "conv_cin": "filter C_in=3 does not match input channels 5",
     "conv_scales": "filter has 2 scales for C_out=16",

@@ -15,8 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from dtmm import cli  # noqa: E402
 from dtmm.fwcs import filterlet_sparsity  # noqa: E402
 from dtmm.sparsify import lowest_l1_mask, sparsify_model, target_zeros  # noqa: E402
-from dtmm.tflite_io import (BuiltinOperator, load_model, opcode_of,  # noqa: E402
-                            save_model, tensor_value)
+from dtmm.core.tflite import BuiltinOperator, Model  # noqa: E402
 
 
 def _tf_model(quantize: bool, seed: int = 0) -> bytes:
@@ -56,13 +55,14 @@ def float_model():
 
 def _convs(buf):
     """[(subgraph, op index, filter buffer index, OHWI int8 filter)] of every CONV_2D."""
-    m = load_model(buf)
+    m = Model.read(buf)
+    index = {id(b): i for i, b in enumerate(m.buffers)}
     out = []
     for si, sg in enumerate(m.subgraphs):
         for oi, op in enumerate(sg.operators):
-            if opcode_of(m, op)[0] == BuiltinOperator.CONV_2D:
-                w = sg.tensors[op.inputs[1]]
-                out.append((si, oi, w.buffer, tensor_value(m, w)))
+            if op.opcode.builtin == BuiltinOperator.CONV_2D:
+                w = op.inputs[1]
+                out.append((si, oi, index[id(w.buffer)], w.value()))
     return out
 
 
@@ -95,10 +95,10 @@ def test_nothing_else_changes(int8_model):
     """The output is the input re-serialized with only the conv filters' bytes new."""
     out, _ = sparsify_model(int8_model, 0.6)
     filters = {b: f for _, _, b, f in _convs(out)}
-    ref = load_model(int8_model)
+    ref = Model.read(int8_model)
     for b, f in filters.items():
-        ref.buffers[b].data = f.reshape(-1).view(np.uint8).copy()
-    assert save_model(ref) == out
+        ref.buffers[b].data = f
+    assert ref.save() == out
     # ... and the filters did change.
     assert any((f0 != f1).any() for (_, _, _, f0), (_, _, _, f1)
                in zip(_convs(int8_model), _convs(out)))

@@ -97,3 +97,37 @@ def test_bad_version_fails_in_prepare():
     op._t.customOptions = encode_map(opts)
     with pytest.raises(DtmmError, match="TFLM"):
         tflm.Interpreter(model.save())
+
+
+@needs_lib
+def test_streaming_model_runs_with_its_resource_variables():
+    """microWakeWord's streaming models keep state in resource variables (VAR_HANDLE,
+    READ/ASSIGN_VARIABLE, CALL_ONCE): the interpreter gets room for them, and the
+    model converted with every conv rewritten gives the original's outputs step for
+    step, the state carried across invokes."""
+    import glob
+
+    import pymicro_wakeword
+
+    from dtmm.convert import convert_model
+
+    path = sorted(glob.glob(os.path.join(os.path.dirname(pymicro_wakeword.__file__),
+                                         "models", "*.tflite")))[0]
+    original = open(path, "rb").read()
+    assert tflm.resource_variable_count(original) > 0
+    converted, report = convert_model(original, always=True)
+    assert report.num_rewritten > 0
+    a, b = tflm.Interpreter(original), tflm.Interpreter(converted)
+    details = a.get_input_details(0)
+    rng = np.random.default_rng(1)
+    outputs = []
+    for _ in range(12):
+        x = rng.integers(-128, 128, size=tuple(details["shape"]),
+                         dtype=details["dtype"])
+        a.set_input(x, 0)
+        b.set_input(x, 0)
+        a.invoke()
+        b.invoke()
+        np.testing.assert_array_equal(a.get_output(0), b.get_output(0))
+        outputs.append(a.get_output(0))
+    assert any(not np.array_equal(outputs[0], y) for y in outputs[1:])

@@ -11,7 +11,8 @@ generated header ``dtmm_ops/dtmm_contract_table.h``:
 
 Every range is what the device accepts: the TFLM op's Prepare (dtmm_ops/dtmm_conv.cc)
 and the kernel validator (dtmm_conv_s8_validate). Where Python was looser (shift 31,
-strides/dilations above 65535) the device rule is the rule.
+strides/dilations above 65535) the device rule is the rule; strides and
+dilations stop at TFLite's int16 (32767).
 
 A contract is one ``OpContract`` per (custom code, format version); ``CONTRACTS``
 holds them. A second op (e.g. DTMM_FULLY_CONNECTED) or a format version 2 is one more
@@ -146,6 +147,9 @@ def decode_map(raw, what: str, options_format: int = FLEXBUFFERS) -> dict:
 # Kernel/stride/dilation bounds keep (k - 1) * d + 1 far from int32 overflow before
 # TFLite's padding arithmetic runs (dtmm_conv.cc).
 _DIM_MAX = 65535
+# TFLite's ConvParams hold strides, dilations and paddings as int16: above 32767 its
+# conv computes with wrapped values, so no DTMM op could equal the original.
+_STEP_MAX = 32767
 
 CONV_2D_V1 = OpContract(
     custom_code="DTMM_CONV_2D",
@@ -163,10 +167,10 @@ CONV_2D_V1 = OpContract(
                "format version; parsed as any int32, then must equal the version"),
         Option("kh", 1, _DIM_MAX, "kernel height"),
         Option("kw", 1, _DIM_MAX, "kernel width"),
-        Option("sh", 1, _DIM_MAX, "stride height"),
-        Option("sw", 1, _DIM_MAX, "stride width"),
-        Option("dh", 1, _DIM_MAX, "dilation height"),
-        Option("dw", 1, _DIM_MAX, "dilation width"),
+        Option("sh", 1, _STEP_MAX, "stride height"),
+        Option("sw", 1, _STEP_MAX, "stride width"),
+        Option("dh", 1, _STEP_MAX, "dilation height"),
+        Option("dw", 1, _STEP_MAX, "dilation width"),
         Option("padding", 0, 1, "TFLite Padding: 0 = SAME, 1 = VALID"),
         Option("in_zp", -128, 127, "input zero point the bias was folded with"),
         Option("act_min", -128, 127, "int8 clamp minimum (<= act_max)"),

@@ -46,6 +46,52 @@ def where_of(kind: str, si: int, oi: int, op) -> str:
     return f"{kind} {oi if si == 0 else f'{si}:{oi}'} ({out})"
 
 
+INT32_MAX = (1 << 31) - 1
+INT16_MAX = (1 << 15) - 1
+
+
+def device_shape_error(n, in_h, in_w, c_in, out_h, out_w, c_out, kh, kw, p: ConvParams,
+                       pad_top: int, pad_left: int) -> str:
+    """Why dtmm_conv_s8_validate's shape checks (dtmm_check_shape in
+    dtmm_ops/dtmm_conv_s8_validate.c) reject this layer, or ''. Restated check for
+    check; tests/fuzz/test_device_agreement.py replays the C validator against it."""
+    if min(n, in_h, in_w, c_in, out_h, out_w, c_out, kh, kw) < 1:
+        return "every dimension must be >= 1"
+    if n * in_h * in_w * c_in > INT32_MAX or n * out_h * out_w * c_out > INT32_MAX:
+        return "input or output has more than 2^31-1 elements"
+    if kh * kw * c_out + 7 > INT32_MAX or kh * kw * c_in * 4 > INT32_MAX:
+        return "kernel too large (bitmap or scratch beyond 2^31-1 bytes)"
+    span_h, span_w = (kh - 1) * p.dilation_h, (kw - 1) * p.dilation_w
+    if out_h * p.stride_h + span_h + pad_top + in_h > INT32_MAX or \
+            out_w * p.stride_w + span_w + pad_left + in_w > INT32_MAX:
+        return "input coordinates overflow int32"
+    if pad_top > span_h or pad_left > span_w or \
+            (out_h - 1) * p.stride_h + span_h + 1 - in_h - pad_top > span_h or \
+            (out_w - 1) * p.stride_w + span_w + 1 - in_w - pad_left > span_w:
+        return "padding beyond the dilated kernel"
+    return ""
+
+
+def _runtime_written(sg, t) -> bool:
+    """The interpreter writes `t` (a subgraph input, a variable, an op's output):
+    its buffer is only an initial value, not a constant to fold."""
+    return t.is_variable or any(x is t for x in sg.inputs) or \
+        any(x is t for op in sg.operators for x in op.outputs)
+
+
+def _device_quant(t, what: str, where: str):
+    """(zero point as TFLM's TfLiteTensor.params holds it): TFLM fills the params only
+    when both scale and zero point vectors are present, narrows the int64 zero point
+    to int32, and calls more than one scale not per-tensor."""
+    scales, zps, _ = t.quant()
+    if len(scales) == 0 or len(zps) == 0:
+        return 0
+    if len(scales) > 1:
+        raise FormatError(f"{where}: {what} must be per-tensor quantized (it has "
+                          f"{len(scales)} scales)")
+    return int(wrap_int32(int(zps[0])))
+
+
 # -- CONV_2D ------------------------------------------------------------------------
 @dataclass
 class ConvOp:
@@ -147,6 +193,10 @@ def read_conv(model: Model, si: int, oi: int) -> ConvOp:
                          f"{list(x_shape)}")
     if x_shape[3] != c_in:
         if x_shape[3] % c_in == 0:
+            groups = x_shape[3] // c_in
+            if c_out % groups:  # TFLite divides by C_out / groups (SIGFPE at 0)
+                raise ModelError(f"{where}: grouped conv with {groups} groups needs "
+                                 f"C_out a multiple of {groups}, has {c_out}")
             return skip(f"skipped: grouped conv (input C={x_shape[3]}, filter "
                         f"C_in={c_in})")
         raise ModelError(f"{where}: filter C_in={c_in} does not match input "
@@ -189,6 +239,16 @@ def read_conv(model: Model, si: int, oi: int) -> ConvOp:
             raise ModelError(f"{where}: {nm} zero point {zp} outside int8")
     if c.activation not in ACTIVATION_NAMES:
         return skip(f"skipped: fused activation {opts.fusedActivationFunction}")
+    sg = model.subgraphs[si]
+    for t, nm in ((w_t, "filter"), (b_t, "bias")):
+        if t is not None and _runtime_written(sg, t):
+            return skip(f"skipped: {nm} is written at run time (a subgraph input, "
+                        "variable or op output), not a constant")
+    _, pad_h = out_size_and_padding(x_shape[1], kh, c.stride[0], c.dilation[0], c.padding)
+    _, pad_w = out_size_and_padding(x_shape[2], kw, c.stride[1], c.dilation[1], c.padding)
+    if max(c.stride + c.dilation + (pad_h, pad_w)) > INT16_MAX:
+        return skip("skipped: stride, dilation or padding above 32767 (TFLite's "
+                    "int16 ConvParams wrap it)")
     weights = w_t.value("filter")
     if weights is None:
         return skip("skipped: filter is not constant")
@@ -230,6 +290,7 @@ class DtmmForm:
     multiplier: np.ndarray
     shift: np.ndarray
     options: dict = field(default_factory=dict)
+    shape_error: str = ""  # device_shape_error of the layer
 
     def arrays(self):
         """(name, array, schema TensorType) of inputs 1-5, in contract order."""
@@ -247,7 +308,7 @@ class DtmmForm:
             contract.CONV_2D.validate(self.options, "options")
         except FormatError as e:
             return str(e)
-        return ""
+        return self.shape_error
 
 
 def dtmm_form(conv: ConvOp) -> DtmmForm:
@@ -258,8 +319,13 @@ def dtmm_form(conv: ConvOp) -> DtmmForm:
                "kw": int(conv.weights.shape[2]), "sh": p.stride_h, "sw": p.stride_w,
                "dh": p.dilation_h, "dw": p.dilation_w, "padding": p.padding,
                "in_zp": p.input_zero_point, "act_min": p.act_min, "act_max": p.act_max}
+    n, h, w, c_in = conv.input.shape
+    _, pad_t = out_size_and_padding(h, fw.kernel_h, p.stride_h, p.dilation_h, p.padding)
+    _, pad_l = out_size_and_padding(w, fw.kernel_w, p.stride_w, p.dilation_w, p.padding)
+    shape_error = device_shape_error(n, h, w, c_in, conv.out_hw[0], conv.out_hw[1],
+                                     fw.c_out, fw.kernel_h, fw.kernel_w, p, pad_t, pad_l)
     return DtmmForm(fw, fold_bias(conv.bias_values, fw, p.input_zero_point), mult, shift,
-                    options)
+                    options, shape_error)
 
 
 # -- DTMM_CONV_2D -------------------------------------------------------------------
@@ -313,11 +379,14 @@ def read_dtmm(model: Model, si: int, oi: int) -> DtmmOp:
         if len(t.shape) != spec.rank:
             raise FormatError(f"{what}: {spec.name} must have rank {spec.rank}, got "
                               f"shape {list(t.shape)}")
+        if min(t.shape, default=0) < 0:
+            raise FormatError(f"{what}: {spec.name} has a negative dimension "
+                              f"{list(t.shape)}")
         v = t.value(spec.name)
-        if v is None:
-            if t.size != 0:
+        if v is None:  # TFLM: constant = the buffer has data; no rows need none
+            if spec.name != "values" or t.shape[0] != 0:
                 raise FormatError(f"{what}: {spec.name} is not a constant tensor")
-            v = np.zeros(t.shape, np.int8 if spec.name == "values" else np.uint8)
+            v = np.zeros(t.shape, np.int8)
         arrays[spec.name] = v
     values, bitmap = arrays["values"], arrays["bitmap"]
     kh, kw = opts["kh"], opts["kw"]
@@ -333,28 +402,44 @@ def read_dtmm(model: Model, si: int, oi: int) -> DtmmOp:
             raise FormatError(f"{what}: {nm} shape {list(arrays[nm].shape)}, expected "
                               f"[{c_out}]")
     c.check_channels(arrays, what)
-    _, zp_in, _ = x_t.quant()
-    _, zp_out, _ = y_t.quant()
-    if len(zp_in) != 1 or len(zp_out) != 1:
-        raise FormatError(f"{what}: input/output need per-tensor quantization")
-    if int(zp_in[0]) != opts["in_zp"]:
+    zp_in = _device_quant(x_t, "input", what)
+    zp_out = _device_quant(y_t, "output", what)
+    if zp_in != opts["in_zp"]:
         raise FormatError(f"{what}: in_zp {opts['in_zp']} differs from the input "
-                          f"tensor's zero point {int(zp_in[0])}")
+                          f"tensor's zero point {zp_in}")
     lo, hi = contract.ZERO_POINT_RANGE
-    if not lo <= int(zp_out[0]) <= hi:
-        raise FormatError(f"{what}: output zero point {int(zp_out[0])} is not int8")
+    if not lo <= zp_out <= hi:
+        raise FormatError(f"{what}: output zero point {zp_out} is not int8")
     params = ConvParams(stride_h=opts["sh"], stride_w=opts["sw"], dilation_h=opts["dh"],
                         dilation_w=opts["dw"], padding=opts["padding"],
-                        input_zero_point=opts["in_zp"], output_zero_point=int(zp_out[0]),
+                        input_zero_point=opts["in_zp"], output_zero_point=zp_out,
                         act_min=opts["act_min"], act_max=opts["act_max"])
-    oh, _ = out_size_and_padding(x_shape[1], kh, opts["sh"], opts["dh"], opts["padding"])
-    ow, _ = out_size_and_padding(x_shape[2], kw, opts["sw"], opts["dw"], opts["padding"])
+    oh, pad_t = out_size_and_padding(x_shape[1], kh, opts["sh"], opts["dh"],
+                                     opts["padding"])
+    ow, pad_l = out_size_and_padding(x_shape[2], kw, opts["sw"], opts["dw"],
+                                     opts["padding"])
     if (oh, ow) != tuple(y_shape[1:3]):
         raise FormatError(f"{what}: output is {y_shape[1]}x{y_shape[2]}, the options "
                           f"give {oh}x{ow}")
+    bad = device_shape_error(x_shape[0], x_shape[1], x_shape[2], c_in, oh, ow, c_out,
+                             kh, kw, params, pad_t, pad_l)
+    if bad:
+        raise FormatError(f"{what}: the kernel's validator rejects the layer: {bad}")
     return DtmmOp(subgraph=si, op_index=oi, input=x_t, output=y_t, options=opts, fwcs=fw,
                   bias=arrays["bias"].astype(np.int32),
                   multiplier=arrays["multiplier"].astype(np.int32),
                   shift=arrays["shift"].astype(np.int32), params=params,
                   input_shape=x_shape, output_shape=y_shape,
                   constant_bytes=fw.storage_bytes + 12 * c_out)
+
+
+def check_dtmm_ops(model: Model, name: str) -> None:
+    """FormatError naming the first DTMM op of `model` the device would reject
+    (read_dtmm of each)."""
+    for si, sg in enumerate(model.subgraphs):
+        for oi, op in enumerate(sg.operators):
+            if is_dtmm(op):
+                try:
+                    read_dtmm(model, si, oi)
+                except (FormatError, ModelError) as e:
+                    raise type(e)(f"{name}: {e}") from None

@@ -21,6 +21,10 @@ own object-API records (``_t``), so it is written back unchanged.
 
 Parsing and packing are the flatbuffers object API of the schema module in the
 tflite-micro wheel (``schema_py_generated``); nothing here reads bytes by hand.
+Before any parse, ``Model.read`` runs TensorFlow Lite's flatbuffer verifier
+(``verify_flatbuffer``: flatbuffers' generated ``VerifyModelBuffer``, as
+``FlatBufferModel::VerifyAndBuildFromBuffer`` runs it); the Python flatbuffers
+reader has no verifier and trusts every offset.
 Operator codes of the input file are kept even when no operator uses them any more
 (the table is part of what the file says it needs; dropping an entry would also
 renumber the others); codes added while editing are written only when used.
@@ -28,7 +32,11 @@ renumber the others); codes added while editing are written only when used.
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
+import subprocess
+import sys
 import tempfile
 
 import flatbuffers
@@ -73,6 +81,87 @@ def text(s) -> str:
 
 def _ints(vec) -> list:
     return [] if vec is None else [int(i) for i in vec]
+
+
+# -- flatbuffer verification -----------------------------------------------------------
+# TensorFlow Lite's interpreter extension runs the flatbuffers Verifier generated from
+# the schema before it builds anything; its message for a rejected file:
+_NOT_A_FLATBUFFER = "not a valid Flatbuffer"
+_WRAPPER = "_pywrap_tensorflow_interpreter_wrapper"
+_WRAPPER_IN_TF = "tensorflow.lite.python.interpreter_wrapper." + _WRAPPER
+_OP_RESOLVER_WITHOUT_DELEGATES = 3  # tf.lite OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+# Run in a child process when TensorFlow is not imported here: the extension loads in
+# milliseconds on its own, while `import tensorflow` takes seconds; loading it in this
+# process outside the tensorflow package would break a later `import tensorflow`
+# (pybind11 registers its types once). The child also keeps a crash in TFLite's model
+# builder from taking the caller down.
+_VERIFIER_CHILD = r"""
+import importlib.machinery, importlib.util, sys
+path, name = sys.argv[1], sys.argv[2]
+loader = importlib.machinery.ExtensionFileLoader(name, path)
+module = importlib.util.module_from_spec(
+    importlib.util.spec_from_file_location(name, path, loader=loader))
+loader.exec_module(module)
+try:
+    module.CreateWrapperFromBuffer(sys.stdin.buffer.read(), int(sys.argv[3]), [], [],
+                                   False, True, 1, False)
+except Exception as e:  # the builder's own complaints are not the verifier's
+    sys.stdout.write(str(e))
+"""
+_verified: dict = {}  # sha256 of a buffer -> "" (valid) or the verifier's message
+
+
+def _wrapper_library() -> str | None:
+    """TensorFlow Lite's interpreter extension on sys.path, found without importing
+    the tensorflow package."""
+    for entry in sys.path:
+        for path in glob.glob(os.path.join(entry or ".", "tensorflow", "lite", "python",
+                                           _WRAPPER + "*.so")):
+            return path
+    return None
+
+
+def _verifier_message(buf: bytes, what: str) -> str:
+    """What TFLite's model loader says about `buf` ('' when it builds)."""
+    module = sys.modules.get(_WRAPPER_IN_TF)
+    if module is not None:
+        try:
+            module.CreateWrapperFromBuffer(buf, _OP_RESOLVER_WITHOUT_DELEGATES, [], [],
+                                           False, True, 1, False)
+        except Exception as e:  # noqa: BLE001 - the message says what it was
+            return str(e)
+        return ""
+    library = _wrapper_library()
+    if library is None:
+        raise ModelError(f"cannot verify {what}: TensorFlow Lite's flatbuffer verifier "
+                         "(the tensorflow package) is not installed")
+    try:
+        p = subprocess.run([sys.executable, "-c", _VERIFIER_CHILD, library, _WRAPPER,
+                            str(_OP_RESOLVER_WITHOUT_DELEGATES)], input=buf,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ModelError(f"cannot verify {what}: TensorFlow Lite's flatbuffer verifier "
+                         f"did not run ({type(e).__name__})") from None
+    if p.returncode != 0:
+        raise ModelError(f"{what} is not a valid TFLite flatbuffer: TensorFlow Lite's "
+                         f"model loader crashed on it (exit {p.returncode})")
+    return p.stdout.decode("utf-8", "replace")
+
+
+def verify_flatbuffer(buf: bytes, what: str = "input") -> None:
+    """ModelError unless TensorFlow Lite's flatbuffer verifier accepts `buf` (every
+    offset, vector length, string and table inside the buffer, nesting and table
+    counts bounded, the "TFL3" identifier)."""
+    key = hashlib.sha256(buf).digest()
+    if key not in _verified:
+        if len(_verified) > 256:
+            _verified.clear()
+        message = _verifier_message(buf, what)
+        _verified[key] = message.strip().splitlines()[0] if _NOT_A_FLATBUFFER in message \
+            else ""
+    if _verified[key]:
+        raise ModelError(f"{what} is not a valid TFLite flatbuffer: TensorFlow Lite's "
+                         "flatbuffer verifier rejects it")
 
 
 # -- the objects ---------------------------------------------------------------------
@@ -285,6 +374,7 @@ class Model:
         if buf[4:8] != FILE_IDENTIFIER:
             raise ModelError(f"{what} is not a TFLite model: file identifier is "
                              f"{buf[4:8]!r}, expected {FILE_IDENTIFIER!r}")
+        verify_flatbuffer(buf, what)
         try:
             t = schema.ModelT.InitFromPackedBuf(buf, 0)
         except Exception:  # the generated reader raises whatever struct/numpy raise

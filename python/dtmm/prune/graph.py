@@ -31,7 +31,8 @@ from dtmm.core.errors import UnsupportedModelError
 
 from .registry import CONV, GROUPED_CONV, kind_of
 
-__all__ = ["ChannelGraph", "LayerInfo", "conv_layers", "functional_model", "UnsupportedModelError"]
+__all__ = ["ChannelGraph", "LayerInfo", "check_convertible", "conv_layers", "functional_model",
+           "UnsupportedModelError"]
 
 
 L = keras.layers
@@ -91,6 +92,35 @@ def functional_model(model):
             f"{type(model).__name__} is not a functional or Sequential Keras model"
         )
     return model
+
+
+# Layers TFLite lowers to a CONV_2D whose filter is no Keras Conv2D kernel, so the
+# pipeline could not tie that CONV_2D to a prunable layer (and the names of what to
+# use instead).
+_UNMATCHABLE_CONVS = {
+    "SeparableConv2D": "DepthwiseConv2D followed by a 1x1 Conv2D",
+    "SeparableConv1D": "DepthwiseConv2D followed by a 1x1 Conv2D on a 2-D input",
+    "Conv1D": "Conv2D with a 1xK kernel on a 2-D input",
+}
+
+
+def check_convertible(model) -> None:
+    """UnsupportedModelError for a model the pipeline would give up on after minutes
+    of conversion and training, said before any of it (`dtmm prune` calls this): a
+    layer (nested models included) that TFLite turns into a CONV_2D the pruner cannot
+    match to a Keras Conv2D, or a graph the channel analysis rejects (subclassed
+    model, a weighted layer called twice)."""
+    ChannelGraph(model)
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop(0)
+        kind = type(layer).__name__
+        if kind in _UNMATCHABLE_CONVS:
+            raise UnsupportedModelError(
+                f"layer {layer.name!r} is a {kind}: its TFLite CONV_2D has no Keras Conv2D "
+                f"kernel to prune; use a {_UNMATCHABLE_CONVS[kind]} instead")
+        if isinstance(layer, keras.Model):
+            stack = list(layer.layers) + stack
 
 
 @dataclasses.dataclass
