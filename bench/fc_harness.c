@@ -148,6 +148,20 @@ static void run_row(int32_t ri) {
       printf("ERROR row %ld: scratch %ld > %d\n", (long)ri, (long)scratch, FC_MAX_SCRATCH);
       exit(1);
     }
+    { /* what the latency model of dtmm.core.fc reads: kept blocks, runs, full rows */
+      int32_t kept = 0, runs = 0, full = 0, oc, j;
+      for (oc = 0; oc < r->c_out; ++oc) {
+        int32_t row_kept = 0;
+        for (j = 0; j < nb; ++j) {
+          if (g_drop[oc * nb + j]) continue;
+          row_kept++;
+          if (j == 0 || g_drop[oc * nb + j - 1]) runs++;
+        }
+        kept += row_kept;
+        full += row_kept == nb;
+      }
+      printf("STATS %d %ld %ld %ld\n", g_calls, (long)kept, (long)runs, (long)full);
+    }
     printf("CALL %d %ld %d dtmm %ld %ld\n", g_calls++, (long)ri, pct, (long)scratch,
            (long)(w_bytes + 12 * r->c_out));
     measure_dtmm_fc(&d, &p, &f, g_in, g_out_dtmm, g_scratch);
