@@ -78,10 +78,9 @@
 /* DTMM_FULLY_CONNECTED format version 2: block-sparse int8 fully connected, packed weights (docs/contract.md) */
 #define DTMM_FULLY_CONNECTED_V2_CUSTOM_CODE "DTMM_FULLY_CONNECTED"
 #define DTMM_FULLY_CONNECTED_V2_VERSION 2
-#define DTMM_FULLY_CONNECTED_V2_NUM_INPUTS 3
+#define DTMM_FULLY_CONNECTED_V2_NUM_INPUTS 2
 #define DTMM_FULLY_CONNECTED_V2_INPUT_INPUT 0 /* any rank, size = batches * C_in, per-tensor zero point zp_in */
-#define DTMM_FULLY_CONNECTED_V2_INPUT_W 1 /* [bitmap_bytes + n_kept*B] packed bitmap (4-byte padded), kept blocks */
-#define DTMM_FULLY_CONNECTED_V2_INPUT_Q 2 /* [C_out, 3] folded bias, multiplier, shift */
+#define DTMM_FULLY_CONNECTED_V2_INPUT_W 1 /* [12*C_out + bitmap_bytes + n_kept*B]: per channel int32 (folded bias, multiplier, shift), the bitmap (4-byte padded), the kept blocks */
 #define DTMM_FULLY_CONNECTED_V2_NUM_OUTPUTS 1
 #define DTMM_FULLY_CONNECTED_V2_NUM_OPTIONS 5
 #define DTMM_FULLY_CONNECTED_V2_OPT_VERSION 0 /* format version; parsed as any int32, then must equal the version */

@@ -3,8 +3,9 @@
  *
  * Init parses the flexbuffer options once; Prepare checks every tensor, option
  * and the packed weights (dtmm_fc_s8_validate) and fails with a MicroPrintf on
- * any mismatch; Eval only calls dtmm_fc_s8. The per-channel constants are one
- * constant tensor in the model: the op's persistent arena is its small OpData.
+ * any mismatch; Eval only calls dtmm_fc_s8. The op's one constant tensor w holds
+ * the per-channel table (12 * C_out bytes: folded bias, multiplier, shift), then
+ * the bitmap and the kept blocks; the persistent arena is the small OpData.
  */
 #include <stdint.h>
 
@@ -24,7 +25,6 @@ namespace {
 constexpr const char* kOp = "DTMM_FULLY_CONNECTED";
 constexpr int kInput = DTMM_FULLY_CONNECTED_V2_INPUT_INPUT;
 constexpr int kW = DTMM_FULLY_CONNECTED_V2_INPUT_W;
-constexpr int kQ = DTMM_FULLY_CONNECTED_V2_INPUT_Q;
 constexpr int kNumInputs = DTMM_FULLY_CONNECTED_V2_NUM_INPUTS;
 constexpr int kOutput = 0;
 
@@ -138,12 +138,12 @@ void* Init(TfLiteContext* context, const char* buffer, size_t length) {
   return data;
 }
 
-template <typename T>
-dtmm_fc_filter MakeFilter(const T* w, const T* q) {
+// The kernel's view of w: the int32 table first, then bitmap and blocks.
+dtmm_fc_filter MakeFilter(const void* w, int32_t w_bytes, int32_t c_out) {
   dtmm_fc_filter f;
-  f.w = static_cast<const int8_t*>(w->data.data);
-  f.w_bytes = w->dims->data[0];
-  f.q = static_cast<const int32_t*>(q->data.data);
+  f.q = static_cast<const int32_t*>(w);
+  f.w = static_cast<const int8_t*>(w) + 12 * c_out;
+  f.w_bytes = w_bytes - 12 * c_out;
   return f;
 }
 
@@ -202,21 +202,24 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, TfLiteTensor* 
                             const TfLiteTensor* output) {
   if (!CheckTensor(in[kInput], "input", kTfLiteInt8, 0, false) ||
       !CheckTensor(output, "output", kTfLiteInt8, 0, false) ||
-      !CheckTensor(in[kW], "w", kTfLiteInt8, 1, true) ||
-      !CheckTensor(in[kQ], "q", kTfLiteInt32, 2, true)) {
+      !CheckTensor(in[kW], "w", kTfLiteInt8, 1, true)) {
     return kTfLiteError;
   }
   const int64_t in_n = Elements(in[kInput]), out_n = Elements(output);
-  const int32_t c_out = in[kQ]->dims->data[0];
-  if (in[kQ]->dims->data[1] != 3 || c_out < 1) {
-    MicroPrintf("%s: q must be [C_out, 3], got [%d, %d]", kOp, in[kQ]->dims->data[0],
-                in[kQ]->dims->data[1]);
+  const int32_t c_out = output->dims->data[output->dims->size - 1];
+  if (c_out < 1 || out_n % c_out != 0 || out_n == 0) {
+    MicroPrintf("%s: output has no channels", kOp);
     return kTfLiteError;
   }
-  if (output->dims->data[output->dims->size - 1] != c_out || out_n % c_out != 0 ||
-      out_n == 0) {
-    MicroPrintf("%s: output does not end in C_out = %d channels", kOp,
-                static_cast<int>(c_out));
+  const int32_t w_bytes = in[kW]->dims->data[0];
+  if (w_bytes < 12 * static_cast<int64_t>(c_out)) {
+    MicroPrintf("%s: w has %d bytes, the per-channel table of C_out = %d needs %d", kOp,
+                static_cast<int>(w_bytes), static_cast<int>(c_out),
+                static_cast<int>(12 * c_out));
+    return kTfLiteError;
+  }
+  if ((reinterpret_cast<uintptr_t>(in[kW]->data.data) & 3u) != 0) {
+    MicroPrintf("%s: w is not 4-byte aligned (flatbuffer vectors are)", kOp);
     return kTfLiteError;
   }
   const int64_t batches = out_n / c_out;
@@ -246,7 +249,7 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, TfLiteTensor* 
   }
   data->params.output_offset = output_zp;
 
-  const dtmm_fc_filter filter = MakeFilter(in[kW], in[kQ]);
+  const dtmm_fc_filter filter = MakeFilter(in[kW]->data.data, w_bytes, c_out);
   const dtmm_status status = dtmm_fc_s8_validate(&d, &data->params, &filter);
   if (status != DTMM_OK) {
     MicroPrintf("%s: invalid layer (C_in %d, C_out %d, block %d): %s (status %d)", kOp,
@@ -325,8 +328,8 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
   const OpData& data = *static_cast<const OpData*>(node->user_data);
   const TfLiteEvalTensor* input = tflite::micro::GetEvalInput(context, node, kInput);
   TfLiteEvalTensor* output = tflite::micro::GetEvalOutput(context, node, kOutput);
-  const dtmm_fc_filter filter = MakeFilter(tflite::micro::GetEvalInput(context, node, kW),
-                                           tflite::micro::GetEvalInput(context, node, kQ));
+  const TfLiteEvalTensor* w = tflite::micro::GetEvalInput(context, node, kW);
+  const dtmm_fc_filter filter = MakeFilter(w->data.data, w->dims->data[0], data.dims.output_c);
   void* scratch = data.scratch_index >= 0
                       ? context->GetScratchBuffer(context, data.scratch_index)
                       : nullptr;

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from dtmm.core import contract, latency, size
+from dtmm.core import contract, fc, latency, size
 from dtmm.core.errors import ArgumentError, DtmmError, ModelError
 from dtmm.core.latency import DEFAULT_PREFER, DEFAULT_TARGET, PREFER
 from dtmm.core.ops import dtmm_form, read_conv
@@ -124,9 +124,13 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
     model = Model.read(buf, name)
     report = ConversionReport(file_bytes_before=len(buf))
     tensor_users, buffer_users = model.users()
-    plans = []
+    plans, fc_plans = [], []
     for si, sg in enumerate(model.subgraphs):
         for oi, op in enumerate(sg.operators):
+            if op.opcode.builtin == BuiltinOperator.FULLY_CONNECTED:
+                _plan_fc(model, si, oi, name, targets, min_sparsity, always, prefer, report,
+                         fc_plans, tensor_users, buffer_users)
+                continue
             if op.opcode.builtin != BuiltinOperator.CONV_2D:
                 continue
             try:
@@ -165,16 +169,64 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
                 else:
                     rep.reason = f"rewritten: smaller, modeled {latency.margin_text()}+ faster"
                 plans.append((conv, form, options))
-    if not plans:
+    if not plans and not fc_plans:
         report.file_bytes_after = len(buf)
         return buf, report
-    opcode = model.opcode(BuiltinOperator.CUSTOM, contract.CONV_2D.custom_code)
     names_used = set()
-    for conv, form, options in plans:
-        _rewrite(model, conv, form, options, opcode, names_used)
+    if plans:
+        opcode = model.opcode(BuiltinOperator.CUSTOM, contract.CONV_2D.custom_code)
+        for conv, form, options in plans:
+            _rewrite(model, conv, form, options, opcode, names_used)
+    if fc_plans:
+        _rewrite_fcs(model, fc_plans)
     out = model.save()
     report.file_bytes_after = len(out)
     return out, report
+
+
+# -- FULLY_CONNECTED -> DTMM_FULLY_CONNECTED (format version 2, dtmm.core.fc) ---------
+def _plan_fc(model, si, oi, name, targets, min_sparsity, always, prefer, report, fc_plans,
+             tensor_users, buffer_users) -> None:
+    """Report one FULLY_CONNECTED and queue its rewrite when dtmm.core.fc.choose
+    picks a block size for it."""
+    try:
+        f = fc.read_fc(model, si, oi)
+    except DtmmError as e:
+        raise type(e)(f"{name}: {e}") from None
+    op = model.subgraphs[si].operators[oi]
+    rep = LayerReport(subgraph=si, op_index=oi, name=f.output.name, op="FULLY_CONNECTED",
+                      shape=tuple(f.filter.shape) if len(f.filter.shape) == 2 else None,
+                      reason=f.skip)
+    report.layers.append(rep)
+    if f.skip:
+        return
+    rep.shape = (f.c_out, 1, 1, f.c_in)
+    rep.activation = f"[{f.act_min},{f.act_max}]"
+    choice = fc.choose(f, [t for t in targets if t in fc.fc_targets()],
+                       lambda t: _own_bytes(t, tensor_users, buffer_users),
+                       min_sparsity, always, prefer)
+    rep.bytes_before, rep.bytes_after = choice.bytes_before, choice.bytes_after
+    rep.modeled, rep.reason, rep.rewritten = choice.modeled, choice.reason, choice.rewritten
+    rep.sparsity = choice.form.sparsity if choice.form is not None else \
+        fc.block_sparsity(f.weights, 16 if f.c_in % 16 == 0 else f.c_in)
+    if choice.rewritten:
+        fc_plans.append((f, choice, op))
+
+
+def _rewrite_fcs(model: Model, fc_plans) -> None:
+    opcode = model.opcode(BuiltinOperator.CUSTOM, contract.FULLY_CONNECTED.custom_code)
+    taken = {t.name for sg in model.subgraphs for t in sg.tensors}
+    for f, choice, op in fc_plans:
+        sg = model.subgraphs[f.subgraph]
+        base = f"{f.op_index}" if f.subgraph == 0 else f"{f.subgraph}.{f.op_index}"
+        while any(f"{base}/dtmm_{n}" in taken for n, _, _ in choice.form.arrays()):
+            base += "'"
+        consts = []
+        for n, array, dtype in choice.form.arrays():
+            taken.add(f"{base}/dtmm_{n}")
+            consts.append(model.add_constant(sg, f"{base}/dtmm_{n}", array, dtype))
+        sg.operators[f.op_index] = Operator.custom(opcode, [f.input] + consts, [f.output],
+                                                   choice.options)
 
 
 def conv_shape(conv, fwcs) -> latency.ConvShape:

@@ -44,6 +44,8 @@ struct Fc {
   int w_bytes;
   int32_t bias[kMaxOc];
   int32_t q[3 * kMaxOc];
+  alignas(4) int8_t wq[12 * kMaxOc + kMaxW + 64];  // the op's tensor: q, then w
+  int wq_bytes;
   float in_scale, w_scale, out_scale;
   int act_min, act_max;
 };
@@ -78,6 +80,13 @@ void ActivationRange(int act, float scale, int zp, int* lo, int* hi) {
 Fc g_fc;  // large: off the stack
 int8_t g_dtmm_out[kMaxOut + 16];
 int8_t g_tflm_out[kMaxOut];
+
+// The op's constant tensor (docs/contract.md): the int32 table, then the packed w.
+void Join(Fc* f) {
+  memcpy(f->wq, f->q, 12 * f->s.c_out);
+  memcpy(f->wq + 12 * f->s.c_out, f->w, f->w_bytes);
+  f->wq_bytes = 12 * f->s.c_out + f->w_bytes;
+}
 
 void MakeFc(const FcSpec& s, Fc* f) {
   uint32_t r = s.seed * 2654435761u + 1u;
@@ -123,6 +132,7 @@ void MakeFc(const FcSpec& s, Fc* f) {
     f->q[3 * oc + 2] = shift;
   }
   ActivationRange(s.activation, f->out_scale, s.out_zp, &f->act_min, &f->act_max);
+  Join(f);
 }
 
 struct OptionsSpec {
@@ -151,9 +161,9 @@ std::vector<uint8_t> BuildOptions(const Fc& f, const OptionsSpec& o) {
 
 // Tensors of one DTMM_FULLY_CONNECTED node; tests mutate them before running.
 struct DtmmNode {
-  int in_dims[4], w_dims[2], q_dims[3], out_dims[4];
-  TfLiteTensor t[4];
-  int inputs[4], outputs[2];
+  int in_dims[4], w_dims[2], out_dims[4];
+  TfLiteTensor t[3];
+  int inputs[3], outputs[2];
   DtmmNode(Fc& f, int8_t* out) {
     const FcSpec& s = f.s;
     if (s.keep_num_dims) {
@@ -166,25 +176,21 @@ struct DtmmNode {
       memcpy(out_dims, o, sizeof(o));
     }
     w_dims[0] = 1;
-    w_dims[1] = f.w_bytes;
-    q_dims[0] = 2;
-    q_dims[1] = s.c_out;
-    q_dims[2] = 3;
+    w_dims[1] = f.wq_bytes;
     t[0] = CreateQuantizedTensor(f.input, IntArrayFromInts(in_dims), f.in_scale, s.in_zp);
-    t[1] = CreateTensor(f.w, IntArrayFromInts(w_dims));
-    t[2] = CreateTensor(f.q, IntArrayFromInts(q_dims));
-    t[1].allocation_type = t[2].allocation_type = kTfLiteMmapRo;
-    t[3] = CreateQuantizedTensor(out, IntArrayFromInts(out_dims), f.out_scale, s.out_zp);
-    const int ins[4] = {3, 0, 1, 2};
+    t[1] = CreateTensor(f.wq, IntArrayFromInts(w_dims));
+    t[1].allocation_type = kTfLiteMmapRo;
+    t[2] = CreateQuantizedTensor(out, IntArrayFromInts(out_dims), f.out_scale, s.out_zp);
+    const int ins[3] = {2, 0, 1};
     memcpy(inputs, ins, sizeof(ins));
     outputs[0] = 1;
-    outputs[1] = 3;
+    outputs[1] = 2;
   }
 };
 
 TfLiteStatus RunDtmm(DtmmNode& node, const std::vector<uint8_t>& options) {
   const TFLMRegistration reg = dtmm::Register_DTMM_FULLY_CONNECTED();
-  tflite::micro::KernelRunner runner(reg, node.t, 4, IntArrayFromInts(node.inputs),
+  tflite::micro::KernelRunner runner(reg, node.t, 3, IntArrayFromInts(node.inputs),
                                      IntArrayFromInts(node.outputs), nullptr);
   TF_LITE_ENSURE_STATUS(runner.InitAndPrepare(
       options.empty() ? nullptr : reinterpret_cast<const char*>(options.data()),
@@ -312,7 +318,7 @@ TEST(DtmmFc, RejectsMalformed) {
   }
   {
     DtmmNode node(g_fc, g_dtmm_out);
-    node.q_dims[2] = 2;  // q not [C_out, 3]
+    node.w_dims[1] = 12 * 8 - 1;  // shorter than the per-channel table
     EXPECT_NE(kTfLiteOk, RunDtmm(node, BuildOptions(g_fc, OptionsSpec())));
   }
   {
@@ -323,9 +329,11 @@ TEST(DtmmFc, RejectsMalformed) {
   {
     const int32_t s0 = g_fc.q[2];
     g_fc.q[2] = 31;  // shift out of range
+    Join(&g_fc);
     DtmmNode node(g_fc, g_dtmm_out);
     EXPECT_NE(kTfLiteOk, RunDtmm(node, BuildOptions(g_fc, OptionsSpec())));
     g_fc.q[2] = s0;
+    Join(&g_fc);
   }
   {
     DtmmNode node(g_fc, g_dtmm_out);
@@ -338,6 +346,7 @@ TEST(DtmmFc, RejectsBitmapPaddingBits) {
   // 3 rows x 2 blocks = 6 bits: bits 6..31 of the bitmap are padding.
   MakeFc({1, 32, 3, 16, 100, 1, kTfLiteActNone, 0, 0, 0, 11}, &g_fc);
   g_fc.w[0] = static_cast<int8_t>(static_cast<uint8_t>(g_fc.w[0]) | 0x40);
+  Join(&g_fc);
   DtmmNode node(g_fc, g_dtmm_out);
   EXPECT_NE(kTfLiteOk, RunDtmm(node, BuildOptions(g_fc, OptionsSpec())));
 }

@@ -185,8 +185,8 @@ FULLY_CONNECTED_V2 = OpContract(
         Input("input", TENSOR_INT8, 0, False,
               "any rank, size = batches * C_in, per-tensor zero point zp_in"),
         Input("w", TENSOR_INT8, 1, True,
-              "[bitmap_bytes + n_kept*B] packed bitmap (4-byte padded), kept blocks"),
-        Input("q", TENSOR_INT32, 2, True, "[C_out, 3] folded bias, multiplier, shift"),
+              "[12*C_out + bitmap_bytes + n_kept*B]: per channel int32 (folded bias, "
+              "multiplier, shift), the bitmap (4-byte padded), the kept blocks"),
     ),
     options=(
         Option("version", INT32_MIN, INT32_MAX,

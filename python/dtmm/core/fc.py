@@ -6,7 +6,8 @@
     y = dtmm_fully_connected(x, d.w, d.q, d.c_out, d.c_in, d.block, zp_out, lo, hi)
 
 A row of the FC's weights W [C_out, C_in] is one filterlet split into C_in / B
-blocks of B input channels; the packed tensor w holds the bitmap (one bit per block,
+blocks of B input channels; the op's one constant tensor w holds the per-channel
+table q (folded bias, multiplier, shift as int32), the bitmap (one bit per block,
 padded to 4 bytes) and the kept blocks. ``read_dtmm_fc`` checks what the TFLM op's
 Prepare checks (dtmm_ops/dtmm_fully_connected.cc).
 """
@@ -91,6 +92,22 @@ def unpack(w: np.ndarray, c_out: int, c_in: int, block: int, what: str = "w"):
     dense = np.zeros((c_out * nb, block), np.int8)
     dense[mask] = w[nbm:].view(np.int8).reshape(n_kept, block)
     return dense.reshape(c_out, c_in), mask.reshape(c_out, nb)
+
+
+def join_w(q: np.ndarray, packed: np.ndarray) -> np.ndarray:
+    """Contract input 1: q [C_out, 3] as little-endian int32, then the packed blocks."""
+    return np.concatenate([np.asarray(q, "<i4").reshape(-1).view(np.int8),
+                           np.asarray(packed, np.int8).reshape(-1)])
+
+
+def split_w(w: np.ndarray, c_out: int, what: str = "w"):
+    """(q [C_out, 3] int32, packed blocks int8) of contract input 1."""
+    w = np.asarray(w, np.int8).reshape(-1)
+    if w.size < 12 * c_out:
+        raise FormatError(f"{what}: {w.size} bytes, the per-channel table alone needs "
+                          f"{12 * c_out} (C_out={c_out})")
+    q = w[:12 * c_out].view("<i4").reshape(c_out, 3).astype(np.int32)
+    return q, w[12 * c_out:]
 
 
 def fold_bias(bias, weights: np.ndarray, input_zero_point: int) -> np.ndarray:
@@ -296,8 +313,9 @@ class DtmmFcForm:
         return 1.0 - self.num_kept / self.num_blocks if self.num_blocks else 0.0
 
     def arrays(self):
-        """(name, array, schema TensorType) of inputs 1-2, in contract order."""
-        return (("w", self.w, TensorType.INT8), ("q", self.q, TensorType.INT32))
+        """(name, array, schema TensorType) of input 1: the table q (int32 little
+        endian) then the packed blocks w, as one int8 tensor."""
+        return (("w", join_w(self.q, self.w), TensorType.INT8),)
 
     def device_rejects(self) -> str:
         try:
@@ -329,8 +347,8 @@ class DtmmFcOp:
     input: object
     output: object
     options: dict
-    w: np.ndarray
-    q: np.ndarray
+    w: np.ndarray         # packed blocks (bitmap, kept blocks)
+    q: np.ndarray         # [C_out, 3] folded bias, multiplier, shift
     weights: np.ndarray   # dense int8 [C_out, C_in]
     mask: np.ndarray      # kept blocks [C_out, nb]
     c_in: int
@@ -350,12 +368,31 @@ class DtmmFcOp:
     def constant_bytes(self) -> int:
         return int(self.w.size + self.q.size * 4)
 
-    def run(self, x) -> np.ndarray:
-        """The reference output, shaped as the op's output tensor."""
+    def run(self, x, single_rounding: bool = False) -> np.ndarray:
+        """The reference output, shaped as the op's output tensor (single_rounding:
+        as the desktop interpreter rounds, to compare with it)."""
         y = dtmm_fully_connected(x, self.w, self.q, self.c_out, self.c_in, self.block,
                                  self.output_zero_point, self.options["lo"],
-                                 self.options["hi"])
+                                 self.options["hi"], single_rounding)
         return y.reshape(self.output.shape)
+
+
+def check_against_fc(d: DtmmFcOp, orig: FcOp) -> list:
+    """What of a decoded DTMM_FULLY_CONNECTED differs from what the contract derives
+    from the original FULLY_CONNECTED (empty: nothing)."""
+    if orig.skip:
+        return [f"original FULLY_CONNECTED is not convertible ({orig.skip})"]
+    form = dtmm_fc_form(orig, d.block)
+    out = []
+    for what, same in (("weights (blocks densified)", np.array_equal(d.weights, orig.weights)),
+                       ("packed weights w", np.array_equal(d.w, form.w)),
+                       ("per-channel table q (folded bias, multiplier, shift)",
+                        np.array_equal(d.q, form.q)),
+                       ("options (z, lo, hi)", all(d.options[k] == form.options[k]
+                                                   for k in ("z", "lo", "hi")))):
+        if not same:
+            out.append(f"{what} differs from the original FULLY_CONNECTED")
+    return out
 
 
 def is_dtmm_fc(op) -> bool:
@@ -374,35 +411,32 @@ def read_dtmm_fc(model: Model, si: int, oi: int) -> DtmmFcOp:
                           f"{len(op.inputs)} and {len(op.outputs)}")
     opts = contract.decode_options(op.custom_options, what, op.custom_options_format,
                                    op.opcode.custom_code)
-    x_t, w_t, q_t = op.inputs
+    x_t, w_t = op.inputs
     y_t = op.outputs[0]
     if x_t.dtype != TensorType.INT8 or y_t.dtype != TensorType.INT8:
         raise FormatError(f"{what}: input/output must be int8, got "
                           f"{type_name(x_t.dtype)}/{type_name(y_t.dtype)}")
-    for spec, t in zip(C.inputs[1:], (w_t, q_t)):
-        if t.dtype != spec.dtype or len(t.shape) != spec.rank:
-            raise FormatError(f"{what}: {spec.name} must be {type_name(spec.dtype)} of "
-                              f"rank {spec.rank}, got {type_name(t.dtype)} "
-                              f"{list(t.shape)}")
-        if t.data is None:
-            raise FormatError(f"{what}: {spec.name} is not a constant tensor")
-    q = q_t.value("q")
-    if q.shape[1:] != (3,) or q.shape[0] < 1:
-        raise FormatError(f"{what}: q shape {list(q.shape)}, expected [C_out, 3]")
-    c_out = int(q.shape[0])
+    spec = C.inputs[1]
+    if w_t.dtype != spec.dtype or len(w_t.shape) != spec.rank:
+        raise FormatError(f"{what}: w must be {type_name(spec.dtype)} of rank {spec.rank}, "
+                          f"got {type_name(w_t.dtype)} {list(w_t.shape)}")
+    if w_t.data is None:
+        raise FormatError(f"{what}: w is not a constant tensor")
     y_shape = tuple(y_t.shape)
-    if not y_shape or y_shape[-1] != c_out:
-        raise FormatError(f"{what}: output {list(y_shape)} does not end in C_out={c_out}")
+    if not y_shape or y_shape[-1] < 1:
+        raise FormatError(f"{what}: output {list(y_shape)} has no C_out")
+    c_out = int(y_shape[-1])
+    q, packed = split_w(w_t.value("w"), c_out, f"{what}: w")
     block = opts["b"]
     x_shape = tuple(x_t.shape)
     size = int(np.prod(x_shape)) if x_shape else 1
     batches = int(np.prod(y_shape)) // c_out
-    if batches < 1 or size % batches:
+    if batches < 1 or size % batches or size == 0:
         raise FormatError(f"{what}: input {list(x_shape)} is not {batches} rows")
     c_in = size // batches
     if c_in % block:
         raise FormatError(f"{what}: block size b={block} does not divide C_in={c_in}")
-    weights, mask = unpack(w_t.value("w"), c_out, c_in, block, f"{what}: w")
+    weights, mask = unpack(packed, c_out, c_in, block, f"{what}: w")
     C.check_channels({"multiplier": q[:, 1], "shift": q[:, 2]}, what)
     _, zp_in, _ = x_t.quant()
     _, zp_out, _ = y_t.quant()
@@ -414,8 +448,193 @@ def read_dtmm_fc(model: Model, si: int, oi: int) -> DtmmFcOp:
     lo, hi = contract.ZERO_POINT_RANGE
     if not lo <= int(zp_out[0]) <= hi:
         raise FormatError(f"{what}: output zero point {int(zp_out[0])} is not int8")
-    return DtmmFcOp(si, oi, x_t, y_t, opts, np.asarray(w_t.value("w"), np.int8),
-                    q.astype(np.int32), weights, mask, c_in, c_out, batches,
-                    int(zp_out[0]))
+    return DtmmFcOp(si, oi, x_t, y_t, opts, np.asarray(packed, np.int8), q, weights, mask,
+                    c_in, c_out, batches, int(zp_out[0]))
 
 
+
+
+# -- latency model (package data core/data/latency_fc.json, fitted by bench/fc_kernels) --
+@dataclass(frozen=True)
+class FcShape:
+    """What the FC latency models read of one layer."""
+
+    c_in: int
+    c_out: int
+    batches: int
+    block: int
+    kept_blocks: int
+    runs: int
+    full_rows: int
+
+    def features(self, kernel: str, group_rows: int) -> dict:
+        """Counts the model multiplies by its coefficients. The kernel takes input
+        rows in groups of group_rows (dtmm_mac_p: DTMM_P) and the rest one by one;
+        blocks of 16 and the others take different paths (MVE)."""
+        n = self.batches
+        if kernel == "cmsis_nn":
+            return {"macs": n * self.c_in * self.c_out, "outputs": n * self.c_out,
+                    "batches": n, "call": 1}
+        g, r1 = divmod(n, group_rows)
+        b16 = self.block == 16
+        return {"kept_macs_1": r1 * self.kept_blocks * self.block,
+                "full_row_macs_1": r1 * self.full_rows * self.c_in,
+                "kept_blocks16_1": r1 * self.kept_blocks * b16,
+                "kept_blocks_other_1": r1 * self.kept_blocks * (not b16),
+                "runs_1": r1 * self.runs, "outputs_1": r1 * self.c_out,
+                "widen_1": r1 * self.c_in,
+                "kept_macs_g": g * self.kept_blocks * self.block, "runs_g": g * self.runs,
+                "outputs_g": g * self.c_out, "batches": n, "call": 1}
+
+
+# Input rows the kernel computes together (DTMM_P of dtmm_conv_s8_support.h).
+GROUP_ROWS = {"cortex-m4": 3, "cortex-m55": 4}
+FEATURES = {k: tuple(FcShape(1, 1, 1, 1, 1, 1, 1).features(k, 3)) for k in ("cmsis_nn", "dtmm")}
+
+
+def fc_shape(weights: np.ndarray, block: int, batches: int) -> FcShape:
+    """The shape of weights W [C_out, C_in] cut into blocks of `block`."""
+    mask = block_mask(weights, block)
+    starts = mask & ~np.concatenate([np.zeros((mask.shape[0], 1), bool), mask[:, :-1]], axis=1)
+    return FcShape(int(weights.shape[1]), int(weights.shape[0]), int(batches), int(block),
+                   int(mask.sum()), int(starts.sum()), int(mask.all(axis=1).sum()))
+
+
+def _models() -> dict:
+    import json
+    from importlib import resources
+
+    with resources.files("dtmm.core").joinpath("data/latency_fc.json").open() as f:
+        return json.load(f)["targets"]
+
+
+def fc_targets() -> list:
+    return sorted(_models())
+
+
+def fc_instructions(target: str, kernel: str, shape: FcShape) -> float:
+    """Modeled executed instructions of one FC call (kernel: cmsis_nn | dtmm)."""
+    m = _models()[target][kernel]
+    f = shape.features(kernel, m["group_rows"])
+    return float(sum(c * f[name] for name, c in zip(m["features"], m["coef"])))
+
+
+def fit(records) -> dict:
+    """Least-squares fit (relative error) of both kernels' models per target from
+    bench records (dicts: target, kernel, insns, c_in, c_out, batches, block,
+    kept, runs, full_rows). Returns the latency_fc.json document."""
+    out = {}
+    for target in sorted({r["target"] for r in records}):
+        out[target] = {}
+        for kernel in ("cmsis_nn", "dtmm"):
+            rows = [r for r in records if r["target"] == target and r["kernel"] == kernel]
+            names = FEATURES[kernel]
+            p = GROUP_ROWS[target]
+            a = np.array([[FcShape(r["c_in"], r["c_out"], r["batches"], r["block"],
+                                   r.get("kept", 0), r.get("runs", 0),
+                                   r.get("full_rows", 0)).features(kernel, p)[n] for n in names]
+                          for r in rows], float)
+            y = np.array([r["insns"] for r in rows], float)
+            coef, *_ = np.linalg.lstsq(a / y[:, None], np.ones(len(y)), rcond=None)
+            rel = np.abs(a @ coef / y - 1.0)
+            out[target][kernel] = {"features": list(names), "group_rows": p,
+                                   "coef": [round(float(c), 5) for c in coef],
+                                   "fit_points": len(rows),
+                                   "median_rel_error": round(float(np.median(rel)), 4),
+                                   "max_rel_error": round(float(rel.max()), 4)}
+    return {"doc": "DTMM_FULLY_CONNECTED and CMSIS-NN arm_fully_connected_s8 modeled "
+                   "instructions, fitted by bench/fc_kernels --fit (docs/fully_connected.md)",
+            "targets": out}
+
+
+# -- converter plan --------------------------------------------------------------------
+def dense_bytes(fc: FcOp, own_bytes) -> int:
+    """Bytes the dense FULLY_CONNECTED's own storage takes (own_bytes(tensor):
+    what dropping a constant frees)."""
+    from dtmm.core import size
+
+    return (size.operator_bytes(3 if fc.bias is not None else 2, FC_OPTIONS_BYTES)
+            + own_bytes(fc.filter) + own_bytes(fc.bias))
+
+
+FC_OPTIONS_BYTES = 20       # FullyConnectedOptions table
+DTMM_NAME_BYTES = 10        # "<op index>/dtmm_w"
+
+
+def dtmm_bytes(form: DtmmFcForm, options_len: int) -> int:
+    from dtmm.core import size
+
+    return (size.operator_bytes(len(C.inputs), options_len + 8)
+            + size.constant_bytes(DTMM_NAME_BYTES, 1, form.w.size + form.q.size * 4))
+
+
+@dataclass
+class FcChoice:
+    """The converter's decision for one FULLY_CONNECTED."""
+
+    form: DtmmFcForm | None
+    options: np.ndarray | None
+    bytes_before: int
+    bytes_after: int | None
+    modeled: dict           # target -> (dense, dtmm) at the chosen block size
+    reason: str
+    rewritten: bool
+
+
+def choose(fc: FcOp, targets, own_bytes, min_sparsity: float = 0.0, always: bool = False,
+           prefer: str = "speed") -> FcChoice:
+    """Pick the block size (C_in, 32, 16, 8 dividing C_in) and whether to rewrite:
+    only where the DTMM form is smaller and, with prefer="speed", modeled
+    latency.SPEED_MARGIN faster than arm_fully_connected_s8 on every target."""
+    from dtmm.core import latency
+
+    before = dense_bytes(fc, own_bytes)
+    cands = []
+    for b in block_sizes(fc.c_in):
+        form = dtmm_fc_form(fc, b)
+        if form.device_rejects():
+            continue
+        options = contract.encode_map(form.options)
+        shape = fc_shape(fc.weights, b, fc.batches)
+        modeled = {t: (fc_instructions(t, "cmsis_nn", shape), fc_instructions(t, "dtmm", shape))
+                   for t in targets}
+        after = dtmm_bytes(form, len(options))
+        fast = all(latency.clearly_faster(d, m) for d, m in modeled.values())
+        cands.append((form, options, after, modeled, fast))
+    if not cands:
+        why = dtmm_fc_form(fc, fc.c_in).device_rejects()
+        return FcChoice(None, None, before, None, {}, f"kept: the device would reject the "
+                        f"DTMM form ({why})", False)
+
+    def total(c):
+        return sum(m for _, m in c[3].values())
+
+    if always:
+        best = min(cands, key=lambda c: (total(c), c[2]))
+        return FcChoice(best[0], best[1], before, best[2], best[3], "rewritten (--always)",
+                        True)
+    smaller = [c for c in cands if c[2] < before and 1 - c[0].sparsity <= 1 - min_sparsity]
+    if prefer == "size":
+        pool = smaller
+        key = lambda c: (c[2], total(c))  # noqa: E731
+    else:
+        pool = [c for c in smaller if c[4]]
+        key = lambda c: (total(c), c[2])  # noqa: E731
+    if pool:
+        best = min(pool, key=key)
+        return FcChoice(best[0], best[1], before, best[2], best[3],
+                        f"rewritten: B={best[0].block}, smaller" +
+                        ("" if prefer == "size" else
+                         f", modeled {latency.margin_text()}+ faster"), True)
+    ref = min(cands, key=lambda c: (total(c), c[2]))
+    if max(1 - c[0].sparsity for c in cands) > 1 - min_sparsity:
+        reason = (f"kept: block sparsity {100 * max(c[0].sparsity for c in cands):.1f}% < "
+                  f"{100 * min_sparsity:.1f}%")
+    elif not smaller:
+        reason = "kept: DTMM form is not smaller"
+    else:
+        slow = [t for t, (d, m) in min(smaller, key=total)[3].items()
+                if not latency.clearly_faster(d, m)]
+        reason = (f"kept: DTMM not modeled {latency.margin_text()} faster on "
+                  + ", ".join(slow))
+    return FcChoice(None, None, before, ref[2], ref[3], reason, False)
