@@ -44,6 +44,7 @@ class ConversionReport:
     layers: list = field(default_factory=list)
     file_bytes_before: int = 0
     file_bytes_after: int = 0
+    fc_layers: list = field(default_factory=list)  # one LayerReport per FULLY_CONNECTED
 
     @property
     def num_rewritten(self) -> int:
@@ -52,7 +53,8 @@ class ConversionReport:
     def table(self) -> str:
         lines = [format_table(self.layers)]
         n = self.num_rewritten
-        if n == 0:
+        n_fc = sum(r.rewritten for r in self.fc_layers)
+        if n == 0 and n_fc == 0:
             lines.append(f"nothing to rewrite ({len(self.layers)} CONV_2D); "
                          f"file bytes {self.file_bytes_before} (unchanged copy)")
         else:
@@ -60,6 +62,11 @@ class ConversionReport:
             pct = 100.0 * (after - before) / before if before else 0.0
             lines.append(f"rewrote {n} of {len(self.layers)} CONV_2D; file bytes "
                          f"{before} -> {after} ({pct:+.1f}%)")
+        # FULLY_CONNECTED rows when one is rewritten or the model has no CONV_2D
+        # (the CONV_2D table alone otherwise, as before format version 2).
+        if self.fc_layers and (n_fc or not self.layers):
+            lines += [format_table(self.fc_layers),
+                      f"rewrote {n_fc} of {len(self.fc_layers)} FULLY_CONNECTED"]
         return "\n".join(lines)
 
 
@@ -197,7 +204,7 @@ def _plan_fc(model, si, oi, name, targets, min_sparsity, always, prefer, report,
     rep = LayerReport(subgraph=si, op_index=oi, name=f.output.name, op="FULLY_CONNECTED",
                       shape=tuple(f.filter.shape) if len(f.filter.shape) == 2 else None,
                       reason=f.skip)
-    report.layers.append(rep)
+    report.fc_layers.append(rep)
     if f.skip:
         return
     rep.shape = (f.c_out, 1, 1, f.c_in)

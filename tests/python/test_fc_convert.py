@@ -40,10 +40,10 @@ def test_pruned_mlp_converts_verifies_and_inspects():
     buf = prune_blocks(keras_dense_model(), 0.75)
     # The MLP's FCs are small: CMSIS-NN is as fast (the speed rule keeps them).
     _, report = convert.convert_model(buf)
-    assert not any(r.rewritten for r in report.layers)
-    assert all("not modeled" in r.reason for r in report.layers), report.table()
+    assert not any(r.rewritten for r in report.fc_layers)
+    assert all("not modeled" in r.reason for r in report.fc_layers), report.table()
     out, report = convert.convert_model(buf, prefer="size")
-    fcs = [r for r in report.layers if r.op == "FULLY_CONNECTED"]
+    fcs = report.fc_layers
     assert len(fcs) == 3
     ops = dtmm_fc_ops(out)
     assert ops, report.table()
@@ -62,7 +62,7 @@ def test_pruned_mlp_converts_verifies_and_inspects():
 def test_speed_rule_rewrites_a_large_sparse_fc():
     buf = fc_model(FcConfig(640, 128, block=16, sparsity=0.9), seed=1)
     out, report = convert.convert_model(buf)
-    r = report.layers[0]
+    r = report.fc_layers[0]
     assert r.rewritten, report.table()
     assert all(m <= 0.9 * d for d, m in r.modeled.values())
     verify.verify_models(buf, out, random=2)
@@ -72,14 +72,14 @@ def test_dense_mlp_is_left_alone():
     buf = keras_dense_model()
     out, report = convert.convert_model(buf)
     assert out == buf
-    assert all(not r.rewritten for r in report.layers)
+    assert all(not r.rewritten for r in report.fc_layers)
 
 
 def test_always_rewrites_and_verify_catches_a_changed_table():
     buf = fc_model(FcConfig(64, 12, batches=2, block=16, sparsity=0.5), seed=3)
     out, report = convert.convert_model(buf, always=True)
     (oi, d), = dtmm_fc_ops(out)
-    assert report.layers[0].rewritten
+    assert report.fc_layers[0].rewritten
     x = random_input(buf, 5)
     want = run_tflite(buf, x)
     np.testing.assert_array_equal(d.run(x, single_rounding=True), want.reshape(d.output.shape))
@@ -98,7 +98,7 @@ def test_block_choice_and_bytes():
     out, report = convert.convert_model(buf, prefer="size")
     (_, d), = dtmm_fc_ops(out)
     assert d.block in F.block_sizes(256)
-    r = report.layers[0]
+    r = report.fc_layers[0]
     assert r.rewritten and r.bytes_after < r.bytes_before
     # The size model's saving is close to the file's.
     assert abs((r.bytes_before - r.bytes_after) - (len(buf) - len(out))) <= 64 + 0.02 * len(buf)
