@@ -209,9 +209,10 @@ def _plan_fc(model, si, oi, name, targets, min_sparsity, always, prefer, report,
         return
     rep.shape = (f.c_out, 1, 1, f.c_in)
     rep.activation = f"[{f.act_min},{f.act_max}]"
+    # `always` forces CONV_2D only: FCs follow the size and speed rules.
     choice = fc.choose(f, [t for t in targets if t in fc.fc_targets()],
                        lambda t: _own_bytes(t, tensor_users, buffer_users),
-                       min_sparsity, always, prefer)
+                       min_sparsity, prefer)
     rep.bytes_before, rep.bytes_after = choice.bytes_before, choice.bytes_after
     rep.modeled, rep.reason, rep.rewritten = choice.modeled, choice.reason, choice.rewritten
     rep.sparsity = choice.form.sparsity if choice.form is not None else \

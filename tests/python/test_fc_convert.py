@@ -70,14 +70,15 @@ def test_speed_rule_rewrites_a_large_sparse_fc():
 
 def test_dense_mlp_is_left_alone():
     buf = keras_dense_model()
-    out, report = convert.convert_model(buf)
-    assert out == buf
-    assert all(not r.rewritten for r in report.fc_layers)
+    for kw in ({}, {"always": True}):  # --always forces CONV_2D only
+        out, report = convert.convert_model(buf, **kw)
+        assert out == buf
+        assert all(not r.rewritten for r in report.fc_layers)
 
 
-def test_always_rewrites_and_verify_catches_a_changed_table():
+def test_size_rule_rewrites_and_verify_catches_a_changed_table():
     buf = fc_model(FcConfig(64, 12, batches=2, block=16, sparsity=0.5), seed=3)
-    out, report = convert.convert_model(buf, always=True)
+    out, report = convert.convert_model(buf, prefer="size")
     (oi, d), = dtmm_fc_ops(out)
     assert report.fc_layers[0].rewritten
     x = random_input(buf, 5)
@@ -118,7 +119,7 @@ def test_per_op_overhead():
     for cfg in (FcConfig(128, 16, block=16, sparsity=0.75), FcConfig(640, 128, block=16,
                                                                      sparsity=0.5)):
         buf = fc_model(cfg, seed=6)
-        out, _ = convert.convert_model(buf, always=True)
+        out, _ = convert.convert_model(buf, prefer="size")
         (_, d), = dtmm_fc_ops(out)
         data = d.w.size + 4 * d.q.size
         overhead = len(out) - _without_ops(out) - data
@@ -139,7 +140,7 @@ def test_per_op_overhead():
 ])
 def test_read_dtmm_fc_rejects(edit, msg):
     buf = fc_model(FcConfig(64, 8, block=16, sparsity=0.5), seed=2)
-    out, _ = convert.convert_model(buf, always=True)
+    out, _ = convert.convert_model(buf, prefer="size")
     m = Model.read(out)
     op = m.subgraphs[0].operators[0]
     opts = contract.decode_map(op.custom_options, "test")

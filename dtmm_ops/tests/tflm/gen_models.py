@@ -1,6 +1,7 @@
 """Generates the model pairs dtmm_model_test.cc runs: small filterlet-pruned int8
 CNNs and a block-pruned MLP built with TensorFlow (the "pruned originals") and
-their DTMM conversions (`dtmm convert --always`), written as C arrays under models/.
+their DTMM conversions (`dtmm convert --always --prefer size`), written as C arrays
+under models/.
 
     python dtmm_ops/tests/tflm/gen_models.py [--only mlp]   # repo root, in the venv
 
@@ -137,7 +138,8 @@ def main(argv=None) -> int:
 
     os.makedirs(args.out, exist_ok=True)
     for name, original in build_models(args.only).items():
-        converted, report = convert_model(original, always=True)
+        # --always for the convs, the size rule for the FCs (--always is conv-only)
+        converted, report = convert_model(original, always=True, prefer="size")
         print(report.table())
         if report.num_rewritten + sum(r.rewritten for r in report.fc_layers) == 0:
             print(f"error: nothing converted in {name}", file=sys.stderr)

@@ -581,14 +581,13 @@ class FcChoice:
     rewritten: bool
 
 
-def choose(fc: FcOp, targets, own_bytes, min_sparsity: float = 0.0, always: bool = False,
+def choose(fc: FcOp, targets, own_bytes, min_sparsity: float = 0.0,
            prefer: str = "speed") -> FcChoice:
     """Pick the block size (C_in, 32, 16, 8 dividing C_in) and whether to rewrite:
     only where the DTMM form is smaller and, with prefer="speed", modeled
     latency.SPEED_MARGIN faster than arm_fully_connected_s8 on every target.
-    `always` drops the size, sparsity and speed conditions but, unlike for
-    CONV_2D, keeps an FC with no pruned block dense (nothing to skip), so
-    converting a converted model again changes nothing."""
+    The converter's `always` is for CONV_2D only: an FC is rewritten by these
+    rules whatever it says."""
     from dtmm.core import latency
 
     before = dense_bytes(fc, own_bytes)
@@ -612,13 +611,10 @@ def choose(fc: FcOp, targets, own_bytes, min_sparsity: float = 0.0, always: bool
     def total(c):
         return sum(m for _, m in c[3].values())
 
-    smaller = [c for c in cands if c[2] < before and 1 - c[0].sparsity <= 1 - min_sparsity]
-    if always:  # any size and speed, but some block to skip
-        pool = [c for c in cands if c[0].num_kept < c[0].num_blocks]
-        if pool:
-            best = min(pool, key=lambda c: (total(c), c[2]))
-            return FcChoice(best[0], best[1], before, best[2], best[3],
-                            f"rewritten (--always): B={best[0].block}", True)
+    # A form with no pruned block skips nothing: dense it stays, even where the
+    # DTMM op's leaner structure would make the file a little smaller.
+    sparse = [c for c in cands if c[0].num_kept < c[0].num_blocks]
+    smaller = [c for c in sparse if c[2] < before and 1 - c[0].sparsity <= 1 - min_sparsity]
     if prefer == "size":
         pool = smaller
         key = lambda c: (c[2], total(c))  # noqa: E731
@@ -632,7 +628,9 @@ def choose(fc: FcOp, targets, own_bytes, min_sparsity: float = 0.0, always: bool
                         ("" if prefer == "size" else
                          f", modeled {latency.margin_text()}+ faster"), True)
     ref = min(cands, key=lambda c: (total(c), c[2]))
-    if max(1 - c[0].sparsity for c in cands) > 1 - min_sparsity:
+    if not sparse:
+        reason = "kept: no pruned block at any block size"
+    elif max(1 - c[0].sparsity for c in cands) > 1 - min_sparsity:
         reason = (f"kept: block sparsity {100 * max(c[0].sparsity for c in cands):.1f}% < "
                   f"{100 * min_sparsity:.1f}%")
     elif not smaller:
