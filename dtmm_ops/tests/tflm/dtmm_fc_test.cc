@@ -120,7 +120,8 @@ void MakeFc(const FcSpec& s, Fc* f) {
   }
   int32_t mult;
   int shift;
-  tflite::QuantizeMultiplier(static_cast<double>(f->in_scale) * f->w_scale / f->out_scale,
+  tflite::QuantizeMultiplier(static_cast<double>(f->in_scale) * static_cast<double>(f->w_scale) /
+                                 static_cast<double>(f->out_scale),
                              &mult, &shift);
   for (int oc = 0; oc < s.c_out; ++oc) {
     uint32_t sum = 0;
