@@ -75,4 +75,38 @@
   X(9, "act_min", -128, 127) \
   X(10, "act_max", -128, 127)
 
+/* DTMM_FULLY_CONNECTED format version 2: block-sparse int8 fully connected, packed weights (docs/contract.md) */
+#define DTMM_FULLY_CONNECTED_V2_CUSTOM_CODE "DTMM_FULLY_CONNECTED"
+#define DTMM_FULLY_CONNECTED_V2_VERSION 2
+#define DTMM_FULLY_CONNECTED_V2_NUM_INPUTS 2
+#define DTMM_FULLY_CONNECTED_V2_INPUT_INPUT 0 /* any rank, size = batches * C_in, per-tensor zero point zp_in */
+#define DTMM_FULLY_CONNECTED_V2_INPUT_W 1 /* [12*C_out + bitmap_bytes + n_kept*B]: per channel int32 (folded bias, multiplier, shift), the bitmap (4-byte padded), the kept blocks */
+#define DTMM_FULLY_CONNECTED_V2_NUM_OUTPUTS 1
+#define DTMM_FULLY_CONNECTED_V2_NUM_OPTIONS 5
+#define DTMM_FULLY_CONNECTED_V2_OPT_VERSION 0 /* format version; parsed as any int32, then must equal the version */
+#define DTMM_FULLY_CONNECTED_V2_VERSION_MIN (-2147483647 - 1)
+#define DTMM_FULLY_CONNECTED_V2_VERSION_MAX 2147483647
+#define DTMM_FULLY_CONNECTED_V2_OPT_B 1 /* block size B in input channels; divides C_in */
+#define DTMM_FULLY_CONNECTED_V2_B_MIN 1
+#define DTMM_FULLY_CONNECTED_V2_B_MAX 65535
+#define DTMM_FULLY_CONNECTED_V2_OPT_Z 2 /* input zero point the bias was folded with */
+#define DTMM_FULLY_CONNECTED_V2_Z_MIN -128
+#define DTMM_FULLY_CONNECTED_V2_Z_MAX 127
+#define DTMM_FULLY_CONNECTED_V2_OPT_LO 3 /* int8 clamp minimum (<= hi) */
+#define DTMM_FULLY_CONNECTED_V2_LO_MIN -128
+#define DTMM_FULLY_CONNECTED_V2_LO_MAX 127
+#define DTMM_FULLY_CONNECTED_V2_OPT_HI 4 /* int8 clamp maximum */
+#define DTMM_FULLY_CONNECTED_V2_HI_MIN -128
+#define DTMM_FULLY_CONNECTED_V2_HI_MAX 127
+#define DTMM_FULLY_CONNECTED_V2_MULTIPLIER_MIN 0
+#define DTMM_FULLY_CONNECTED_V2_MULTIPLIER_MAX 2147483647
+#define DTMM_FULLY_CONNECTED_V2_SHIFT_MIN -31
+#define DTMM_FULLY_CONNECTED_V2_SHIFT_MAX 30
+#define DTMM_FULLY_CONNECTED_V2_OPTIONS(X) \
+  X(0, "version", (-2147483647 - 1), 2147483647) \
+  X(1, "b", 1, 65535) \
+  X(2, "z", -128, 127) \
+  X(3, "lo", -128, 127) \
+  X(4, "hi", -128, 127)
+
 #endif /* DTMM_OPS_DTMM_CONTRACT_TABLE_H_ */

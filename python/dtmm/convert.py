@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from dtmm.core import contract, latency, size
+from dtmm.core import contract, fc, latency, size
 from dtmm.core.errors import ArgumentError, DtmmError, ModelError
 from dtmm.core.latency import DEFAULT_PREFER, DEFAULT_TARGET, PREFER
 from dtmm.core.ops import check_dtmm_ops, dtmm_form, read_conv
@@ -44,6 +44,7 @@ class ConversionReport:
     layers: list = field(default_factory=list)
     file_bytes_before: int = 0
     file_bytes_after: int = 0
+    fc_layers: list = field(default_factory=list)  # one LayerReport per FULLY_CONNECTED
 
     @property
     def num_rewritten(self) -> int:
@@ -52,7 +53,8 @@ class ConversionReport:
     def table(self) -> str:
         lines = [format_table(self.layers)]
         n = self.num_rewritten
-        if n == 0:
+        n_fc = sum(r.rewritten for r in self.fc_layers)
+        if n == 0 and n_fc == 0:
             lines.append(f"nothing to rewrite ({len(self.layers)} CONV_2D); "
                          f"file bytes {self.file_bytes_before} (unchanged copy)")
         else:
@@ -60,6 +62,11 @@ class ConversionReport:
             pct = 100.0 * (after - before) / before if before else 0.0
             lines.append(f"rewrote {n} of {len(self.layers)} CONV_2D; file bytes "
                          f"{before} -> {after} ({pct:+.1f}%)")
+        # FULLY_CONNECTED rows when one is rewritten or the model has no CONV_2D
+        # (the CONV_2D table alone otherwise, as before format version 2).
+        if self.fc_layers and (n_fc or not self.layers):
+            lines += [format_table(self.fc_layers),
+                      f"rewrote {n_fc} of {len(self.fc_layers)} FULLY_CONNECTED"]
         return "\n".join(lines)
 
 
@@ -125,9 +132,13 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
     check_dtmm_ops(model, name)  # never copy an op the device rejects into the output
     report = ConversionReport(file_bytes_before=len(buf))
     tensor_users, buffer_users = model.users()
-    plans = []
+    plans, fc_plans = [], []
     for si, sg in enumerate(model.subgraphs):
         for oi, op in enumerate(sg.operators):
+            if op.opcode.builtin == BuiltinOperator.FULLY_CONNECTED:
+                _plan_fc(model, si, oi, name, targets, min_sparsity, always, prefer, report,
+                         fc_plans, tensor_users, buffer_users)
+                continue
             if op.opcode.builtin != BuiltinOperator.CONV_2D:
                 continue
             try:
@@ -166,19 +177,68 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
                 else:
                     rep.reason = f"rewritten: smaller, modeled {latency.margin_text()}+ faster"
                 plans.append((conv, form, options))
-    if not plans:
+    if not plans and not fc_plans:
         report.file_bytes_after = len(buf)
         return buf, report
-    opcode = model.opcode(BuiltinOperator.CUSTOM, contract.CONV_2D.custom_code)
     names_used = set()
-    for conv, form, options in plans:
-        _rewrite(model, conv, form, options, opcode, names_used)
+    if plans:
+        opcode = model.opcode(BuiltinOperator.CUSTOM, contract.CONV_2D.custom_code)
+        for conv, form, options in plans:
+            _rewrite(model, conv, form, options, opcode, names_used)
+    if fc_plans:
+        _rewrite_fcs(model, fc_plans)
     out = model.save()
     # What the device will load: the flatbuffer verifier and every DTMM op through
     # the checks of the TFLM op's Prepare, before anything is written.
     check_dtmm_ops(Model.read(out, f"the conversion of {name}"), f"the conversion of {name}")
     report.file_bytes_after = len(out)
     return out, report
+
+
+# -- FULLY_CONNECTED -> DTMM_FULLY_CONNECTED (format version 2, dtmm.core.fc) ---------
+def _plan_fc(model, si, oi, name, targets, min_sparsity, always, prefer, report, fc_plans,
+             tensor_users, buffer_users) -> None:
+    """Report one FULLY_CONNECTED and queue its rewrite when dtmm.core.fc.choose
+    picks a block size for it."""
+    try:
+        f = fc.read_fc(model, si, oi)
+    except DtmmError as e:
+        raise type(e)(f"{name}: {e}") from None
+    op = model.subgraphs[si].operators[oi]
+    rep = LayerReport(subgraph=si, op_index=oi, name=f.output.name, op="FULLY_CONNECTED",
+                      shape=tuple(f.filter.shape) if len(f.filter.shape) == 2 else None,
+                      reason=f.skip)
+    report.fc_layers.append(rep)
+    if f.skip:
+        return
+    rep.shape = (f.c_out, 1, 1, f.c_in)
+    rep.activation = f"[{f.act_min},{f.act_max}]"
+    # `always` forces CONV_2D only: FCs follow the size and speed rules.
+    choice = fc.choose(f, [t for t in targets if t in fc.fc_targets()],
+                       lambda t: _own_bytes(t, tensor_users, buffer_users),
+                       min_sparsity, prefer)
+    rep.bytes_before, rep.bytes_after = choice.bytes_before, choice.bytes_after
+    rep.modeled, rep.reason, rep.rewritten = choice.modeled, choice.reason, choice.rewritten
+    rep.sparsity = choice.form.sparsity if choice.form is not None else \
+        fc.block_sparsity(f.weights, 16 if f.c_in % 16 == 0 else f.c_in)
+    if choice.rewritten:
+        fc_plans.append((f, choice, op))
+
+
+def _rewrite_fcs(model: Model, fc_plans) -> None:
+    opcode = model.opcode(BuiltinOperator.CUSTOM, contract.FULLY_CONNECTED.custom_code)
+    taken = {t.name for sg in model.subgraphs for t in sg.tensors}
+    for f, choice, op in fc_plans:
+        sg = model.subgraphs[f.subgraph]
+        base = f"{f.op_index}" if f.subgraph == 0 else f"{f.subgraph}.{f.op_index}"
+        while any(f"{base}/dtmm_{n}" in taken for n, _, _ in choice.form.arrays()):
+            base += "'"
+        consts = []
+        for n, array, dtype in choice.form.arrays():
+            taken.add(f"{base}/dtmm_{n}")
+            consts.append(model.add_constant(sg, f"{base}/dtmm_{n}", array, dtype))
+        sg.operators[f.op_index] = Operator.custom(opcode, [f.input] + consts, [f.output],
+                                                   choice.options)
 
 
 def conv_shape(conv, fwcs) -> latency.ConvShape:

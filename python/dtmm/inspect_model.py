@@ -14,7 +14,7 @@ from __future__ import annotations
 from dtmm.core.contract import CONV_2D, decode_options  # noqa: F401
 import numpy as np
 
-from dtmm.core import latency
+from dtmm.core import fc, latency
 from dtmm.core.errors import DtmmError
 from dtmm.core.geometry import PADDING_NAMES
 from dtmm.core.ops import (DtmmOp as DtmmInfo, conv_geometry, is_dtmm,  # noqa: F401
@@ -51,7 +51,9 @@ def _inspect(model: Model, all_ops: bool) -> list:
     for si, sg in enumerate(model.subgraphs):
         for oi, op in enumerate(sg.operators):
             out = op.outputs[0].name if op.outputs and op.outputs[0] is not None else ""
-            if is_dtmm(op):
+            if fc.is_dtmm_fc(op) or (fc.is_fc(op) and all_ops):
+                layers.append(_fc_report(model, si, oi, op, out))
+            elif is_dtmm(op):
                 d = read_dtmm(model, si, oi)
                 fw, p = d.fwcs, d.params
                 layers.append(LayerReport(
@@ -92,6 +94,41 @@ def _inspect(model: Model, all_ops: bool) -> list:
     return layers
 
 
+def _fc_report(model: Model, si: int, oi: int, op, out: str) -> LayerReport:
+    """A row for a DTMM_FULLY_CONNECTED (validated as the device's Prepare does:
+    FormatError) or a FULLY_CONNECTED (shown even when invalid)."""
+    targets = fc.fc_targets()
+    if fc.is_dtmm_fc(op):
+        d = fc.read_dtmm_fc(model, si, oi)
+        shape = fc.fc_shape(d.weights, d.block, d.batches)
+        return LayerReport(
+            subgraph=si, op_index=oi, name=out, op=op.name, shape=(d.c_out, 1, 1, d.c_in),
+            activation=f"[{d.options['lo']},{d.options['hi']}]", sparsity=d.sparsity,
+            bytes_after=d.constant_bytes,
+            reason=(f"DTMM_FULLY_CONNECTED v{d.options['version']}, B={d.block}, "
+                    f"{shape.kept_blocks} of {d.mask.size} blocks kept, {d.batches} row(s)"),
+            modeled={t: (fc.fc_instructions(t, "cmsis_nn", shape),
+                         fc.fc_instructions(t, "dtmm", shape)) for t in targets})
+    rep = LayerReport(subgraph=si, op_index=oi, name=out, op=op.name)
+    try:
+        f = fc.read_fc(model, si, oi)
+    except DtmmError as e:
+        rep.reason = f"invalid: {e}"
+        return rep
+    rep.bytes_before = _dense_bytes(op)
+    if f.skip:
+        rep.reason = "FULLY_CONNECTED, " + f.skip.replace("skipped: ", "")
+        return rep
+    b = fc.block_sizes(f.c_in)[-1]
+    shape = fc.fc_shape(f.weights, b, f.batches)
+    rep.shape, rep.activation = (f.c_out, 1, 1, f.c_in), f"[{f.act_min},{f.act_max}]"
+    rep.sparsity = fc.block_sparsity(f.weights, b)
+    rep.reason = f"FULLY_CONNECTED (int8, convertible; sparsity at B={b})"
+    rep.modeled = {t: (fc.fc_instructions(t, "cmsis_nn", shape),
+                       fc.fc_instructions(t, "dtmm", shape)) for t in targets}
+    return rep
+
+
 def inspect_table(buf: bytes, all_ops: bool = False, name: str = "input") -> str:
     model = Model.read(buf, name)
     layers = _inspect(model, all_ops)
@@ -101,8 +138,10 @@ def inspect_table(buf: bytes, all_ops: bool = False, name: str = "input") -> str
             counts[op.name] = counts.get(op.name, 0) + 1
     lines = [format_table(layers, title_after="dtmm")]
     n_dtmm = sum(r.op == "DTMM_CONV_2D" for r in layers)
+    n_fc = sum(r.op == "DTMM_FULLY_CONNECTED" for r in layers)
     n_conv = sum(r.op == "CONV_2D" for r in layers)
     lines.append(f"{len(buf)} bytes, {len(model.subgraphs)} subgraph(s), "
-                 f"{sum(counts.values())} ops: {n_conv} CONV_2D, {n_dtmm} DTMM_CONV_2D; "
+                 f"{sum(counts.values())} ops: {n_conv} CONV_2D, {n_dtmm} DTMM_CONV_2D"
+                 + (f", {n_fc} DTMM_FULLY_CONNECTED" if n_fc else "") + "; "
                  + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
     return "\n".join(lines)

@@ -1,4 +1,6 @@
-"""NumPy reference of DTMM_CONV_2D, bit-exact with TFLite's reference int8 CONV_2D.
+"""NumPy reference of DTMM_CONV_2D, bit-exact with TFLite's reference int8 CONV_2D
+(and of DTMM_FULLY_CONNECTED: dtmm_fully_connected / tflite_fully_connected, from
+dtmm.core.fc).
 
     out = dtmm_conv2d(x, fwcs, folded_bias, multiplier, shift, ConvParams(...))
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from dtmm.core.errors import FormatError, UnsupportedError
+from dtmm.core.fc import dtmm_fully_connected, tflite_fully_connected  # noqa: F401
 from dtmm.core.fwcs import FWCS
 from dtmm.core.geometry import (PADDING_NAMES, PADDING_SAME, PADDING_VALID,  # noqa: F401
                                 out_size_and_padding)

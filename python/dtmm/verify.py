@@ -9,11 +9,15 @@
    tensor names) and that conv's dense filter/bias are replaced by the DTMM
    constants. Each DTMM op's constants and options must be exactly what the
    contract derives from that CONV_2D (FWCS densifies to the filter, folded bias,
-   multiplier, shift, activation range).
+   multiplier, shift, activation range). A DTMM_FULLY_CONNECTED stands where a
+   FULLY_CONNECTED was, its packed weights, table and options exactly what
+   dtmm.core.fc derives from it.
 2. Numbers: the original runs in TFLite's interpreter with the BUILTIN_REF kernels,
    keeping every intermediate tensor, on random inputs and on the user's. For every
    DTMM op in subgraph 0, `dtmm.reference.dtmm_conv2d` on the recorded input, with
-   the converted model's constants, must equal the original conv's recorded output.
+   the converted model's constants, must equal the original conv's recorded output
+   (a DTMM_FULLY_CONNECTED: dtmm.core.fc's reference in the interpreter's single
+   rounding, docs/fully_connected.md; the device rounds as TFLM's FULLY_CONNECTED).
    Invokes run in sequence on one interpreter per input source, so stateful models
    (resource variables, CALL_ONCE initialisation) are checked across time steps.
 """
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dtmm import reference as ref
+from dtmm.core import fc
 from dtmm.core.errors import DtmmError, FormatError, ModelError
 from dtmm.core.ops import check_dtmm_ops, dtmm_form, is_dtmm, read_conv, read_dtmm
 from dtmm.core.tflite import BuiltinOperator, Model, TensorType, read_file, schema
@@ -153,6 +158,25 @@ def compare_structure(orig, conv, report: VerifyReport) -> dict:
         for oi, (a, b) in enumerate(zip(sa.operators, sb.operators)):
             out = _names(b.outputs)
             where = f"op {oi if si == 0 else f'{si}:{oi}'} ({(out or ['?'])[0]})"
+            if fc.is_dtmm_fc(b) and not fc.is_dtmm_fc(a):
+                if not fc.is_fc(a):
+                    f.append(f"{where}: DTMM_FULLY_CONNECTED replaces {a.name}, not "
+                             "FULLY_CONNECTED")
+                    continue
+                if _names(a.inputs)[:1] != _names(b.inputs)[:1] or _names(a.outputs) != out:
+                    f.append(f"{where}: DTMM op input/output names differ from the "
+                             "original FULLY_CONNECTED's")
+                    continue
+                replaced.update(id(t) for t in a.inputs[1:] if t is not None)
+                d = fc.read_dtmm_fc(conv, si, oi)  # the device would reject it: FormatError
+                try:
+                    problems = fc.check_against_fc(d, fc.read_fc(orig, si, oi))
+                except DtmmError as e:
+                    problems = [f"original FULLY_CONNECTED is invalid: {e}"]
+                f.extend(f"{where}: {p}" for p in problems)
+                dtmm[(si, oi)] = d
+                report.dtmm_ops.append((si, oi, out[0]))
+                continue
             if is_dtmm(b) and not is_dtmm(a):
                 if a.opcode.builtin != BuiltinOperator.CONV_2D:
                     f.append(f"{where}: DTMM_CONV_2D replaces {a.name}, not CONV_2D")
@@ -345,7 +369,10 @@ def _run_and_check(orig_buf, orig, dtmm, feeds, source, report):
             x = interp.get_tensor(index[id(op.inputs[0])])
             expected = interp.get_tensor(index[id(op.outputs[0])])
             try:
-                got = ref.dtmm_conv2d(x, d.fwcs, d.bias, d.multiplier, d.shift, d.params)
+                if isinstance(d, fc.DtmmFcOp):  # the interpreter's FC rounds once
+                    got = d.run(x, single_rounding=True)
+                else:
+                    got = ref.dtmm_conv2d(x, d.fwcs, d.bias, d.multiplier, d.shift, d.params)
             except FormatError as e:
                 raise ModelError(f"op {oi}: {e}") from None
             report.values_checked += expected.size

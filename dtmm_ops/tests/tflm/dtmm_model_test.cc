@@ -9,6 +9,8 @@
 #include "models/cnn_original_model.h"
 #include "models/kws_dtmm_model.h"
 #include "models/kws_original_model.h"
+#include "models/mlp_dtmm_model.h"
+#include "models/mlp_original_model.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_log.h"
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
@@ -69,15 +71,18 @@ int8_t NextByte() {
   return static_cast<int8_t>(g_rng & 0xff);
 }
 
-void CheckPair(const unsigned char* original, const unsigned char* converted) {
+// `op` in the original, all of them `dtmm_op` in the converted model.
+void CheckPair(const unsigned char* original, const unsigned char* converted,
+               tflite::BuiltinOperator op = tflite::BuiltinOperator_CONV_2D,
+               const char* dtmm_op = "DTMM_CONV_2D") {
   const tflite::Model* m_orig = tflite::GetModel(original);
   const tflite::Model* m_dtmm = tflite::GetModel(converted);
-  // The pair really is "pruned CONV_2D" vs "DTMM_CONV_2D".
-  ASSERT_GT(CountOps(m_orig, tflite::BuiltinOperator_CONV_2D, nullptr), 0);
-  ASSERT_EQ(0, CountOps(m_orig, tflite::BuiltinOperator_CUSTOM, "DTMM_CONV_2D"));
-  ASSERT_EQ(CountOps(m_orig, tflite::BuiltinOperator_CONV_2D, nullptr),
-            CountOps(m_dtmm, tflite::BuiltinOperator_CUSTOM, "DTMM_CONV_2D"));
-  ASSERT_EQ(0, CountOps(m_dtmm, tflite::BuiltinOperator_CONV_2D, nullptr));
+  // The pair really is "pruned op" vs "DTMM op".
+  ASSERT_GT(CountOps(m_orig, op, nullptr), 0);
+  ASSERT_EQ(0, CountOps(m_orig, tflite::BuiltinOperator_CUSTOM, dtmm_op));
+  ASSERT_EQ(CountOps(m_orig, op, nullptr),
+            CountOps(m_dtmm, tflite::BuiltinOperator_CUSTOM, dtmm_op));
+  ASSERT_EQ(0, CountOps(m_dtmm, op, nullptr));
 
   Resolver resolver;
   ASSERT_TRUE(MakeResolver(resolver));
@@ -140,6 +145,11 @@ TEST(DtmmModel, CnnConvertedMatchesPrunedOriginal) {
 
 TEST(DtmmModel, KwsConvertedMatchesPrunedOriginal) {
   CheckPair(g_kws_original_model, g_kws_dtmm_model);
+}
+
+TEST(DtmmModel, MlpBlockPrunedMatchesPrunedOriginal) {
+  CheckPair(g_mlp_original_model, g_mlp_dtmm_model, tflite::BuiltinOperator_FULLY_CONNECTED,
+            "DTMM_FULLY_CONNECTED");
 }
 
 }  // namespace

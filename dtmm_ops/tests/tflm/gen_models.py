@@ -1,8 +1,9 @@
-"""Generates the model pairs dtmm_model_test.cc runs: a small filterlet-pruned int8
-CNN built with TensorFlow (the "pruned original") and its DTMM conversion
-(`dtmm convert --always`), written as C arrays under models/.
+"""Generates the model pairs dtmm_model_test.cc runs: small filterlet-pruned int8
+CNNs and a block-pruned MLP built with TensorFlow (the "pruned originals") and
+their DTMM conversions (`dtmm convert --always --prefer size`), written as C arrays
+under models/.
 
-    python dtmm_ops/tests/tflm/gen_models.py        # from the repo root, in the venv
+    python dtmm_ops/tests/tflm/gen_models.py [--only mlp]   # repo root, in the venv
 
 Seeds are fixed, but TensorFlow/Keras versions may still change the weights, so a
 re-run gives equivalent, not necessarily byte-identical, models. The arrays are
@@ -29,7 +30,16 @@ def _prune_filterlets(kernel: np.ndarray, rng, fraction: float, kill_filter: boo
     return kernel * mask[:, :, None, :].astype(kernel.dtype)
 
 
-def build_models():
+def _prune_blocks(kernel: np.ndarray, rng, fraction: float, block: int = 16):
+    """Zero blocks of `block` input channels of a Keras Dense kernel [C_in, C_out]
+    (TFLite's weights are its transpose: block j of row o is kernel[jB:(j+1)B, o])."""
+    c_in, c_out = kernel.shape
+    b = block if c_in % block == 0 else c_in
+    keep = rng.random((c_in // b, c_out)) >= fraction
+    return kernel * np.repeat(keep, b, axis=0).astype(kernel.dtype)
+
+
+def build_models(only=None):
     import tensorflow as tf
 
     keras = tf.keras
@@ -59,9 +69,19 @@ def build_models():
         x = keras.layers.Dense(12)(x)
         return keras.Model(inp, x), (1, 49, 1, 20)
 
+    def mlp():
+        # Autoencoder-like FULLY_CONNECTED stack: batches 2, ReLU / ReLU6 / none.
+        x = inp = keras.Input((128,), batch_size=2)
+        x = keras.layers.Dense(64, activation="relu")(x)
+        x = keras.layers.Dense(32, activation="relu6")(x)
+        x = keras.layers.Dense(128)(x)
+        return keras.Model(inp, x), (2, 128)
+
     out = {}
-    for name, make, fraction in (("cnn", cnn, 0.6), ("kws", kws, 0.5)):
+    for name, make, fraction in (("cnn", cnn, 0.6), ("kws", kws, 0.5), ("mlp", mlp, 0.75)):
         model, shape = make()
+        if only and name not in only:
+            continue
         for i, layer in enumerate(l for l in model.layers
                                   if isinstance(l, keras.layers.Conv2D)):
             w = layer.get_weights()
@@ -69,6 +89,13 @@ def build_models():
             if len(w) > 1:
                 w[1] = rng.normal(0, 0.1, w[1].shape).astype(np.float32)
             layer.set_weights(w)
+        if name == "mlp":
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.Dense):
+                    w = layer.get_weights()
+                    w[0] = _prune_blocks(w[0], rng, fraction)
+                    w[1] = rng.normal(0, 0.1, w[1].shape).astype(np.float32)
+                    layer.set_weights(w)
 
         def rep():
             r = np.random.default_rng(2)
@@ -105,14 +132,16 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(HERE, "models"))
     ap.add_argument("--keep-tflite", action="store_true",
                     help="also write the .tflite files next to the arrays")
+    ap.add_argument("--only", action="append", help="regenerate only this pair (cnn, kws, mlp)")
     args = ap.parse_args(argv)
     from dtmm.convert import convert_model
 
     os.makedirs(args.out, exist_ok=True)
-    for name, original in build_models().items():
-        converted, report = convert_model(original, always=True)
+    for name, original in build_models(args.only).items():
+        # --always for the convs, the size rule for the FCs (--always is conv-only)
+        converted, report = convert_model(original, always=True, prefer="size")
         print(report.table())
-        if report.num_rewritten == 0:
+        if report.num_rewritten + sum(r.rewritten for r in report.fc_layers) == 0:
             print(f"error: nothing converted in {name}", file=sys.stderr)
             return 1
         for suffix, data in (("original", original), ("dtmm", converted)):

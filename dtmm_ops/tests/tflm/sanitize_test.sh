@@ -28,16 +28,18 @@ inc=(-I"$tflm" -I"$dl" -I"$dl/gemmlowp" -I"$dl/flatbuffers/include" -I"$dl/kissf
      -I"$dl/ruy" -I"$ops")
 
 objs=()
-for c in "$ops"/dtmm_conv_s8*.c; do
+for c in "$ops"/dtmm_conv_s8*.c "$ops"/dtmm_fc_s8*.c; do
   gcc -std=c17 "${san[@]}" "${defs[@]}" -I"$ops" -c "$c" -o "$out/$(basename "${c%.c}").o"
   objs+=("$out/$(basename "${c%.c}").o")
 done
-g++ -std=c++17 -fno-rtti -fno-exceptions "${san[@]}" "${defs[@]}" "${inc[@]}" \
-  -c "$ops/dtmm_conv.cc" -o "$out/dtmm_conv.o"
-objs+=("$out/dtmm_conv.o")
+for cc in dtmm_conv dtmm_fully_connected; do
+  g++ -std=c++17 -fno-rtti -fno-exceptions "${san[@]}" "${defs[@]}" "${inc[@]}" \
+    -c "$ops/$cc.cc" -o "$out/$cc.o"
+  objs+=("$out/$cc.o")
+done
 
 status=0
-for t in dtmm_conv_test dtmm_model_test; do
+for t in dtmm_conv_test dtmm_fc_test dtmm_model_test; do
   srcs=("$here/$t.cc")
   if [[ $t == dtmm_model_test ]]; then srcs+=("$here"/models/*.cc); fi
   g++ -std=c++17 -fno-rtti -fno-exceptions "${san[@]}" "${defs[@]}" "${inc[@]}" \

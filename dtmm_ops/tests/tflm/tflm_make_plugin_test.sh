@@ -1,9 +1,9 @@
 #!/bin/bash
 # Checks that TFLM's make picks up the DTMM plug-in (dtmm_ops/Makefile_internal.inc)
 # the way Bazel builds it, without building anything (make only parses):
-#   - dtmm_ops/dtmm_conv.cc and every C source of //dtmm_ops:dtmm_kernels (the
+#   - dtmm_ops/dtmm_conv.cc, dtmm_fully_connected.cc and every C source of //dtmm_ops:dtmm_kernels (the
 #     labels in KERNEL_SRCS, a genquery output) are in `make list_library_sources`;
-#   - test_dtmm_conv_test, test_dtmm_model_test, test_dtmm_arena_test are make
+#   - test_dtmm_conv_test, test_dtmm_fc_test, test_dtmm_model_test, test_dtmm_arena_test are make
 #     targets (`make -n` prints their commands).
 # Usage: tflm_make_plugin_test.sh TFLM_ROOT KERNEL_SRCS. Writes nothing into TFLM_ROOT (the
 # make build dir goes to a temp dir).
@@ -33,7 +33,7 @@ mk=(make -s -C "$tflm" -f tensorflow/lite/micro/tools/make/Makefile
 fail=0
 srcs=$("${mk[@]}" list_library_sources | tr ' ' '\n')
 # //pkg:name -> <repo>/pkg/name, for the C/C++ sources among the labels.
-bazel_srcs=("$ops/dtmm_conv.cc")
+bazel_srcs=("$ops/dtmm_conv.cc" "$ops/dtmm_fully_connected.cc")
 while IFS= read -r label; do
   case $label in
     *.c|*.cc) p=${label#//}; bazel_srcs+=("$repo/${p%%:*}/${p#*:}") ;;
@@ -48,7 +48,7 @@ for f in "${bazel_srcs[@]}"; do
     fail=1
   fi
 done
-for t in test_dtmm_conv_test test_dtmm_model_test test_dtmm_arena_test; do
+for t in test_dtmm_conv_test test_dtmm_fc_test test_dtmm_model_test test_dtmm_arena_test; do
   if "${mk[@]}" -n "$t" >"$gendir/$t.log" 2>&1; then
     echo "ok: make knows $t"
   else

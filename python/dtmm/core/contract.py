@@ -181,9 +181,37 @@ CONV_2D_V1 = OpContract(
     doc="filterlet-sparse int8 convolution, FWCS filter (docs/contract.md)",
 )
 
+# -- DTMM_FULLY_CONNECTED, format version 2 (block filterlets) ----------------------------
+FULLY_CONNECTED_V2 = OpContract(
+    custom_code="DTMM_FULLY_CONNECTED",
+    version=2,
+    inputs=(
+        Input("input", TENSOR_INT8, 0, False,
+              "any rank, size = batches * C_in, per-tensor zero point zp_in"),
+        Input("w", TENSOR_INT8, 1, True,
+              "[12*C_out + bitmap_bytes + n_kept*B]: per channel int32 (folded bias, "
+              "multiplier, shift), the bitmap (4-byte padded), the kept blocks"),
+    ),
+    options=(
+        Option("version", INT32_MIN, INT32_MAX,
+               "format version; parsed as any int32, then must equal the version"),
+        Option("b", 1, _DIM_MAX, "block size B in input channels; divides C_in"),
+        Option("z", -128, 127, "input zero point the bias was folded with"),
+        Option("lo", -128, 127, "int8 clamp minimum (<= hi)"),
+        Option("hi", -128, 127, "int8 clamp maximum"),
+    ),
+    channel_ranges=(("multiplier", 0, INT32_MAX), ("shift", -31, 30)),
+    ordered=(("lo", "hi"),),
+    doc="block-sparse int8 fully connected, packed weights (docs/contract.md)",
+)
+FULLY_CONNECTED = FULLY_CONNECTED_V2  # the version the converter writes
+
 CONTRACTS = {(CONV_2D_V1.custom_code, CONV_2D_V1.version): CONV_2D_V1}
 CONV_2D = CONV_2D_V1  # the version the converter writes
+# CUSTOM_CODES: the ops dtmm.core.ops.read_dtmm reads (the conv); the FC op is
+# read by dtmm.core.fc and is added to CONTRACTS after CUSTOM_CODES is taken.
 CUSTOM_CODES = frozenset(code for code, _ in CONTRACTS)
+CONTRACTS[(FULLY_CONNECTED_V2.custom_code, FULLY_CONNECTED_V2.version)] = FULLY_CONNECTED_V2
 ZERO_POINT_RANGE = (-128, 127)  # input / output zero points of int8 tensors
 
 
