@@ -236,3 +236,21 @@ def test_filter_removal_first_then_blocks():
         assert np.all(prune.zero_blocks(k, m.block_size)[~m.blocks]), n
     with pytest.raises(ArgumentError, match="does not divide C_in = 24"):
         prune.compute_importance(res.model, method="magnitude", block_size=16)
+
+
+def test_filterlet_path_unchanged_by_block_scores(tmp_path):
+    model = mobilenet_like()
+    plain = prune.compute_importance(model, method="magnitude")
+    with_blocks = prune.compute_importance(model, method="magnitude", block_size=8)
+    a = prune.prune_to_ratios(model, plain, alpha_per_layer={"k3": 0.5}, beta_per_layer=0.25)
+    b = prune.prune_to_ratios(model, with_blocks, alpha_per_layer={"k3": 0.5}, beta_per_layer=0.25)
+    a.save(tmp_path / "a.npz")
+    b.save(tmp_path / "b.npz")
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    with np.load(tmp_path / "a.npz") as z:
+        assert all(k.rsplit("/", 1)[1] in ("filterlets", "filters") for k in z.files)
+    prune.apply_masks(model, {"k3": a["k3"]})
+    c = model.get_layer("k3").kernel.constraint
+    assert type(c) is prune.FilterletMaskConstraint
+    assert set(c.get_config()) == {"kernel_shape", "kept", "inner"}
+    assert isinstance(prune.masked_layers(model)["k3"], prune.LayerMask)
