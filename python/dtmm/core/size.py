@@ -70,3 +70,13 @@ def dtmm_conv_bytes(filter_name_len, c_out, k, c_in, n_kept, options_len):
             + constant_bytes(name, 2, n_kept * c_in)
             + constant_bytes(name, 1, (c_out * k + 7) // 8)
             + 3 * constant_bytes(name, 1, 4 * c_out))
+
+
+def block_weight_bytes(c_out, k, c_in, block_size, n_kept_blocks):
+    """Weight bytes of a conv (K = kh*kw taps) or FULLY_CONNECTED (K = 1) in the block
+    format of contract v2: the kept blocks' int8 values (B each) and the bitmap, one
+    bit per block, C_out*K*(C_in/B) bits rounded up to bytes. B = C_in is v1's FWCS
+    (values + bitmap). Per-channel constants are not weights (as in
+    dense_conv_bytes' filter term); budgets in "weight bytes" compare this against
+    c_out * k * c_in for the dense layer."""
+    return n_kept_blocks * block_size + (c_out * k * (c_in // block_size) + 7) // 8

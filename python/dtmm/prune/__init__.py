@@ -26,6 +26,11 @@ Modules:
   ``use_ema=True``), ``reapply_masks``, ``strip_masks``, ``zero_filterlets``,
   ``masks_from_weights``.
 * ``surgery``: ``remove_filters(model, masks_or_indices)`` -> ``SurgeryResult``.
+* blocks (contract v2): ``compute_importance(..., block_size=B)`` adds per-block
+  scores ``(C_out, kh, kw, C_in // B)`` for Conv2D and Dense; ``prune_blocks_to_ratios``
+  -> ``Masks`` of ``BlockMask``; ``apply_masks`` / ``strip_masks`` / ``Masks.save``
+  handle both kinds (``BlockMaskConstraint``). Filters are removed first, blocks
+  pruned on the smaller model (docs/block_pruning.md).
 * ``match``: ``match_tflite_convs(model, tflite_bytes)`` -> Keras Conv2D name of each
   CONV_2D operator of the converted model (by shape, then by weights).
 """
@@ -35,6 +40,8 @@ from dtmm.core.errors import UnsupportedModelError
 from .graph import ChannelGraph, LayerInfo, conv_layers, functional_model
 from .importance import Importance, compute_importance
 from .masks import (
+    BlockMask,
+    BlockMaskConstraint,
     FilterletMaskConstraint,
     FilterletMasking,
     LayerMask,
@@ -43,11 +50,13 @@ from .masks import (
     masked_layers,
     masks_from_weights,
     reapply_masks,
+    block_masks_from_weights,
     strip_masks,
+    zero_blocks,
     zero_filterlets,
 )
 from .match import match_tflite_convs, tflite_conv_filters
-from .select import n_pruned, prune_to_ratios
+from .select import n_pruned, prune_blocks_to_ratios, prune_to_ratios
 from .surgery import SurgeryResult, remove_filters
 
 __all__ = [
@@ -72,6 +81,11 @@ __all__ = [
     "tflite_conv_filters",
     "n_pruned",
     "prune_to_ratios",
+    "prune_blocks_to_ratios",
+    "BlockMask",
+    "BlockMaskConstraint",
+    "zero_blocks",
+    "block_masks_from_weights",
     "SurgeryResult",
     "remove_filters",
 ]

@@ -25,9 +25,9 @@ import numpy as np
 
 from dtmm.core.errors import ArgumentError
 
-from .registry import kind_of
+from .registry import is_block_prunable, kernel_to_ohwi, kind_of, layer_block_size
 
-__all__ = ["Importance", "compute_importance", "prunable_kernels"]
+__all__ = ["Importance", "compute_importance", "prunable_kernels", "block_scores"]
 
 
 @dataclasses.dataclass
@@ -40,6 +40,10 @@ class Importance:
     not_filterlet_prunable: dict
     num_batches: int = 0
     num_examples: int = 0
+    # with block_size=: {name: (C_out, kh, kw, C_in // B)} per Conv2D (groups=1) and
+    # Dense (kh = kw = 1), and the B each layer got (registry.layer_block_size)
+    blocks: dict = dataclasses.field(default_factory=dict)
+    block_size: dict = dataclasses.field(default_factory=dict)
 
 
 def prunable_kernels(model):
@@ -74,6 +78,7 @@ def compute_importance(
     steps: int | None = None,
     strategy=None,
     progress: bool = True,
+    block_size: int | dict | None = None,
 ) -> Importance:
     """Score every Conv2D filterlet and filter of ``model``.
 
@@ -88,6 +93,10 @@ def compute_importance(
         strategy: ``tf.distribute`` strategy the model was built under (default: the
             current one, if inside a ``strategy.scope()``, else none).
         progress: show a tqdm bar over batches.
+        block_size: also score filterlet blocks of B contiguous input channels
+            (``Importance.blocks``) for every Conv2D (groups=1) and Dense: one B
+            for all (a layer with ``C_in <= B`` gets ``B = C_in``, the filterlet)
+            or ``{layer name: B}`` (layers not named get no block scores).
     """
     entries = prunable_kernels(model)
     not_prunable = {layer.name: kind_of(layer).reason for layer, _, _ in entries
@@ -108,7 +117,43 @@ def compute_importance(
         if fl is not None:
             filterlet[layer.name] = fl
         filt[layer.name] = f
-    return Importance(method, filterlet, filt, not_prunable, nb, ne)
+    blocks, sizes = _block_scores(entries, elem, block_size)
+    return Importance(method, filterlet, filt, not_prunable, nb, ne, blocks, sizes)
+
+
+def block_scores(elementwise, block_size: int) -> np.ndarray:
+    """Sum elementwise scores of a Conv2D ``[kh, kw, C_in, C_out]`` or Dense
+    ``[C_in, C_out]`` kernel over blocks of ``block_size`` contiguous input channels:
+    ``(C_out, kh, kw, C_in // block_size)``."""
+    o = kernel_to_ohwi(elementwise)
+    c_out, kh, kw, c_in = o.shape
+    return o.reshape(c_out, kh, kw, c_in // block_size, block_size).sum(axis=-1)
+
+
+def _block_scores(entries, elem, block_size):
+    if block_size is None:
+        return {}, {}
+    if isinstance(block_size, dict):
+        known = {layer.name for layer, _, _ in entries if is_block_prunable(layer)}
+        unknown = set(block_size) - known
+        if unknown:
+            raise ArgumentError(f"block_size given for layers that are not Conv2D (groups=1) "
+                                f"or Dense: {sorted(unknown)}")
+    blocks, sizes = {}, {}
+    for (layer, _, _), e in zip(entries, elem):
+        if not is_block_prunable(layer):
+            continue
+        want = block_size.get(layer.name) if isinstance(block_size, dict) else block_size
+        if want is None:
+            continue
+        c_in = kernel_to_ohwi(e).shape[-1]
+        try:
+            b = layer_block_size(c_in, want)
+        except ArgumentError as err:
+            raise ArgumentError(f"layer {layer.name!r}: {err}") from None
+        blocks[layer.name] = block_scores(e, b)
+        sizes[layer.name] = b
+    return blocks, sizes
 
 
 def _taylor(model, kernels, dataset, loss_fn, steps, strategy, progress):

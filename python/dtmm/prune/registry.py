@@ -18,6 +18,8 @@ from typing import Callable
 import keras
 import numpy as np
 
+from dtmm.core.errors import ArgumentError
+
 L = keras.layers
 
 
@@ -96,3 +98,55 @@ def is_filterlet_prunable(layer) -> bool:
 def filterlet_layers(model) -> list:
     """The built filterlet-prunable layers of a model, in model.layers order."""
     return [l for l in model.layers if l.built and is_filterlet_prunable(l)]
+
+
+# --------------------------------------------------------------------------------
+# Filterlet blocks (contract v2): B contiguous input-channel values at one
+# (oc, kh, kw). Conv2D (groups=1, any K) and Dense (a 1x1 conv on a vector) have
+# them; B = C_in is the filterlet. Block arrays are indexed (oc, kh, kw, block) --
+# the OHWI order of the .tflite filter, so a block is contiguous there.
+
+BLOCK_PRUNABLE_KINDS = ("conv", "dense")
+
+
+def is_block_prunable(layer) -> bool:
+    kind = kind_of(layer)
+    return kind is not None and kind.name in BLOCK_PRUNABLE_KINDS
+
+
+def block_layers(model) -> list:
+    """The built block-prunable layers (Conv2D groups=1, Dense), model.layers order."""
+    return [l for l in model.layers if l.built and is_block_prunable(l)]
+
+
+def kernel_to_ohwi(kernel):
+    """A Keras Conv2D ``[kh, kw, C_in, C_out]`` or Dense ``[C_in, C_out]`` kernel (or
+    anything of its shape) as ``(C_out, kh, kw, C_in)`` (Dense: kh = kw = 1)."""
+    k = np.asarray(kernel)
+    if k.ndim == 2:
+        return np.transpose(k)[:, None, None, :]
+    if k.ndim == 4:
+        return np.transpose(k, (3, 0, 1, 2))
+    raise ArgumentError(f"expected a 2-D or 4-D kernel, got shape {k.shape}")
+
+
+def ohwi_to_kernel(a, kernel_ndim: int):
+    """Inverse of ``kernel_to_ohwi`` for a kernel of rank ``kernel_ndim``."""
+    a = np.asarray(a)
+    if kernel_ndim == 2:
+        return np.transpose(a[:, 0, 0, :])
+    return np.transpose(a, (1, 2, 3, 0))
+
+
+def layer_block_size(c_in: int, block_size: int) -> int:
+    """The block size a layer with ``c_in`` input channels gets for a requested
+    ``block_size``: ``c_in`` itself when ``c_in <= block_size`` (the block is the
+    filterlet), else ``block_size``, which must divide ``c_in``."""
+    block_size = int(block_size)
+    if block_size < 1:
+        raise ArgumentError(f"block size must be >= 1, got {block_size}")
+    if c_in <= block_size:
+        return c_in
+    if c_in % block_size:
+        raise ArgumentError(f"block size {block_size} does not divide C_in = {c_in}")
+    return block_size

@@ -29,9 +29,9 @@ from dtmm.core.errors import ArgumentError
 from dtmm.core.rounding import n_pruned
 
 from .graph import ChannelGraph
-from .masks import LayerMask, Masks
+from .masks import BlockMask, LayerMask, Masks
 
-__all__ = ["prune_to_ratios", "n_pruned"]
+__all__ = ["prune_to_ratios", "prune_blocks_to_ratios", "n_pruned"]
 
 
 def _per_layer(value, names, what):
@@ -118,4 +118,43 @@ def prune_to_ratios(model, importance, alpha_per_layer=None, beta_per_layer=None
             flat[order] = False
             fl[kept] = flat.reshape(len(kept), kh, kw)
         masks[n] = LayerMask(fl, filters)
+    return masks
+
+
+def prune_blocks_to_ratios(model, importance, ratio_per_layer) -> Masks:
+    """Block masks: per layer, the ``n_pruned(ratio, n_blocks)`` blocks of lowest block
+    importance are pruned (ties: lowest flat ``(oc, kh, kw, block)`` index first).
+
+    Args:
+        model: the model ``importance`` was computed on (``block_size=`` given).
+        importance: ``dtmm.prune.Importance`` with ``blocks``.
+        ratio_per_layer: ``{layer name: ratio in [0, 1]}`` (missing layers: 0) or one
+            float for every layer with block scores.
+
+    Returns:
+        ``Masks`` of ``BlockMask`` (``filters`` all True) for every layer with block
+        scores. Filter removal comes first, on its own masks (``prune_to_ratios`` with
+        ``beta``, then ``remove_filters``); block importance and block masks are then
+        computed on the smaller model, where B must still divide each C_in.
+    """
+    if not importance.blocks:
+        raise ArgumentError("importance has no block scores: compute it with block_size=...")
+    names = list(importance.blocks)
+    if isinstance(ratio_per_layer, (int, float)):
+        ratio = {n: float(ratio_per_layer) for n in names}
+    else:
+        unknown = set(ratio_per_layer) - set(names)
+        if unknown:
+            raise ArgumentError(f"block ratio given for layers without block scores: {sorted(unknown)}")
+        ratio = {n: float(ratio_per_layer.get(n, 0.0)) for n in names}
+    for n, v in ratio.items():
+        if not 0.0 <= v <= 1.0:
+            raise ArgumentError(f"block ratio[{n!r}] = {v} is outside [0, 1]")
+    masks = Masks()
+    for n in names:
+        layer = model.get_layer(n)  # raises for a name the model does not have
+        scores = np.asarray(importance.blocks[n])
+        kept = np.ones(scores.size, bool)
+        kept[np.argsort(scores.reshape(-1), kind="stable")[:n_pruned(ratio[n], scores.size)]] = False
+        masks[layer.name] = BlockMask(kept.reshape(scores.shape), importance.block_size[n])
     return masks
