@@ -199,19 +199,13 @@ TfLiteStatus RunDtmm(DtmmNode& node, const std::vector<uint8_t>& options) {
   return runner.Invoke();
 }
 
-// TFLM's FULLY_CONNECTED on the dense pruned weights (the "pruned original").
+// TFLM's FULLY_CONNECTED on the dense pruned weights (the "pruned original"), on
+// [batches, C_in] -> [batches, C_out]: keep_num_dims changes only the output shape,
+// and TFLM's CMSIS-NN FULLY_CONNECTED takes rank > 2 outputs through a 1x1 conv
+// whose scratch-index DCHECK aborts in KernelRunner's fake context.
 TfLiteStatus RunTflmFc(Fc& f, int8_t* out) {
   const FcSpec& s = f.s;
-  int in_dims[4], out_dims[4];
-  if (s.keep_num_dims) {
-    const int in[4] = {3, 1, s.batches, s.c_in}, o[4] = {3, 1, s.batches, s.c_out};
-    memcpy(in_dims, in, sizeof(in));
-    memcpy(out_dims, o, sizeof(o));
-  } else {
-    const int in[3] = {2, s.batches, s.c_in}, o[3] = {2, s.batches, s.c_out};
-    memcpy(in_dims, in, sizeof(in));
-    memcpy(out_dims, o, sizeof(o));
-  }
+  int in_dims[3] = {2, s.batches, s.c_in}, out_dims[3] = {2, s.batches, s.c_out};
   int w_dims[3] = {2, s.c_out, s.c_in};
   int b_dims[2] = {1, s.c_out};
   TfLiteTensor t[4] = {
@@ -226,7 +220,7 @@ TfLiteStatus RunTflmFc(Fc& f, int8_t* out) {
   TfLiteFullyConnectedParams params = {};
   params.activation = static_cast<TfLiteFusedActivation>(s.activation);
   params.weights_format = kTfLiteFullyConnectedWeightsFormatDefault;
-  params.keep_num_dims = s.keep_num_dims != 0;
+  params.keep_num_dims = false;
   params.asymmetric_quantize_inputs = false;
   params.quantized_bias_type = kTfLiteInt32;
   const TFLMRegistration reg = tflite::Register_FULLY_CONNECTED();
