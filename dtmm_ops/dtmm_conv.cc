@@ -11,8 +11,8 @@
 
 #include "dtmm_contract_table.h"
 #include "dtmm_conv_s8.h"
+#include "dtmm_op_options.h"
 #include "dtmm_ops.h"
-#include "flatbuffers/flexbuffers.h"
 #include "tensorflow/lite/c/builtin_op_data.h"
 #include "tensorflow/lite/c/common.h"
 #include "tensorflow/lite/kernels/kernel_util.h"
@@ -38,10 +38,7 @@ enum OptionKey {
   kVersion, kKh, kKw, kSh, kSw, kDh, kDw, kPadding, kInZp, kActMin, kActMax,
   kNumKeys
 };
-struct KeyInfo {
-  const char* name;
-  int64_t min, max;
-};
+using options::KeyInfo;
 // Names and ranges: the contract's option table (dtmm_contract_table.h, generated
 // from dtmm.core.contract, so Python and the device accept the same options).
 // Kernel/stride/dilation bounds keep (k - 1) * d + 1 far from int32 overflow
@@ -58,70 +55,20 @@ static_assert(kVersion == DTMM_CONV_2D_V1_OPT_VERSION && kKh == DTMM_CONV_2D_V1_
                   kActMax == DTMM_CONV_2D_V1_OPT_ACT_MAX,
               "OptionKey order is the contract table's");
 
-enum OptionsError : int16_t {
-  kOptionsOk = 0,
-  kNoOptions,      // empty custom options
-  kNotFlexbuffer,  // fails flexbuffers::VerifyBuffer
-  kNotMap,
-  kMissingKey,
-  kNotInt,
-  kOutOfRange,
-};
-
 // Persistent per-node state: under 100 bytes, whatever C_out is.
 struct OpData {
   dtmm_conv_dims dims;      // kernel size from Init, the rest from Prepare
   dtmm_conv_params params;  // options from Init, pads and zero points in Prepare
   int32_t in_zp;            // options in_zp, checked against the input tensor
   int scratch_index;        // -1: the compiled kernel path needs no scratch
-  int16_t options_error;    // OptionsError, reported by Prepare
-  int8_t error_key;         // OptionKey the error is about
+  options::Status options;  // what Init's ReadOptions found, reported by Prepare
   int8_t padding;           // options padding: 0 = SAME, 1 = VALID
 };
 
 void ParseOptions(const char* buffer, size_t length, OpData* data) {
-  data->options_error = kOptionsOk;
-  data->error_key = 0;
-  if (buffer == nullptr || length == 0) {
-    data->options_error = kNoOptions;
-    return;
-  }
-  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(buffer);
-  // The model is not trusted: verify before reading any reference.
-  if (!flexbuffers::VerifyBuffer(bytes, length)) {
-    data->options_error = kNotFlexbuffer;
-    return;
-  }
-  const flexbuffers::Reference root = flexbuffers::GetRoot(bytes, length);
-  if (!root.IsMap()) {
-    data->options_error = kNotMap;
-    return;
-  }
-  const flexbuffers::Map map = root.AsMap();
   int32_t o[kNumKeys];
-  for (int k = 0; k < kNumKeys; ++k) {
-    const flexbuffers::Reference ref = map[kKeys[k].name];
-    data->error_key = static_cast<int8_t>(k);
-    if (ref.IsNull()) {
-      data->options_error = kMissingKey;
-      return;
-    }
-    if (!ref.IsInt() && !ref.IsUInt()) {
-      data->options_error = kNotInt;
-      return;
-    }
-    if (ref.IsUInt() && ref.AsUInt64() > static_cast<uint64_t>(kKeys[k].max)) {
-      data->options_error = kOutOfRange;
-      return;
-    }
-    const int64_t v = ref.AsInt64();
-    if (v < kKeys[k].min || v > kKeys[k].max) {
-      data->options_error = kOutOfRange;
-      return;
-    }
-    o[k] = static_cast<int32_t>(v);
-  }
-  data->error_key = 0;
+  data->options = options::ReadOptions(buffer, length, kKeys, kNumKeys, o);
+  if (data->options.error != options::kOk) return;
   data->params.version = o[kVersion];
   data->dims.kernel_h = o[kKh];
   data->dims.kernel_w = o[kKw];
@@ -337,31 +284,8 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
     MicroPrintf("DTMM_CONV_2D: no op data (arena too small?)");
     return kTfLiteError;
   }
-  switch (data->options_error) {
-    case kOptionsOk:
-      break;
-    case kNoOptions:
-      MicroPrintf("DTMM_CONV_2D: custom options are missing");
-      return kTfLiteError;
-    case kNotFlexbuffer:
-      MicroPrintf("DTMM_CONV_2D: custom options are not a valid flexbuffer");
-      return kTfLiteError;
-    case kNotMap:
-      MicroPrintf("DTMM_CONV_2D: custom options are not a flexbuffer map");
-      return kTfLiteError;
-    case kMissingKey:
-      MicroPrintf("DTMM_CONV_2D: option '%s' is missing", kKeys[data->error_key].name);
-      return kTfLiteError;
-    case kNotInt:
-      MicroPrintf("DTMM_CONV_2D: option '%s' is not an integer",
-                  kKeys[data->error_key].name);
-      return kTfLiteError;
-    default:
-      MicroPrintf("DTMM_CONV_2D: option '%s' is outside [%d, %d]",
-                  kKeys[data->error_key].name,
-                  static_cast<int>(kKeys[data->error_key].min),
-                  static_cast<int>(kKeys[data->error_key].max));
-      return kTfLiteError;
+  if (options::ReportOptionsError("DTMM_CONV_2D", data->options, kKeys) != kTfLiteOk) {
+    return kTfLiteError;
   }
   if (data->params.version != DTMM_FORMAT_VERSION) {
     MicroPrintf("DTMM_CONV_2D: format version %d is not supported (this build "

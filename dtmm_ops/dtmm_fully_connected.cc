@@ -11,8 +11,8 @@
 
 #include "dtmm_contract_table.h"
 #include "dtmm_fc_s8.h"
+#include "dtmm_op_options.h"
 #include "dtmm_ops.h"
-#include "flatbuffers/flexbuffers.h"
 #include "tensorflow/lite/c/common.h"
 #include "tensorflow/lite/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
@@ -30,10 +30,7 @@ constexpr int kOutput = 0;
 
 // Options keys in the contract table's order; all required.
 enum OptionKey { kVersion, kBlock, kInZp, kActMin, kActMax, kNumKeys };
-struct KeyInfo {
-  const char* name;
-  int64_t min, max;
-};
+using options::KeyInfo;
 #define DTMM_KEY_INFO(index, key, lo, hi) {key, lo, hi},
 constexpr KeyInfo kKeys[kNumKeys] = {DTMM_FULLY_CONNECTED_V2_OPTIONS(DTMM_KEY_INFO)};
 #undef DTMM_KEY_INFO
@@ -47,69 +44,19 @@ static_assert(kVersion == DTMM_FULLY_CONNECTED_V2_OPT_VERSION &&
 static_assert(DTMM_FULLY_CONNECTED_V2_VERSION == DTMM_FC_FORMAT_VERSION,
               "kernel and contract agree on the version");
 
-enum OptionsError : int8_t {
-  kOptionsOk = 0,
-  kNoOptions,
-  kNotFlexbuffer,
-  kNotMap,
-  kMissingKey,
-  kNotInt,
-  kOutOfRange,
-};
-
 // Persistent per-node state: 44 bytes, whatever the layer.
 struct OpData {
   dtmm_fc_dims dims;      // block from Init, the rest from Prepare
   dtmm_fc_params params;  // options from Init, output offset in Prepare
   int32_t in_zp;          // options z, checked against the input tensor
   int scratch_index;      // -1: the compiled kernel path needs no scratch
-  int8_t options_error;   // OptionsError, reported by Prepare
-  int8_t error_key;       // OptionKey the error is about
+  options::Status options;  // what Init's ReadOptions found, reported by Prepare
 };
 
 void ParseOptions(const char* buffer, size_t length, OpData* data) {
-  data->options_error = kOptionsOk;
-  data->error_key = 0;
-  if (buffer == nullptr || length == 0) {
-    data->options_error = kNoOptions;
-    return;
-  }
-  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(buffer);
-  // The model is not trusted: verify before reading any reference.
-  if (!flexbuffers::VerifyBuffer(bytes, length)) {
-    data->options_error = kNotFlexbuffer;
-    return;
-  }
-  const flexbuffers::Reference root = flexbuffers::GetRoot(bytes, length);
-  if (!root.IsMap()) {
-    data->options_error = kNotMap;
-    return;
-  }
-  const flexbuffers::Map map = root.AsMap();
   int32_t o[kNumKeys];
-  for (int k = 0; k < kNumKeys; ++k) {
-    const flexbuffers::Reference ref = map[kKeys[k].name];
-    data->error_key = static_cast<int8_t>(k);
-    if (ref.IsNull()) {
-      data->options_error = kMissingKey;
-      return;
-    }
-    if (!ref.IsInt() && !ref.IsUInt()) {
-      data->options_error = kNotInt;
-      return;
-    }
-    if (ref.IsUInt() && ref.AsUInt64() > static_cast<uint64_t>(kKeys[k].max)) {
-      data->options_error = kOutOfRange;
-      return;
-    }
-    const int64_t v = ref.AsInt64();
-    if (v < kKeys[k].min || v > kKeys[k].max) {
-      data->options_error = kOutOfRange;
-      return;
-    }
-    o[k] = static_cast<int32_t>(v);
-  }
-  data->error_key = 0;
+  data->options = options::ReadOptions(buffer, length, kKeys, kNumKeys, o);
+  if (data->options.error != options::kOk) return;
   data->params.version = o[kVersion];
   data->dims.block = o[kBlock];
   data->in_zp = o[kInZp];
@@ -272,29 +219,8 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
     MicroPrintf("%s: no op data (arena too small?)", kOp);
     return kTfLiteError;
   }
-  switch (data->options_error) {
-    case kOptionsOk:
-      break;
-    case kNoOptions:
-      MicroPrintf("%s: custom options are missing", kOp);
-      return kTfLiteError;
-    case kNotFlexbuffer:
-      MicroPrintf("%s: custom options are not a valid flexbuffer", kOp);
-      return kTfLiteError;
-    case kNotMap:
-      MicroPrintf("%s: custom options are not a flexbuffer map", kOp);
-      return kTfLiteError;
-    case kMissingKey:
-      MicroPrintf("%s: option '%s' is missing", kOp, kKeys[data->error_key].name);
-      return kTfLiteError;
-    case kNotInt:
-      MicroPrintf("%s: option '%s' is not an integer", kOp, kKeys[data->error_key].name);
-      return kTfLiteError;
-    default:
-      MicroPrintf("%s: option '%s' is outside [%d, %d]", kOp, kKeys[data->error_key].name,
-                  static_cast<int>(kKeys[data->error_key].min),
-                  static_cast<int>(kKeys[data->error_key].max));
-      return kTfLiteError;
+  if (options::ReportOptionsError(kOp, data->options, kKeys) != kTfLiteOk) {
+    return kTfLiteError;
   }
   if (data->params.version != DTMM_FC_FORMAT_VERSION) {
     MicroPrintf("%s: format version %d is not supported (this build reads version %d)",
