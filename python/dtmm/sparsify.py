@@ -1,6 +1,6 @@
 """`dtmm sparsify`: zero the lowest-L1 filterlets of every eligible conv, at the int8 level.
 
-    dtmm sparsify model_int8.tflite -o model_s75.tflite --sparsity 0.75
+    dtmm sparsify model_int8.tflite -o model_s75.tflite --sparsity 0.75 [--blocks 16]
 
     out_bytes, layers = sparsify_model(buf, 0.75)
     layers = sparsify_file("in.tflite", "out.tflite", 0.75)
@@ -15,6 +15,12 @@ filterlets that are already zero count, and a layer already sparser is left as i
 
 Eligible: CONV_2D with int8 input and output and a constant int8 4-D filter that
 covers all input channels (not grouped), its filter used by no other tensor or op.
+
+With --blocks B (default: off, FULLY_CONNECTED untouched) the same share of each
+eligible int8 FULLY_CONNECTED's blocks is zeroed the same way: a block is B
+consecutive input channels of one weight row (the unit DTMM_FULLY_CONNECTED skips,
+docs/fully_connected.md). Eligible: what `dtmm convert` can rewrite (dtmm.core.fc
+read_fc) with C_in a multiple of B and the weights used by no other tensor or op.
 Nothing else in the model changes; with nothing to zero, OUT is a byte-identical copy.
 """
 
@@ -28,6 +34,7 @@ import numpy as np
 
 from dtmm.cli import register
 from dtmm.core.errors import ArgumentError, DtmmError, ModelError
+from dtmm.core.fc import read_fc
 from dtmm.core.tflite import BuiltinOperator, Model, TensorType, read_file, write_atomic
 
 
@@ -36,12 +43,14 @@ class LayerSparsity:
     subgraph: int
     op_index: int
     name: str                    # output tensor name
-    shape: tuple = ()            # OHWI filter shape
-    filterlets: int = 0
+    shape: tuple = ()            # OHWI filter shape; FC: [C_out, C_in]
+    filterlets: int = 0          # FC: blocks of `block` input channels
     zero_before: int = 0
     zero_after: int = 0
     l1_removed: float = 0.0      # share of the filter's L1 norm zeroed here
-    note: str = ""               # why a conv was skipped; "" when eligible
+    note: str = ""               # why a layer was skipped; "" when eligible
+    kind: str = "CONV_2D"        # or "FULLY_CONNECTED"
+    block: int = 0               # FC block size B (0 for a conv)
 
     @property
     def eligible(self) -> bool:
@@ -57,16 +66,31 @@ def target_zeros(sparsity: float, filterlets: int) -> int:
     return min(filterlets, int(math.floor(sparsity * filterlets + 0.5)))
 
 
-def lowest_l1_mask(filter_ohwi: np.ndarray, sparsity: float) -> np.ndarray:
-    """Bool [C_out, K_h, K_w]: the filterlets to zero (the lowest L1 first, ties by
-    index), at least the already-zero ones."""
-    c_out, kh, kw, c_in = filter_ohwi.shape
-    l1 = np.abs(filter_ohwi.astype(np.int64)).reshape(-1, c_in).sum(axis=1)
+def _lowest_l1_units(units: np.ndarray, sparsity: float) -> np.ndarray:
+    """Bool [n]: which of the n rows of `units` [n, unit size] to zero (the lowest L1
+    first, ties by index), at least the already-zero ones."""
+    l1 = np.abs(units.astype(np.int64)).sum(axis=1)
     k = max(target_zeros(sparsity, l1.size), int((l1 == 0).sum()))
     order = np.argsort(l1, kind="stable")
     mask = np.zeros(l1.size, bool)
     mask[order[:k]] = True
-    return mask.reshape(c_out, kh, kw)
+    return mask
+
+
+def lowest_l1_mask(filter_ohwi: np.ndarray, sparsity: float) -> np.ndarray:
+    """Bool [C_out, K_h, K_w]: the filterlets to zero (the lowest L1 first, ties by
+    index), at least the already-zero ones."""
+    c_out, kh, kw, c_in = filter_ohwi.shape
+    return _lowest_l1_units(filter_ohwi.reshape(-1, c_in), sparsity).reshape(c_out, kh, kw)
+
+
+def lowest_l1_block_mask(weights: np.ndarray, block: int, sparsity: float) -> np.ndarray:
+    """Bool [C_out, C_in / B]: the FC weight blocks to zero, as lowest_l1_mask
+    (blocks in row-major order: row 0's blocks first)."""
+    c_out, c_in = weights.shape
+    if block < 1 or c_in % block:
+        raise ArgumentError(f"block size {block} does not divide C_in={c_in}")
+    return _lowest_l1_units(weights.reshape(-1, block), sparsity).reshape(c_out, -1)
 
 
 def _eligible_filter(op, tensor_users, buffer_users, layer):
@@ -99,31 +123,65 @@ def _eligible_filter(op, tensor_users, buffer_users, layer):
     return w_t, weights
 
 
-def sparsify_model(buf: bytes, sparsity: float, name: str = "input"):
-    """Returns (output bytes, [LayerSparsity] for every CONV_2D). The output is
-    `buf` itself when no filterlet had to be zeroed."""
+def _eligible_fc(model, si, oi, block, tensor_users, buffer_users, layer):
+    """The weight tensor of an eligible FULLY_CONNECTED and its int8 [C_out, C_in]
+    values, or None with layer.note set."""
+    fc = read_fc(model, si, oi)
+    layer.shape = tuple(fc.filter.shape)
+    if fc.skip:
+        layer.note = fc.skip
+        return None
+    if fc.c_in % block:
+        layer.note = f"skipped: C_in={fc.c_in} is not a multiple of block {block}"
+        return None
+    w_t = fc.filter
+    if w_t.is_variable or tensor_users.get(id(w_t), 0) != 1 \
+            or buffer_users.get(id(w_t.buffer), 0) != 1:
+        layer.note = "skipped: weights are shared with another op or tensor"
+        return None
+    return w_t, fc.weights
+
+
+def sparsify_model(buf: bytes, sparsity: float, name: str = "input", blocks: int | None = None):
+    """Returns (output bytes, [LayerSparsity] for every CONV_2D, and with `blocks`
+    for every FULLY_CONNECTED too). The output is `buf` itself when nothing had to
+    be zeroed."""
     if not 0.0 <= float(sparsity) <= 1.0:
         raise ArgumentError(f"sparsity must be in [0, 1], got {sparsity}")
+    if blocks is not None and (isinstance(blocks, bool) or int(blocks) != blocks
+                               or blocks < 1):
+        raise ArgumentError(f"block size must be a positive integer, got {blocks}")
     buf = bytes(buf)
     model = Model.read(buf, name)
     tensor_users, buffer_users = model.users()
     layers, changed = [], False
     for si, sg in enumerate(model.subgraphs):
         for oi, op in enumerate(sg.operators):
-            if op.opcode.builtin != BuiltinOperator.CONV_2D:
+            is_conv = op.opcode.builtin == BuiltinOperator.CONV_2D
+            is_fc = blocks is not None and op.opcode.builtin == BuiltinOperator.FULLY_CONNECTED
+            if not (is_conv or is_fc):
                 continue
             out_name = op.outputs[0].name if op.outputs and op.outputs[0] is not None else ""
             layer = LayerSparsity(si, oi, out_name)
             layers.append(layer)
             try:
-                found = _eligible_filter(op, tensor_users, buffer_users, layer)
+                if is_conv:
+                    found = _eligible_filter(op, tensor_users, buffer_users, layer)
+                else:
+                    layer.kind, layer.block = "FULLY_CONNECTED", int(blocks)
+                    found = _eligible_fc(model, si, oi, int(blocks), tensor_users,
+                                         buffer_users, layer)
             except DtmmError as e:
                 raise type(e)(f"{name}: {e}") from None
             if found is None:
                 continue
             w_t, weights = found
-            kept = weights.reshape(-1, weights.shape[3]).any(axis=1)
-            mask = lowest_l1_mask(weights, sparsity)
+            if is_conv:
+                kept = weights.reshape(-1, weights.shape[3]).any(axis=1)
+                mask = lowest_l1_mask(weights, sparsity)
+            else:
+                kept = weights.reshape(-1, layer.block).any(axis=1)
+                mask = lowest_l1_block_mask(weights, layer.block, sparsity)
             layer.filterlets = int(mask.size)
             layer.zero_before = int((~kept).sum())
             layer.zero_after = int(mask.sum())
@@ -131,17 +189,20 @@ def sparsify_model(buf: bytes, sparsity: float, name: str = "input"):
             if layer.zero_after == layer.zero_before:
                 continue
             pruned = weights.copy()
-            pruned[mask] = 0
+            if is_conv:
+                pruned[mask] = 0
+            else:
+                pruned.reshape(-1, layer.block)[mask.reshape(-1)] = 0
             layer.l1_removed = 1.0 - float(np.abs(pruned.astype(np.int64)).sum()) / total_l1
             w_t.buffer.data = pruned
             changed = True
     return (model.save() if changed else buf), layers
 
 
-def sparsify_file(in_path, out_path, sparsity: float):
+def sparsify_file(in_path, out_path, sparsity: float, blocks: int | None = None):
     """Sparsify IN into OUT (written atomically; IN is never modified)."""
     buf = read_file(in_path)
-    out, layers = sparsify_model(buf, sparsity, name=os.fspath(in_path))
+    out, layers = sparsify_model(buf, sparsity, name=os.fspath(in_path), blocks=blocks)
     if os.path.exists(out_path) and os.path.samefile(in_path, out_path):
         raise ModelError(f"output {out_path} is the input file; choose another path")
     write_atomic(out_path, out)
@@ -155,6 +216,8 @@ def table(layers) -> str:
     for r in layers:
         shape = "x".join(map(str, r.shape)) if r.shape else "?"
         nm = r.name.split(";")[0]
+        if r.kind != "CONV_2D":
+            nm = f"FC/B{r.block} {nm}"
         nm = nm if len(nm) <= 36 else "..." + nm[-33:]
         if r.eligible:
             lines.append(f"{r.where:>5}  {nm:<36}  {shape:<15} {r.filterlets:>10} "
@@ -179,20 +242,41 @@ def _fraction(s: str) -> float:
     return v
 
 
+def _block_size(s: str) -> int:
+    import argparse
+
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
 def _sparsify_args(p):
     p.add_argument("input", metavar="IN.tflite")
     p.add_argument("-o", "--output", metavar="OUT.tflite", required=True)
     p.add_argument("--sparsity", type=_fraction, required=True, metavar="X",
                    help="share of each eligible conv's filterlets to zero (0..1), "
                         "lowest L1 norm first")
+    p.add_argument("--blocks", type=_block_size, default=None, metavar="B",
+                   help="also zero that share of each int8 FULLY_CONNECTED's blocks of B "
+                        "input channels (lowest L1 first; an FC whose C_in is not a "
+                        "multiple of B stays dense). Default: FCs untouched")
 
 
 def _sparsify_run(args) -> int:
-    layers = sparsify_file(args.input, args.output, args.sparsity)
+    layers = sparsify_file(args.input, args.output, args.sparsity, args.blocks)
     print(table(layers))
-    n = sum(r.eligible for r in layers)
-    changed = sum(r.eligible and r.zero_after > r.zero_before for r in layers)
-    print(f"{n} of {len(layers)} CONV_2D eligible, {changed} changed; wrote {args.output}")
+    parts = []
+    for kind in ("CONV_2D", "FULLY_CONNECTED"):
+        of = [r for r in layers if r.kind == kind]
+        if kind == "CONV_2D" or args.blocks is not None:
+            n = sum(r.eligible for r in of)
+            changed = sum(r.eligible and r.zero_after > r.zero_before for r in of)
+            parts.append(f"{n} of {len(of)} {kind} eligible, {changed} changed")
+    print(f"{'; '.join(parts)}; wrote {args.output}")
     return 0
 
 

@@ -14,7 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from dtmm import cli  # noqa: E402
 from dtmm.fwcs import filterlet_sparsity  # noqa: E402
-from dtmm.sparsify import lowest_l1_mask, sparsify_model, target_zeros  # noqa: E402
+from dtmm.core.errors import DtmmError  # noqa: E402
+from dtmm.sparsify import (lowest_l1_block_mask, lowest_l1_mask, sparsify_model,  # noqa: E402
+                           target_zeros)
 from dtmm.core.tflite import BuiltinOperator, Model  # noqa: E402
 
 
@@ -210,3 +212,92 @@ def test_cli_bad_sparsity(int8_model, tmp_path, capsys, value):
     assert e.value.code == 2
     assert "--sparsity" in capsys.readouterr().err
     assert not dst.exists()
+
+
+# -- FULLY_CONNECTED blocks (--blocks B) ------------------------------------------------
+def _fcs(buf):
+    """[(buffer index, int8 [C_out, C_in] weights)] of every FULLY_CONNECTED."""
+    m = Model.read(buf)
+    index = {id(b): i for i, b in enumerate(m.buffers)}
+    return [(index[id(op.inputs[1].buffer)], op.inputs[1].value())
+            for sg in m.subgraphs for op in sg.operators
+            if op.opcode.builtin == BuiltinOperator.FULLY_CONNECTED]
+
+
+def test_fc_untouched_by_default(int8_model):
+    out, layers = sparsify_model(int8_model, 0.75)
+    assert all(r.kind == "CONV_2D" for r in layers)
+    for (_, w0), (_, w1) in zip(_fcs(int8_model), _fcs(out)):
+        np.testing.assert_array_equal(w0, w1)
+
+
+@pytest.mark.parametrize("s", [0.25, 0.5, 0.75, 1.0])
+@pytest.mark.parametrize("block", [8, 16, 32, 96])
+def test_fc_exact_blocks_zeroed(int8_model, s, block):
+    out, layers = sparsify_model(int8_model, s, blocks=block)
+    (_, w0), = _fcs(int8_model)
+    (_, w1), = _fcs(out)
+    fc = [r for r in layers if r.kind == "FULLY_CONNECTED"]
+    assert len(fc) == 1 and fc[0].eligible and fc[0].block == block
+    c_out, c_in = w0.shape                      # Dense(4) on a flattened 4x4x6
+    assert (c_out, c_in) == (4, 96)
+    blocks0, blocks1 = w0.reshape(-1, block), w1.reshape(-1, block)
+    n = blocks0.shape[0]
+    l1 = np.abs(blocks0.astype(np.int64)).sum(axis=1)
+    # The exact blocks: the k lowest L1, ties by block index (row-major).
+    k = max(target_zeros(s, n), int((l1 == 0).sum()))
+    want = np.zeros(n, bool)
+    want[sorted(range(n), key=lambda i: (l1[i], i))[:k]] = True
+    zeroed = ~blocks1.any(axis=1)
+    np.testing.assert_array_equal(zeroed, want)
+    np.testing.assert_array_equal(blocks1[~want], blocks0[~want])
+    assert fc[0].filterlets == n and fc[0].zero_after == k
+    # The convs are pruned exactly as without --blocks.
+    ref, _ = sparsify_model(int8_model, s)
+    for (_, _, _, f0), (_, _, _, f1) in zip(_convs(ref), _convs(out)):
+        np.testing.assert_array_equal(f0, f1)
+
+
+def test_fc_block_not_dividing_c_in_stays_dense(int8_model):
+    out, layers = sparsify_model(int8_model, 0.5, blocks=64)   # C_in 96
+    fc, = [r for r in layers if r.kind == "FULLY_CONNECTED"]
+    assert not fc.eligible and "C_in=96 is not a multiple of block 64" in fc.note
+    np.testing.assert_array_equal(_fcs(out)[0][1], _fcs(int8_model)[0][1])
+    assert out == sparsify_model(int8_model, 0.5)[0]
+
+
+def test_fc_float_model_skipped(float_model):
+    out, layers = sparsify_model(float_model, 0.5, blocks=16)
+    assert out == float_model
+    fc, = [r for r in layers if r.kind == "FULLY_CONNECTED"]
+    assert not fc.eligible and "int8" in fc.note
+
+
+def test_fc_blocks_ties_lowest_index_first():
+    w = np.ones((2, 8), np.int8)     # 4 blocks of 4, each L1 4
+    w[1, 4:] = [0, 0, 0, 1]          # block 3: L1 1, zeroed first
+    mask = lowest_l1_block_mask(w, 4, 0.5)
+    np.testing.assert_array_equal(mask, [[True, False], [False, True]])
+    with pytest.raises(DtmmError, match="does not divide"):
+        lowest_l1_block_mask(w, 3, 0.5)
+
+
+@pytest.mark.parametrize("bad", [0, -4, 2.5, True])
+def test_fc_bad_block_argument(int8_model, bad):
+    with pytest.raises(DtmmError, match="block size"):
+        sparsify_model(int8_model, 0.5, blocks=bad)
+
+
+def test_cli_blocks(int8_model, tmp_path, capsys):
+    src, dst = tmp_path / "m.tflite", tmp_path / "o.tflite"
+    src.write_bytes(int8_model)
+    rc, out, err = _cli(capsys, "sparsify", src, "-o", dst, "--sparsity", "0.5",
+                        "--blocks", "16")
+    assert rc == 0 and err == ""
+    assert dst.read_bytes() == sparsify_model(int8_model, 0.5, blocks=16)[0]
+    assert "1 of 1 FULLY_CONNECTED eligible, 1 changed" in out and "FC/B16" in out
+    for value in ("0", "x"):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["sparsify", str(src), "-o", str(tmp_path / "p.tflite"),
+                      "--sparsity", "0.5", "--blocks", value])
+        assert e.value.code == 2 and "--blocks" in capsys.readouterr().err
