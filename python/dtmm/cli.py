@@ -149,7 +149,7 @@ def _convert_run(args) -> int:
     report = convert_file(args.input, args.output, min_sparsity=args.min_sparsity,
                           always=args.always, target=args.target, prefer=args.prefer)
     print(report.table())
-    if report.num_rewritten == 0:
+    if report.num_rewritten == 0 and report.num_fc_rewritten == 0:
         print(f"{args.output} is a byte-identical copy of {args.input}")
     else:
         print(f"wrote {args.output}")

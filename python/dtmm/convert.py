@@ -48,12 +48,17 @@ class ConversionReport:
 
     @property
     def num_rewritten(self) -> int:
+        """CONV_2D rewritten."""
         return sum(r.rewritten for r in self.layers)
+
+    @property
+    def num_fc_rewritten(self) -> int:
+        return sum(r.rewritten for r in self.fc_layers)
 
     def table(self) -> str:
         lines = [format_table(self.layers)]
         n = self.num_rewritten
-        n_fc = sum(r.rewritten for r in self.fc_layers)
+        n_fc = self.num_fc_rewritten
         if n == 0 and n_fc == 0:
             lines.append(f"nothing to rewrite ({len(self.layers)} CONV_2D); "
                          f"file bytes {self.file_bytes_before} (unchanged copy)")

@@ -156,3 +156,14 @@ def test_v1_conv_contract_still_reads():
         contract.lookup("DTMM_CONV_2D", {"version": 2}, "t")
     with pytest.raises(FormatError, match="version 1"):
         contract.lookup("DTMM_FULLY_CONNECTED", {"version": 1}, "t")
+
+
+def test_cli_reports_a_written_file_when_only_fcs_are_rewritten(tmp_path, capsys):
+    from dtmm.cli import main
+    src, dst = tmp_path / "fc.tflite", tmp_path / "fc_dtmm.tflite"
+    buf = fc_model(FcConfig(640, 128, block=16, sparsity=0.9), seed=1)
+    src.write_bytes(buf)
+    assert main(["convert", str(src), "-o", str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == f"wrote {dst}"
+    assert dst.read_bytes() != buf
