@@ -20,6 +20,7 @@ import numpy as np
 
 from dtmm.core import contract
 from dtmm.core.errors import FormatError, ModelError
+from dtmm.core.ops import check_int8_quantization, read_operands, where_of
 from dtmm.core.quant import (ACTIVATION_NAMES, activation_range, per_channel_multipliers,
                              requantize, wrap_int32)
 from dtmm.core.tflite import BuiltinOperator, Model, TensorType, schema, type_name
@@ -27,11 +28,6 @@ from dtmm.core.tflite import BuiltinOperator, Model, TensorType, schema, type_na
 C = contract.FULLY_CONNECTED
 # Block sizes the converter tries, besides B = C_in (a whole row, v1's filterlet).
 BLOCK_CANDIDATES = (32, 16, 8)
-
-
-def where_of(kind: str, si: int, oi: int, op) -> str:
-    out = op.outputs[0].name if op.outputs and op.outputs[0] is not None else "?"
-    return f"{kind} {oi if si == 0 else f'{si}:{oi}'} ({out})"
 
 
 # -- packed block-sparse weights ------------------------------------------------------
@@ -218,12 +214,7 @@ def read_fc(model: Model, si: int, oi: int) -> FcOp:
     op = model.subgraphs[si].operators[oi]
     where = where_of("FULLY_CONNECTED", si, oi, op)
     f = FcOp(si, oi, op)
-    if len(op.inputs) not in (2, 3) or len(op.outputs) != 1 or op.inputs[0] is None \
-            or op.inputs[1] is None or op.outputs[0] is None:
-        raise ModelError(f"{where}: needs 2-3 inputs and 1 output, has "
-                         f"{len(op.inputs)} and {len(op.outputs)}")
-    f.input, f.filter, f.output = op.inputs[0], op.inputs[1], op.outputs[0]
-    f.bias = op.inputs[2] if len(op.inputs) == 3 else None
+    f.input, f.filter, f.output, f.bias = read_operands(op, "FULLY_CONNECTED", si, oi)
 
     def skip(reason):
         f.skip = reason
@@ -253,25 +244,10 @@ def read_fc(model: Model, si: int, oi: int) -> FcOp:
     if not y_shape or y_shape[-1] != c_out or int(np.prod(y_shape)) != batches * c_out:
         raise ModelError(f"{where}: output {list(y_shape)}, expected {batches} rows of "
                          f"C_out={c_out}")
-    s_in, zp_in, _ = x_t.quant()
-    s_w, zp_w, qdim = w_t.quant()
-    s_out, zp_out, _ = y_t.quant()
-    if len(s_in) != 1 or len(zp_in) != 1 or len(s_out) != 1 or len(zp_out) != 1:
-        raise ModelError(f"{where}: input and output need per-tensor quantization")
-    if len(s_w) not in (1, c_out):
-        raise ModelError(f"{where}: weights have {len(s_w)} scales for C_out={c_out}")
-    if len(s_w) == c_out and c_out > 1 and qdim != 0:
-        raise ModelError(f"{where}: per-channel weights quantized on dimension {qdim}, "
-                         "expected 0")
+    (s_in, zp_in), (s_w, zp_w), (s_out, zp_out) = check_int8_quantization(
+        where, x_t, w_t, y_t, c_out, "weight tensor")
     if len(zp_w) not in (0, len(s_w)) or np.any(zp_w != 0):
         return skip("skipped: weight zero points are not 0")
-    if not (np.all(np.isfinite(s_w)) and np.all(s_w > 0) and np.isfinite(s_in[0])
-            and np.isfinite(s_out[0]) and s_in[0] > 0 and s_out[0] > 0):
-        raise ModelError(f"{where}: quantization scales must be positive and finite")
-    lo, hi = contract.ZERO_POINT_RANGE
-    for nm, zp in (("input", zp_in[0]), ("output", zp_out[0])):
-        if not lo <= zp <= hi:
-            raise ModelError(f"{where}: {nm} zero point {zp} outside int8")
     act = int(o.fusedActivationFunction)
     if act not in ACTIVATION_NAMES:
         return skip(f"skipped: fused activation {act}")

@@ -46,6 +46,44 @@ def where_of(kind: str, si: int, oi: int, op) -> str:
     return f"{kind} {oi if si == 0 else f'{si}:{oi}'} ({out})"
 
 
+def read_operands(op, kind: str, si: int, oi: int):
+    """(input, weights, output, bias or None) of a CONV_2D / FULLY_CONNECTED-like
+    op; ModelError unless it has 2-3 inputs and 1 output."""
+    if len(op.inputs) not in (2, 3) or len(op.outputs) != 1 or op.inputs[0] is None \
+            or op.inputs[1] is None or op.outputs[0] is None:
+        raise ModelError(f"{where_of(kind, si, oi, op)}: needs 2-3 inputs and 1 "
+                         f"output, has {len(op.inputs)} and {len(op.outputs)}")
+    return op.inputs[0], op.inputs[1], op.outputs[0], \
+        (op.inputs[2] if len(op.inputs) == 3 else None)
+
+
+def check_int8_quantization(where: str, x_t, w_t, y_t, c_out: int, weights: str):
+    """ModelError unless TFLM's int8 kernels accept the quantization: per-tensor
+    input and output with int8 zero points, one scale or C_out scales on dimension 0
+    for the weights (`weights` names them in messages), positive finite scales.
+    Returns the three (scales, zero_points) pairs; weight zero points are the
+    caller's to judge."""
+    s_in, zp_in, _ = x_t.quant()
+    s_w, zp_w, qdim = w_t.quant()
+    s_out, zp_out, _ = y_t.quant()
+    if len(s_in) != 1 or len(zp_in) != 1 or len(s_out) != 1 or len(zp_out) != 1:
+        raise ModelError(f"{where}: input and output need per-tensor quantization "
+                         f"(scales: {len(s_in)} in, {len(s_out)} out)")
+    if len(s_w) not in (1, c_out):
+        raise ModelError(f"{where}: {weights} has {len(s_w)} scales for C_out={c_out}")
+    if len(s_w) == c_out and c_out > 1 and qdim != 0:
+        raise ModelError(f"{where}: per-channel {weights} quantized on dimension {qdim}, "
+                         "expected 0")
+    if not (np.all(np.isfinite(s_w)) and np.all(s_w > 0) and s_in[0] > 0
+            and s_out[0] > 0 and np.isfinite(s_in[0]) and np.isfinite(s_out[0])):
+        raise ModelError(f"{where}: quantization scales must be positive and finite")
+    lo, hi = contract.ZERO_POINT_RANGE
+    for nm, zp in (("input", zp_in[0]), ("output", zp_out[0])):
+        if not lo <= zp <= hi:
+            raise ModelError(f"{where}: {nm} zero point {zp} outside int8")
+    return (s_in, zp_in), (s_w, zp_w), (s_out, zp_out)
+
+
 INT32_MAX = (1 << 31) - 1
 INT16_MAX = (1 << 15) - 1
 
@@ -72,7 +110,7 @@ def device_shape_error(n, in_h, in_w, c_in, out_h, out_w, c_out, kh, kw, p: Conv
     return ""
 
 
-def _runtime_written(sg, t) -> bool:
+def runtime_written(sg, t) -> bool:
     """The interpreter writes `t` (a subgraph input, a variable, an op's output):
     its buffer is only an initial value, not a constant to fold."""
     return t.is_variable or any(x is t for x in sg.inputs) or \
@@ -142,12 +180,7 @@ def conv_geometry(model: Model, si: int, oi: int) -> ConvOp:
     operand count (ModelError when that is wrong)."""
     op = model.subgraphs[si].operators[oi]
     c = ConvOp(si, oi, op)
-    if len(op.inputs) not in (2, 3) or len(op.outputs) != 1 or op.inputs[0] is None \
-            or op.inputs[1] is None or op.outputs[0] is None:
-        raise ModelError(f"{where_of('CONV_2D', si, oi, op)}: needs 2-3 inputs and 1 "
-                         f"output, has {len(op.inputs)} and {len(op.outputs)}")
-    c.input, c.filter, c.output = op.inputs[0], op.inputs[1], op.outputs[0]
-    c.bias = op.inputs[2] if len(op.inputs) == 3 else None
+    c.input, c.filter, c.output, c.bias = read_operands(op, "CONV_2D", si, oi)
     opts = _conv_options(op)
     x_shape, w_shape, y_shape = c.input.shape, c.filter.shape, c.output.shape
     if len(w_shape) == 4:
@@ -216,32 +249,15 @@ def read_conv(model: Model, si: int, oi: int) -> ConvOp:
     if (oh, ow) != tuple(y_shape[1:3]):
         raise ModelError(f"{where}: output is {y_shape[1]}x{y_shape[2]}, the conv "
                          f"gives {oh}x{ow}")
-    # Quantization.
-    s_in, zp_in, _ = x_t.quant()
-    s_w, zp_w, qdim = w_t.quant()
-    s_out, zp_out, _ = y_t.quant()
-    if len(s_in) != 1 or len(zp_in) != 1 or len(s_out) != 1 or len(zp_out) != 1:
-        raise ModelError(f"{where}: input and output need per-tensor quantization "
-                         f"(scales: {len(s_in)} in, {len(s_out)} out)")
-    if len(s_w) not in (1, c_out):
-        raise ModelError(f"{where}: filter has {len(s_w)} scales for C_out={c_out}")
-    if len(s_w) == c_out and c_out > 1 and qdim != 0:
-        raise ModelError(f"{where}: per-channel filter quantized on dimension {qdim}, "
-                         "expected 0")
+    (s_in, zp_in), (s_w, zp_w), (s_out, zp_out) = check_int8_quantization(
+        where, x_t, w_t, y_t, c_out, "filter")
     if len(zp_w) not in (0, len(s_w)) or np.any(zp_w != 0):
         raise ModelError(f"{where}: int8 filter zero points must be 0")
-    if not (np.all(np.isfinite(s_w)) and np.all(s_w > 0) and s_in[0] > 0
-            and s_out[0] > 0 and np.isfinite(s_in[0]) and np.isfinite(s_out[0])):
-        raise ModelError(f"{where}: quantization scales must be positive and finite")
-    lo, hi = contract.ZERO_POINT_RANGE
-    for nm, zp in (("input", zp_in[0]), ("output", zp_out[0])):
-        if not lo <= zp <= hi:
-            raise ModelError(f"{where}: {nm} zero point {zp} outside int8")
     if c.activation not in ACTIVATION_NAMES:
         return skip(f"skipped: fused activation {opts.fusedActivationFunction}")
     sg = model.subgraphs[si]
     for t, nm in ((w_t, "filter"), (b_t, "bias")):
-        if t is not None and _runtime_written(sg, t):
+        if t is not None and runtime_written(sg, t):
             return skip(f"skipped: {nm} is written at run time (a subgraph input, "
                         "variable or op output), not a constant")
     _, pad_h = out_size_and_padding(x_shape[1], kh, c.stride[0], c.dilation[0], c.padding)
