@@ -167,3 +167,16 @@ def test_cli_reports_a_written_file_when_only_fcs_are_rewritten(tmp_path, capsys
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == f"wrote {dst}"
     assert dst.read_bytes() != buf
+
+
+def test_weights_written_at_run_time_stay_dense():
+    # as for CONV_2D (fuzz class M13): a weight tensor that is also a subgraph input
+    # carries only an initial value, so folding it would compute something else
+    m = Model.read(fc_model(FcConfig(640, 128, block=16, sparsity=0.9), seed=1))
+    sg = m.subgraphs[0]
+    sg.inputs.append(sg.operators[0].inputs[1])
+    buf = m.save()
+    out, report = convert.convert_model(buf)
+    r = report.fc_layers[0]
+    assert not r.rewritten and "written at run time" in r.reason, report.table()
+    assert out == buf

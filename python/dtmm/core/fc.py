@@ -20,7 +20,7 @@ import numpy as np
 
 from dtmm.core import contract
 from dtmm.core.errors import FormatError, ModelError
-from dtmm.core.ops import check_int8_quantization, read_operands, where_of
+from dtmm.core.ops import check_int8_quantization, read_operands, runtime_written, where_of
 from dtmm.core.quant import (ACTIVATION_NAMES, activation_range, per_channel_multipliers,
                              requantize, wrap_int32)
 from dtmm.core.tflite import BuiltinOperator, Model, TensorType, schema, type_name
@@ -251,6 +251,11 @@ def read_fc(model: Model, si: int, oi: int) -> FcOp:
     act = int(o.fusedActivationFunction)
     if act not in ACTIVATION_NAMES:
         return skip(f"skipped: fused activation {act}")
+    sg = model.subgraphs[si]
+    for t, nm in ((w_t, "weights"), (f.bias, "bias")):
+        if t is not None and runtime_written(sg, t):
+            return skip(f"skipped: {nm} written at run time (a subgraph input, "
+                        "variable or op output), not a constant")
     weights = w_t.value("weights")
     if weights is None:
         return skip("skipped: weights are not constant")
