@@ -75,6 +75,68 @@
   X(9, "act_min", -128, 127) \
   X(10, "act_max", -128, 127)
 
+/* DTMM_CONV_2D format version 2: filterlet-block-sparse int8 convolution, packed weights (docs/contract.md) */
+#define DTMM_CONV_2D_V2_CUSTOM_CODE "DTMM_CONV_2D"
+#define DTMM_CONV_2D_V2_VERSION 2
+#define DTMM_CONV_2D_V2_NUM_INPUTS 2
+#define DTMM_CONV_2D_V2_INPUT_INPUT 0 /* [N, H, W, C_in], per-tensor zero point zp_in */
+#define DTMM_CONV_2D_V2_INPUT_W 1 /* [12*C_out + bitmap_bytes + n_kept*B]: planar int32 folded bias[C_out], multiplier[C_out], shift[C_out]; the bitmap (4-byte padded); the kept blocks */
+#define DTMM_CONV_2D_V2_NUM_OUTPUTS 1
+#define DTMM_CONV_2D_V2_NUM_OPTIONS 12
+#define DTMM_CONV_2D_V2_OPT_VERSION 0 /* format version; parsed as any int32, then must equal the version */
+#define DTMM_CONV_2D_V2_VERSION_MIN (-2147483647 - 1)
+#define DTMM_CONV_2D_V2_VERSION_MAX 2147483647
+#define DTMM_CONV_2D_V2_OPT_B 1 /* block size B in input channels; divides C_in; == C_in unless kh = kw = 1 */
+#define DTMM_CONV_2D_V2_B_MIN 1
+#define DTMM_CONV_2D_V2_B_MAX 65535
+#define DTMM_CONV_2D_V2_OPT_KH 2 /* kernel height */
+#define DTMM_CONV_2D_V2_KH_MIN 1
+#define DTMM_CONV_2D_V2_KH_MAX 65535
+#define DTMM_CONV_2D_V2_OPT_KW 3 /* kernel width */
+#define DTMM_CONV_2D_V2_KW_MIN 1
+#define DTMM_CONV_2D_V2_KW_MAX 65535
+#define DTMM_CONV_2D_V2_OPT_SH 4 /* stride height */
+#define DTMM_CONV_2D_V2_SH_MIN 1
+#define DTMM_CONV_2D_V2_SH_MAX 32767
+#define DTMM_CONV_2D_V2_OPT_SW 5 /* stride width */
+#define DTMM_CONV_2D_V2_SW_MIN 1
+#define DTMM_CONV_2D_V2_SW_MAX 32767
+#define DTMM_CONV_2D_V2_OPT_DH 6 /* dilation height */
+#define DTMM_CONV_2D_V2_DH_MIN 1
+#define DTMM_CONV_2D_V2_DH_MAX 32767
+#define DTMM_CONV_2D_V2_OPT_DW 7 /* dilation width */
+#define DTMM_CONV_2D_V2_DW_MIN 1
+#define DTMM_CONV_2D_V2_DW_MAX 32767
+#define DTMM_CONV_2D_V2_OPT_P 8 /* TFLite Padding: 0 = SAME, 1 = VALID */
+#define DTMM_CONV_2D_V2_P_MIN 0
+#define DTMM_CONV_2D_V2_P_MAX 1
+#define DTMM_CONV_2D_V2_OPT_Z 9 /* input zero point the bias was folded with */
+#define DTMM_CONV_2D_V2_Z_MIN -128
+#define DTMM_CONV_2D_V2_Z_MAX 127
+#define DTMM_CONV_2D_V2_OPT_LO 10 /* int8 clamp minimum (<= hi) */
+#define DTMM_CONV_2D_V2_LO_MIN -128
+#define DTMM_CONV_2D_V2_LO_MAX 127
+#define DTMM_CONV_2D_V2_OPT_HI 11 /* int8 clamp maximum */
+#define DTMM_CONV_2D_V2_HI_MIN -128
+#define DTMM_CONV_2D_V2_HI_MAX 127
+#define DTMM_CONV_2D_V2_MULTIPLIER_MIN 0
+#define DTMM_CONV_2D_V2_MULTIPLIER_MAX 2147483647
+#define DTMM_CONV_2D_V2_SHIFT_MIN -31
+#define DTMM_CONV_2D_V2_SHIFT_MAX 30
+#define DTMM_CONV_2D_V2_OPTIONS(X) \
+  X(0, "version", (-2147483647 - 1), 2147483647) \
+  X(1, "b", 1, 65535) \
+  X(2, "kh", 1, 65535) \
+  X(3, "kw", 1, 65535) \
+  X(4, "sh", 1, 32767) \
+  X(5, "sw", 1, 32767) \
+  X(6, "dh", 1, 32767) \
+  X(7, "dw", 1, 32767) \
+  X(8, "p", 0, 1) \
+  X(9, "z", -128, 127) \
+  X(10, "lo", -128, 127) \
+  X(11, "hi", -128, 127)
+
 /* DTMM_FULLY_CONNECTED format version 2: block-sparse int8 fully connected, packed weights (docs/contract.md) */
 #define DTMM_FULLY_CONNECTED_V2_CUSTOM_CODE "DTMM_FULLY_CONNECTED"
 #define DTMM_FULLY_CONNECTED_V2_VERSION 2

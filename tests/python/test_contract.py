@@ -109,7 +109,7 @@ def test_every_range_boundary(option):
 
 
 @pytest.mark.parametrize("edit, message", [
-    ({"version": 2}, "DTMM format version 2 is not supported"),
+    ({"version": 3}, "DTMM format version 3 is not supported"),
     ({"version": True}, "version True is not supported"),
     ({"kh": 1.5}, "option kh must be an int"),
     ({"sh": False}, "option sh must be an int"),
@@ -142,14 +142,14 @@ def test_channel_ranges():
 
 
 def test_a_second_contract_plugs_in(monkeypatch):
-    # A format version 2 (or another op) is one more table entry: lookup finds it,
+    # A format version 3 (or another op) is one more table entry: lookup finds it,
     # the header gains a block, version 1 files still decode.
-    v2 = contract.OpContract(custom_code="DTMM_CONV_2D", version=2, inputs=CONV_2D.inputs,
+    v3 = contract.OpContract(custom_code="DTMM_CONV_2D", version=3, inputs=CONV_2D.inputs,
                              options=CONV_2D.options + (contract.Option("block", 1, 64, "B"),),
                              channel_ranges=CONV_2D.channel_ranges, ordered=CONV_2D.ordered)
-    monkeypatch.setitem(contract.CONTRACTS, ("DTMM_CONV_2D", 2), v2)
-    assert decode_options(encode_map({**GOOD, "version": 2, "block": 16}), "op")["block"] == 16
+    monkeypatch.setitem(contract.CONTRACTS, ("DTMM_CONV_2D", 3), v3)
+    assert decode_options(encode_map({**GOOD, "version": 3, "block": 16}), "op")["block"] == 16
     with pytest.raises(FormatError, match="miss block"):
-        decode_options(encode_map({**GOOD, "version": 2}), "op")
+        decode_options(encode_map({**GOOD, "version": 3}), "op")
     assert decode_options(encode_map(GOOD), "op") == GOOD
-    assert "DTMM_CONV_2D_V2_BLOCK_MAX 64" in contract.c_header()
+    assert "DTMM_CONV_2D_V3_BLOCK_MAX 64" in contract.c_header()

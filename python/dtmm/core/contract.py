@@ -181,6 +181,38 @@ CONV_2D_V1 = OpContract(
     doc="filterlet-sparse int8 convolution, FWCS filter (docs/contract.md)",
 )
 
+# -- DTMM_CONV_2D, format version 2 (one packed tensor, short keys, block filterlets) -----
+CONV_2D_V2 = OpContract(
+    custom_code="DTMM_CONV_2D",
+    version=2,
+    inputs=(
+        Input("input", TENSOR_INT8, 4, False, "[N, H, W, C_in], per-tensor zero point zp_in"),
+        Input("w", TENSOR_INT8, 1, True,
+              "[12*C_out + bitmap_bytes + n_kept*B]: planar int32 folded bias[C_out], "
+              "multiplier[C_out], shift[C_out]; the bitmap (4-byte padded); the kept "
+              "blocks"),
+    ),
+    options=(
+        Option("version", INT32_MIN, INT32_MAX,
+               "format version; parsed as any int32, then must equal the version"),
+        Option("b", 1, _DIM_MAX,
+               "block size B in input channels; divides C_in; == C_in unless kh = kw = 1"),
+        Option("kh", 1, _DIM_MAX, "kernel height"),
+        Option("kw", 1, _DIM_MAX, "kernel width"),
+        Option("sh", 1, _STEP_MAX, "stride height"),
+        Option("sw", 1, _STEP_MAX, "stride width"),
+        Option("dh", 1, _STEP_MAX, "dilation height"),
+        Option("dw", 1, _STEP_MAX, "dilation width"),
+        Option("p", 0, 1, "TFLite Padding: 0 = SAME, 1 = VALID"),
+        Option("z", -128, 127, "input zero point the bias was folded with"),
+        Option("lo", -128, 127, "int8 clamp minimum (<= hi)"),
+        Option("hi", -128, 127, "int8 clamp maximum"),
+    ),
+    channel_ranges=(("multiplier", 0, INT32_MAX), ("shift", -31, 30)),
+    ordered=(("lo", "hi"),),
+    doc="filterlet-block-sparse int8 convolution, packed weights (docs/contract.md)",
+)
+
 # -- DTMM_FULLY_CONNECTED, format version 2 (block filterlets) ----------------------------
 FULLY_CONNECTED_V2 = OpContract(
     custom_code="DTMM_FULLY_CONNECTED",
@@ -206,7 +238,8 @@ FULLY_CONNECTED_V2 = OpContract(
 )
 FULLY_CONNECTED = FULLY_CONNECTED_V2  # the version the converter writes
 
-CONTRACTS = {(CONV_2D_V1.custom_code, CONV_2D_V1.version): CONV_2D_V1}
+CONTRACTS = {(CONV_2D_V1.custom_code, CONV_2D_V1.version): CONV_2D_V1,
+             (CONV_2D_V2.custom_code, CONV_2D_V2.version): CONV_2D_V2}
 CONV_2D = CONV_2D_V1  # the version the converter writes
 # CUSTOM_CODES: the ops dtmm.core.ops.read_dtmm reads (the conv); the FC op is
 # read by dtmm.core.fc and is added to CONTRACTS after CUSTOM_CODES is taken.
