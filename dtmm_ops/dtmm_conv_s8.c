@@ -57,7 +57,14 @@ static int dtmm_is_im2col_better(const dtmm_geom* g) {
          dtmm_is_small_plane(g);
 }
 
-dtmm_driver dtmm_conv_s8_choose(const dtmm_geom* g) {
+/* Filterlet blocks (version 2, 1x1 kernels only): bits stand for B < C_in channels,
+ * which only the block driver reads. */
+static int dtmm_is_block_sparse(const dtmm_geom* g, int32_t block_size) {
+  return block_size > 0 && block_size < g->in_c;
+}
+
+dtmm_driver dtmm_conv_s8_choose(const dtmm_geom* g, int32_t block_size) {
+  if (dtmm_is_block_sparse(g, block_size)) return DTMM_DRIVER_POINTWISE_BLOCKS;
   if (dtmm_is_tiny_plane(g)) return DTMM_DRIVER_PIXEL;
   if (dtmm_is_pointwise(g)) return DTMM_DRIVER_POINTWISE;
   if (dtmm_is_expanded_better(g)) return DTMM_DRIVER_EXPANDED;
@@ -73,7 +80,7 @@ dtmm_status dtmm_conv_s8(const dtmm_conv_dims* dims, const dtmm_conv_params* par
   int32_t b;
   int8_t* scr = (int8_t*)scratch;
   dtmm_make_geom(dims, params, &g);
-  driver = dtmm_conv_s8_choose(&g);
+  driver = dtmm_conv_s8_choose(&g, filter->block_size);
   for (b = 0; b < dims->batches; ++b) {
     /* validated: both products < 2^31 */
     const int8_t* in = input + b * g.in_h * g.in_w * g.in_c;
@@ -94,6 +101,9 @@ dtmm_status dtmm_conv_s8(const dtmm_conv_dims* dims, const dtmm_conv_params* par
         break;
       case DTMM_DRIVER_WINDOW:
         dtmm_window_s8(&g, filter, in, out, scr);
+        break;
+      case DTMM_DRIVER_POINTWISE_BLOCKS:
+        dtmm_pointwise_blocks_s8(&g, filter, filter->block_size, in, out);
         break;
     }
   }

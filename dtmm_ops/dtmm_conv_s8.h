@@ -1,4 +1,6 @@
-/* DTMM filterlet-sparse int8 convolution (format version 1, see docs/contract.md).
+/* DTMM filterlet-sparse int8 convolution (format versions 1 and 2, see
+ * docs/contract.md; version 2 adds filterlet blocks: B contiguous input channels
+ * per bitmap bit, B < C_in for 1x1 kernels).
  *
  * Framework-free: no heap, no globals, no TFLM headers, C99 (also compiles as C++).
  * One compute function with a validator and a scratch-size companion, in the
@@ -18,8 +20,10 @@
 extern "C" {
 #endif
 
-/* The only FWCS / options format version this library reads. */
-#define DTMM_FORMAT_VERSION 1
+/* The FWCS / options format versions this library reads: 1 (filterlets) and 2
+ * (filterlet blocks). DTMM_FORMAT_VERSION is the newest. */
+#define DTMM_FORMAT_VERSION_MIN 1
+#define DTMM_FORMAT_VERSION 2
 
 typedef enum {
   DTMM_OK = 0,
@@ -39,7 +43,7 @@ typedef struct {
 } dtmm_conv_dims;
 
 typedef struct {
-  int32_t version;          /* must be DTMM_FORMAT_VERSION */
+  int32_t version;          /* DTMM_FORMAT_VERSION_MIN .. DTMM_FORMAT_VERSION */
   int32_t stride_h, stride_w;
   int32_t dilation_h, dilation_w;
   int32_t pad_top, pad_left; /* as TFLite's ComputePaddingHeightWidth; bottom/right
@@ -49,32 +53,41 @@ typedef struct {
   int32_t activation_min, activation_max; /* int8 clamp range */
 } dtmm_conv_params;
 
-/* FWCS filter plus the converter's precomputed per-channel constants. */
+/* FWCS filter plus the converter's precomputed per-channel constants.
+ * With blocks (B = block_size < input_c), bit (oc * K + p) * (input_c / B) + j
+ * stands for channels [j*B, (j+1)*B) of filterlet (oc, p), and values holds the
+ * kept blocks (B bytes each) in bit order; B = input_c is version 1's layout. */
 typedef struct {
-  const uint8_t* bitmap;     /* ceil(output_c * kernel_h * kernel_w / 8) bytes */
+  const uint8_t* bitmap;     /* ceil(output_c * kernel_h * kernel_w * (input_c / B) / 8)
+                                bytes (unpadded) */
   int32_t bitmap_bytes;
-  const int8_t* values;      /* num_filterlets * input_c int8, kept filterlets */
-  int32_t num_filterlets;    /* rows of values; must equal popcount(bitmap) */
+  const int8_t* values;      /* num_filterlets * B int8: the kept filterlets (blocks) */
+  int32_t num_filterlets;    /* kept filterlets (blocks); must equal popcount(bitmap) */
   const int32_t* bias;       /* [output_c] folded bias */
   const int32_t* multiplier; /* [output_c] */
   const int32_t* shift;      /* [output_c], positive = left shift */
+  int32_t block_size;        /* B; 0 = input_c (version 1 filterlets) */
 } dtmm_fwcs_filter;
 
 /**
  * @brief Checks dims, params and the FWCS arrays of a DTMM_CONV_2D layer.
  *
  * Rejects: null pointers, non-positive sizes, sizes whose products overflow int32
- * (DTMM_ERR_ARG); version != DTMM_FORMAT_VERSION (DTMM_ERR_VERSION); stride or
+ * (DTMM_ERR_ARG); version outside [DTMM_FORMAT_VERSION_MIN, DTMM_FORMAT_VERSION]
+ * (DTMM_ERR_VERSION); block_size other than 0 or input_c with version 1 or with
+ * a kernel larger than 1x1, block_size < 0 or not dividing input_c
+ * (DTMM_ERR_PARAMS); stride or
  * dilation < 1, negative padding or padding beyond the dilated kernel (top/left, and
  * the bottom/right the output size implies), coordinates that overflow int32
  * (output_h * stride_h + (kernel_h - 1) * dilation_h + pad_top + input_h must fit,
  * and the same along w: the stride counts even for a single output row), zero
  * points or activation bounds outside int8, act_min >
  * act_max, multiplier < 0, shift outside [-31, 30] (DTMM_ERR_PARAMS); bitmap
- * length != ceil(C_out * K_h * K_w / 8) or padding bits set (DTMM_ERR_BITMAP);
- * num_filterlets != popcount(bitmap), or values NULL with rows kept
- * (DTMM_ERR_VALUES). The caller checks that the values tensor really holds
- * num_filterlets * input_c bytes (the TFLM op takes both from its shape).
+ * length != ceil(C_out * K_h * K_w * (C_in / B) / 8) or padding bits set
+ * (DTMM_ERR_BITMAP); num_filterlets != popcount(bitmap), or values NULL with
+ * blocks kept (DTMM_ERR_VALUES). The caller checks that the values really hold
+ * num_filterlets * B bytes (the TFLM op takes both from its tensors' lengths) and,
+ * for version 2's 4-byte-padded bitmap, that the padding bytes are zero.
  *
  * After DTMM_OK, dtmm_conv_s8 reads only inside input/values/bitmap/bias/
  * multiplier/shift and writes only inside output and scratch, whatever the
@@ -89,7 +102,7 @@ dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims,
  * @brief Bytes of caller-provided scratch dtmm_conv_s8 needs (compiled path).
  *
  * Depends only on dims/params; 0 for arguments dtmm_conv_s8_validate rejects.
- * 0 for 1x1 kernels and for layers whose windows are all read in place (then
+ * 0 for 1x1 kernels (blocks or not) and for layers whose windows are all read in place (then
  * scratch may be NULL); otherwise up to P * K * C_in (K = kernel_h * kernel_w,
  * P = 4 MVE/portable, 3 DSP: one int8 im2col row per pixel of a group), rounded up
  * to 4: never more than CMSIS-NN's arm_convolve_s8_get_buffer_size for the same

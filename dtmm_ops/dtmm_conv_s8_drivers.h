@@ -17,13 +17,15 @@ typedef enum {
   DTMM_DRIVER_EXPANDED,  /* wide kernels, few channels: dense filter in scratch */
   DTMM_DRIVER_IM2COL,    /* groups through im2col rows: any kernel */
   DTMM_DRIVER_WINDOW,    /* in-place windows (MVE: rectangles, else strided lines) */
+  DTMM_DRIVER_POINTWISE_BLOCKS, /* 1x1 kernels with filterlet blocks of B < C_in */
 } dtmm_driver;
 
 /* The dims/params part of dtmm_conv_s8_validate (no filter needed). */
 dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims, const dtmm_conv_params* params);
 
-/* The driver dtmm_conv_s8 runs for this layer (depends on the shape only). */
-dtmm_driver dtmm_conv_s8_choose(const dtmm_geom* g);
+/* The driver dtmm_conv_s8 runs for this layer (depends on the shape and the block
+ * size only; block_size as in dtmm_fwcs_filter, 0 = C_in). */
+dtmm_driver dtmm_conv_s8_choose(const dtmm_geom* g, int32_t block_size);
 
 /* Output pixels [y, x] one at a time: the window in place when it is contiguous
  * there, else copied to scratch (taps * C_in bytes); channels 4 at a time on MVE. */
@@ -39,6 +41,11 @@ void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const in
 /* 1x1 kernels (no padding; any stride). Needs no scratch. */
 void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                        int8_t* out);
+
+/* 1x1 kernels with filterlet blocks of bk < C_in channels (version 2; any stride).
+ * Needs no scratch. */
+void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int32_t bk,
+                              const int8_t* in, int8_t* out);
 
 /* The kept filterlets expanded to the dense filter in scratch once per call,
  * then a dense conv over im2col rows (never slower as filterlets are pruned). */

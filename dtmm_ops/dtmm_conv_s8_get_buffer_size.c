@@ -6,11 +6,14 @@ int32_t dtmm_conv_s8_get_buffer_size(const dtmm_conv_dims* dims, const dtmm_conv
   int32_t bytes = 0;
   if (dtmm_check_shape(dims, params) != DTMM_OK) return 0; /* validate rejects it */
   dtmm_make_geom(dims, params, &g);
-  switch (dtmm_conv_s8_choose(&g)) {
+  /* Block layers (1x1, any block size) take the block driver or, at B = C_in, the
+   * filterlet drivers: the scratch of a 1x1 layer does not depend on B. */
+  switch (dtmm_conv_s8_choose(&g, 0)) {
     case DTMM_DRIVER_PIXEL:
       bytes = dtmm_pixel_s8_get_buffer_size(&g);
       break;
     case DTMM_DRIVER_POINTWISE:
+    case DTMM_DRIVER_POINTWISE_BLOCKS: /* no scratch: runs read in place */
       bytes = 0;
       break;
     case DTMM_DRIVER_EXPANDED:

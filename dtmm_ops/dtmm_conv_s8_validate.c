@@ -39,7 +39,8 @@ dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims, const dtmm_conv_params*
       !dtmm_product_fits(dims->kernel_h, dims->kernel_w, dims->input_c, 4))
     return DTMM_ERR_ARG;
 
-  if (params->version != DTMM_FORMAT_VERSION) return DTMM_ERR_VERSION;
+  if (params->version < DTMM_FORMAT_VERSION_MIN || params->version > DTMM_FORMAT_VERSION)
+    return DTMM_ERR_VERSION;
   if (params->stride_h < 1 || params->stride_w < 1 || params->dilation_h < 1 ||
       params->dilation_w < 1 || params->pad_top < 0 || params->pad_left < 0)
     return DTMM_ERR_PARAMS;
@@ -73,12 +74,22 @@ dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims, const dtmm_conv_pa
                                   const dtmm_fwcs_filter* filter) {
   const int64_t lim = INT32_MAX;
   int64_t bits;
-  int32_t i, oc, kept;
+  int32_t i, oc, kept, block;
   dtmm_status st;
   if (!dims || !params || !filter) return DTMM_ERR_ARG;
   st = dtmm_check_shape(dims, params);
   if (st != DTMM_OK) return st;
-  bits = (int64_t)dims->kernel_h * dims->kernel_w * dims->output_c;
+  /* Blocks: B divides C_in; B < C_in only in version 2 and for 1x1 kernels (the
+   * only layers with a block driver, docs/contract.md). */
+  block = filter->block_size == 0 ? dims->input_c : filter->block_size;
+  if (block < 1 || block > dims->input_c || dims->input_c % block != 0) return DTMM_ERR_PARAMS;
+  if (block < dims->input_c &&
+      (params->version < 2 || dims->kernel_h != 1 || dims->kernel_w != 1))
+    return DTMM_ERR_PARAMS;
+  /* C_out * K * (C_in / B) bits (+ 7): at most C_out * C_in for 1x1 blocks, and
+   * C_out * C_in < 2^31 is not implied by the shape checks. */
+  bits = (int64_t)dims->kernel_h * dims->kernel_w * dims->output_c * (dims->input_c / block);
+  if (bits + 7 > lim) return DTMM_ERR_ARG;
 
   if (!filter->bias || !filter->multiplier || !filter->shift) return DTMM_ERR_ARG;
   for (oc = 0; oc < dims->output_c; ++oc) {
@@ -98,6 +109,6 @@ dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims, const dtmm_conv_pa
   for (i = 0; i < filter->bitmap_bytes; ++i) kept += dtmm_popcount8(filter->bitmap[i]);
   if (filter->num_filterlets != kept) return DTMM_ERR_VALUES;
   if (kept > 0 && !filter->values) return DTMM_ERR_VALUES;
-  if ((int64_t)kept * dims->input_c > lim) return DTMM_ERR_VALUES;
+  if ((int64_t)kept * block > lim) return DTMM_ERR_VALUES;
   return DTMM_OK;
 }

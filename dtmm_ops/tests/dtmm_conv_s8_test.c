@@ -173,21 +173,33 @@ typedef struct {
   int32_t n_kept;
 } fwcs_t;
 
-/* Kept = bit set in `bitmap` (as given) -> rows of `w` in increasing bit order. */
+/* Kept = bit set in `bitmap` (as given) -> blocks of `w` in increasing bit order;
+ * bk = block size (0 = C_in: one bit per filterlet). */
 static void fwcs_from_bitmap(const layer_t* L, const int8_t* w, const uint8_t* bitmap,
-                             fwcs_t* f) {
+                             int32_t bk, fwcs_t* f) {
   const int32_t k = L->d.kernel_h * L->d.kernel_w, c = L->d.input_c;
-  const int32_t bits = L->d.output_c * k;
+  const int32_t blk = bk ? bk : c;
+  const int32_t bits = L->d.output_c * k * (c / blk);
   int32_t b, n = 0;
   f->bitmap_bytes = (bits + 7) / 8;
   for (b = 0; b < bits; ++b) n += (bitmap[b >> 3] >> (b & 7)) & 1;
   f->n_kept = n;
   f->bitmap = (uint8_t*)alloc_end((size_t)f->bitmap_bytes);
   memcpy(f->bitmap, bitmap, (size_t)f->bitmap_bytes);
-  f->values = n ? (int8_t*)alloc_end((size_t)n * c) : NULL;
+  f->values = n ? (int8_t*)alloc_end((size_t)n * blk) : NULL;
   n = 0;
   for (b = 0; b < bits; ++b)
-    if ((bitmap[b >> 3] >> (b & 7)) & 1) memcpy(f->values + (size_t)(n++) * c, w + (size_t)b * c, (size_t)c);
+    if ((bitmap[b >> 3] >> (b & 7)) & 1)
+      memcpy(f->values + (size_t)(n++) * blk, w + (size_t)b * blk, (size_t)blk);
+}
+
+static int32_t popcount_bytes(const uint8_t* b, int32_t n) {
+  int32_t i, k = 0;
+  for (i = 0; i < n; ++i) {
+    uint32_t v = b[i];
+    for (; v; v &= v - 1u) k++;
+  }
+  return k;
 }
 
 /* ------------------------------------------------------ run one case */
@@ -222,11 +234,11 @@ static int32_t scratch_bound(const layer_t* L) {
   return b;
 }
 
-/* Runs validate + kernel on (in, dense filter w masked by bitmap, folded bias...)
- * and compares with `expected`. */
-static void run_case(const char* name, const layer_t* L, const int8_t* in, const int8_t* w,
-                     const uint8_t* bitmap, const int32_t* folded_bias, const int32_t* mult,
-                     const int32_t* shift, const int8_t* expected) {
+/* Runs validate + kernel on (in, dense filter w masked by bitmap of blocks of bk
+ * channels (0 = C_in), folded bias...) and compares with `expected`. */
+static void run_case_blocks(const char* name, const layer_t* L, int32_t bk, const int8_t* in,
+                            const int8_t* w, const uint8_t* bitmap, const int32_t* folded_bias,
+                            const int32_t* mult, const int32_t* shift, const int8_t* expected) {
   const dtmm_conv_dims* d = &L->d;
   const int32_t in_n = d->batches * d->input_h * d->input_w * d->input_c;
   const int32_t out_n = d->batches * d->output_h * d->output_w * d->output_c;
@@ -238,7 +250,7 @@ static void run_case(const char* name, const layer_t* L, const int8_t* in, const
   dtmm_status st;
   char msg[160];
 
-  fwcs_from_bitmap(L, w, bitmap, &f);
+  fwcs_from_bitmap(L, w, bitmap, bk, &f);
   in_copy = (int8_t*)alloc_end((size_t)in_n);
   memcpy(in_copy, in, (size_t)in_n);
   filt.bitmap = f.bitmap;
@@ -248,6 +260,7 @@ static void run_case(const char* name, const layer_t* L, const int8_t* in, const
   filt.bias = folded_bias;
   filt.multiplier = mult;
   filt.shift = shift;
+  filt.block_size = bk;
 
   st = dtmm_conv_s8_validate(d, &L->p, &filt);
   sprintf(msg, "validate returned %d", (int)st);
@@ -280,6 +293,12 @@ static void run_case(const char* name, const layer_t* L, const int8_t* in, const
     check(1, "", name);
   }
   check(memcmp(in_copy, in, (size_t)in_n) == 0, "input modified", name);
+}
+
+static void run_case(const char* name, const layer_t* L, const int8_t* in, const int8_t* w,
+                     const uint8_t* bitmap, const int32_t* folded_bias, const int32_t* mult,
+                     const int32_t* shift, const int8_t* expected) {
+  run_case_blocks(name, L, 0, in, w, bitmap, folded_bias, mult, shift, expected);
 }
 
 /* ------------------------------------------------------ golden cases */
@@ -570,6 +589,7 @@ static void test_validation(void) {
   f.bias = bias;
   f.multiplier = mult;
   f.shift = shift;
+  f.block_size = 0;
   check(dtmm_conv_s8_validate(&d, &p, &f) == DTMM_OK, "valid layer rejected", "validate");
 
 #define EXPECT(call, code, what) check((call) == (code), what, "validate")
@@ -608,8 +628,12 @@ static void test_validation(void) {
   f2 = f; bad_mult[0] = 1; bad_mult[1] = -5; f2.multiplier = bad_mult;
   EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_PARAMS, "negative multiplier");
 
+  p2 = p; p2.version = 1;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_OK, "version 1");
   p2 = p; p2.version = 2;
-  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_VERSION, "version 2");
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_OK, "version 2 (B = C_in)");
+  p2 = p; p2.version = 3;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_VERSION, "version 3");
   p2 = p; p2.version = 0;
   EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_VERSION, "version 0");
   p2 = p; p2.stride_h = 0;
@@ -733,6 +757,7 @@ static void test_regressions(void) {
   f.bias = z1;
   f.multiplier = m1;
   f.shift = z1;
+  f.block_size = 0;
 
   /* The coordinate bound counts the stride when the output has one row or column:
    * with out_h = 1 and a stride near INT32_MAX the interior arithmetic used to
@@ -850,6 +875,198 @@ static void test_driver_shapes(void) {
   }
 }
 
+/* ------------------------------------------------ filterlet blocks (version 2) */
+
+/* Corruptions of a valid 1x1 block layer: 3 channels over C_in 32 at B = 8 (4
+ * blocks per channel, 12 bits, 2 bytes), one at a time. */
+static void test_block_validation(void) {
+  static const uint8_t good_bitmap[2] = {0x5B, 0x09}; /* 12 bits, 7 set */
+  static int8_t values[7 * 8];
+  static const int32_t bias[3] = {1, 2, 3}, mult[3] = {1 << 30, 1 << 30, 1 << 30},
+                       shift[3] = {-3, 0, 1};
+  dtmm_conv_dims d = {1, 4, 4, 32, 4, 4, 3, 1, 1};
+  dtmm_conv_params p = {2, 1, 1, 1, 1, 0, 0, 0, 0, -128, 127};
+  dtmm_conv_dims d2;
+  dtmm_conv_params p2;
+  dtmm_fwcs_filter f, f2;
+  uint8_t bm[8];
+  f.bitmap = good_bitmap;
+  f.bitmap_bytes = 2;
+  f.values = values;
+  f.num_filterlets = 7;
+  f.bias = bias;
+  f.multiplier = mult;
+  f.shift = shift;
+  f.block_size = 8;
+#define EXPECT(call, code, what) check((call) == (code), what, "validate blocks")
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f), DTMM_OK, "valid block layer");
+  p2 = p; p2.version = 1;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_PARAMS, "version 1 with B < C_in");
+  p2 = p; p2.version = 3;
+  EXPECT(dtmm_conv_s8_validate(&d, &p2, &f), DTMM_ERR_VERSION, "version 3");
+  f2 = f; f2.block_size = 12;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_PARAMS, "B not dividing C_in");
+  f2 = f; f2.block_size = -8;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_PARAMS, "negative B");
+  f2 = f; f2.block_size = 64;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_PARAMS, "B > C_in");
+  d2 = d; d2.kernel_h = d2.kernel_w = 3; d2.output_h = d2.output_w = 2;
+  EXPECT(dtmm_conv_s8_validate(&d2, &p, &f), DTMM_ERR_PARAMS, "B < C_in with a 3x3 kernel");
+  d2 = d; d2.kernel_w = 3; d2.output_w = 2;
+  EXPECT(dtmm_conv_s8_validate(&d2, &p, &f), DTMM_ERR_PARAMS, "B < C_in with a 1x3 kernel");
+  f2 = f; f2.bitmap_bytes = 1;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_BITMAP, "block bitmap too short");
+  /* version 2's 4-byte padding is the op's: the kernel takes the unpadded length */
+  f2 = f; memset(bm, 0, sizeof(bm)); memcpy(bm, good_bitmap, 2); f2.bitmap = bm;
+  f2.bitmap_bytes = 4;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_BITMAP, "padded block bitmap length");
+  /* B = 0 reads one bit per filter: 3 bits, the block bitmap's others are padding */
+  f2 = f; f2.bitmap_bytes = 1; f2.block_size = 0; f2.num_filterlets = popcount_bytes(good_bitmap, 1);
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_BITMAP, "B = 0 with a block bitmap");
+  f2 = f; memcpy(bm, good_bitmap, 2); bm[1] |= 0x10; f2.bitmap = bm; f2.num_filterlets = 8;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_BITMAP, "block padding bit set");
+  f2 = f; f2.num_filterlets = 6;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_VALUES, "too few blocks");
+  f2 = f; f2.num_filterlets = 8;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_VALUES, "too many blocks");
+  f2 = f; f2.values = NULL;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_ERR_VALUES, "null values with blocks kept");
+  f2 = f; memset(bm, 0, 2); f2.bitmap = bm; f2.values = NULL; f2.num_filterlets = 0;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_OK, "all blocks pruned");
+  f2 = f; f2.block_size = 32; f2.bitmap_bytes = 1; memset(bm, 0, 2); bm[0] = 0x05;
+  f2.bitmap = bm; f2.num_filterlets = 2;
+  EXPECT(dtmm_conv_s8_validate(&d, &p, &f2), DTMM_OK, "B = C_in explicitly");
+  d2 = d; d2.kernel_h = d2.kernel_w = 3; d2.output_h = d2.output_w = 2;
+  f2.bitmap_bytes = 4; /* 27 bits */
+  {
+    uint8_t bm27[4] = {0x05, 0, 0, 0};
+    int32_t b3[3] = {0, 0, 0};
+    f2.bitmap = bm27; f2.num_filterlets = 2; f2.shift = b3;
+    EXPECT(dtmm_conv_s8_validate(&d2, &p, &f2), DTMM_OK, "version 2, B = C_in, 3x3");
+    f2.block_size = 0;
+    EXPECT(dtmm_conv_s8_validate(&d2, &p, &f2), DTMM_OK, "version 2, B = 0, 3x3");
+  }
+#undef EXPECT
+  /* scratch: none for 1x1 block layers */
+  check(dtmm_conv_s8_get_buffer_size(&d, &p) == 0, "1x1 block layer needs scratch", "buffer_size");
+}
+
+/* One random 1x1 layer at block size bk with keep_pct % of the blocks kept (and
+ * optionally one fully pruned, one fully kept channel), against ref_conv on the
+ * dense filter with the pruned blocks zeroed. */
+static void run_blocks(const char* name, const layer_t* L, int32_t bk, uint32_t seed,
+                       int keep_pct, int edge_channels) {
+  const int32_t c = L->d.input_c, nb = c / bk, bits = L->d.output_c * nb;
+  const int32_t in_n = L->d.batches * L->d.input_h * L->d.input_w * c;
+  const int32_t w_n = L->d.output_c * c;
+  const int32_t out_n = L->d.batches * L->d.output_h * L->d.output_w * L->d.output_c;
+  int8_t* in = (int8_t*)alloc((size_t)in_n);
+  int8_t* w = (int8_t*)alloc((size_t)w_n);
+  int8_t* ref = (int8_t*)alloc((size_t)out_n);
+  uint8_t* bitmap = (uint8_t*)alloc((size_t)(bits + 7) / 8);
+  int32_t* bias = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  int32_t* folded = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  int32_t* mult = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  int32_t* shift = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  uint32_t s = seed;
+  int32_t b, oc;
+  for (b = 0; b < in_n; ++b) in[b] = rng_i8(&s);
+  for (b = 0; b < w_n; ++b) w[b] = rng_i8(&s);
+  memset(bitmap, 0, (size_t)(bits + 7) / 8);
+  for (b = 0; b < bits; ++b) {
+    const int32_t ch = b / nb;
+    int keep = (int)(rng_next(&s) % 100) < keep_pct;
+    if (edge_channels && L->d.output_c > 2 && ch == 1) keep = 0;
+    if (edge_channels && L->d.output_c > 2 && ch == L->d.output_c - 1) keep = 1;
+    if (keep) {
+      bitmap[b >> 3] |= (uint8_t)(1u << (b & 7));
+    } else {
+      memset(w + b * bk, 0, (size_t)bk);
+    }
+  }
+  for (oc = 0; oc < L->d.output_c; ++oc) {
+    bias[oc] = (int32_t)rng_next(&s) >> rng_range(&s, 12, 31);
+    mult[oc] = (int32_t)((1u << 30) + (rng_next(&s) >> 2));
+    shift[oc] = rng_range(&s, -12, 0);
+  }
+  fold(L, w, bias, folded);
+  ref_conv(L, in, w, bias, mult, shift, ref);
+  run_case_blocks(name, L, bk, in, w, bitmap, folded, mult, shift, ref);
+}
+
+/* Shapes aimed at the block driver: odd pixel counts (groups, overlapped last
+ * groups, single pixels), strides 1 and 2 (lines), B = 1..32, C_in up to 256 (more
+ * than 32 blocks per channel: runs across bitmap words, more runs than the table),
+ * all-pruned and all-kept channels, several sparsities; then random layers. */
+static void test_block_shapes(int random_cases) {
+  static const int32_t shapes[][10] = {
+      /* h, w, c_in, c_out, stride, valid, B, keep%, batches, seed */
+      {1, 1, 16, 5, 1, 0, 8, 50, 1, 1},     {1, 2, 32, 7, 1, 0, 16, 60, 1, 2},
+      {1, 3, 64, 9, 1, 0, 16, 70, 2, 3},    {3, 3, 64, 13, 1, 0, 16, 50, 1, 4},
+      {5, 5, 64, 16, 1, 0, 16, 25, 1, 5},   {5, 5, 64, 16, 1, 0, 16, 10, 1, 6},
+      {5, 5, 64, 16, 1, 0, 16, 100, 1, 7},  {4, 5, 64, 16, 1, 0, 16, 0, 1, 8},
+      {7, 7, 32, 11, 2, 0, 8, 50, 1, 9},    {7, 6, 32, 11, 2, 1, 4, 40, 1, 10},
+      {6, 9, 48, 6, 2, 0, 16, 75, 1, 11},   {5, 7, 96, 8, 1, 0, 32, 50, 1, 12},
+      {4, 4, 128, 10, 1, 0, 16, 50, 1, 13}, {3, 5, 256, 7, 1, 0, 16, 40, 1, 14},
+      {3, 3, 256, 5, 2, 0, 8, 50, 1, 15},   {2, 3, 256, 4, 1, 0, 1, 50, 1, 16},
+      {3, 3, 64, 6, 1, 0, 1, 30, 1, 17},    {3, 4, 64, 6, 1, 0, 4, 50, 1, 18},
+      {5, 5, 40, 9, 1, 0, 8, 90, 1, 19},    {9, 1, 64, 5, 1, 0, 16, 50, 1, 20},
+      {1, 9, 64, 5, 2, 1, 16, 50, 1, 21},   {6, 6, 256, 32, 1, 0, 32, 25, 1, 22},
+      {2, 2, 66, 5, 1, 0, 2, 50, 2, 23},    {11, 3, 24, 7, 1, 0, 12, 50, 1, 24},
+  };
+  size_t i;
+  char name[160];
+  uint32_t s = 0xB10C5EEDu;
+  for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
+    const int32_t* t = shapes[i];
+    layer_t L;
+    int32_t pt, pl, oh, ow;
+    arena_reset();
+    oh = out_size(t[0], 1, t[4], 1, (int)t[5], &pt);
+    ow = out_size(t[1], 1, t[4], 1, (int)t[5], &pl);
+    set_layer(&L, t[0], t[1], t[2], oh, ow, t[3], 1, 1);
+    L.d.batches = t[8];
+    L.p.version = 2;
+    L.p.stride_h = L.p.stride_w = t[4];
+    L.p.input_zero_point = -128 + (int32_t)(i * 71 % 256);
+    L.p.output_offset = (int32_t)(i * 37 % 256) - 128;
+    snprintf(name, sizeof(name), "blocks#%d %ldx%ldx%ld->%ld s%ld B%ld keep%ld%%", (int)i,
+             (long)t[0], (long)t[1], (long)t[2], (long)t[3], (long)t[4], (long)t[6], (long)t[7]);
+    run_blocks(name, &L, t[6], 0x51ED270Bu + (uint32_t)t[9], (int)t[7], (int)(i & 1));
+  }
+  for (i = 0; i < (size_t)random_cases; ++i) {
+    static const int32_t cins[] = {2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 128, 192, 256};
+    static const int32_t bks[] = {1, 2, 4, 8, 16, 32};
+    layer_t L;
+    int32_t c, bk, pt, pl, st;
+    int padding;
+    arena_reset();
+    c = cins[rng_next(&s) % (sizeof(cins) / sizeof(cins[0]))];
+    do {
+      bk = bks[rng_next(&s) % (sizeof(bks) / sizeof(bks[0]))];
+    } while (bk >= c || c % bk != 0);
+    st = rng_range(&s, 1, 3);
+    padding = (int)(rng_next(&s) & 1);
+    set_layer(&L, rng_range(&s, 1, 9), rng_range(&s, 1, 9), c, 0, 0, rng_range(&s, 1, 20), 1, 1);
+    L.d.batches = rng_range(&s, 1, 2);
+    L.p.version = 2;
+    L.p.stride_h = st;
+    L.p.stride_w = rng_range(&s, 1, 3);
+    L.d.output_h = out_size(L.d.input_h, 1, L.p.stride_h, 1, padding, &pt);
+    L.d.output_w = out_size(L.d.input_w, 1, L.p.stride_w, 1, padding, &pl);
+    L.p.input_zero_point = rng_range(&s, -128, 127);
+    L.p.output_offset = rng_range(&s, -128, 127);
+    if (rng_next(&s) & 1) {
+      L.p.activation_min = rng_range(&s, -128, 0);
+      L.p.activation_max = rng_range(&s, L.p.activation_min, 127);
+    }
+    snprintf(name, sizeof(name), "random blocks#%d n%ld %ldx%ldx%ld->%ld s%ld,%ld B%ld",
+             (int)i, (long)L.d.batches, (long)L.d.input_h, (long)L.d.input_w, (long)c,
+             (long)L.d.output_c, (long)L.p.stride_h, (long)L.p.stride_w, (long)bk);
+    run_blocks(name, &L, bk, rng_next(&s), (int)(rng_next(&s) % 101), (int)(rng_next(&s) & 1));
+  }
+}
+
 int main(int argc, char** argv) {
   int cases = DTMM_TEST_RANDOM_CASES;
   if (argc > 1) cases = atoi(argv[1]);
@@ -859,6 +1076,8 @@ int main(int argc, char** argv) {
   test_fixed_shapes();
   test_golden();
   test_random(cases);
+  test_block_validation();
+  test_block_shapes(cases / 5);
   printf("dtmm_conv_s8_test (%s path): %d passed, %d failed\n",
 #if defined(DTMM_FORCE_PORTABLE)
          "portable",

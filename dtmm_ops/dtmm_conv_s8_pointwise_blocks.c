@@ -1,0 +1,238 @@
+/* Block pointwise driver (1x1 kernels, filterlet blocks of B < C_in channels,
+ * format version 2), every architecture. A channel's kept blocks that follow each
+ * other in C_in are consecutive in values and read consecutive input bytes, so
+ * each stretch of them is one dense run. Kept channels outermost: their runs are
+ * merged once per channel into a small stack table, then groups of DTMM_P pixels
+ * along each line of the output (the whole plane at stride 1), all runs of the
+ * table per group (MVE: dtmm_mac_runs_x4, one vector requantization; DSP and
+ * portable: dtmm_mac_p per run), so the run bookkeeping is paid once per channel,
+ * not once per group. A channel with more runs than the table holds walks its
+ * bitmap per group instead. Fully pruned channels get their constant. A line's
+ * last group overlaps its neighbour when 2 or more pixels are left; a single
+ * leftover pixel (or a line shorter than a group) goes through dtmm_mac_1 per run.
+ * Needs no scratch; stack: the run table (MVE 17 * 24 bytes, else 16 * 8). */
+#include "dtmm_conv_s8_drivers.h"
+
+/* Runs one channel's table holds (at most (C_in / B + 1) / 2 runs per channel:
+ * 16 covers C_in <= 32 * B, e.g. C_in 512 at B = 16). */
+#define DTMM_BLK_MAX_RUNS 16
+
+typedef struct {
+  int32_t lines, len, pitch, line_in, line_out;
+  int32_t full, groups, last, single;
+} dtmm_blk_lines;
+
+/* A run of a channel: n bytes of weights (next in values) against input bytes
+ * [c0, c0 + n) of every pixel. */
+typedef struct {
+  int32_t c0, n;
+} dtmm_blk_run;
+
+/* The next run of consecutive set bits of the one-word mask m (m != 0): first bit
+ * *t, returns its length and clears it (adding the lowest set bit carries through
+ * the run; a run up to bit 31 carries out to 0). */
+DTMM_INLINE int32_t dtmm_blk_word_run(uint32_t* m, int32_t* t) {
+  const uint32_t low = *m & (0u - *m);
+  const uint32_t nxt = *m + low;
+  const int32_t t0 = DTMM_CTZ(*m);
+  *m &= nxt;
+  *t = t0;
+  return (nxt ? DTMM_CTZ(nxt) : 32) - t0;
+}
+
+/* The runs of channel oc (nb bits from bit oc * nb), merged across 32-bit words:
+ * returns their number, or -1 when there are more than DTMM_BLK_MAX_RUNS (the
+ * table then holds the first DTMM_BLK_MAX_RUNS). */
+static int32_t dtmm_blk_channel_runs(const dtmm_fwcs_filter* f, int32_t oc, int32_t nb,
+                                     int32_t bk, dtmm_blk_run* tb) {
+  int32_t c, s, len, n = 0;
+  int32_t end = -1; /* one past the last block of the previous run */
+  for (c = 0; c < nb; c += 32) {
+    uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, oc * nb + c, nb - c < 32 ? nb - c : 32);
+    while (m) {
+      len = dtmm_blk_word_run(&m, &s);
+      if (c + s == end) { /* continues the run of the previous word */
+        tb[n - 1].n += len * bk;
+      } else {
+        if (n == DTMM_BLK_MAX_RUNS) return -1;
+        tb[n].c0 = (c + s) * bk;
+        tb[n].n = len * bk;
+        n++;
+      }
+      end = c + s + len;
+    }
+  }
+  return n;
+}
+
+/* One pixel of channel oc over its bitmap (any number of runs). */
+static int32_t dtmm_blk_pixel_walk(const dtmm_fwcs_filter* f, int32_t oc, int32_t nb,
+                                   int32_t bk, const int8_t* w, const int8_t* x, int32_t a) {
+  int32_t c, s, len;
+  for (c = 0; c < nb; c += 32) {
+    uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, oc * nb + c, nb - c < 32 ? nb - c : 32);
+    while (m) {
+      len = dtmm_blk_word_run(&m, &s) * bk;
+      a = dtmm_mac_1(w, x + (c + s) * bk, len, a);
+      w += len;
+    }
+  }
+  return a;
+}
+
+/* DTMM_P pixels (pitch apart) of channel oc over its bitmap. */
+static void dtmm_blk_group_walk(const dtmm_fwcs_filter* f, int32_t oc, int32_t nb, int32_t bk,
+                                const int8_t* w, const int8_t* x, int32_t pitch, dtmm_acc* acc) {
+  int32_t c, s, len;
+  for (c = 0; c < nb; c += 32) {
+    uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, oc * nb + c, nb - c < 32 ? nb - c : 32);
+    while (m) {
+      len = dtmm_blk_word_run(&m, &s) * bk;
+      dtmm_mac_p(w, x + (c + s) * bk, pitch, len, acc);
+      w += len;
+    }
+  }
+}
+
+/* One pixel of a channel through its run table. */
+DTMM_INLINE int32_t dtmm_blk_pixel_table(const dtmm_blk_run* tb, int32_t nr, const int8_t* w,
+                                         const int8_t* x, int32_t a) {
+  int32_t r;
+  for (r = 0; r < nr; ++r) {
+    a = dtmm_mac_1(w, x + tb[r].c0, tb[r].n, a);
+    w += tb[r].n;
+  }
+  return a;
+}
+
+/* Requantization of one channel, hoisted out of the pixel loops. */
+typedef struct {
+  int32_t bias, mult, shift;
+#if defined(DTMM_ARCH_MVE)
+  dtmm_rq_x4 rq;
+#endif
+} dtmm_blk_rq;
+
+/* The pixels of one line that no group covers (see the file comment). */
+static void dtmm_blk_singles(const dtmm_geom* g, const dtmm_blk_lines* L,
+                             const dtmm_fwcs_filter* f, int32_t oc, int32_t nb, int32_t bk,
+                             const dtmm_blk_run* tb, int32_t nr, const int8_t* w,
+                             const dtmm_blk_rq* q, const int8_t* x, int8_t* o) {
+  int32_t i;
+  for (i = L->len - L->single; i < L->len; ++i) {
+    const int8_t* xp = x + i * L->pitch;
+    const int32_t a = nr >= 0 ? dtmm_blk_pixel_table(tb, nr, w, xp, q->bias)
+                              : dtmm_blk_pixel_walk(f, oc, nb, bk, w, xp, q->bias);
+    o[i * g->out_c] = dtmm_requant_out(a, q->mult, q->shift, g);
+  }
+}
+
+void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int32_t bk,
+                              const int8_t* in, int8_t* out) {
+  const int32_t out_c = g->out_c, nb = g->in_c / bk;
+  /* Stride 1 and as wide as the input: the plane is one line (1x1 has no padding,
+   * so in and out pixels correspond one to one); else one line per output row. */
+  const int flat = g->sh == 1 && g->sw == 1 && g->out_w == g->in_w;
+  const int8_t* w = f->values;
+  dtmm_blk_lines L;
+  int32_t oc, l, i, rest;
+#if defined(DTMM_ARCH_MVE)
+  dtmm_run xt[DTMM_BLK_MAX_RUNS + 1]; /* the table as dtmm_mac_runs_x4 reads it */
+  const uint32_t offs_u[4] = {0, (uint32_t)out_c, 2u * (uint32_t)out_c, 3u * (uint32_t)out_c};
+  const uint32x4_t offs = vld1q_u32(offs_u);
+  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
+#else
+  int32_t oo[DTMM_P];
+#endif
+  dtmm_blk_run tb[DTMM_BLK_MAX_RUNS];
+  L.lines = flat ? 1 : g->out_h;
+  L.len = flat ? g->out_h * g->out_w : g->out_w;
+  /* uint32: a stride may be huge when the output has one row or column; the step
+   * is then never used. */
+  L.pitch = (int32_t)((uint32_t)g->sw * (uint32_t)g->in_c);
+  L.line_in = (int32_t)((uint32_t)g->sh * (uint32_t)g->in_w * (uint32_t)g->in_c);
+  L.line_out = g->out_w * out_c;
+  rest = L.len % DTMM_P;
+  L.full = L.len / DTMM_P;
+  L.groups = L.full + (L.full > 0 && rest >= 2);
+  L.last = L.len - DTMM_P;
+  L.single = L.groups == 0 ? L.len : (rest >= 2 ? 0 : rest);
+#if !defined(DTMM_ARCH_MVE)
+  for (i = 0; i < DTMM_P; ++i) oo[i] = i * out_c;
+#endif
+
+  for (oc = 0; oc < out_c; ++oc) {
+    const int32_t nr = dtmm_blk_channel_runs(f, oc, nb, bk, tb);
+    int32_t kept_bytes = 0, r;
+    dtmm_blk_rq q;
+    q.bias = f->bias[oc];
+    q.mult = f->multiplier[oc];
+    q.shift = f->shift[oc];
+    if (nr == 0) { /* fully pruned: its constant in every pixel */
+      const int8_t v = dtmm_requant_out(q.bias, q.mult, q.shift, g);
+      int8_t* o = out + oc;
+      for (i = g->out_h * g->out_w; i > 0; --i, o += out_c) *o = v;
+      continue;
+    }
+    if (nr > 0) {
+      for (r = 0; r < nr; ++r) kept_bytes += tb[r].n;
+    } else { /* more runs than the table: count the channel's blocks */
+      int32_t c;
+      for (c = 0; c < nb; c += 32) {
+        uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, oc * nb + c, nb - c < 32 ? nb - c : 32);
+        for (; m; m &= m - 1u) kept_bytes += bk;
+      }
+    }
+#if defined(DTMM_ARCH_MVE)
+    q.rq = dtmm_rq_channel(q.mult, q.shift);
+    if (nr > 0) {
+      const int8_t* wr = w;
+      for (r = 0; r < nr; ++r) {
+        int32_t j;
+        for (j = 0; j < 4; ++j) xt[r].o[j] = tb[r].c0 + j * L.pitch;
+        xt[r].n = tb[r].n;
+        xt[r].w = wr;
+        wr += tb[r].n;
+      }
+      xt[nr].n = 0;
+      xt[nr].w = NULL;
+    }
+#endif
+    for (l = 0; l < L.lines; ++l) {
+      const int8_t* x = in + l * L.line_in;
+      int8_t* o = out + l * L.line_out + oc;
+      for (i = 0; i < L.groups; ++i) {
+        const int32_t px = i < L.full ? i * DTMM_P : L.last;
+        const int8_t* xp = x + px * L.pitch;
+#if defined(DTMM_ARCH_MVE)
+        int32x4_t v;
+        if (nr > 0) {
+          v = dtmm_mac_runs_x4(xt, xp, q.bias);
+        } else {
+          dtmm_acc acc;
+          dtmm_acc_set(&acc, q.bias);
+          dtmm_blk_group_walk(f, oc, nb, bk, w, xp, L.pitch, &acc);
+          v = dtmm_vec4(acc.a[0], acc.a[1], acc.a[2], acc.a[3]);
+        }
+        v = dtmm_requant_x4(v, q.rq.left, q.rq.mult, q.rq.neg, g->out_off, lo, hi);
+        vstrbq_scatter_offset_s32(o + px * out_c, offs, v);
+#else
+        dtmm_acc acc;
+        dtmm_acc_set(&acc, q.bias);
+        if (nr > 0) {
+          const int8_t* wr = w;
+          for (r = 0; r < nr; ++r) {
+            dtmm_mac_p(wr, xp + tb[r].c0, L.pitch, tb[r].n, &acc);
+            wr += tb[r].n;
+          }
+        } else {
+          dtmm_blk_group_walk(f, oc, nb, bk, w, xp, L.pitch, &acc);
+        }
+        dtmm_store_p(&acc, DTMM_P, q.mult, q.shift, g, o + px * out_c, oo);
+#endif
+      }
+      if (L.single > 0) dtmm_blk_singles(g, &L, f, oc, nb, bk, tb, nr, w, &q, x, o);
+    }
+    w += kept_bytes;
+  }
+}
