@@ -3,8 +3,9 @@
  * bench/kernels generates bench_layers.h (the selected layers, sparsities and the
  * buffer sizes they need) and builds this file against it. For every layer and
  * filterlet sparsity the harness builds random int8 data (fixed seeds), a random
- * filterlet mask with exactly round(s * C_out * K) pruned filterlets, the FWCS
- * filter, and calls each kernel once from its own noinline call site: bench/kernels
+ * filterlet mask with exactly round(s * C_out * K) pruned filterlets (layers with a
+ * block size B: round(s * C_out * C_in / B) pruned blocks, format version 2), the
+ * FWCS filter, and calls each kernel once from its own noinline call site: bench/kernels
  * counts the instructions of exactly those calls with the icount_calls TCG plugin.
  * Before each measured call it prints
  *   "CALL <n> <layer index> <sparsity %> <kernel> <scratch bytes> <const bytes>"
@@ -32,6 +33,7 @@
 
 typedef struct {
   int32_t h, w, c_in, c_out, kh, kw, sh, sw, dh, dw, valid;
+  int32_t block; /* filterlet block size B (version 2); 0 = C_in (version 1) */
 } layer_t;
 
 static const layer_t k_layers[] = {BENCH_LAYERS};
@@ -42,7 +44,7 @@ static const int k_sparsity_pct[] = {BENCH_SPARSITY};
 static BIG int8_t g_in[BENCH_MAX_IN];
 static BIG int8_t g_w[BENCH_MAX_W];      /* dense filterlet-pruned filter (OHWI) */
 static BIG int8_t g_values[BENCH_MAX_W]; /* FWCS values */
-static BIG uint8_t g_bitmap[BENCH_MAX_FL / 8 + 8];
+static BIG uint8_t g_bitmap[BENCH_MAX_FL / 8 + 8]; /* FL: filterlets or blocks */
 static BIG uint8_t g_keep[BENCH_MAX_FL];
 static BIG int32_t g_order[BENCH_MAX_FL];
 static BIG int32_t g_bias[BENCH_MAX_OC], g_folded[BENCH_MAX_OC];
@@ -222,7 +224,10 @@ static void run_layer(int32_t li, int pct) {
   dtmm_conv_params p;
   dtmm_fwcs_filter f;
   const int32_t k = L->kh * L->kw, c = L->c_in, oc_n = L->c_out;
-  const int32_t nfl = oc_n * k, nw = nfl * c;
+  /* one mask bit per filterlet, or per block of B channels: `unit` bytes each,
+   * consecutive in the dense OHWI filter */
+  const int32_t unit = L->block > 0 ? L->block : c;
+  const int32_t nfl = oc_n * k * (c / unit), nw = oc_n * k * c;
   const int32_t eff_h = (L->kh - 1) * L->dh + 1, eff_w = (L->kw - 1) * L->dw + 1;
   int32_t i, oc, n_kept, n_in, n_out, pad_h, pad_w, scr, n_pruned;
 
@@ -242,7 +247,7 @@ static void run_layer(int32_t li, int pct) {
   }
   pad_h = (d.output_h - 1) * L->sh + eff_h - L->h;
   pad_w = (d.output_w - 1) * L->sw + eff_w - L->w;
-  p.version = DTMM_FORMAT_VERSION;
+  p.version = unit < c ? 2 : 1;
   p.stride_h = L->sh;
   p.stride_w = L->sw;
   p.dilation_h = L->dh;
@@ -261,6 +266,7 @@ static void run_layer(int32_t li, int pct) {
   fail_if(nfl > BENCH_MAX_FL, li, "filterlets", nfl, BENCH_MAX_FL);
   fail_if(oc_n > BENCH_MAX_OC, li, "output channels", oc_n, BENCH_MAX_OC);
   fail_if(nfl < 1 || n_in < 1 || n_out < 1, li, "empty layer", 1, 0);
+  fail_if(c % unit != 0, li, "block size does not divide C_in", unit, c);
 
   g_rng = 0x1234567u + (uint32_t)li * 7919u + (uint32_t)pct * 104729u;
   for (i = 0; i < n_in; ++i) g_in[i] = (int8_t)(rng_next() >> 24);
@@ -270,7 +276,7 @@ static void run_layer(int32_t li, int pct) {
     g_mult[oc] = (int32_t)(0x40000000u + (rng_next() >> 2));
     g_shift[oc] = -9 - (int32_t)(rng_next() % 5u);
   }
-  /* Filterlet mask: exactly round(s * C_out * K) pruned. */
+  /* Filterlet (block) mask: exactly round(s * C_out * K * C_in / unit) pruned. */
   n_pruned = (int32_t)(((int64_t)nfl * pct + 50) / 100);
   random_subset(g_order, nfl, n_pruned);
   memset(g_keep, 1, (size_t)nfl);
@@ -280,10 +286,10 @@ static void run_layer(int32_t li, int pct) {
   for (i = 0; i < nfl; ++i) {
     if (g_keep[i]) {
       g_bitmap[i >> 3] |= (uint8_t)(1u << (i & 7));
-      memcpy(g_values + n_kept * c, g_w + i * c, (size_t)c);
+      memcpy(g_values + n_kept * unit, g_w + i * unit, (size_t)unit);
       n_kept++;
     } else {
-      memset(g_w + i * c, 0, (size_t)c);
+      memset(g_w + i * unit, 0, (size_t)unit);
     }
   }
   /* Folded biases (contract input 3). */
@@ -300,6 +306,7 @@ static void run_layer(int32_t li, int pct) {
   f.bias = g_folded;
   f.multiplier = g_mult;
   f.shift = g_shift;
+  f.block_size = unit < c ? unit : 0;
   if (dtmm_conv_s8_validate(&d, &p, &f) != DTMM_OK) {
     printf("ERROR layer %ld: dtmm_conv_s8_validate rejected it\n", (long)li);
     exit(1);
@@ -307,7 +314,7 @@ static void run_layer(int32_t li, int pct) {
   scr = dtmm_conv_s8_get_buffer_size(&d, &p);
   fail_if(scr > BENCH_MAX_SCRATCH, li, "dtmm scratch", scr, BENCH_MAX_SCRATCH);
   memset(g_out_dtmm, 0x5A, (size_t)n_out);
-  label(li, pct, "dtmm", scr, f.bitmap_bytes + n_kept * c + 12 * oc_n);
+  label(li, pct, "dtmm", scr, f.bitmap_bytes + n_kept * unit + 12 * oc_n);
   measure_dtmm(&d, &p, &f, g_in, g_out_dtmm, g_scratch);
 
   memset(g_out_ref, 0x3C, (size_t)n_out);

@@ -33,8 +33,9 @@ class Layer:
     dh: int = 1
     dw: int = 1
     padding: str = "SAME"  # or "VALID", TFLite semantics
-    group: str = "sweep"   # model | sweep | classic | heldout
+    group: str = "sweep"   # model | sweep | classic | heldout | blocks
     source: str = ""       # where the shape comes from
+    block: int = 0         # filterlet block size B (format version 2); 0 = C_in (filterlets)
 
     def out_hw(self) -> tuple[int, int]:
         def one(n, k, s, d):
@@ -61,11 +62,12 @@ class Layer:
             s += f" s{self.sh}" if self.sh == self.sw else f" s{self.sh},{self.sw}"
         if (self.dh, self.dw) != (1, 1):
             s += f" d{self.dh}" if self.dh == self.dw else f" d{self.dh},{self.dw}"
-        return s + (" valid" if self.padding == "VALID" else "")
+        s += " valid" if self.padding == "VALID" else ""
+        return s + (f" B{self.block}" if self.block else "")
 
     def key(self) -> tuple:
         return (self.h, self.w, self.c_in, self.c_out, self.kh, self.kw, self.sh, self.sw,
-                self.dh, self.dw, self.padding)
+                self.dh, self.dw, self.padding) + ((self.block,) if self.block else ())
 
 
 MLPERF = "mlcommons/tiny benchmark/training/"
@@ -236,7 +238,32 @@ def _heldout() -> list[Layer]:
 
 HELDOUT = _heldout()
 
-ALL = MODEL_LAYERS + SWEEP + CLASSIC + HELDOUT
+
+def _blocks() -> list[Layer]:
+    """The `blocks` group (format version 2, issue "Block filterlets"): the 1x1
+    convs with C_in >= 64 of the model, sweep and classic groups at B = 16 (the
+    issue's goal cells), a few of them at B = 8 and 32 too, and three held-out 1x1
+    shapes no block-driver choice was made on (names blk_ho*)."""
+    by_name = {L.name: L for L in MODEL_LAYERS + SWEEP + CLASSIC}
+    at16 = ["kws_pw", "vww_pw10", "vww_pw12", "vww_pw14", "vww_pw24", "vww_pw26", "sww_pw3",
+            "sww_pw5", "mww_pw64_64", "L6", "sw_pw_c256"]
+    other_b = {"kws_pw": (8, 32), "vww_pw14": (8, 32), "sw_pw_c256": (8, 32)}
+    out = []
+    for name in at16:
+        for b in (16, *other_b.get(name, ())):
+            out.append(dataclasses.replace(by_name[name], name=f"{name}_b{b}", group="blocks",
+                                           block=b, source=by_name[name].source))
+    held = [("blk_ho0", 10, 10, 96, 48, 1, "SAME"), ("blk_ho1", 7, 7, 160, 80, 1, "SAME"),
+            ("blk_ho2", 14, 14, 80, 24, 2, "VALID")]
+    for name, h, w, ci, co, s, pad in held:
+        out.append(Layer(name + "_b16", h, w, ci, co, 1, 1, s, s, padding=pad, group="blocks",
+                         source="held-out 1x1 shape (blocks: not tuned on)", block=16))
+    return out
+
+
+BLOCKS = _blocks()
+
+ALL = MODEL_LAYERS + SWEEP + CLASSIC + HELDOUT + BLOCKS
 
 # A quick subset for iterating on the kernels (a few minutes): one layer per kind.
 QUICK = ["L2", "L5", "L6", "rn8_c5", "kws_c0", "kws_pw", "vww_pw24", "mww_c0_32",
@@ -245,18 +272,18 @@ QUICK = ["L2", "L5", "L6", "rn8_c5", "kws_c0", "kws_pw", "vww_pw24", "mww_c0_32"
 
 def select(spec: str | None, layers: Iterable[Layer] = ALL) -> list[Layer]:
     """Layers named by a comma list of names, groups (model, sweep, classic,
-    heldout, quick, all) or fnmatch patterns (e.g. 'vww_*'); None = all but heldout.
-    Unknown names are an error."""
+    heldout, blocks, quick, all) or fnmatch patterns (e.g. 'vww_*'); None = all but
+    heldout and blocks. Unknown names are an error."""
     layers = list(layers)
     if not spec:
-        return [L for L in layers if L.group != "heldout"]
+        return [L for L in layers if L.group not in ("heldout", "blocks")]
     picked: list[Layer] = []
     for tok in [t.strip() for t in spec.split(",") if t.strip()]:
         if tok == "all":
             hits = layers
         elif tok == "quick":
             hits = [L for L in layers if L.name in QUICK]
-        elif tok in {"model", "sweep", "classic", "heldout"}:
+        elif tok in {"model", "sweep", "classic", "heldout", "blocks"}:
             hits = [L for L in layers if L.group == tok]
         else:
             hits = [L for L in layers if fnmatch.fnmatchcase(L.name, tok)]
