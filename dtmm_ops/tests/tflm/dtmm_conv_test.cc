@@ -492,6 +492,329 @@ TEST(DtmmConvMalformed, RequantConstants) {
   EXPECT_EQ(kTfLiteOk, RunDtmm(node, opts));
 }
 
+// ---- Version 2: one packed tensor w, short keys, block filterlets. ----
+
+// The version-2 form of a dense pruned layer (docs/contract.md "DTMM_CONV_2D
+// version 2"): blocks of b channels, a block kept iff any of its weights is
+// non-zero; w = planar int32 table, bitmap padded to 4 bytes, kept blocks.
+struct PackedV2 {
+  alignas(4) int8_t w[12 * dtmm_test::kMaxChannels + 4 * (dtmm_test::kMaxFilter / 32 + 1) +
+                      dtmm_test::kMaxFilter];
+  int w_bytes, bitmap_bytes, bitmap_padded, n_kept;
+};
+
+void PackV2(const Layer& l, int b, PackedV2* p) {
+  const LayerSpec& s = l.spec;
+  const int nb = s.in_c / b, bits = s.out_c * l.K() * nb;
+  memset(p, 0, sizeof(*p));
+  int32_t* table = reinterpret_cast<int32_t*>(p->w);
+  for (int oc = 0; oc < s.out_c; ++oc) {
+    table[oc] = l.folded_bias[oc];
+    table[s.out_c + oc] = l.multiplier[oc];
+    table[2 * s.out_c + oc] = l.shift[oc];
+  }
+  uint8_t* bitmap = reinterpret_cast<uint8_t*>(p->w + 12 * s.out_c);
+  p->bitmap_bytes = (bits + 7) / 8;
+  p->bitmap_padded = 4 * ((bits + 31) / 32);
+  int8_t* values = p->w + 12 * s.out_c + p->bitmap_padded;
+  p->n_kept = 0;
+  for (int i = 0; i < bits; ++i) {
+    const int8_t* blk = &l.filter[i * b];  // OHWI: block i is b contiguous bytes
+    bool kept = false;
+    for (int c = 0; c < b; ++c) kept = kept || blk[c] != 0;
+    if (!kept) continue;
+    bitmap[i >> 3] = static_cast<uint8_t>(bitmap[i >> 3] | (1u << (i & 7)));
+    memcpy(values + p->n_kept * b, blk, b);
+    ++p->n_kept;
+  }
+  p->w_bytes = 12 * s.out_c + p->bitmap_padded + p->n_kept * b;
+}
+
+// Prunes whole blocks of b channels of a 1x1 layer (prune_percent of them) and
+// rebuilds the FWCS view and folded biases: the pruned original for blocks.
+void PruneBlocks(Layer* l, int b, int prune_percent, uint32_t seed) {
+  const LayerSpec& s = l->spec;
+  dtmm_test::Rng rng{seed * 2246822519u + 7u};
+  const int blocks = s.out_c * l->K() * (s.in_c / b);
+  for (int i = 0; i < blocks; ++i) {
+    if (rng.Range(0, 99) < prune_percent) memset(&l->filter[i * b], 0, b);
+  }
+  const int per = l->K() * s.in_c;
+  for (int oc = 0; oc < s.out_c; ++oc) {
+    int32_t sum = 0;
+    for (int i = 0; i < per; ++i) sum += l->filter[oc * per + i];
+    l->folded_bias[oc] = l->bias[oc] - s.in_zp * sum;
+  }
+}
+
+struct V2Options {
+  int version = 2;
+  int b = 0;  // 0: C_in
+  int kh_override = -1;
+  const char* omit = nullptr;
+};
+
+std::vector<uint8_t> BuildOptionsV2(const Layer& l, const V2Options& o) {
+  const LayerSpec& s = l.spec;
+  flexbuffers::Builder fbb;
+  auto put = [&](const char* key, int value) {
+    if (o.omit == nullptr || strcmp(o.omit, key) != 0) fbb.Int(key, value);
+  };
+  const size_t start = fbb.StartMap();
+  put("version", o.version);
+  put("b", o.b > 0 ? o.b : s.in_c);
+  put("kh", o.kh_override > 0 ? o.kh_override : s.kh);
+  put("kw", s.kw);
+  put("sh", s.sh);
+  put("sw", s.sw);
+  put("dh", s.dh);
+  put("dw", s.dw);
+  put("p", s.padding);
+  put("z", s.in_zp);
+  put("lo", l.act_min);
+  put("hi", l.act_max);
+  fbb.EndMap(start);
+  fbb.Finish();
+  return fbb.GetBuffer();
+}
+
+struct DtmmNodeV2 {
+  int in_dims[5], w_dims[2], out_dims[5];
+  TfLiteTensor t[3];  // input, w, output
+  int inputs[3];
+  int outputs[2];
+
+  DtmmNodeV2(Layer& l, PackedV2& p, int8_t* out, int w_offset = 0) {
+    const LayerSpec& s = l.spec;
+    const int in[5] = {4, s.batches, s.in_h, s.in_w, s.in_c};
+    const int o[5] = {4, s.batches, l.out_h, l.out_w, s.out_c};
+    memcpy(in_dims, in, sizeof(in));
+    memcpy(out_dims, o, sizeof(o));
+    w_dims[0] = 1;
+    w_dims[1] = p.w_bytes;
+    t[0] = CreateQuantizedTensor(l.input, IntArrayFromInts(in_dims), l.in_scale, s.in_zp);
+    t[1] = CreateTensor(p.w + w_offset, IntArrayFromInts(w_dims));
+    t[1].allocation_type = kTfLiteMmapRo;
+    t[2] = CreateQuantizedTensor(out, IntArrayFromInts(out_dims), l.out_scale, s.out_zp);
+    inputs[0] = 2;
+    inputs[1] = 0;
+    inputs[2] = 1;
+    outputs[0] = 1;
+    outputs[1] = 2;
+  }
+};
+
+TfLiteStatus RunDtmmV2(DtmmNodeV2& node, const std::vector<uint8_t>& options) {
+  const TFLMRegistration reg = dtmm::Register_DTMM_CONV_2D();
+  tflite::micro::KernelRunner runner(reg, node.t, 3, IntArrayFromInts(node.inputs),
+                                     IntArrayFromInts(node.outputs), nullptr);
+  TF_LITE_ENSURE_STATUS(runner.InitAndPrepare(reinterpret_cast<const char*>(options.data()),
+                                              options.size()));
+  return runner.Invoke();
+}
+
+PackedV2 g_packed;
+int8_t g_v1_out[dtmm_test::kMaxOutput];
+
+// Version 2 at block size b (0: C_in) against the dense reference and TFLM's
+// CONV_2D on the same (zeroed-block) weights; at b = C_in also against version 1.
+void CheckLayerV2(const LayerSpec& spec, int b, int block_prune_percent) {
+  ASSERT_TRUE(dtmm_test::MakeLayer(spec, &g_layer));
+  Layer& l = g_layer;
+  if (b > 0 && b < spec.in_c) PruneBlocks(&l, b, block_prune_percent, spec.seed);
+  const int bk = b > 0 ? b : spec.in_c;
+  PackV2(l, bk, &g_packed);
+  const int n = l.OutputSize();
+  memset(g_dtmm_out, 0x55, sizeof(g_dtmm_out));
+  memset(g_tflm_out, 0x66, sizeof(g_tflm_out));
+  dtmm_test::DenseReference(l, g_ref_out);
+  V2Options o;
+  o.b = bk;
+  DtmmNodeV2 node(l, g_packed, g_dtmm_out);
+  ASSERT_EQ(kTfLiteOk, RunDtmmV2(node, BuildOptionsV2(l, o)));
+  ASSERT_EQ(kTfLiteOk, RunTflmConv(l, g_tflm_out));
+  EXPECT_EQ(0, memcmp(g_dtmm_out, g_ref_out, n));
+  EXPECT_EQ(0, memcmp(g_tflm_out, g_ref_out, n));
+  EXPECT_GE(CountDistinct(g_ref_out, n), 3);
+  for (int i = n; i < dtmm_test::kMaxOutput; ++i) {
+    if (g_dtmm_out[i] != 0x55) {
+      EXPECT_EQ(0x55, g_dtmm_out[i]);
+      break;
+    }
+  }
+  if (bk == spec.in_c) {  // B = C_in is exactly version 1
+    memset(g_v1_out, 0x44, sizeof(g_v1_out));
+    // version 1's FWCS arrays, rebuilt from the (unchanged) dense filter
+    ASSERT_TRUE(dtmm_test::MakeLayer(spec, &g_layer));
+    DtmmNode v1(g_layer, g_v1_out);
+    ASSERT_EQ(kTfLiteOk, RunDtmm(v1, dtmm_test::BuildOptions(g_layer, OptionsSpec())));
+    EXPECT_EQ(0, memcmp(g_v1_out, g_dtmm_out, n));
+  }
+}
+
+TEST(DtmmConvV2, BEqualsCin3x3EqualsV1AndConv2d) {
+  CheckLayerV2({1, 5, 5, 4, 6, 3, 3, 1, 1, 1, 1, 0, 0, -3, 5, 50, true, 31}, 0, 0);
+}
+TEST(DtmmConvV2, BEqualsCinDilatedStride2Relu6) {
+  CheckLayerV2({2, 6, 5, 3, 5, 2, 3, 2, 1, 2, 1, 0, 3, -128, 0, 30, true, 32}, 0, 0);
+}
+TEST(DtmmConvV2, BEqualsCin1x1) {
+  CheckLayerV2({1, 4, 4, 16, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, -1, 40, true, 33}, 0, 0);
+}
+TEST(DtmmConvV2, Blocks1x1B4) {
+  CheckLayerV2({1, 4, 4, 16, 8, 1, 1, 1, 1, 1, 1, 0, 0, 3, -1, 0, true, 34}, 4, 50);
+}
+TEST(DtmmConvV2, Blocks1x1B8Stride2Valid) {
+  CheckLayerV2({1, 5, 6, 32, 10, 1, 1, 2, 2, 1, 1, 1, 1, -7, 4, 0, true, 35}, 8, 60);
+}
+TEST(DtmmConvV2, Blocks1x1B16Batches2Heavy) {
+  CheckLayerV2({2, 2, 3, 64, 5, 1, 1, 1, 1, 1, 1, 0, 0, 12, 0, 0, false, 36}, 16, 80);
+}
+TEST(DtmmConvV2, Blocks1x1B1) {
+  CheckLayerV2({1, 3, 3, 12, 7, 1, 1, 1, 1, 1, 1, 0, 0, -20, 9, 0, true, 37}, 1, 50);
+}
+TEST(DtmmConvV2, Blocks1x1SomeFiltersPruned) {
+  CheckLayerV2({1, 5, 3, 32, 12, 1, 1, 1, 1, 1, 1, 0, 0, 1, 2, 40, true, 38}, 8, 30);
+}
+
+// ---- Version 2 malformed: Prepare fails with one message. ----
+
+const LayerSpec kV2Base = {1, 4, 4, 32, 5, 1, 1, 1, 1, 1, 1, 0, 0, -2, 3, 0, true, 41};
+
+bool V2BaselineOk(int b) {
+  if (!dtmm_test::MakeLayer(kV2Base, &g_layer)) return false;
+  PruneBlocks(&g_layer, b, 50, 41);
+  PackV2(g_layer, b, &g_packed);
+  V2Options o;
+  o.b = b;
+  DtmmNodeV2 node(g_layer, g_packed, g_dtmm_out);
+  return RunDtmmV2(node, BuildOptionsV2(g_layer, o)) == kTfLiteOk;
+}
+
+TfLiteStatus PrepareV2(const V2Options& o, int w_delta = 0, int w_offset = 0) {
+  DtmmNodeV2 node(g_layer, g_packed, g_dtmm_out, w_offset);
+  node.w_dims[1] += w_delta;
+  return RunDtmmV2(node, BuildOptionsV2(g_layer, o));
+}
+
+TEST(DtmmConvV2Malformed, WrongLength) {
+  ASSERT_TRUE(V2BaselineOk(8));
+  V2Options o;
+  o.b = 8;
+  EXPECT_NE(kTfLiteOk, PrepareV2(o, -1));
+  EXPECT_NE(kTfLiteOk, PrepareV2(o, 1));
+  EXPECT_NE(kTfLiteOk, PrepareV2(o, 8));   // one block too many
+  EXPECT_NE(kTfLiteOk, PrepareV2(o, -8));  // one block too few
+  EXPECT_NE(kTfLiteOk, PrepareV2(o, -g_packed.w_bytes + 12));  // table only
+}
+
+TEST(DtmmConvV2Malformed, Unaligned) {
+  ASSERT_TRUE(V2BaselineOk(8));
+  V2Options o;
+  o.b = 8;
+  // the same bytes one byte later: every length check passes, the alignment not
+  memmove(g_packed.w + 1, g_packed.w, g_packed.w_bytes);
+  EXPECT_NE(kTfLiteOk, PrepareV2(o, 0, 1));
+}
+
+TEST(DtmmConvV2Malformed, BitmapPadding) {
+  ASSERT_TRUE(V2BaselineOk(8));  // 5 * 4 = 20 bits: 3 bytes, padded to 4
+  V2Options o;
+  o.b = 8;
+  uint8_t* bitmap = reinterpret_cast<uint8_t*>(g_packed.w + 12 * kV2Base.out_c);
+  ASSERT_EQ(3, g_packed.bitmap_bytes);
+  ASSERT_EQ(4, g_packed.bitmap_padded);
+  bitmap[3] = 0x01;  // padding byte
+  EXPECT_NE(kTfLiteOk, PrepareV2(o));
+  bitmap[3] = 0;
+  bitmap[2] = static_cast<uint8_t>(bitmap[2] | 0x10);  // bit 20 >= 20 bits
+  EXPECT_NE(kTfLiteOk, PrepareV2(o, 8));  // even with a matching length
+  bitmap[2] = static_cast<uint8_t>(bitmap[2] & ~0x10);
+  EXPECT_EQ(kTfLiteOk, PrepareV2(o));
+}
+
+TEST(DtmmConvV2Malformed, BlockSize) {
+  ASSERT_TRUE(V2BaselineOk(8));
+  V2Options o;
+  o.b = 12;  // does not divide 32
+  EXPECT_NE(kTfLiteOk, PrepareV2(o));
+  o.b = 64;  // larger than C_in
+  EXPECT_NE(kTfLiteOk, PrepareV2(o));
+  o.b = 16;  // divides, but w was packed for 8
+  EXPECT_NE(kTfLiteOk, PrepareV2(o));
+  o = V2Options();
+  o.b = 8;
+  o.omit = "b";
+  EXPECT_NE(kTfLiteOk, PrepareV2(o));
+}
+
+TEST(DtmmConvV2Malformed, BlocksNeed1x1) {
+  // a 3x3 layer packed at B < C_in: rejected whatever its length
+  const LayerSpec spec = {1, 5, 5, 8, 3, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0, 0, true, 42};
+  ASSERT_TRUE(dtmm_test::MakeLayer(spec, &g_layer));
+  PackV2(g_layer, 4, &g_packed);
+  V2Options o;
+  o.b = 4;
+  EXPECT_NE(kTfLiteOk, PrepareV2(o));
+  PackV2(g_layer, 8, &g_packed);  // B = C_in is fine
+  o.b = 8;
+  EXPECT_EQ(kTfLiteOk, PrepareV2(o));
+}
+
+TEST(DtmmConvV2Malformed, VersionsAndInputs) {
+  ASSERT_TRUE(V2BaselineOk(8));
+  V2Options o;
+  o.b = 8;
+  for (int v : {3, 0, -1, 1}) {  // 1: version 1 needs its own keys and six inputs
+    o.version = v;
+    EXPECT_NE(kTfLiteOk, PrepareV2(o));
+  }
+  o.version = 2;
+  for (const char* key : {"version", "kh", "kw", "sh", "sw", "dh", "dw", "p", "z", "lo",
+                          "hi"}) {
+    o.omit = key;
+    EXPECT_NE(kTfLiteOk, PrepareV2(o));
+  }
+  o.omit = nullptr;
+  {
+    DtmmNodeV2 node(g_layer, g_packed, g_dtmm_out);
+    node.t[1].allocation_type = kTfLiteArenaRw;  // w must be constant
+    EXPECT_NE(kTfLiteOk, RunDtmmV2(node, BuildOptionsV2(g_layer, o)));
+  }
+  {
+    DtmmNodeV2 node(g_layer, g_packed, g_dtmm_out);
+    node.t[1].type = kTfLiteUInt8;
+    EXPECT_NE(kTfLiteOk, RunDtmmV2(node, BuildOptionsV2(g_layer, o)));
+  }
+  {
+    DtmmNodeV2 node(g_layer, g_packed, g_dtmm_out);
+    node.inputs[0] = 1;  // w missing
+    EXPECT_NE(kTfLiteOk, RunDtmmV2(node, BuildOptionsV2(g_layer, o)));
+  }
+  {
+    // version 2 options on a version-1 node (six inputs)
+    ASSERT_TRUE(dtmm_test::MakeLayer(kV2Base, &g_layer));
+    DtmmNode node(g_layer, g_dtmm_out);
+    o.b = kV2Base.in_c;
+    EXPECT_NE(kTfLiteOk, RunDtmm(node, BuildOptionsV2(g_layer, o)));
+  }
+}
+
+TEST(DtmmConvV2Malformed, RequantConstantsInTable) {
+  ASSERT_TRUE(V2BaselineOk(8));
+  V2Options o;
+  o.b = 8;
+  int32_t* table = reinterpret_cast<int32_t*>(g_packed.w);
+  const int32_t m = table[kV2Base.out_c + 1], sh = table[2 * kV2Base.out_c + 1];
+  table[kV2Base.out_c + 1] = -1;  // multiplier
+  EXPECT_NE(kTfLiteOk, PrepareV2(o));
+  table[kV2Base.out_c + 1] = m;
+  table[2 * kV2Base.out_c + 1] = 31;  // shift
+  EXPECT_NE(kTfLiteOk, PrepareV2(o));
+  table[2 * kV2Base.out_c + 1] = sh;
+  EXPECT_EQ(kTfLiteOk, PrepareV2(o));
+}
+
 TEST(DtmmOps, AddDtmmOpsRegistersOnce) {
   tflite::MicroMutableOpResolver<dtmm::kDtmmOpCount> resolver;
   EXPECT_EQ(kTfLiteOk, dtmm::AddDtmmOps(resolver));
