@@ -988,6 +988,13 @@ static void run_blocks(const char* name, const layer_t* L, int32_t bk, uint32_t 
     bias[oc] = (int32_t)rng_next(&s) >> rng_range(&s, 12, 31);
     mult[oc] = (int32_t)((1u << 30) + (rng_next(&s) >> 2));
     shift[oc] = rng_range(&s, -12, 0);
+    switch (rng_next(&s) % 16) { /* extremes of the requantization */
+      case 0: shift[oc] = rng_range(&s, -31, 30); break; /* wraps on the left shift */
+      case 1: mult[oc] = 0; break;
+      case 2: mult[oc] = INT32_MAX; shift[oc] = -31; break;
+      case 3: bias[oc] = (rng_next(&s) & 1) ? INT32_MAX - 7 : INT32_MIN + 7; break;
+      default: break;
+    }
   }
   fold(L, w, bias, folded);
   ref_conv(L, in, w, bias, mult, shift, ref);
