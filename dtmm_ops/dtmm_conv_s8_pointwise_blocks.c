@@ -17,6 +17,7 @@
  * 16 covers C_in <= 32 * B, e.g. C_in 512 at B = 16). */
 #define DTMM_BLK_MAX_RUNS 16
 
+
 typedef struct {
   int32_t lines, len, pitch, line_in, line_out;
   int32_t full, groups, last, single;
@@ -65,6 +66,7 @@ static int32_t dtmm_blk_channel_runs(const dtmm_fwcs_filter* f, int32_t oc, int3
   return n;
 }
 
+#if !defined(DTMM_ARCH_MVE) /* MVE: dtmm_blk_pixel_x4 */
 /* One pixel of channel oc over its bitmap (any number of runs). */
 static int32_t dtmm_blk_pixel_walk(const dtmm_fwcs_filter* f, int32_t oc, int32_t nb,
                                    int32_t bk, const int8_t* w, const int8_t* x, int32_t a) {
@@ -79,6 +81,7 @@ static int32_t dtmm_blk_pixel_walk(const dtmm_fwcs_filter* f, int32_t oc, int32_
   }
   return a;
 }
+#endif
 
 /* DTMM_P pixels (pitch apart) of channel oc over its bitmap. */
 static void dtmm_blk_group_walk(const dtmm_fwcs_filter* f, int32_t oc, int32_t nb, int32_t bk,
@@ -147,6 +150,113 @@ DTMM_INLINE int8_t dtmm_blk_out(int32_t acc, const dtmm_blk_rq* q) {
   return (int8_t)s;
 }
 
+#if defined(DTMM_ARCH_MVE)
+/* dtmm_mac_1x4 over rows row bytes apart, out of line: its asm needs every
+ * register, none left for a caller's loop. */
+static __attribute__((noinline)) void dtmm_blk_mac_1x4(const int8_t* w, int32_t row,
+                                                       const int8_t* x, int32_t n, int32_t* a) {
+  dtmm_mac_1x4(w, w + row, w + 2 * row, w + 3 * row, x, n, a);
+}
+
+/* s += one 16-byte block per set bit of m (m != 0): block t of x against the next
+ * 16 bytes of *w. 9 instructions per kept block, no run bookkeeping (as the FC
+ * kernel's B = 16 path). */
+DTMM_INLINE int32_t dtmm_blk_mac_bits16(const int8_t** w, const int8_t* x, uint32_t m,
+                                        int32_t s) {
+  const int8_t* wp = *w;
+  uint32_t t;
+  __asm volatile(
+      "1:\n\t"
+      "rbit %[t], %[m]\n\t"
+      "clz %[t], %[t]\n\t"
+      "add %[t], %[x], %[t], lsl #4\n\t"
+      "vldrb.8 q0, [%[t]]\n\t"
+      "vldrb.8 q1, [%[w]], #16\n\t"
+      "vmladava.s8 %[s], q0, q1\n\t"
+      "sub %[t], %[m], #1\n\t"
+      "ands %[m], %[m], %[t]\n\t"
+      "bne 1b\n"
+      : [s] "+Te"(s), [w] "+r"(wp), [m] "+r"(m), [t] "=&r"(t)
+      : [x] "r"(x) DTMM_ASM_READS(wp) DTMM_ASM_READS(x)
+      : "q0", "q1", "cc" DTMM_ASM_MEMORY);
+  *w = wp;
+  return s;
+}
+
+/* One channel's sum over one pixel from its bitmap (nb bits from pos); advances
+ * *w past the channel's blocks. A fully kept channel is one dense loop. */
+DTMM_INLINE int32_t dtmm_blk_channel_1(const dtmm_fwcs_filter* f, int32_t pos, int32_t nb,
+                                       int32_t bk, const int8_t** w, const int8_t* x) {
+  const int8_t* wp = *w;
+  int32_t c, s, len, a = 0;
+  if (nb <= 32 && bk == 16) { /* one word: the common case, no loop around it */
+    const uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, nb);
+    if (m == (nb == 32 ? 0xFFFFFFFFu : (1u << nb) - 1u)) {
+      a = dtmm_mac_1(wp, x, nb * 16, 0);
+      wp += nb * 16;
+    } else if (m) {
+      a = dtmm_blk_mac_bits16(&wp, x, m, 0);
+    }
+    *w = wp;
+    return a;
+  }
+  for (c = 0; c < nb; c += 32) {
+    const int32_t n = nb - c < 32 ? nb - c : 32;
+    uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos + c, n);
+    if (m == (n == 32 ? 0xFFFFFFFFu : (1u << n) - 1u)) {
+      a = dtmm_mac_1(wp, x + c * bk, n * bk, a);
+      wp += n * bk;
+    } else if (bk == 16 && m) {
+      a = dtmm_blk_mac_bits16(&wp, x + 16 * c, m, a);
+    } else {
+      while (m) {
+        len = dtmm_blk_word_run(&m, &s) * bk;
+        a = dtmm_mac_1(wp, x + (c + s) * bk, len, a);
+        wp += len;
+      }
+    }
+  }
+  *w = wp;
+  return a;
+}
+
+/* All channels of one pixel (input x, output o), 4 at a time: their sums (4 fully
+ * kept channels: the input loaded once for the 4), then one vector requantization
+ * and store for the 4 (a plane of one pixel, as in streaming models, is an FC
+ * layer). */
+static void dtmm_blk_pixel_x4(const dtmm_geom* g, const dtmm_fwcs_filter* f, int32_t nb,
+                              int32_t bk, const int8_t* x, int8_t* o) {
+  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
+  const int8_t* w = f->values;
+  const int32_t c_in = g->in_c;
+  int32_t oc0;
+  for (oc0 = 0; oc0 < g->out_c; oc0 += 4) {
+    const int32_t lanes = g->out_c - oc0 < 4 ? g->out_c - oc0 : 4;
+    const mve_pred16_t p = vctp32q((uint32_t)lanes);
+    int32_t a[4] = {0, 0, 0, 0}, j;
+    dtmm_rq_x4 rq;
+    int32x4_t v;
+    int full4 = lanes == 4 && nb <= 32;
+    if (full4) {
+      const uint32_t all = nb == 32 ? 0xFFFFFFFFu : (1u << nb) - 1u;
+      for (j = 0; j < 4 && full4; ++j)
+        full4 = dtmm_bits(f->bitmap, f->bitmap_bytes, (oc0 + j) * nb, nb) == all;
+    }
+    if (full4) {
+      dtmm_blk_mac_1x4(w, c_in, x, c_in, a);
+      w += 4 * c_in;
+    } else {
+      for (j = 0; j < lanes; ++j) a[j] = dtmm_blk_channel_1(f, (oc0 + j) * nb, nb, bk, &w, x);
+    }
+    rq = dtmm_rq_channels(f->multiplier + oc0, f->shift + oc0, lanes);
+    v = vaddq_s32(dtmm_vec4(a[0], a[1], a[2], a[3]), vldrwq_z_s32(f->bias + oc0, p));
+    v = dtmm_requant_x4(v, rq.left, rq.mult, rq.neg, g->out_off, lo, hi);
+    vstrbq_p_s32(o + oc0, v, p);
+  }
+}
+#endif
+
+#if !defined(DTMM_ARCH_MVE)
 /* The pixels of one line that no group covers (see the file comment). */
 static void dtmm_blk_singles(const dtmm_geom* g, const dtmm_blk_lines* L,
                              const dtmm_fwcs_filter* f, int32_t oc, int32_t nb, int32_t bk,
@@ -160,6 +270,7 @@ static void dtmm_blk_singles(const dtmm_geom* g, const dtmm_blk_lines* L,
     o[i * g->out_c] = dtmm_blk_out(a, q);
   }
 }
+#endif
 
 #if defined(DTMM_ARCH_DSP)
 /* True when every block of channel oc is kept. */
@@ -236,7 +347,13 @@ void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
   L.last = L.len - DTMM_P;
   L.single = L.groups == 0 ? L.len : (rest >= 2 ? 0 : rest);
 
-  for (oc = 0; oc < out_c; ++oc) {
+#if defined(DTMM_ARCH_MVE)
+  /* No group at all (lines shorter than DTMM_P): every pixel goes through
+   * dtmm_blk_pixel_x4 below. */
+  if (L.groups == 0) oc = out_c; else
+#endif
+  oc = 0;
+  for (; oc < out_c; ++oc) {
     int32_t nr;
 #if defined(DTMM_ARCH_DSP)
     /* dtmm_mac_2x2 needs C_in >= 4 (one word per row) */
@@ -311,15 +428,27 @@ void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
         } else {
           dtmm_blk_group_walk(f, oc, nb, bk, w, xp, L.pitch, &acc);
         }
-        {
+        { /* unrolled: the sums stay in registers */
           int8_t* op = o + px * out_c;
-          int32_t j;
-          for (j = 0; j < DTMM_P; ++j) op[j * out_c] = dtmm_blk_out(acc.a[j], &q);
+          op[0] = dtmm_blk_out(acc.a[0], &q);
+          op[out_c] = dtmm_blk_out(acc.a[1], &q);
+          op[2 * out_c] = dtmm_blk_out(acc.a[2], &q);
+#if DTMM_P == 4
+          op[3 * out_c] = dtmm_blk_out(acc.a[3], &q);
+#endif
         }
 #endif
       }
+#if !defined(DTMM_ARCH_MVE) /* MVE: all channels of each single pixel below */
       if (L.single > 0) dtmm_blk_singles(g, &L, f, oc, nb, bk, tb, nr, w, &q, x, o);
+#endif
     }
     w += kept_bytes;
   }
+#if defined(DTMM_ARCH_MVE)
+  for (l = 0; l < L.lines && L.single > 0; ++l)
+    for (i = L.len - L.single; i < L.len; ++i)
+      dtmm_blk_pixel_x4(g, f, nb, bk, in + l * L.line_in + i * L.pitch,
+                        out + l * L.line_out + i * out_c);
+#endif
 }
