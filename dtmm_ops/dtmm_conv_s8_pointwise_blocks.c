@@ -401,6 +401,25 @@ void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
     for (l = 0; l < L.lines; ++l) {
       const int8_t* x = in + l * L.line_in;
       int8_t* o = out + l * L.line_out + oc;
+#if defined(DTMM_ARCH_MVE)
+      if (nr > 0) { /* the hot loop: pointers stepped, constants in registers */
+        const int32x4_t left = q.rq.left, mul = q.rq.mult, neg = q.rq.neg;
+        const int32_t step_in = DTMM_P * L.pitch, step_out = DTMM_P * out_c;
+        const int32_t bias = q.bias, off = g->out_off;
+        const int8_t* xp = x;
+        int8_t* op = o;
+        for (i = 0; i < L.full; ++i, xp += step_in, op += step_out) {
+          const int32x4_t v = dtmm_mac_runs_x4(xt, xp, bias);
+          vstrbq_scatter_offset_s32(op, offs, dtmm_requant_x4(v, left, mul, neg, off, lo, hi));
+        }
+        if (L.groups > L.full) { /* the overlapping last group */
+          const int32x4_t v = dtmm_mac_runs_x4(xt, x + L.last * L.pitch, bias);
+          vstrbq_scatter_offset_s32(o + L.last * out_c, offs,
+                                    dtmm_requant_x4(v, left, mul, neg, off, lo, hi));
+        }
+        continue;
+      }
+#endif
       for (i = 0; i < L.groups; ++i) {
         const int32_t px = i < L.full ? i * DTMM_P : L.last;
         const int8_t* xp = x + px * L.pitch;
