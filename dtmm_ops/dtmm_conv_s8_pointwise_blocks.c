@@ -119,7 +119,7 @@ typedef struct {
 #endif
 } dtmm_blk_rq;
 
-static void dtmm_blk_rq_init(dtmm_blk_rq* q, const dtmm_geom* g, const dtmm_fwcs_filter* f,
+static void dtmm_rq_blk_init(dtmm_blk_rq* q, const dtmm_geom* g, const dtmm_fwcs_filter* f,
                              int32_t oc) {
   q->bias = f->bias[oc];
   q->mult = f->multiplier[oc];
@@ -139,7 +139,7 @@ static void dtmm_blk_rq_init(dtmm_blk_rq* q, const dtmm_geom* g, const dtmm_fwcs
 /* The output byte of accumulator acc: bit-exact dtmm_requant_out (the same
  * arithmetic, TFLite's MultiplyByQuantizedMultiplier, with the per-channel parts
  * precomputed). */
-DTMM_INLINE int8_t dtmm_blk_out(int32_t acc, const dtmm_blk_rq* q) {
+DTMM_INLINE int8_t dtmm_requant_blk(int32_t acc, const dtmm_blk_rq* q) {
   const int32_t x = (int32_t)((uint32_t)acc << q->left);
   const int32_t high = (int32_t)(((int64_t)x * q->mult + ((int64_t)1 << 30)) >> 31);
   const int32_t v = (high >> q->right) +
@@ -153,7 +153,7 @@ DTMM_INLINE int8_t dtmm_blk_out(int32_t acc, const dtmm_blk_rq* q) {
 #if defined(DTMM_ARCH_MVE)
 /* dtmm_mac_1x4 over rows row bytes apart, out of line: its asm needs every
  * register, none left for a caller's loop. */
-static __attribute__((noinline)) void dtmm_blk_mac_1x4(const int8_t* w, int32_t row,
+static __attribute__((noinline)) void dtmm_mac_blk_1x4(const int8_t* w, int32_t row,
                                                        const int8_t* x, int32_t n, int32_t* a) {
   dtmm_mac_1x4(w, w + row, w + 2 * row, w + 3 * row, x, n, a);
 }
@@ -161,7 +161,7 @@ static __attribute__((noinline)) void dtmm_blk_mac_1x4(const int8_t* w, int32_t 
 /* s += one 16-byte block per set bit of m (m != 0): block t of x against the next
  * 16 bytes of *w. 9 instructions per kept block, no run bookkeeping (as the FC
  * kernel's B = 16 path). */
-DTMM_INLINE int32_t dtmm_blk_mac_bits16(const int8_t** w, const int8_t* x, uint32_t m,
+DTMM_INLINE int32_t dtmm_mac_blk_bits16(const int8_t** w, const int8_t* x, uint32_t m,
                                         int32_t s) {
   const int8_t* wp = *w;
   uint32_t t;
@@ -195,7 +195,7 @@ DTMM_INLINE int32_t dtmm_blk_channel_1(const dtmm_fwcs_filter* f, int32_t pos, i
       a = dtmm_mac_1(wp, x, nb * 16, 0);
       wp += nb * 16;
     } else if (m) {
-      a = dtmm_blk_mac_bits16(&wp, x, m, 0);
+      a = dtmm_mac_blk_bits16(&wp, x, m, 0);
     }
     *w = wp;
     return a;
@@ -207,7 +207,7 @@ DTMM_INLINE int32_t dtmm_blk_channel_1(const dtmm_fwcs_filter* f, int32_t pos, i
       a = dtmm_mac_1(wp, x + c * bk, n * bk, a);
       wp += n * bk;
     } else if (bk == 16 && m) {
-      a = dtmm_blk_mac_bits16(&wp, x + 16 * c, m, a);
+      a = dtmm_mac_blk_bits16(&wp, x + 16 * c, m, a);
     } else {
       while (m) {
         len = dtmm_blk_word_run(&m, &s) * bk;
@@ -243,7 +243,7 @@ static void dtmm_blk_pixel_x4(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
         full4 = dtmm_bits(f->bitmap, f->bitmap_bytes, (oc0 + j) * nb, nb) == all;
     }
     if (full4) {
-      dtmm_blk_mac_1x4(w, c_in, x, c_in, a);
+      dtmm_mac_blk_1x4(w, c_in, x, c_in, a);
       w += 4 * c_in;
     } else {
       for (j = 0; j < lanes; ++j) a[j] = dtmm_blk_channel_1(f, (oc0 + j) * nb, nb, bk, &w, x);
@@ -267,7 +267,7 @@ static void dtmm_blk_singles(const dtmm_geom* g, const dtmm_blk_lines* L,
     const int8_t* xp = x + i * L->pitch;
     const int32_t a = nr >= 0 ? dtmm_blk_pixel_table(tb, nr, w, xp, q->bias)
                               : dtmm_blk_pixel_walk(f, oc, nb, bk, w, xp, q->bias);
-    o[i * g->out_c] = dtmm_blk_out(a, q);
+    o[i * g->out_c] = dtmm_requant_blk(a, q);
   }
 }
 #endif
@@ -295,8 +295,8 @@ static void dtmm_blk_pair(const dtmm_geom* g, const dtmm_fwcs_filter* f, int32_t
   const int8_t* x = in;
   int8_t* o = out;
   int32_t i;
-  dtmm_blk_rq_init(&q0, g, f, oc);
-  dtmm_blk_rq_init(&q1, g, f, oc + 1);
+  dtmm_rq_blk_init(&q0, g, f, oc);
+  dtmm_rq_blk_init(&q1, g, f, oc + 1);
   for (i = 0; i + 1 < len; i += 2) {
     int32_t a[4];
     a[0] = q0.bias;
@@ -304,16 +304,16 @@ static void dtmm_blk_pair(const dtmm_geom* g, const dtmm_fwcs_filter* f, int32_t
     a[2] = q0.bias;
     a[3] = q1.bias;
     dtmm_mac_2x2(w, x, c, c, a);
-    o[oc] = dtmm_blk_out(a[0], &q0);
-    o[oc + 1] = dtmm_blk_out(a[1], &q1);
-    o[out_c + oc] = dtmm_blk_out(a[2], &q0);
-    o[out_c + oc + 1] = dtmm_blk_out(a[3], &q1);
+    o[oc] = dtmm_requant_blk(a[0], &q0);
+    o[oc + 1] = dtmm_requant_blk(a[1], &q1);
+    o[out_c + oc] = dtmm_requant_blk(a[2], &q0);
+    o[out_c + oc + 1] = dtmm_requant_blk(a[3], &q1);
     x += 2 * c;
     o += 2 * out_c;
   }
   if (i < len) { /* odd last pixel */
-    o[oc] = dtmm_blk_out(dtmm_mac_1(w, x, c, q0.bias), &q0);
-    o[oc + 1] = dtmm_blk_out(dtmm_mac_1(w + c, x, c, q1.bias), &q1);
+    o[oc] = dtmm_requant_blk(dtmm_mac_1(w, x, c, q0.bias), &q0);
+    o[oc + 1] = dtmm_requant_blk(dtmm_mac_1(w + c, x, c, q1.bias), &q1);
   }
 }
 #endif
@@ -368,9 +368,9 @@ void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
     nr = dtmm_blk_channel_runs(f, oc, nb, bk, tb);
     int32_t kept_bytes = 0, r;
     dtmm_blk_rq q;
-    dtmm_blk_rq_init(&q, g, f, oc);
+    dtmm_rq_blk_init(&q, g, f, oc);
     if (nr == 0) { /* fully pruned: its constant in every pixel */
-      const int8_t v = dtmm_blk_out(q.bias, &q);
+      const int8_t v = dtmm_requant_blk(q.bias, &q);
       int8_t* o = out + oc;
       for (i = g->out_h * g->out_w; i > 0; --i, o += out_c) *o = v;
       continue;
@@ -449,11 +449,11 @@ void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
         }
         { /* unrolled: the sums stay in registers */
           int8_t* op = o + px * out_c;
-          op[0] = dtmm_blk_out(acc.a[0], &q);
-          op[out_c] = dtmm_blk_out(acc.a[1], &q);
-          op[2 * out_c] = dtmm_blk_out(acc.a[2], &q);
+          op[0] = dtmm_requant_blk(acc.a[0], &q);
+          op[out_c] = dtmm_requant_blk(acc.a[1], &q);
+          op[2 * out_c] = dtmm_requant_blk(acc.a[2], &q);
 #if DTMM_P == 4
-          op[3 * out_c] = dtmm_blk_out(acc.a[3], &q);
+          op[3 * out_c] = dtmm_requant_blk(acc.a[3], &q);
 #endif
         }
 #endif
