@@ -50,7 +50,8 @@ class Filter(ctypes.Structure):
                 ("values", ctypes.POINTER(ctypes.c_int8)), ("num_filterlets", ctypes.c_int32),
                 ("bias", ctypes.POINTER(ctypes.c_int32)),
                 ("multiplier", ctypes.POINTER(ctypes.c_int32)),
-                ("shift", ctypes.POINTER(ctypes.c_int32))]
+                ("shift", ctypes.POINTER(ctypes.c_int32)),
+                ("block_size", ctypes.c_int32)]  # B; 0 = C_in (version 1 filterlets)
 
 
 def _i32(v) -> int:

@@ -174,7 +174,7 @@ static int contract_rejects(const layer* L, int popcount, int need_bytes_ok) {
       d->output_h < 1 || d->output_w < 1 || d->output_c < 1 || d->kernel_h < 1 ||
       d->kernel_w < 1)
     return 1;
-  if (p->version != DTMM_FORMAT_VERSION) return 1;
+  if (p->version < DTMM_FORMAT_VERSION_MIN || p->version > DTMM_FORMAT_VERSION) return 1;
   if (p->stride_h < 1 || p->stride_w < 1 || p->dilation_h < 1 || p->dilation_w < 1 ||
       p->pad_top < 0 || p->pad_left < 0)
     return 1;
@@ -471,6 +471,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     f.bias = bias;
     f.multiplier = mult;
     f.shift = shift;
+    f.block_size = 0; /* version 1 filterlets */
     st = dtmm_conv_s8_validate(d, p, &f);
     count_status(st);
     if (st == DTMM_OK) fail("validate accepted a 1-byte bitmap for > 2^24 bits", &L, bits);
@@ -521,7 +522,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (L.corruption == kMultNegative) mult[d->output_c - 1] = -1 - (int32_t)(density & 7);
   if (L.corruption == kShiftHigh) shift[0] = 31 + (int32_t)(density & 1);
   if (L.corruption == kShiftLow) shift[0] = -32 - (int32_t)(density & 1);
-  if (L.corruption == kVersion) p->version = (density & 1) ? 0 : 2;
+  if (L.corruption == kVersion) p->version = (density & 1) ? 0 : DTMM_FORMAT_VERSION + 1;
 
   f.bitmap = bitmap;
   f.bitmap_bytes = L.bitmap_bytes;
@@ -530,6 +531,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   f.bias = L.corruption == kNullBias ? NULL : bias;
   f.multiplier = mult;
   f.shift = shift;
+  f.block_size = 0; /* version 1 filterlets */
 
   if (verbose) describe(&L);
   st = dtmm_conv_s8_validate(d, p, &f);
