@@ -9,7 +9,8 @@
  * the architecture is chosen at compile time in dtmm_conv_s8_support.h (Helium /
  * MVE, Arm DSP, portable C; -DDTMM_FORCE_PORTABLE forces the last). All paths
  * produce identical bytes (tested against dtmm.reference and a TFLite-semantics C
- * conv). Drivers and measurements: docs/kernels.md.
+ * conv). Drivers and measurements: docs/kernels.md; the block driver (version 2,
+ * 1x1): docs/block_conv.md.
  */
 #ifndef DTMM_OPS_DTMM_CONV_S8_H_
 #define DTMM_OPS_DTMM_CONV_S8_H_
