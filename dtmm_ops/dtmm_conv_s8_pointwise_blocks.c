@@ -10,7 +10,8 @@
  * bitmap per group instead. Fully pruned channels get their constant. A line's
  * last group overlaps its neighbour when 2 or more pixels are left; a single
  * leftover pixel (or a line shorter than a group) goes through dtmm_mac_1 per run.
- * Needs no scratch; stack: the run table (MVE 17 * 24 bytes, else 16 * 8). */
+ * Needs no scratch; stack: the run table (MVE 17 * 24 bytes, the runs converted in
+ * place; else 16 * 8). */
 #include "dtmm_conv_s8_drivers.h"
 
 /* Runs one channel's table holds (at most (C_in / B + 1) / 2 runs per channel:
@@ -328,12 +329,21 @@ void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
   dtmm_blk_lines L;
   int32_t oc, l, i, rest;
 #if defined(DTMM_ARCH_MVE)
-  dtmm_run xt[DTMM_BLK_MAX_RUNS + 1]; /* the table as dtmm_mac_runs_x4 reads it */
+  /* The runs, then (converted in place, last first) the table as
+   * dtmm_mac_runs_x4 reads it: one stack array for both. */
+  union {
+    dtmm_run x[DTMM_BLK_MAX_RUNS + 1];
+    dtmm_blk_run b[DTMM_BLK_MAX_RUNS];
+  } table;
+  dtmm_run* const xt = table.x;
+  dtmm_blk_run* const tb = table.b;
   const uint32_t offs_u[4] = {0, (uint32_t)out_c, 2u * (uint32_t)out_c, 3u * (uint32_t)out_c};
   const uint32x4_t offs = vld1q_u32(offs_u);
   const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
 #endif
+#if !defined(DTMM_ARCH_MVE)
   dtmm_blk_run tb[DTMM_BLK_MAX_RUNS];
+#endif
   L.lines = flat ? 1 : g->out_h;
   L.len = flat ? g->out_h * g->out_w : g->out_w;
   /* uint32: a stride may be huge when the output has one row or column; the step
@@ -386,16 +396,19 @@ void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
     }
 #if defined(DTMM_ARCH_MVE)
     if (nr > 0) {
-      const int8_t* wr = w;
-      for (r = 0; r < nr; ++r) {
-        int32_t j;
-        for (j = 0; j < 4; ++j) xt[r].o[j] = tb[r].c0 + j * L.pitch;
-        xt[r].n = tb[r].n;
-        xt[r].w = wr;
-        wr += tb[r].n;
-      }
+      /* Last run first: entry r of xt covers runs 3r..3r+2 of tb, all read already
+       * (r >= 1) or read just before (r = 0). */
+      const int8_t* wr = w + kept_bytes;
       xt[nr].n = 0;
       xt[nr].w = NULL;
+      for (r = nr - 1; r >= 0; --r) {
+        const int32_t c0 = tb[r].c0, n = tb[r].n;
+        int32_t j;
+        wr -= n;
+        for (j = 0; j < 4; ++j) xt[r].o[j] = c0 + j * L.pitch;
+        xt[r].n = n;
+        xt[r].w = wr;
+      }
     }
 #endif
     for (l = 0; l < L.lines; ++l) {
