@@ -30,13 +30,17 @@ from dataclasses import dataclass, field
 from dtmm.core import contract, fc, latency, size
 from dtmm.core.errors import ArgumentError, DtmmError, ModelError
 from dtmm.core.latency import DEFAULT_PREFER, DEFAULT_TARGET, PREFER
-from dtmm.core.ops import check_dtmm_ops, dtmm_form, read_conv
+from dtmm.core.ops import WRITE_VERSION, check_dtmm_ops, dtmm_form, read_conv
 from dtmm.core.tflite import BuiltinOperator, Model, Operator, read_file, write_atomic
 from dtmm.layers import (LayerReport, conv_report, format_table,  # noqa: F401
                          modeled_instructions)
 
 
-DTMM_SUFFIXES = tuple(t.name for t in contract.CONV_2D.inputs[1:])
+# Constant tensor names of a DTMM_CONV_2D: "<filter>/dtmm_<suffix>" (version 1),
+# "<op index>/dtmm_w" (version 2, FULLY_CONNECTED as well).
+DTMM_SUFFIXES = tuple(t.name for t in contract.CONV_2D_V1.inputs[1:])
+DTMM_V2_SUFFIXES = tuple(t.name for t in contract.CONV_2D_V2.inputs[1:])
+FORMAT_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -96,16 +100,29 @@ def _estimate(conv, form, options_len: int, tensor_users, buffer_users):
     fw = form.fwcs
     after = size.dtmm_conv_bytes(len(conv.filter.name), fw.c_out,
                                  fw.kernel_h * fw.kernel_w, fw.c_in, fw.num_kept,
-                                 options_len)
+                                 options_len, fw.block, form.version)
     return before, after
 
 
-def _rewrite(model: Model, conv, form, options, opcode, names_used: set) -> None:
+def _unique_base(base: str, suffixes, taken: set) -> str:
+    while any(f"{base}/dtmm_{n}" in taken for n in suffixes):
+        base += "'"
+    taken.update(f"{base}/dtmm_{n}" for n in suffixes)
+    return base
+
+
+def _rewrite(model: Model, conv, form, options, opcode, names_used: set,
+             taken: set) -> None:
     sg = model.subgraphs[conv.subgraph]
-    base = conv.filter.name or f"conv_{conv.op_index}"
-    if base in names_used:  # a filter tensor shared by two convs
-        base = f"{base}.op{conv.op_index}"
-    names_used.add(base)
+    if form.version == 1:
+        base = conv.filter.name or f"conv_{conv.op_index}"
+        if base in names_used:  # a filter tensor shared by two convs
+            base = f"{base}.op{conv.op_index}"
+        names_used.add(base)
+    else:  # short names: "<op index>/dtmm_w", unique in the file
+        base = _unique_base(f"{conv.op_index}" if conv.subgraph == 0 else
+                            f"{conv.subgraph}.{conv.op_index}",
+                            [n for n, _, _ in form.arrays()], taken)
     consts = [model.add_constant(sg, f"{base}/dtmm_{name}", array, dtype)
               for name, array, dtype in form.arrays()]
     sg.operators[conv.op_index] = Operator.custom(opcode, [conv.input] + consts,
@@ -121,14 +138,19 @@ def _not_faster_on(modeled: dict) -> list:
 
 def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
                   name: str = "input", target: str = DEFAULT_TARGET,
-                  prefer: str = DEFAULT_PREFER):
+                  prefer: str = DEFAULT_PREFER, format_version: int = WRITE_VERSION):
     """Convert a .tflite flatbuffer. Returns (output bytes, ConversionReport).
     `name` is how error messages call the model (the CLI passes the file name).
     `target`: cortex-m4, cortex-m55 or any (both); `prefer`: speed (rewrite only
     where smaller and modeled faster by latency.SPEED_MARGIN on the target(s))
-    or size (where smaller)."""
+    or size (where smaller). `format_version`: the DTMM_CONV_2D layout written,
+    2 (default: one packed constant, block filterlets) or 1 (five constants, for
+    devices built before version 2)."""
     if not 0.0 <= float(min_sparsity) <= 1.0:
         raise ArgumentError(f"min_sparsity must be in [0, 1], got {min_sparsity}")
+    if format_version not in FORMAT_VERSIONS:
+        raise ArgumentError(f"format_version must be one of "
+                            f"{', '.join(map(str, FORMAT_VERSIONS))}, got {format_version!r}")
     if prefer not in PREFER:
         raise ArgumentError(f"prefer must be one of {', '.join(PREFER)}, got {prefer!r}")
     targets = latency.resolve_targets(target)
@@ -154,7 +176,7 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
             report.layers.append(rep)
             if conv.skip:
                 continue
-            form = dtmm_form(conv)
+            form = dtmm_form(conv, format_version)
             options = contract.encode_map(form.options)
             rep.bytes_before, rep.bytes_after = _estimate(
                 conv, form, len(options), tensor_users, buffer_users)
@@ -186,12 +208,13 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
         report.file_bytes_after = len(buf)
         return buf, report
     names_used = set()
+    taken = {t.name for sg in model.subgraphs for t in sg.tensors}
     if plans:
         opcode = model.opcode(BuiltinOperator.CUSTOM, contract.CONV_2D.custom_code)
         for conv, form, options in plans:
-            _rewrite(model, conv, form, options, opcode, names_used)
+            _rewrite(model, conv, form, options, opcode, names_used, taken)
     if fc_plans:
-        _rewrite_fcs(model, fc_plans)
+        _rewrite_fcs(model, fc_plans, taken)
     out = model.save()
     # What the device will load: the flatbuffer verifier and every DTMM op through
     # the checks of the TFLM op's Prepare, before anything is written.
@@ -230,17 +253,15 @@ def _plan_fc(model, si, oi, name, targets, min_sparsity, always, prefer, report,
         fc_plans.append((f, choice, op))
 
 
-def _rewrite_fcs(model: Model, fc_plans) -> None:
+def _rewrite_fcs(model: Model, fc_plans, taken: set) -> None:
     opcode = model.opcode(BuiltinOperator.CUSTOM, contract.FULLY_CONNECTED.custom_code)
-    taken = {t.name for sg in model.subgraphs for t in sg.tensors}
     for f, choice, op in fc_plans:
         sg = model.subgraphs[f.subgraph]
-        base = f"{f.op_index}" if f.subgraph == 0 else f"{f.subgraph}.{f.op_index}"
-        while any(f"{base}/dtmm_{n}" in taken for n, _, _ in choice.form.arrays()):
-            base += "'"
+        base = _unique_base(f"{f.op_index}" if f.subgraph == 0 else
+                            f"{f.subgraph}.{f.op_index}",
+                            [n for n, _, _ in choice.form.arrays()], taken)
         consts = []
         for n, array, dtype in choice.form.arrays():
-            taken.add(f"{base}/dtmm_{n}")
             consts.append(model.add_constant(sg, f"{base}/dtmm_{n}", array, dtype))
         sg.operators[f.op_index] = Operator.custom(opcode, [f.input] + consts, [f.output],
                                                    choice.options)
@@ -257,13 +278,14 @@ def conv_shape(conv, fwcs) -> latency.ConvShape:
 
 
 def convert_file(in_path, out_path, min_sparsity: float = 0.0, always: bool = False,
-                 target: str = DEFAULT_TARGET,
-                 prefer: str = DEFAULT_PREFER) -> ConversionReport:
+                 target: str = DEFAULT_TARGET, prefer: str = DEFAULT_PREFER,
+                 format_version: int = WRITE_VERSION) -> ConversionReport:
     """Convert IN to OUT (written atomically; IN is never modified). When nothing
     is rewritten OUT is a byte-identical copy of IN. Options as convert_model."""
     buf = read_file(in_path)
     out, report = convert_model(buf, min_sparsity=min_sparsity, always=always,
-                                name=os.fspath(in_path), target=target, prefer=prefer)
+                                name=os.fspath(in_path), target=target, prefer=prefer,
+                                format_version=format_version)
     if os.path.exists(out_path) and os.path.samefile(in_path, out_path):
         raise ModelError(f"output {out_path} is the input file; choose another path")
     write_atomic(out_path, out)
