@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from dtmm.core import contract, fc, latency, size
 from dtmm.core.errors import ArgumentError, DtmmError, ModelError
+from dtmm.core.fwcs import block_sparsity
 from dtmm.core.latency import DEFAULT_PREFER, DEFAULT_TARGET, PREFER
 from dtmm.core.ops import WRITE_VERSION, check_dtmm_ops, dtmm_form, read_conv
 from dtmm.core.tflite import BuiltinOperator, Model, Operator, read_file, write_atomic
@@ -203,6 +204,12 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
                         f"{', '.join(slower)})" if slower else "")
                 else:
                     rep.reason = f"rewritten: smaller, modeled {latency.margin_text()}+ faster"
+            if not always and not rejected and format_version == 2:
+                block = _choose_block(conv, rep, targets, min_sparsity, prefer,
+                                      tensor_users, buffer_users)
+                if block is not None:
+                    form, options = block
+            if rep.rewritten:
                 plans.append((conv, form, options))
     if not plans and not fc_plans:
         report.file_bytes_after = len(buf)
@@ -221,6 +228,67 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
     check_dtmm_ops(Model.read(out, f"the conversion of {name}"), f"the conversion of {name}")
     report.file_bytes_after = len(out)
     return out, report
+
+
+# -- block filterlets for 1x1 convs (format version 2) -----------------------------
+def block_candidates(conv) -> list:
+    """Block sizes B < C_in (fc.BLOCK_CANDIDATES dividing C_in) a 1x1 conv may take:
+    those whose blocks are sparser than its filterlets (else B = C_in skips as
+    much with fewer bits)."""
+    c_out, kh, kw, c_in = conv.shape
+    if (kh, kw) != (1, 1):
+        return []
+    return [b for b in fc.BLOCK_CANDIDATES if b < c_in and c_in % b == 0
+            and block_sparsity(conv.weights, b) > conv.sparsity]
+
+
+def _choose_block(conv, rep, targets, min_sparsity, prefer, tensor_users, buffer_users):
+    """(form, options) of the best block size B < C_in of a 1x1 conv when it beats
+    the B = C_in decision already in `rep` (updated in place), else None. Same rule
+    as FULLY_CONNECTED: smaller, and with prefer="speed" modeled SPEED_MARGIN
+    faster on every target; a target with no block model never takes B < C_in for
+    speed (prefer="size" may)."""
+    best = None
+    no_model = set()
+    for b in block_candidates(conv):
+        form = dtmm_form(conv, 2, b)
+        if form.device_rejects() or form.fwcs.sparsity < min_sparsity:
+            continue
+        options = contract.encode_map(form.options)
+        before, after = _estimate(conv, form, len(options), tensor_users, buffer_users)
+        if after >= before:
+            continue
+        shape = conv_shape(conv, form.fwcs)
+        modeled = latency.modeled_where_fitted(shape, targets)
+        missing = [t for t in targets if t not in modeled]
+        no_model.update(missing)
+        fast = not missing and not _not_faster_on(modeled)
+        if prefer == "speed" and not fast:
+            continue
+        key = (after, sum(m for _, m in modeled.values())) if prefer == "size" else \
+            (sum(m for _, m in modeled.values()), after)
+        if best is None or key < best[0]:
+            best = (key, form, options, after, modeled, missing)
+    if best is None:
+        if no_model and prefer == "speed":
+            rep.reason += f"; B < C_in: {latency.no_model_text(sorted(no_model))}"
+        return None
+    key, form, options, after, modeled, missing = best
+    if rep.rewritten:  # B = C_in is rewritten already: the block form must beat it
+        base = (rep.bytes_after, sum(m for _, m in rep.modeled.values())) \
+            if prefer == "size" else (sum(m for _, m in rep.modeled.values()),
+                                      rep.bytes_after)
+        if base <= key:
+            return None
+    rep.rewritten = True
+    rep.bytes_after, rep.modeled, rep.sparsity = after, modeled, form.fwcs.sparsity
+    rep.reason = f"rewritten: B={form.block}, smaller" + (
+        f", modeled {latency.margin_text()}+ faster" if not missing and
+        not _not_faster_on(modeled) else
+        f" ({latency.no_model_text(missing)})" if missing else
+        f" (not modeled {latency.margin_text()} faster on "
+        f"{', '.join(_not_faster_on(modeled))})")
+    return form, options
 
 
 # -- FULLY_CONNECTED -> DTMM_FULLY_CONNECTED (format version 2, dtmm.core.fc) ---------
@@ -268,13 +336,15 @@ def _rewrite_fcs(model: Model, fc_plans, taken: set) -> None:
 
 
 def conv_shape(conv, fwcs) -> latency.ConvShape:
-    """What the latency models read of a conv with filter `fwcs`."""
+    """What the latency models read of a conv with filter `fwcs` (kept_filterlets
+    counts kept blocks when fwcs.block < C_in)."""
     c_out, kh, kw, c_in = conv.shape
     return latency.ConvShape(
         out_h=conv.out_hw[0], out_w=conv.out_hw[1], c_in=c_in, c_out=c_out, kh=kh, kw=kw,
         stride=tuple(conv.stride), dilation=tuple(conv.dilation),
         kept_filterlets=fwcs.num_kept,
-        pruned_filters=int((~fwcs.mask.reshape(c_out, -1).any(axis=1)).sum()))
+        pruned_filters=int((~fwcs.mask.reshape(c_out, -1).any(axis=1)).sum()),
+        block=None if fwcs.block == c_in else fwcs.block)
 
 
 def convert_file(in_path, out_path, min_sparsity: float = 0.0, always: bool = False,
