@@ -139,14 +139,16 @@ def _not_faster_on(modeled: dict) -> list:
 
 def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
                   name: str = "input", target: str = DEFAULT_TARGET,
-                  prefer: str = DEFAULT_PREFER, format_version: int = WRITE_VERSION):
+                  prefer: str = DEFAULT_PREFER, format_version: int = WRITE_VERSION,
+                  block_size: int | None = None):
     """Convert a .tflite flatbuffer. Returns (output bytes, ConversionReport).
     `name` is how error messages call the model (the CLI passes the file name).
     `target`: cortex-m4, cortex-m55 or any (both); `prefer`: speed (rewrite only
     where smaller and modeled faster by latency.SPEED_MARGIN on the target(s))
     or size (where smaller). `format_version`: the DTMM_CONV_2D layout written,
     2 (default: one packed constant, block filterlets) or 1 (five constants, for
-    devices built before version 2)."""
+    devices built before version 2). `block_size`: B for every 1x1 conv it divides
+    (version 2; test and device models), instead of the converter's choice."""
     if not 0.0 <= float(min_sparsity) <= 1.0:
         raise ArgumentError(f"min_sparsity must be in [0, 1], got {min_sparsity}")
     if format_version not in FORMAT_VERSIONS:
@@ -154,6 +156,10 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
                             f"{', '.join(map(str, FORMAT_VERSIONS))}, got {format_version!r}")
     if prefer not in PREFER:
         raise ArgumentError(f"prefer must be one of {', '.join(PREFER)}, got {prefer!r}")
+    if block_size is not None and (format_version != 2 or isinstance(block_size, bool)
+                                   or not isinstance(block_size, int) or block_size < 1):
+        raise ArgumentError(f"block_size must be a positive int with format_version 2, "
+                            f"got {block_size!r}")
     targets = latency.resolve_targets(target)
     buf = bytes(buf)
     model = Model.read(buf, name)
@@ -177,12 +183,18 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
             report.layers.append(rep)
             if conv.skip:
                 continue
-            form = dtmm_form(conv, format_version)
+            c_out, kh, kw, c_in = conv.shape
+            forced = block_size if block_size is not None and (kh, kw) == (1, 1) and \
+                block_size < c_in and c_in % block_size == 0 else None
+            form = dtmm_form(conv, format_version, forced)
+            if forced is not None:
+                rep.sparsity = form.fwcs.sparsity
             options = contract.encode_map(form.options)
             rep.bytes_before, rep.bytes_after = _estimate(
                 conv, form, len(options), tensor_users, buffer_users)
-            rep.modeled = modeled_instructions(conv_shape(conv, form.fwcs), targets)
-            slower = _not_faster_on(rep.modeled)
+            rep.modeled = latency.modeled_where_fitted(conv_shape(conv, form.fwcs), targets)
+            # a target with no model for this form (forced blocks) is not faster there
+            slower = _not_faster_on(rep.modeled) + [t for t in targets if t not in rep.modeled]
             rejected = form.device_rejects()
             if rejected:
                 rep.reason = f"kept: the device would reject the DTMM form ({rejected})"
@@ -204,7 +216,9 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
                         f"{', '.join(slower)})" if slower else "")
                 else:
                     rep.reason = f"rewritten: smaller, modeled {latency.margin_text()}+ faster"
-            if not always and not rejected and format_version == 2:
+            if forced is not None:
+                rep.reason += f" (B={forced} forced)"
+            elif not always and not rejected and format_version == 2:
                 block = _choose_block(conv, rep, targets, min_sparsity, prefer,
                                       tensor_users, buffer_users)
                 if block is not None:
@@ -349,13 +363,14 @@ def conv_shape(conv, fwcs) -> latency.ConvShape:
 
 def convert_file(in_path, out_path, min_sparsity: float = 0.0, always: bool = False,
                  target: str = DEFAULT_TARGET, prefer: str = DEFAULT_PREFER,
-                 format_version: int = WRITE_VERSION) -> ConversionReport:
+                 format_version: int = WRITE_VERSION,
+                 block_size: int | None = None) -> ConversionReport:
     """Convert IN to OUT (written atomically; IN is never modified). When nothing
     is rewritten OUT is a byte-identical copy of IN. Options as convert_model."""
     buf = read_file(in_path)
     out, report = convert_model(buf, min_sparsity=min_sparsity, always=always,
                                 name=os.fspath(in_path), target=target, prefer=prefer,
-                                format_version=format_version)
+                                format_version=format_version, block_size=block_size)
     if os.path.exists(out_path) and os.path.samefile(in_path, out_path):
         raise ModelError(f"output {out_path} is the input file; choose another path")
     write_atomic(out_path, out)
