@@ -147,13 +147,16 @@ class ConvShape:
         return self.c_out * self.taps * (np.asarray(self.c_in) // self.block_width)
 
     @classmethod
-    def from_sparsity(cls, out_h, out_w, c_in, c_out, kh, kw, sparsity, **kw_):
-        """Random filterlet mask with round(s * C_out * K) pruned, as bench/kernels uses:
-        the expected number of fully pruned filters is C_out * s^K."""
-        n = c_out * kh * kw
+    def from_sparsity(cls, out_h, out_w, c_in, c_out, kh, kw, sparsity, block=None, **kw_):
+        """Random filterlet (or, with block B < C_in, block) mask with round(s * units)
+        pruned, as bench/kernels uses: the expected number of fully pruned filters is
+        C_out * s^(units per filter)."""
+        block = None if block in (None, 0) or block == c_in else int(block)
+        per_filter = kh * kw * (1 if block is None else c_in // block)
+        n = c_out * per_filter
         kept = n - int(sparsity * n + 0.5)
         return cls(out_h, out_w, c_in, c_out, kh, kw, kept_filterlets=kept,
-                   pruned_filters=round(c_out * sparsity ** (kh * kw)), **kw_)
+                   pruned_filters=round(c_out * sparsity ** per_filter), block=block, **kw_)
 
 
 def class_masks(kernel: str, s: ConvShape) -> dict:
