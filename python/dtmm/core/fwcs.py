@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dtmm.core.contract import CONV_2D
+from dtmm.core.contract import CONV_2D_V2
 from dtmm.core.errors import FormatError
 
-FORMAT_VERSION = CONV_2D.version
+# The DTMM_CONV_2D format version the converter writes (dtmm.core.ops.WRITE_VERSION).
+FORMAT_VERSION = CONV_2D_V2.version
 
 
 def bitmap_bytes(c_out: int, kernel_h: int, kernel_w: int, blocks_per_filterlet: int = 1

@@ -302,7 +302,7 @@ def fold_bias(bias, fwcs: FWCS, input_zero_point: int) -> np.ndarray:
 
 # -- DTMM_CONV_2D version 2: one packed constant w ----------------------------------
 # The version the converter writes (docs/contract.md "DTMM_CONV_2D version 2").
-WRITE_VERSION = contract.CONV_2D_V2.version
+WRITE_VERSION = contract.CONV_2D_V2.version  # == dtmm.core.fwcs.FORMAT_VERSION
 CONV_CONTRACTS = {c.version: c for (code, _), c in contract.CONTRACTS.items()
                   if code == contract.CONV_2D_V1.custom_code}
 
