@@ -784,7 +784,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-cli-cases", action="store_true")
     ap.add_argument("--models", default="tiny,tiny_nobias,valid_per_tensor,"
                     "small_input_big_kernel,stack",
-                    help="seed models (fuzz_models.SPECS names; each also with _dtmm)")
+                    help="seed models (fuzz_models.SPECS names; each also with _dtmm, "
+                         "format version 2, and _dtmm_v1)")
     ap.add_argument("--progress", type=float, default=30.0, help="seconds between lines")
     ap.add_argument("--fail-on-findings", action="store_true",
                     help="exit 1 when any finding (CI)")

@@ -60,6 +60,11 @@ SPECS = {
 }
 
 
+# Block size the version-2 conversion forces on the 1x1 convs it divides
+# (convert_model(block_size=)): "stack"'s 1x1 conv (C_in 8) becomes a block op.
+BLOCKS = {"stack": 4}
+
+
 def _activation(tf, name, y):
     return {"relu": tf.nn.relu, "relu6": tf.nn.relu6,
             "relu_n1_to_1": lambda v: tf.clip_by_value(v, -1.0, 1.0)}.get(
@@ -151,7 +156,7 @@ def build_corpus(directory: str, names=None) -> dict:
                 buf = make_model(name)
                 if edit is not None:
                     buf = edit(buf)
-                out, _ = convert_model(buf, always=True)
+                out, _ = convert_model(buf, always=True, block_size=BLOCKS.get(name))
                 out_v1, _ = convert_model(buf, always=True, format_version=1)
                 for p, data in ((path, buf), (dtmm_path, out), (v1_path, out_v1)):
                     with open(p + ".tmp", "wb") as f:
