@@ -17,7 +17,10 @@ every eligible conv the device accepts (docs/converter.md has the policy). The
 model is edited through the object model of dtmm.core.tflite: the conv's operator
 is replaced, and saving drops the dense filter/bias tensors and buffers nothing
 uses any more. Every other op, tensor, subgraph, signature and metadata entry is
-kept as it was. The format is docs/contract.md.
+kept as it was. The format is docs/contract.md: DTMM_CONV_2D format version 2 by
+default (one packed constant; a 1x1 conv may take blocks of B < C_in input channels,
+chosen by `_choose_block` under the same size and speed rule), version 1 with
+`format_version=1`.
 
 When no conv is rewritten the output is the input, byte for byte.
 """
