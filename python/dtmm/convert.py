@@ -17,7 +17,10 @@ every eligible conv the device accepts (docs/converter.md has the policy). The
 model is edited through the object model of dtmm.core.tflite: the conv's operator
 is replaced, and saving drops the dense filter/bias tensors and buffers nothing
 uses any more. Every other op, tensor, subgraph, signature and metadata entry is
-kept as it was. The format is docs/contract.md.
+kept as it was. The format is docs/contract.md: DTMM_CONV_2D format version 2 by
+default (one packed constant; a 1x1 conv may take blocks of B < C_in input channels,
+chosen by `_choose_block` under the same size and speed rule), version 1 with
+`format_version=1`.
 
 When no conv is rewritten the output is the input, byte for byte.
 """
@@ -29,14 +32,19 @@ from dataclasses import dataclass, field
 
 from dtmm.core import contract, fc, latency, size
 from dtmm.core.errors import ArgumentError, DtmmError, ModelError
+from dtmm.core.fwcs import block_sparsity
 from dtmm.core.latency import DEFAULT_PREFER, DEFAULT_TARGET, PREFER
-from dtmm.core.ops import check_dtmm_ops, dtmm_form, read_conv
+from dtmm.core.ops import WRITE_VERSION, check_dtmm_ops, dtmm_form, read_conv
 from dtmm.core.tflite import BuiltinOperator, Model, Operator, read_file, write_atomic
 from dtmm.layers import (LayerReport, conv_report, format_table,  # noqa: F401
                          modeled_instructions)
 
 
-DTMM_SUFFIXES = tuple(t.name for t in contract.CONV_2D.inputs[1:])
+# Constant tensor names of a DTMM_CONV_2D: "<filter>/dtmm_<suffix>" (version 1),
+# "<op index>/dtmm_w" (version 2, FULLY_CONNECTED as well).
+DTMM_SUFFIXES = tuple(t.name for t in contract.CONV_2D_V1.inputs[1:])
+DTMM_V2_SUFFIXES = tuple(t.name for t in contract.CONV_2D_V2.inputs[1:])
+FORMAT_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -96,16 +104,29 @@ def _estimate(conv, form, options_len: int, tensor_users, buffer_users):
     fw = form.fwcs
     after = size.dtmm_conv_bytes(len(conv.filter.name), fw.c_out,
                                  fw.kernel_h * fw.kernel_w, fw.c_in, fw.num_kept,
-                                 options_len)
+                                 options_len, fw.block, form.version)
     return before, after
 
 
-def _rewrite(model: Model, conv, form, options, opcode, names_used: set) -> None:
+def _unique_base(base: str, suffixes, taken: set) -> str:
+    while any(f"{base}/dtmm_{n}" in taken for n in suffixes):
+        base += "'"
+    taken.update(f"{base}/dtmm_{n}" for n in suffixes)
+    return base
+
+
+def _rewrite(model: Model, conv, form, options, opcode, names_used: set,
+             taken: set) -> None:
     sg = model.subgraphs[conv.subgraph]
-    base = conv.filter.name or f"conv_{conv.op_index}"
-    if base in names_used:  # a filter tensor shared by two convs
-        base = f"{base}.op{conv.op_index}"
-    names_used.add(base)
+    if form.version == 1:
+        base = conv.filter.name or f"conv_{conv.op_index}"
+        if base in names_used:  # a filter tensor shared by two convs
+            base = f"{base}.op{conv.op_index}"
+        names_used.add(base)
+    else:  # short names: "<op index>/dtmm_w", unique in the file
+        base = _unique_base(f"{conv.op_index}" if conv.subgraph == 0 else
+                            f"{conv.subgraph}.{conv.op_index}",
+                            [n for n, _, _ in form.arrays()], taken)
     consts = [model.add_constant(sg, f"{base}/dtmm_{name}", array, dtype)
               for name, array, dtype in form.arrays()]
     sg.operators[conv.op_index] = Operator.custom(opcode, [conv.input] + consts,
@@ -121,16 +142,27 @@ def _not_faster_on(modeled: dict) -> list:
 
 def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
                   name: str = "input", target: str = DEFAULT_TARGET,
-                  prefer: str = DEFAULT_PREFER):
+                  prefer: str = DEFAULT_PREFER, format_version: int = WRITE_VERSION,
+                  block_size: int | None = None):
     """Convert a .tflite flatbuffer. Returns (output bytes, ConversionReport).
     `name` is how error messages call the model (the CLI passes the file name).
     `target`: cortex-m4, cortex-m55 or any (both); `prefer`: speed (rewrite only
     where smaller and modeled faster by latency.SPEED_MARGIN on the target(s))
-    or size (where smaller)."""
+    or size (where smaller). `format_version`: the DTMM_CONV_2D layout written,
+    2 (default: one packed constant, block filterlets) or 1 (five constants, for
+    devices built before version 2). `block_size`: B for every 1x1 conv it divides
+    (version 2; test and device models), instead of the converter's choice."""
     if not 0.0 <= float(min_sparsity) <= 1.0:
         raise ArgumentError(f"min_sparsity must be in [0, 1], got {min_sparsity}")
+    if format_version not in FORMAT_VERSIONS:
+        raise ArgumentError(f"format_version must be one of "
+                            f"{', '.join(map(str, FORMAT_VERSIONS))}, got {format_version!r}")
     if prefer not in PREFER:
         raise ArgumentError(f"prefer must be one of {', '.join(PREFER)}, got {prefer!r}")
+    if block_size is not None and (format_version != 2 or isinstance(block_size, bool)
+                                   or not isinstance(block_size, int) or block_size < 1):
+        raise ArgumentError(f"block_size must be a positive int with format_version 2, "
+                            f"got {block_size!r}")
     targets = latency.resolve_targets(target)
     buf = bytes(buf)
     model = Model.read(buf, name)
@@ -154,12 +186,18 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
             report.layers.append(rep)
             if conv.skip:
                 continue
-            form = dtmm_form(conv)
+            c_out, kh, kw, c_in = conv.shape
+            forced = block_size if block_size is not None and (kh, kw) == (1, 1) and \
+                block_size < c_in and c_in % block_size == 0 else None
+            form = dtmm_form(conv, format_version, forced)
+            if forced is not None:
+                rep.sparsity = form.fwcs.sparsity
             options = contract.encode_map(form.options)
             rep.bytes_before, rep.bytes_after = _estimate(
                 conv, form, len(options), tensor_users, buffer_users)
-            rep.modeled = modeled_instructions(conv_shape(conv, form.fwcs), targets)
-            slower = _not_faster_on(rep.modeled)
+            rep.modeled = latency.modeled_where_fitted(conv_shape(conv, form.fwcs), targets)
+            # a target with no model for this form (forced blocks) is not faster there
+            slower = _not_faster_on(rep.modeled) + [t for t in targets if t not in rep.modeled]
             rejected = form.device_rejects()
             if rejected:
                 rep.reason = f"kept: the device would reject the DTMM form ({rejected})"
@@ -181,23 +219,93 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
                         f"{', '.join(slower)})" if slower else "")
                 else:
                     rep.reason = f"rewritten: smaller, modeled {latency.margin_text()}+ faster"
+            if forced is not None:
+                rep.reason += f" (B={forced} forced)"
+            elif not always and not rejected and format_version == 2:
+                block = _choose_block(conv, rep, targets, min_sparsity, prefer,
+                                      tensor_users, buffer_users)
+                if block is not None:
+                    form, options = block
+            if rep.rewritten:
                 plans.append((conv, form, options))
     if not plans and not fc_plans:
         report.file_bytes_after = len(buf)
         return buf, report
     names_used = set()
+    taken = {t.name for sg in model.subgraphs for t in sg.tensors}
     if plans:
         opcode = model.opcode(BuiltinOperator.CUSTOM, contract.CONV_2D.custom_code)
         for conv, form, options in plans:
-            _rewrite(model, conv, form, options, opcode, names_used)
+            _rewrite(model, conv, form, options, opcode, names_used, taken)
     if fc_plans:
-        _rewrite_fcs(model, fc_plans)
+        _rewrite_fcs(model, fc_plans, taken)
     out = model.save()
     # What the device will load: the flatbuffer verifier and every DTMM op through
     # the checks of the TFLM op's Prepare, before anything is written.
     check_dtmm_ops(Model.read(out, f"the conversion of {name}"), f"the conversion of {name}")
     report.file_bytes_after = len(out)
     return out, report
+
+
+# -- block filterlets for 1x1 convs (format version 2) -----------------------------
+def block_candidates(conv) -> list:
+    """Block sizes B < C_in (fc.BLOCK_CANDIDATES dividing C_in) a 1x1 conv may take:
+    those whose blocks are sparser than its filterlets (else B = C_in skips as
+    much with fewer bits)."""
+    c_out, kh, kw, c_in = conv.shape
+    if (kh, kw) != (1, 1):
+        return []
+    return [b for b in fc.BLOCK_CANDIDATES if b < c_in and c_in % b == 0
+            and block_sparsity(conv.weights, b) > conv.sparsity]
+
+
+def _choose_block(conv, rep, targets, min_sparsity, prefer, tensor_users, buffer_users):
+    """(form, options) of the best block size B < C_in of a 1x1 conv when it beats
+    the B = C_in decision already in `rep` (updated in place), else None. Same rule
+    as FULLY_CONNECTED: smaller, and with prefer="speed" modeled SPEED_MARGIN
+    faster on every target; a target with no block model never takes B < C_in for
+    speed (prefer="size" may)."""
+    best = None
+    no_model = set()
+    for b in block_candidates(conv):
+        form = dtmm_form(conv, 2, b)
+        if form.device_rejects() or form.fwcs.sparsity < min_sparsity:
+            continue
+        options = contract.encode_map(form.options)
+        before, after = _estimate(conv, form, len(options), tensor_users, buffer_users)
+        if after >= before:
+            continue
+        shape = conv_shape(conv, form.fwcs)
+        modeled = latency.modeled_where_fitted(shape, targets)
+        missing = [t for t in targets if t not in modeled]
+        no_model.update(missing)
+        fast = not missing and not _not_faster_on(modeled)
+        if prefer == "speed" and not fast:
+            continue
+        key = (after, sum(m for _, m in modeled.values())) if prefer == "size" else \
+            (sum(m for _, m in modeled.values()), after)
+        if best is None or key < best[0]:
+            best = (key, form, options, after, modeled, missing)
+    if best is None:
+        if no_model and prefer == "speed":
+            rep.reason += f"; B < C_in: {latency.no_model_text(sorted(no_model))}"
+        return None
+    key, form, options, after, modeled, missing = best
+    if rep.rewritten:  # B = C_in is rewritten already: the block form must beat it
+        base = (rep.bytes_after, sum(m for _, m in rep.modeled.values())) \
+            if prefer == "size" else (sum(m for _, m in rep.modeled.values()),
+                                      rep.bytes_after)
+        if base <= key:
+            return None
+    rep.rewritten = True
+    rep.bytes_after, rep.modeled, rep.sparsity = after, modeled, form.fwcs.sparsity
+    rep.reason = f"rewritten: B={form.block}, smaller" + (
+        f", modeled {latency.margin_text()}+ faster" if not missing and
+        not _not_faster_on(modeled) else
+        f" ({latency.no_model_text(missing)})" if missing else
+        f" (not modeled {latency.margin_text()} faster on "
+        f"{', '.join(_not_faster_on(modeled))})")
+    return form, options
 
 
 # -- FULLY_CONNECTED -> DTMM_FULLY_CONNECTED (format version 2, dtmm.core.fc) ---------
@@ -230,40 +338,42 @@ def _plan_fc(model, si, oi, name, targets, min_sparsity, always, prefer, report,
         fc_plans.append((f, choice, op))
 
 
-def _rewrite_fcs(model: Model, fc_plans) -> None:
+def _rewrite_fcs(model: Model, fc_plans, taken: set) -> None:
     opcode = model.opcode(BuiltinOperator.CUSTOM, contract.FULLY_CONNECTED.custom_code)
-    taken = {t.name for sg in model.subgraphs for t in sg.tensors}
     for f, choice, op in fc_plans:
         sg = model.subgraphs[f.subgraph]
-        base = f"{f.op_index}" if f.subgraph == 0 else f"{f.subgraph}.{f.op_index}"
-        while any(f"{base}/dtmm_{n}" in taken for n, _, _ in choice.form.arrays()):
-            base += "'"
+        base = _unique_base(f"{f.op_index}" if f.subgraph == 0 else
+                            f"{f.subgraph}.{f.op_index}",
+                            [n for n, _, _ in choice.form.arrays()], taken)
         consts = []
         for n, array, dtype in choice.form.arrays():
-            taken.add(f"{base}/dtmm_{n}")
             consts.append(model.add_constant(sg, f"{base}/dtmm_{n}", array, dtype))
         sg.operators[f.op_index] = Operator.custom(opcode, [f.input] + consts, [f.output],
                                                    choice.options)
 
 
 def conv_shape(conv, fwcs) -> latency.ConvShape:
-    """What the latency models read of a conv with filter `fwcs`."""
+    """What the latency models read of a conv with filter `fwcs` (kept_filterlets
+    counts kept blocks when fwcs.block < C_in)."""
     c_out, kh, kw, c_in = conv.shape
     return latency.ConvShape(
         out_h=conv.out_hw[0], out_w=conv.out_hw[1], c_in=c_in, c_out=c_out, kh=kh, kw=kw,
         stride=tuple(conv.stride), dilation=tuple(conv.dilation),
         kept_filterlets=fwcs.num_kept,
-        pruned_filters=int((~fwcs.mask.reshape(c_out, -1).any(axis=1)).sum()))
+        pruned_filters=int((~fwcs.mask.reshape(c_out, -1).any(axis=1)).sum()),
+        block=None if fwcs.block == c_in else fwcs.block)
 
 
 def convert_file(in_path, out_path, min_sparsity: float = 0.0, always: bool = False,
-                 target: str = DEFAULT_TARGET,
-                 prefer: str = DEFAULT_PREFER) -> ConversionReport:
+                 target: str = DEFAULT_TARGET, prefer: str = DEFAULT_PREFER,
+                 format_version: int = WRITE_VERSION,
+                 block_size: int | None = None) -> ConversionReport:
     """Convert IN to OUT (written atomically; IN is never modified). When nothing
     is rewritten OUT is a byte-identical copy of IN. Options as convert_model."""
     buf = read_file(in_path)
     out, report = convert_model(buf, min_sparsity=min_sparsity, always=always,
-                                name=os.fspath(in_path), target=target, prefer=prefer)
+                                name=os.fspath(in_path), target=target, prefer=prefer,
+                                format_version=format_version, block_size=block_size)
     if os.path.exists(out_path) and os.path.samefile(in_path, out_path):
         raise ModelError(f"output {out_path} is the input file; choose another path")
     write_atomic(out_path, out)

@@ -40,6 +40,30 @@ def _dense_shape(conv) -> latency.ConvShape:
         kept_filterlets=int(kept.sum()), pruned_filters=int((~kept.any(axis=1)).sum()))
 
 
+def dtmm_shape(d) -> latency.ConvShape:
+    """Latency-model shape of a decoded DTMM_CONV_2D (either version, any B)."""
+    fw, p = d.fwcs, d.params
+    return latency.ConvShape(
+        out_h=d.output_shape[1], out_w=d.output_shape[2], c_in=fw.c_in, c_out=fw.c_out,
+        kh=fw.kernel_h, kw=fw.kernel_w, stride=(p.stride_h, p.stride_w),
+        dilation=(p.dilation_h, p.dilation_w), kept_filterlets=fw.num_kept,
+        pruned_filters=int((~fw.mask.reshape(fw.c_out, -1).any(1)).sum()),
+        block=None if fw.block == fw.c_in else fw.block)
+
+
+def dtmm_reason(d, shape) -> str:
+    fw = d.fwcs
+    text = f"DTMM_CONV_2D v{d.version}, "
+    if fw.block == fw.c_in:
+        text += f"{fw.num_kept} kept"
+    else:
+        text += f"B={fw.block}, {fw.num_kept} of {fw.num_blocks} blocks kept"
+    missing = [t for t in latency.conv_targets() if not latency.has_model("dtmm", shape, t)]
+    if missing:
+        text += f" (no latency model for block-sparse 1x1 on {', '.join(missing)})"
+    return text
+
+
 def inspect_model(buf: bytes, all_ops: bool = False, name: str = "input") -> list:
     """LayerReport per CONV_2D and DTMM_CONV_2D (per op with all_ops). Raises
     ModelError/FormatError for an invalid model or DTMM op."""
@@ -56,6 +80,7 @@ def _inspect(model: Model, all_ops: bool) -> list:
             elif is_dtmm(op):
                 d = read_dtmm(model, si, oi)
                 fw, p = d.fwcs, d.params
+                shape = dtmm_shape(d)
                 layers.append(LayerReport(
                     subgraph=si, op_index=oi, name=out, op=op.name,
                     shape=(fw.c_out, fw.kernel_h, fw.kernel_w, fw.c_in),
@@ -63,14 +88,8 @@ def _inspect(model: Model, all_ops: bool) -> list:
                     stride=(p.stride_h, p.stride_w), dilation=(p.dilation_h, p.dilation_w),
                     padding=PADDING_NAMES[p.padding], activation=f"[{p.act_min},{p.act_max}]",
                     sparsity=fw.sparsity, bytes_after=d.constant_bytes,
-                    reason=f"DTMM_CONV_2D v{d.options['version']}, {fw.num_kept} kept",
-                    modeled=modeled_instructions(latency.ConvShape(
-                        out_h=d.output_shape[1], out_w=d.output_shape[2], c_in=fw.c_in,
-                        c_out=fw.c_out, kh=fw.kernel_h, kw=fw.kernel_w,
-                        stride=(p.stride_h, p.stride_w),
-                        dilation=(p.dilation_h, p.dilation_w), kept_filterlets=fw.num_kept,
-                        pruned_filters=int((~fw.mask.reshape(fw.c_out, -1).any(1)).sum())),
-                        latency.conv_targets())))
+                    reason=dtmm_reason(d, shape),
+                    modeled=latency.modeled_where_fitted(shape, latency.conv_targets())))
             elif op.opcode.builtin == BuiltinOperator.CONV_2D:
                 try:
                     conv = read_conv(model, si, oi)

@@ -3,6 +3,7 @@
 dtmm.core.fc).
 
     out = dtmm_conv2d(x, fwcs, folded_bias, multiplier, shift, ConvParams(...))
+    # fwcs: dtmm.core.fwcs.FWCS of either format version (fwcs.block = B)
 
 Everything here mirrors TFLite's C++ integer code: `QuantizeMultiplier`,
 `MultiplyByQuantizedMultiplier` (gemmlowp double rounding, TFLite's default),
@@ -64,8 +65,10 @@ def _requantize(acc, multiplier, shift, p: ConvParams) -> np.ndarray:
 
 def dtmm_conv2d(x: np.ndarray, fwcs: FWCS, bias, multiplier, shift,
                 params: ConvParams) -> np.ndarray:
-    """DTMM_CONV_2D per docs/contract.md 'Semantics': folded int32 bias, padded taps
-    read the input zero point, pruned filterlets are skipped."""
+    """DTMM_CONV_2D per docs/contract.md 'Semantics' (format version 1 or 2):
+    folded int32 bias, padded taps read the input zero point, pruned filterlets
+    (with fwcs.block < C_in: pruned blocks of B input channels, zero in
+    fwcs.to_dense()) contribute nothing; taps with no kept block are skipped."""
     x = np.asarray(x)
     if x.dtype != np.int8 or x.ndim != 4 or x.shape[3] != fwcs.c_in:
         raise FormatError(f"input must be int8 NHWC with C_in={fwcs.c_in}, got "

@@ -21,6 +21,9 @@ eligible int8 FULLY_CONNECTED's blocks is zeroed the same way: a block is B
 consecutive input channels of one weight row (the unit DTMM_FULLY_CONNECTED skips,
 docs/fully_connected.md). Eligible: what `dtmm convert` can rewrite (dtmm.core.fc
 read_fc) with C_in a multiple of B and the weights used by no other tensor or op.
+The 1x1 convs whose C_in is a multiple of B (and larger) get blocks too: B
+consecutive input channels of one filter, the unit DTMM_CONV_2D version 2 skips
+(docs/contract.md); K x K convs and 1x1 convs B does not divide keep filterlets.
 Nothing else in the model changes; with nothing to zero, OUT is a byte-identical copy.
 """
 
@@ -50,7 +53,7 @@ class LayerSparsity:
     l1_removed: float = 0.0      # share of the filter's L1 norm zeroed here
     note: str = ""               # why a layer was skipped; "" when eligible
     kind: str = "CONV_2D"        # or "FULLY_CONNECTED"
-    block: int = 0               # FC block size B (0 for a conv)
+    block: int = 0               # block size B (0: a conv's whole filterlets)
 
     @property
     def eligible(self) -> bool:
@@ -91,6 +94,13 @@ def lowest_l1_block_mask(weights: np.ndarray, block: int, sparsity: float) -> np
     if block < 1 or c_in % block:
         raise ArgumentError(f"block size {block} does not divide C_in={c_in}")
     return _lowest_l1_units(weights.reshape(-1, block), sparsity).reshape(c_out, -1)
+
+
+def conv_takes_blocks(filter_shape, block: int) -> bool:
+    """Whether --blocks B zeroes blocks (not filterlets) of a conv: 1x1 kernels
+    with C_in a multiple of B above B (docs/contract.md: B < C_in only for 1x1)."""
+    _, kh, kw, c_in = filter_shape
+    return (kh, kw) == (1, 1) and block < c_in and c_in % block == 0
 
 
 def _eligible_filter(op, tensor_users, buffer_users, layer):
@@ -176,12 +186,15 @@ def sparsify_model(buf: bytes, sparsity: float, name: str = "input", blocks: int
             if found is None:
                 continue
             w_t, weights = found
-            if is_conv:
+            if is_conv and blocks is not None and conv_takes_blocks(weights.shape, blocks):
+                layer.block = int(blocks)  # a 1x1 conv: blocks, as an FC row
+            if is_conv and not layer.block:
                 kept = weights.reshape(-1, weights.shape[3]).any(axis=1)
                 mask = lowest_l1_mask(weights, sparsity)
             else:
-                kept = weights.reshape(-1, layer.block).any(axis=1)
-                mask = lowest_l1_block_mask(weights, layer.block, sparsity)
+                rows = weights.reshape(weights.shape[0], -1)
+                kept = rows.reshape(-1, layer.block).any(axis=1)
+                mask = lowest_l1_block_mask(rows, layer.block, sparsity)
             layer.filterlets = int(mask.size)
             layer.zero_before = int((~kept).sum())
             layer.zero_after = int(mask.sum())
@@ -189,7 +202,7 @@ def sparsify_model(buf: bytes, sparsity: float, name: str = "input", blocks: int
             if layer.zero_after == layer.zero_before:
                 continue
             pruned = weights.copy()
-            if is_conv:
+            if is_conv and not layer.block:
                 pruned[mask] = 0
             else:
                 pruned.reshape(-1, layer.block)[mask.reshape(-1)] = 0
@@ -218,6 +231,8 @@ def table(layers) -> str:
         nm = r.name.split(";")[0]
         if r.kind != "CONV_2D":
             nm = f"FC/B{r.block} {nm}"
+        elif r.block:
+            nm = f"1x1/B{r.block} {nm}"
         nm = nm if len(nm) <= 36 else "..." + nm[-33:]
         if r.eligible:
             lines.append(f"{r.where:>5}  {nm:<36}  {shape:<15} {r.filterlets:>10} "
@@ -261,9 +276,11 @@ def _sparsify_args(p):
                    help="share of each eligible conv's filterlets to zero (0..1), "
                         "lowest L1 norm first")
     p.add_argument("--blocks", type=_block_size, default=None, metavar="B",
-                   help="also zero that share of each int8 FULLY_CONNECTED's blocks of B "
-                        "input channels (lowest L1 first; an FC whose C_in is not a "
-                        "multiple of B stays dense). Default: FCs untouched")
+                   help="zero blocks of B input channels instead of filterlets in 1x1 "
+                        "convs whose C_in is a multiple of B, and that share of each int8 "
+                        "FULLY_CONNECTED's blocks (lowest L1 first; an FC whose C_in is "
+                        "not a multiple of B stays dense). Default: filterlets only, FCs "
+                        "untouched")
 
 
 def _sparsify_run(args) -> int:

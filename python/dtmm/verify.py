@@ -123,7 +123,7 @@ def _check_dtmm_against_conv(orig, conv, si, oi, where, failures):
     if info.skip:
         failures.append(f"{where}: original CONV_2D is not convertible ({info.skip})")
         return None
-    form = dtmm_form(info)
+    form = dtmm_form(info, d.version, d.block)  # the same version and block size
     checks = (("filter (FWCS densified)", np.array_equal(d.fwcs.to_dense(), info.weights)),
               ("folded bias", np.array_equal(d.bias, form.bias)),
               ("multiplier", np.array_equal(d.multiplier, form.multiplier)),

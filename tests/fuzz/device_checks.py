@@ -49,6 +49,15 @@ OPTION_RANGES = (("version", INT32_MIN, INT32_MAX), ("kh", 1, 65535), ("kw", 1, 
                  ("sh", 1, 32767), ("sw", 1, 32767), ("dh", 1, 32767), ("dw", 1, 32767),
                  ("padding", 0, 1), ("in_zp", -128, 127), ("act_min", -128, 127),
                  ("act_max", -128, 127))
+# Format version 2 (docs/contract.md "DTMM_CONV_2D version 2"): short keys and b.
+OPTION_RANGES_V2 = (("version", INT32_MIN, INT32_MAX), ("b", 1, 65535), ("kh", 1, 65535),
+                    ("kw", 1, 65535), ("sh", 1, 32767), ("sw", 1, 32767),
+                    ("dh", 1, 32767), ("dw", 1, 32767), ("p", 0, 1), ("z", -128, 127),
+                    ("lo", -128, 127), ("hi", -128, 127))
+# Whether the C validator of this tree takes block filterlets (dtmm_fwcs_filter's
+# block_size): until it does, a version-2 op with B = C_in is validated as the
+# version-1 filter it equals, and one with B < C_in by the restated checks below.
+C_VALIDATES_BLOCKS = False
 TYPE_SIZES = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2,
               schema.TensorType.INT32: 4, schema.TensorType.UINT8: 1,
               schema.TensorType.INT64: 8, schema.TensorType.BOOL: 1,
@@ -81,7 +90,14 @@ def _wrap32(v: int) -> int:
 
 
 # -- Init: ParseOptions ------------------------------------------------------------
-def parse_options(raw) -> dict:
+def parse_options(raw, ranges=None) -> dict:
+    """The options map read with `ranges` (default: the table of the map's own
+    version, as the op's Init reads `version` first)."""
+    if ranges is None:
+        version = parse_options(raw, OPTION_RANGES[:1])["version"]
+        if version not in (1, 2):
+            raise Reject(f"format version {version} is not supported")
+        ranges = OPTION_RANGES_V2 if version == 2 else OPTION_RANGES
     if raw is None or len(raw) == 0:
         raise Reject("custom options are missing")
     data = bytes(np.asarray(raw, np.uint8).tobytes()) if not isinstance(raw, bytes) else raw
@@ -97,7 +113,7 @@ def parse_options(raw) -> dict:
     except Exception:  # what flexbuffers::VerifyBuffer would reject
         raise Reject("custom options are not a valid flexbuffer") from None
     out = {}
-    for name, lo, hi in OPTION_RANGES:
+    for name, lo, hi in ranges:
         ref = _bsearch(keys, vals, name)
         if ref is None or ref.IsNull:
             raise Reject(f"option '{name}' is missing")
@@ -215,6 +231,8 @@ def compute_padding_checked(stride, dilation, in_size, filter_size, padding):
 def check_op(model, sg, op, lib=None):
     """Raise Reject with the op's message, or return the dtmm_clib.Layer it accepts."""
     opts = parse_options(op.customOptions)
+    if opts["version"] == 2:
+        return check_op_v2(model, sg, op, opts, lib)
     if opts["version"] != 1:
         raise Reject(f"format version {opts['version']} is not supported")
     ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
@@ -273,6 +291,87 @@ def check_op(model, sg, op, lib=None):
         shift=shift.array(np.int32, c_out), num_filterlets=rows, padding=opts["padding"])
     if rows > 0 and c_in > 0 and not values.constant:
         raise Reject("values must be a constant tensor")
+    lib = lib or dtmm_clib.load()
+    status = lib.validate(layer)
+    if status != 0:
+        raise Reject(f"invalid layer: {dtmm_clib.STATUS_NAMES.get(status, status)}")
+    return layer
+
+
+def check_op_v2(model, sg, op, opts, lib=None):
+    """Version 2: inputs (input, w); w = planar int32 bias, multiplier, shift
+    [C_out] each, the bitmap (one bit per block of b input channels, 4-byte
+    padded, padding zero), the kept blocks."""
+    ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
+    outs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
+    if len(ins) != 2 or len(outs) != 1:
+        raise Reject("expects 2 inputs and 1 output")
+    tensors = sg.tensors or []
+
+    def get(i):
+        return _Tensor(model, tensors[i]) if 0 <= i < len(tensors) else None
+
+    x, w = (get(i) for i in ins)
+    y = get(outs[0])
+    _check_tensor(x, "input", schema.TensorType.INT8, 4, False)
+    _check_tensor(y, "output", schema.TensorType.INT8, 4, False)
+    _check_tensor(w, "w", schema.TensorType.INT8, 1, True)
+    n, h, wd, c_in = x.dims
+    _, oh, ow, c_out = y.dims
+    if y.dims[0] != n:
+        raise Reject("output batches != input batches")
+    b, kh, kw = opts["b"], opts["kh"], opts["kw"]
+    if c_in < 1 or c_out < 1 or c_in % b:
+        raise Reject(f"block size {b} does not divide C_in={c_in}")
+    if b != c_in and (kh, kw) != (1, 1):
+        raise Reject(f"block size {b} < C_in={c_in} needs a 1x1 kernel")
+    n_bits = c_out * kh * kw * (c_in // b)
+    padded = 4 * ((n_bits + 31) // 32)
+    unpadded = (n_bits + 7) // 8
+    head = 12 * c_out + padded
+    if w.dims[0] < head:
+        raise Reject(f"w has {w.dims[0]} bytes, table and bitmap need {head}")
+    raw = w.array(np.uint8, head)
+    bitmap = raw[12 * c_out:]
+    if bitmap[unpadded:].any():
+        raise Reject("bitmap padding bytes are not zero")
+    kept = int(np.unpackbits(bitmap[:unpadded], bitorder="little")[:n_bits].sum())
+    if w.dims[0] != head + kept * b:
+        raise Reject(f"w has {w.dims[0]} bytes, the bitmap keeps {kept} blocks: "
+                     f"{head + kept * b} expected")
+    data = w.array(np.uint8, head + kept * b)
+    table = np.frombuffer(data[:12 * c_out].tobytes(), "<i4").reshape(3, c_out)
+    for t, what in ((x, "input"), (y, "output")):
+        if t.channels > 1:
+            raise Reject(f"{what} must be per-tensor quantized")
+    if x.zero_point != opts["z"]:
+        raise Reject(f"input zero point {x.zero_point} != options z {opts['z']}")
+    if not -128 <= y.zero_point <= 127:
+        raise Reject(f"output zero point {y.zero_point} is not int8")
+    out_h, pad_t = compute_padding_checked(opts["sh"], opts["dh"], h, kh, opts["p"])
+    out_w, pad_l = compute_padding_checked(opts["sw"], opts["dw"], wd, kw, opts["p"])
+    if (out_h, out_w) != (oh, ow):
+        raise Reject(f"output is {oh}x{ow}, the options and input give {out_h}x{out_w}")
+    values = np.frombuffer(data[head:].tobytes(), np.int8)
+    params = dict(version=2, stride_h=opts["sh"], stride_w=opts["sw"],
+                  dilation_h=opts["dh"], dilation_w=opts["dw"], pad_top=pad_t,
+                  pad_left=pad_l, input_zero_point=x.zero_point, output_offset=y.zero_point,
+                  activation_min=opts["lo"], activation_max=opts["hi"])
+    dims = dict(batches=n, input_h=h, input_w=wd, input_c=c_in, output_h=oh, output_w=ow,
+                output_c=c_out, kernel_h=kh, kernel_w=kw)
+    if b != c_in and not C_VALIDATES_BLOCKS:
+        # the validator's checks restated for blocks (dtmm_conv_s8_validate.c)
+        if opts["lo"] > opts["hi"]:
+            raise Reject("invalid layer: DTMM_ERR_PARAMS")
+        if (table[1] < 0).any() or (table[2] < -31).any() or (table[2] > 30).any():
+            raise Reject("invalid layer: DTMM_ERR_PARAMS")
+        return None
+    # B = C_in: exactly the version-1 filter (unpadded bitmap, rows of C_in)
+    layer = dtmm_clib.Layer(
+        dims=dims, params={**params, "version": 2 if C_VALIDATES_BLOCKS else 1},
+        bitmap=bitmap[:unpadded].copy(), values=values.reshape(kept, b) if kept
+        else np.zeros((0, b), np.int8), bias=table[0].copy(), multiplier=table[1].copy(),
+        shift=table[2].copy(), num_filterlets=kept, padding=opts["p"])
     lib = lib or dtmm_clib.load()
     status = lib.validate(layer)
     if status != 0:

@@ -60,6 +60,11 @@ SPECS = {
 }
 
 
+# Block size the version-2 conversion forces on the 1x1 convs it divides
+# (convert_model(block_size=)): "stack"'s 1x1 conv (C_in 8) becomes a block op.
+BLOCKS = {"stack": 4}
+
+
 def _activation(tf, name, y):
     return {"relu": tf.nn.relu, "relu6": tf.nn.relu6,
             "relu_n1_to_1": lambda v: tf.clip_by_value(v, -1.0, 1.0)}.get(
@@ -143,16 +148,21 @@ def build_corpus(directory: str, names=None) -> dict:
             variants["tiny_nobias"] = drop_first_conv_bias
         for vname, edit in variants.items():
             path = os.path.join(directory, f"{vname}.tflite")
+            # <name>_dtmm: format version 2 (what the converter writes);
+            # <name>_dtmm_v1: version 1 (still read and run everywhere)
             dtmm_path = os.path.join(directory, f"{vname}_dtmm.tflite")
-            if not (os.path.exists(path) and os.path.exists(dtmm_path)):
+            v1_path = os.path.join(directory, f"{vname}_dtmm_v1.tflite")
+            if not all(os.path.exists(x) for x in (path, dtmm_path, v1_path)):
                 buf = make_model(name)
                 if edit is not None:
                     buf = edit(buf)
-                out, _ = convert_model(buf, always=True)
-                for p, data in ((path, buf), (dtmm_path, out)):
+                out, _ = convert_model(buf, always=True, block_size=BLOCKS.get(name))
+                out_v1, _ = convert_model(buf, always=True, format_version=1)
+                for p, data in ((path, buf), (dtmm_path, out), (v1_path, out_v1)):
                     with open(p + ".tmp", "wb") as f:
                         f.write(data)
                     os.replace(p + ".tmp", p)
             paths[vname] = path
             paths[vname + "_dtmm"] = dtmm_path
+            paths[vname + "_dtmm_v1"] = v1_path
     return paths

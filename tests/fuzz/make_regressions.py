@@ -6,6 +6,13 @@ the oracle classes each violated when it was made. test_regressions.py replays
 them through the fuzzer's oracles and expects no finding at all.
 
     python tests/fuzz/make_regressions.py [--out DIR] [--from-findings DIR]
+    python tests/fuzz/make_regressions.py --v2-only   # add / refresh the v2 cases only
+
+The "dtmm" cases of CASES edit the format-version-1 conversion of "tiny"
+(tiny_dtmm.tflite, as committed); CASES_V2 edit its version-2 conversion
+(tiny_dtmm_v2.tflite, made from the committed tiny.tflite): the corruptions
+version 2 brings (w length, bitmap padding bits, B not dividing C_in, B < C_in on
+a 3x3 kernel), which every reader must reject with one clear error.
 
 --from-findings copies, for the defects no edit of "tiny" reproduces (a TFLite
 name-decoding failure, a file TFLite's verifier rejects), the smallest fuzzer
@@ -223,6 +230,50 @@ CASES = [
     ("grouped_conv_cout", "orig", "verify", "a grouped conv with C_out not a multiple of the groups: TFLite dies of SIGFPE", e_grouped_conv_cout),
 ]
 
+def _w(m):
+    op = _conv(m)
+    t = _t(m, op.inputs[1])
+    return op, t, _const(m, t, np.uint8)
+
+
+def e_v2_w_long(m):
+    # w one byte longer than table + bitmap + kept blocks (shape and buffer agree)
+    _, t, w = _w(m)
+    w = np.concatenate([w, np.zeros(1, np.uint8)])
+    t.shape = [w.size]
+    _store(m, t, w)
+
+
+def e_v2_w_short(m):
+    _, t, w = _w(m)
+    t.shape = [w.size - 1]
+    _store(m, t, w[:-1])
+
+
+def e_v2_bitmap_padding_bit(m):
+    # tiny: 3 filters x 3x3 taps = 27 bits; bit 31 is padding
+    op, t, w = _w(m)
+    c_out = int(_t(m, op.outputs[0]).shape[3])
+    w[12 * c_out + 3] |= 0x80
+    _store(m, t, w)
+
+
+def e_v2_block_not_dividing(m):
+    _options(_conv(m), b=3)  # C_in 2
+
+
+def e_v2_block_on_3x3(m):
+    _options(_conv(m), b=1)  # B < C_in on a 3x3 kernel
+
+
+CASES_V2 = [
+    ("v2_w_long", "dtmm", "converter, inspect, verify", "version 2: w one byte too long", e_v2_w_long),
+    ("v2_w_short", "dtmm", "converter, inspect, verify", "version 2: w one byte too short", e_v2_w_short),
+    ("v2_bitmap_padding_bit", "dtmm", "converter, inspect, verify", "version 2: a bitmap padding bit set", e_v2_bitmap_padding_bit),
+    ("v2_block_not_dividing", "dtmm", "converter, inspect, verify", "version 2: b does not divide C_in", e_v2_block_not_dividing),
+    ("v2_block_on_3x3", "dtmm", "converter, inspect, verify", "version 2: b < C_in on a 3x3 kernel", e_v2_block_on_3x3),
+]
+
 FROM_FINDINGS = [  # (name, base, component, what, signature substring)
     ("tflite_name_decode", "orig", "verify", "TFLite's tensor-name decoding fails inside verify",
      "UnicodeDecodeError"),
@@ -252,14 +303,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(HERE, "regressions", "models"))
     ap.add_argument("--from-findings", default=None, help="fuzz_cli --out dirs, comma-separated")
+    ap.add_argument("--v2-only", action="store_true",
+                    help="write only the version-2 cases from the committed tiny.tflite "
+                         "and update their MANIFEST entries")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="dtmm-regressions-")
+    if args.v2_only:
+        return _write_v2(args.out, work)
     corpus = fuzz_models.build_corpus(os.path.join(work, "corpus"), names=["tiny"])
     tiny_path = os.path.join(args.out, "tiny.tflite")
     with open(corpus["tiny"], "rb") as f:
         tiny = f.read()
-    with open(corpus["tiny_dtmm"], "rb") as f:
+    with open(corpus["tiny_dtmm_v1"], "rb") as f:  # CASES edit version 1
         tiny_dtmm = f.read()
     for path, data in ((tiny_path, tiny), (os.path.join(args.out, "tiny_dtmm.tflite"), tiny_dtmm)):
         with open(path, "wb") as f:
@@ -300,6 +356,39 @@ def main(argv=None) -> int:
     if "w" in _WORKER:
         _WORKER["w"].close()
     with open(os.path.join(args.out, "MANIFEST.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    return _write_v2(args.out, work)
+
+
+def _write_v2(out, work) -> int:
+    """The CASES_V2 reproducers from out/tiny.tflite's version-2 conversion, their
+    MANIFEST entries replaced or appended."""
+    from dtmm.convert import convert_model
+
+    tiny_path = os.path.join(out, "tiny.tflite")
+    with open(tiny_path, "rb") as f:
+        tiny_v2, _ = convert_model(f.read(), always=True, format_version=2)
+    with open(os.path.join(out, "tiny_dtmm_v2.tflite"), "wb") as f:
+        f.write(tiny_v2)
+    mpath = os.path.join(out, "MANIFEST.json")
+    with open(mpath) as f:
+        manifest = [c for c in json.load(f) if c["file"] not in
+                    {f"{n}.tflite" for n, *_ in CASES_V2}]
+    for name, kind, component, what, edit in CASES_V2:
+        model = mutate.load(tiny_v2)
+        edit(model)
+        path = os.path.join(out, f"{name}.tflite")
+        with open(path, "wb") as f:
+            f.write(mutate.pack(model))
+        found = _evaluate(path, kind, tiny_path, work)
+        manifest.append({"file": os.path.basename(path), "kind": kind,
+                         "original": "tiny.tflite", "component": component,
+                         "defect": what, "found": found})
+        print(f"{name}: {found}")
+    if "w" in _WORKER:
+        _WORKER["w"].close()
+    with open(mpath, "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")
     return 0

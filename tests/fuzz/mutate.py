@@ -32,6 +32,8 @@ EDGE_SCALES = [0.0, -1.0, float("nan"), float("inf"), -float("inf"), 1e-45, 1e-3
 DTMM = "DTMM_CONV_2D"
 OPTION_KEYS = ("version", "kh", "kw", "sh", "sw", "dh", "dw", "padding", "in_zp",
                "act_min", "act_max")
+# format version 2's own keys (version, kh ... dw shared with version 1)
+OPTION_KEYS_V2 = ("b", "p", "z", "lo", "hi")
 
 
 class Skip(Exception):
@@ -213,6 +215,8 @@ def m_buffer_data(model, rng):
     data = np.asarray(b.data if b.data is not None else [], np.uint8).copy()
     r = rng.random()
     if r < 0.2:
+        if not data.size:
+            raise Skip()  # nothing to remove: not an edit
         new, what = None, "removed"
     elif r < 0.4 and data.size:
         new, what = data[: rng.randrange(data.size)], "truncated"
@@ -342,7 +346,7 @@ def m_custom_options(model, rng):
         op.customOptions = np.frombuffer(bytes(raw), np.uint8).copy() if raw else None
         return f"op {oi} custom options bytes: {kind}"
     opts = _read_options(op)
-    key = rng.choice(OPTION_KEYS + ("zz_unknown",))
+    key = rng.choice(OPTION_KEYS + OPTION_KEYS_V2 + ("zz_unknown",))
     old = opts.get(key)
     kind = rng.random()
     if kind < 0.15:
@@ -447,6 +451,61 @@ def m_dtmm_per_channel(model, rng):
     return f"op {oi} {['', '', '', 'bias', 'multiplier', 'shift'][which]}[{i}] -> {arr[i] if i < arr.size else 'dropped'}"
 
 
+def m_dtmm_w(model, rng):
+    """Format version 2's packed w: table, bitmap (4-byte padded), kept blocks."""
+    sg, oi, op = _pick(rng, _dtmm_ops(model))
+    ins = [int(i) for i in op.inputs]
+    if len(ins) != 2:
+        raise Skip()
+    t = sg.tensors[ins[1]]
+    w = _buffer_array(model, t, np.uint8)
+    c_out = int(sg.tensors[int(op.outputs[0])].shape[-1])
+    head = 12 * c_out
+    kind = rng.choice(["table", "shift", "multiplier", "bitmap_bit", "padding_byte",
+                       "last_bitmap_bit", "short", "long", "shape_only", "block"])
+    if kind == "table" and w.size >= head > 0:
+        i = rng.randrange(head)
+        w[i] ^= 1 << rng.randrange(8)
+    elif kind in ("shift", "multiplier") and w.size >= head > 0:
+        at = (8 if kind == "shift" else 4) * c_out + 4 * rng.randrange(c_out)
+        v = rng.choice([31, -32, 100, -1, I32[0], I32[1]])
+        w[at:at + 4] = np.frombuffer(int(v & 0xFFFFFFFF).to_bytes(4, "little"), np.uint8)
+    elif kind == "bitmap_bit" and w.size > head:
+        i = rng.randrange(head, min(w.size, head + 64))
+        w[i] ^= 1 << rng.randrange(8)
+    elif kind in ("padding_byte", "last_bitmap_bit") and w.size > head:
+        opts = _read_options(op)
+        b, kh, kw = (opts.get(k) for k in ("b", "kh", "kw"))
+        c_in = int(sg.tensors[ins[0]].shape[-1])
+        if not all(isinstance(v, int) and v > 0 for v in (b, kh, kw)) or c_in % b:
+            raise Skip()
+        bits = c_out * kh * kw * (c_in // b)
+        unpadded, padded = (bits + 7) // 8, 4 * ((bits + 31) // 32)
+        if kind == "padding_byte" and padded > unpadded:
+            w[head + rng.randrange(unpadded, padded)] |= 1 << rng.randrange(8)
+        elif kind == "last_bitmap_bit" and bits % 8:
+            w[head + unpadded - 1] |= 0x80
+        else:
+            raise Skip()
+    elif kind == "short" and w.size:
+        w = w[:-rng.choice([1, 4, w.size])] if w.size > 4 else w[:-1]
+        t.shape = [w.size] if rng.random() < 0.5 else t.shape
+    elif kind == "long":
+        w = np.concatenate([w, np.zeros(rng.choice([1, 4, 16]), np.uint8)])
+        t.shape = [w.size] if rng.random() < 0.5 else t.shape
+    elif kind == "shape_only":
+        t.shape = [_int_near(rng, int(t.shape[0]) if t.shape else 0)]
+    elif kind == "block" and w.size > head:
+        w[-rng.randrange(1, min(w.size - head, 32) + 1)] ^= 0x40
+    else:
+        raise Skip()
+    if w.size:
+        _set_buffer(model, t, w.astype(np.uint8))
+    else:
+        model.buffers[t.buffer].data = None
+    return f"op {oi} w: {kind}"
+
+
 def m_subgraph(model, rng):
     sg = _pick(rng, model.subgraphs)
     kind = rng.choice(["inputs", "outputs", "drop_op", "dup_op", "variable", "no_ops",
@@ -508,7 +567,7 @@ STRUCTURED = [(m_shape, 3), (m_type, 2), (m_quant_scale, 3), (m_quant_zp, 2),
               (m_quant_dim, 1), (m_tensor_buffer, 2), (m_buffer_data, 2), (m_op_io, 3),
               (m_opcode, 2), (m_conv_options, 3), (m_custom_options, 5),
               (m_custom_options_format, 1), (m_dtmm_bitmap, 2), (m_dtmm_values, 2),
-              (m_dtmm_per_channel, 3), (m_subgraph, 2), (m_model_misc, 1)]
+              (m_dtmm_per_channel, 3), (m_dtmm_w, 5), (m_subgraph, 2), (m_model_misc, 1)]
 
 
 # -- byte-level ----------------------------------------------------------------------
@@ -550,7 +609,7 @@ def byte_mutation(data: bytes, rng) -> tuple[bytes, str]:
         b[j:j + len(chunk)] = chunk
         return bytes(b[: len(data)]), f"copied {n} bytes {i}->{j}"
     if kind == "identifier":
-        b[4:8] = rng.choice([b"TFL2", b"\0\0\0\0", b"TFL3"])
+        b[4:8] = rng.choice([x for x in (b"TFL2", b"\0\0\0\0", b"TFL3") if x != bytes(b[4:8])])
         if rng.random() < 0.5:
             b[0:4] = (rng.randrange(1 << 32)).to_bytes(4, "little")
         return bytes(b), "header"

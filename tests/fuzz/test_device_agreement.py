@@ -28,7 +28,7 @@ def seeds(tmp_path_factory):
                                      names=["tiny", "small_input_big_kernel", "stack"])
     out = []
     for name, path in sorted(paths.items()):
-        if name.endswith("_dtmm"):
+        if name.endswith(("_dtmm", "_dtmm_v1")):  # format versions 2 and 1
             with open(path, "rb") as f:
                 out.append((name, f.read()))
     return out

@@ -104,14 +104,17 @@ def test_clib_validates_and_matches_a_naive_conv():
 
 # -- device checks -----------------------------------------------------------------------
 def test_device_checks_accept_the_converters_output(corpus):
-    for name in ("tiny_dtmm", "small_input_big_kernel_dtmm"):
+    for name in ("tiny_dtmm", "small_input_big_kernel_dtmm", "tiny_dtmm_v1",
+                 "small_input_big_kernel_dtmm_v1"):
         model = _load(corpus[name])
         assert sum(dc.is_dtmm(model, op) for op in model.subgraphs[0].operators) >= 1
         assert dc.contract_errors(model) == []
 
 
 CORRUPTIONS = {
-    "version 2": (lambda m, sg, op: _set_options(op, version=2), "format version 2"),
+    "version 3": (lambda m, sg, op: _set_options(op, version=3), "format version 3"),
+    "version 2 keys missing": (lambda m, sg, op: _set_options(op, version=2),
+                               "option 'b' is missing"),
     "missing key": (lambda m, sg, op: _set_options(op, dh=None), "option 'dh' is missing"),
     "float option": (lambda m, sg, op: _set_options(op, kw=3.0), "not an integer"),
     "stride 65536": (lambda m, sg, op: _set_options(op, sh=65536), "outside [1, 32767]"),
@@ -165,7 +168,7 @@ def _short_bias(m, sg, op):
 
 @pytest.mark.parametrize("what", sorted(CORRUPTIONS))
 def test_device_checks_reject_each_corruption(corpus, what):
-    model = _load(corpus["tiny_dtmm"])
+    model = _load(corpus["tiny_dtmm_v1"])
     sg, op = _dtmm_op(model)
     edit, expect = CORRUPTIONS[what]
     edit(model, sg, op)
@@ -173,6 +176,92 @@ def test_device_checks_reject_each_corruption(corpus, what):
     errs = dc.device_errors(model)
     assert len(errs) == 1, errs
     assert expect in errs[0][2], errs
+
+
+def _w(m, sg, op):
+    """(w tensor, its bytes, C_out, bitmap offset, unpadded and padded bitmap bytes)."""
+    t, w = _const(m, sg, op, 1, np.uint8)
+    c_out = int(sg.tensors[int(op.outputs[0])].shape[3])
+    c_in = int(sg.tensors[int(op.inputs[0])].shape[3])
+    o = flexbuffers.Loads(bytes(np.asarray(op.customOptions, np.uint8).tobytes()))
+    bits = c_out * o["kh"] * o["kw"] * (c_in // o["b"])
+    return t, w, c_out, 12 * c_out, (bits + 7) // 8, 4 * ((bits + 31) // 32), bits
+
+
+def _w_edit(fn):
+    def edit(m, sg, op):
+        t, w, c_out, head, unpadded, padded, bits = _w(m, sg, op)
+        w, shape = fn(w, c_out, head, unpadded, padded, bits)
+        if shape:
+            t.shape = [w.size]
+        _store(m, t, w)
+    return edit
+
+
+def _w_bits(w, c_out, head, unpadded, padded, bits):
+    w = w.copy()
+    w[head + unpadded - 1] |= 0x80 if bits % 8 else 0
+    return w, False
+
+
+def _w_pad(w, c_out, head, unpadded, padded, bits):
+    w = w.copy()
+    w[head + padded - 1] |= 0x01
+    return w, False
+
+
+def _w_shift(w, c_out, head, *_):
+    w = w.copy()
+    w[8 * c_out:8 * c_out + 4] = np.frombuffer((31).to_bytes(4, "little"), np.uint8)
+    return w, False
+
+
+CORRUPTIONS_V2 = {
+    "version 3": (lambda m, sg, op: _set_options(op, version=3), "format version 3"),
+    "version 1 keys missing": (lambda m, sg, op: _set_options(op, version=1),
+                               "option 'padding' is missing"),
+    "missing b": (lambda m, sg, op: _set_options(op, b=None), "option 'b' is missing"),
+    "b does not divide": (lambda m, sg, op: _set_options(op, b=3), "does not divide"),
+    "b < C_in on 3x3": (lambda m, sg, op: _set_options(op, b=1), "needs a 1x1 kernel"),
+    "z mismatch": (lambda m, sg, op: _set_options(op, z=77), "!= options z"),
+    "lo > hi": (lambda m, sg, op: _set_options(op, lo=10, hi=-10), "DTMM_ERR_PARAMS"),
+    "p 2": (lambda m, sg, op: _set_options(op, p=2), "outside [0, 1]"),
+    "6 inputs": (lambda m, sg, op: setattr(op, "inputs", list(op.inputs) * 3),
+                 "expects 2 inputs"),
+    "w one byte long": (_w_edit(lambda w, *a: (np.concatenate([w, [0]]).astype(np.uint8),
+                                                True)), "expected"),
+    "w one byte short": (_w_edit(lambda w, *a: (w[:-1], True)), "expected"),
+    "w table only": (_w_edit(lambda w, c, head, *a: (w[:head], True)), "table and bitmap"),
+    "w shape beyond buffer": (_w_edit(lambda w, *a: (w[:-1], False)), "out-of-bounds read"),
+    "bitmap padding bit": (_w_edit(_w_bits), "DTMM_ERR_BITMAP"),
+    "shift 31": (_w_edit(_w_shift), "DTMM_ERR_PARAMS"),
+    "w not constant": (lambda m, sg, op: setattr(
+        m.buffers[sg.tensors[int(op.inputs[1])].buffer], "data", None), "constant"),
+    "w uint8": (lambda m, sg, op: setattr(sg.tensors[int(op.inputs[1])], "type", 3),
+                "w must be INT8"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(CORRUPTIONS_V2))
+def test_device_checks_reject_each_v2_corruption(corpus, what):
+    model = _load(corpus["tiny_dtmm"])
+    sg, op = _dtmm_op(model)
+    assert len(op.inputs) == 2  # the converter writes version 2
+    edit, expect = CORRUPTIONS_V2[what]
+    edit(model, sg, op)
+    model = mutate.load(mutate.pack(model))
+    errs = dc.device_errors(model)
+    assert len(errs) == 1, errs
+    assert expect in errs[0][2], errs
+
+
+def test_device_checks_reject_a_v2_bitmap_padding_byte(corpus):
+    # 4 x 5x5 filterlets: 100 bits in 13 bytes, padded to 16
+    model = _load(corpus["small_input_big_kernel_dtmm"])
+    sg, op = _dtmm_op(model)
+    _w_edit(_w_pad)(model, sg, op)
+    errs = dc.device_errors(mutate.load(mutate.pack(model)))
+    assert len(errs) == 1 and "padding bytes are not zero" in errs[0][2], errs
 
 
 def test_contract_checks_add_the_options_format(corpus):
@@ -236,11 +325,22 @@ def test_cli_oracle_runs_the_real_cli(corpus, tmp_path):
 def test_numeric_oracle(corpus, tmp_path):
     assert fuzz_cli.kernel_vs_tflite(corpus["small_input_big_kernel"],
                                      corpus["small_input_big_kernel_dtmm"]) == []
-    model = _load(corpus["tiny_dtmm"])
+    assert fuzz_cli.kernel_vs_tflite(corpus["small_input_big_kernel"],
+                                     corpus["small_input_big_kernel_dtmm_v1"]) == []
+    model = _load(corpus["tiny_dtmm_v1"])
     sg, op = _dtmm_op(model)
     t, b = _const(model, sg, op, 3, np.int32)
     _store(model, t, b + 1000)  # a wrong folded bias
     bad = tmp_path / "bad_bias.tflite"
+    bad.write_bytes(mutate.pack(model))
+    diffs = fuzz_cli.kernel_vs_tflite(corpus["tiny"], str(bad))
+    assert diffs and "differ from TFLite" in diffs[0][1]
+    model = _load(corpus["tiny_dtmm"])  # version 2: the bias is w's first C_out int32
+    sg, op = _dtmm_op(model)
+    t, w = _const(model, sg, op, 1, np.uint8)
+    c_out = int(sg.tensors[int(op.outputs[0])].shape[3])
+    w[:4 * c_out] = (w[:4 * c_out].view("<i4") + 1000).view(np.uint8)
+    _store(model, t, w)
     bad.write_bytes(mutate.pack(model))
     diffs = fuzz_cli.kernel_vs_tflite(corpus["tiny"], str(bad))
     assert diffs and "differ from TFLite" in diffs[0][1]

@@ -41,3 +41,26 @@ def test_reproducer_passes_every_oracle(worker, case):
     assert result == [], (f"{case['file']} ({case['defect']}; {case['component']}):\n" +
                           "\n".join(f"  {i['class']}: {i['signature']}: {i['message']}"
                                     for i in result))
+
+
+V2_CASES = [c for c in MANIFEST if c["file"].startswith("v2_")]
+
+
+@pytest.mark.parametrize("case", V2_CASES, ids=[c["file"][:-len(".tflite")] for c in V2_CASES])
+def test_v2_corruption_is_rejected_by_dtmm_and_the_device(case):
+    """The version-2 corruptions (make_regressions.CASES_V2): the device oracle
+    rejects the op and so does every dtmm reader (inspect; convert refuses to copy
+    it), with one FormatError."""
+    import device_checks as dc
+    import mutate
+    from dtmm.convert import convert_model
+    from dtmm.core.errors import FormatError
+    from dtmm.inspect_model import inspect_model
+
+    with open(os.path.join(MODELS, case["file"]), "rb") as f:
+        buf = f.read()
+    assert dc.device_errors(mutate.load(buf)), case["file"]
+    for fn in (inspect_model, lambda b: convert_model(b, always=True)):
+        with pytest.raises(FormatError):
+            fn(buf)
+    assert len(V2_CASES) >= 5

@@ -25,7 +25,7 @@ def residual_cnn(seed=0, size=16):
     x = L.Conv2D(32, 3, padding="same", activation="relu", name="c5")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)
     out = L.Dense(10, name="fc")(x)
-    return keras.Model(inp, out)
+    return _distinct_biases(keras.Model(inp, out), seed)
 
 
 def flatten_cnn(seed=0, size=12):
@@ -41,7 +41,7 @@ def flatten_cnn(seed=0, size=12):
     x = L.Conv2D(32, 3, padding="valid", activation="relu", name="c3")(x)
     x = L.Flatten(name="flat")(x)
     out = L.Dense(10, name="fc")(x)
-    return keras.Model(inp, out)
+    return _distinct_biases(keras.Model(inp, out), seed)
 
 
 def depthwise_cnn(seed=0, size=16):
@@ -60,7 +60,20 @@ def depthwise_cnn(seed=0, size=16):
     x = L.Conv2D(48, 1, activation="relu", name="pw2")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)
     out = L.Dense(10, name="fc")(x)
-    return keras.Model(inp, out)
+    return _distinct_biases(keras.Model(inp, out), seed)
+
+
+def _distinct_biases(model, seed):
+    """Give every bias small random values, as a trained model has: the TFLite
+    converter stores identical constants once, so the all-zero biases of an
+    untrained model share buffers, which no trained model does and the flash
+    model does not expect."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        b = getattr(layer, "bias", None)
+        if b is not None:
+            b.assign(rng.normal(0.0, 0.05, tuple(b.shape)).astype(np.float32))
+    return model
 
 
 def rep_data(model, n=32, seed=0):

@@ -141,7 +141,7 @@ def test_convert_inspect_verify(cnn, tmp_path, capsys):
 
     rc, out, _ = run(capsys, "inspect", dst)
     assert rc == 0
-    assert sum("DTMM_CONV_2D v1" in line for line in out.splitlines()) == 5
+    assert sum("DTMM_CONV_2D v2, " in line for line in out.splitlines()) == 5
     assert "0 CONV_2D, 5 DTMM_CONV_2D" in out.splitlines()[-1]
     rc, out, _ = run(capsys, "inspect", src, "--all-ops")
     assert rc == 0 and "CONV_2D (int8, convertible)" in out and "SOFTMAX" in out
@@ -159,8 +159,11 @@ def test_verify_names_the_differing_layer(cnn, tmp_path, capsys):
     model = Model.read(out)
     sg = model.subgraphs[0]
     oi, op = next((i, o) for i, o in enumerate(sg.operators) if is_dtmm(o))
-    t = op.inputs[3]  # folded bias
-    t.buffer.data = (t.value() + 1).astype(np.int32)
+    t = op.inputs[1]  # w: the folded bias is its first C_out int32
+    c_out = op.outputs[0].shape[3]
+    data = t.data.copy()
+    data[:4 * c_out] = (data[:4 * c_out].view("<i4") + 1).view(np.uint8)
+    t.buffer.data = data
     src, dst = tmp_path / "a.tflite", tmp_path / "b.tflite"
     src.write_bytes(cnn)
     dst.write_bytes(model.save())
@@ -183,13 +186,13 @@ def test_inspect_rejects_unknown_version(cnn, tmp_path, capsys):
     from flatbuffers import flexbuffers
 
     opts = flexbuffers.Loads(op.custom_options.tobytes())
-    op._t.customOptions = encode_map({**opts, "version": 2})
-    path = tmp_path / "v2.tflite"
+    op._t.customOptions = encode_map({**opts, "version": 3})
+    path = tmp_path / "v3.tflite"
     path.write_bytes(model.save())
     rc, stdout, err = run(capsys, "inspect", path)
     assert rc == 2 and stdout == ""
     assert err.count("\n") == 1
-    assert "DTMM format version 2 is not supported (this reader knows version 1)" in err
+    assert "DTMM format version 3 is not supported (this reader knows version 1, 2)" in err
 
 
 def test_nothing_to_rewrite_writes_an_identical_copy(cnn, tmp_path, capsys):

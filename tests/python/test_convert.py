@@ -8,7 +8,8 @@ from flatbuffers import flexbuffers
 import tflite_models as tm
 from dtmm import reference as ref
 from dtmm.convert import DTMM_SUFFIXES, convert_model
-from dtmm.core.contract import CONV_2D, decode_options, encode_map
+from dtmm.core import contract
+from dtmm.core.contract import CONV_2D_V1, decode_options, encode_map
 from dtmm.core.errors import FormatError, ModelError, UnsupportedError
 from dtmm.core.fwcs import FWCS
 from dtmm.core.ops import is_dtmm, read_dtmm
@@ -16,7 +17,7 @@ from dtmm.core.tflite import Model, TensorType
 from dtmm.inspect_model import inspect_model
 from dtmm.verify import verify_models
 
-OPTION_KEYS = CONV_2D.keys
+OPTION_KEYS = CONV_2D_V1.keys
 load_model = Model.read
 
 
@@ -28,6 +29,11 @@ def cnn():
 @pytest.fixture(scope="module")
 def cnn_converted(cnn):
     return convert_model(cnn)
+
+
+@pytest.fixture(scope="module")
+def cnn_converted_v1(cnn):
+    return convert_model(cnn, format_version=1)
 
 
 def _referenced_buffers(model):
@@ -58,8 +64,8 @@ def test_cnn_table(cnn_converted):
     assert table[-1].startswith("rewrote 5 of 5 CONV_2D; file bytes ")
 
 
-def test_dtmm_op_holds_the_contract(cnn, cnn_converted):
-    out, report = cnn_converted
+def test_dtmm_op_holds_the_contract_v1(cnn, cnn_converted_v1):
+    out, report = cnn_converted_v1
     a, b = load_model(cnn), load_model(out)
     codes = [oc for oc in b.operator_codes if oc.custom_code == "DTMM_CONV_2D"]
     assert len(codes) == 1 and codes[0].builtin == 32
@@ -92,18 +98,59 @@ def test_dtmm_op_holds_the_contract(cnn, cnn_converted):
     assert n == 5
 
 
-def test_dense_constants_are_dropped_and_indices_remapped(cnn, cnn_converted):
-    out, _ = cnn_converted
+def test_dtmm_op_holds_the_contract_v2(cnn, cnn_converted):
+    # version 2 by default: one packed int8 constant "<op>/dtmm_w" = planar table
+    # (folded bias, multiplier, shift), bitmap padded to 4 bytes, kept filterlets
+    out, report = cnn_converted
+    a, b = load_model(cnn), load_model(out)
+    n = 0
+    for oi, op in enumerate(b.subgraphs[0].operators):
+        if not is_dtmm(op):
+            continue
+        n += 1
+        orig = a.subgraphs[0].operators[oi]
+        opts = flexbuffers.Loads(op.custom_options.tobytes())
+        assert set(opts) == set(contract.CONV_2D_V2.keys) and opts["version"] == 2
+        assert len(op.inputs) == 2 and op.inputs[0].name == orig.inputs[0].name
+        (w_t,) = op.inputs[1:]
+        assert w_t.name == f"{oi}/dtmm_w" and w_t.dtype == TensorType.INT8
+        w = orig.inputs[1].value()
+        c_out, kh, kw, c_in = w.shape
+        assert opts["b"] == c_in and (opts["kh"], opts["kw"]) == (kh, kw)
+        d = read_dtmm(b, 0, oi)
+        assert d.version == 2 and d.block == c_in
+        assert np.array_equal(d.fwcs.to_dense(), w)
+        raw = w_t.value()
+        table = raw[:12 * c_out].view("<i4").reshape(3, c_out)
+        bias = orig.inputs[2].value()
+        zp_in = int(orig.inputs[0].quant()[1][0])
+        expect = bias.astype(np.int64) - zp_in * w.reshape(len(w), -1).astype(np.int64).sum(1)
+        assert np.array_equal(table[0], expect.astype(np.int32))
+        assert np.array_equal(table[1], d.multiplier) and np.array_equal(table[2], d.shift)
+        nbm = 4 * ((c_out * kh * kw + 31) // 32)
+        bitmap = raw[12 * c_out:12 * c_out + nbm].view(np.uint8)
+        v1_bitmap = FWCS.from_dense(w).bitmap
+        assert np.array_equal(bitmap[:v1_bitmap.size], v1_bitmap)
+        assert not bitmap[v1_bitmap.size:].any()
+        assert np.array_equal(raw[12 * c_out + nbm:], FWCS.from_dense(w).values.reshape(-1))
+        assert opts["z"] == zp_in and w_t.buffer.data.size == raw.size
+    assert n == 5
+
+
+@pytest.mark.parametrize("version, per_op", [(1, 5), (2, 1)])
+def test_dense_constants_are_dropped_and_indices_remapped(cnn, cnn_converted,
+                                                          cnn_converted_v1, version, per_op):
+    out, _ = cnn_converted if version == 2 else cnn_converted_v1
     a, b = load_model(cnn), load_model(out)
     sg_a, sg_b = a.subgraphs[0], b.subgraphs[0]
     filters = {op.inputs[i].name for _, op in tm.conv_ops(a) for i in (1, 2)}
     names_b = [t.name for t in sg_b.tensors]
     assert not filters & set(names_b)
-    assert len(sg_b.tensors) == len(sg_a.tensors) - len(filters) + 5 * 5
+    assert len(sg_b.tensors) == len(sg_a.tensors) - len(filters) + 5 * per_op
     # every buffer but the sentinel is used, the sentinel is empty
     assert _referenced_buffers(b) | {id(b.buffers[0])} == {id(x) for x in b.buffers}
     assert b.buffers[0].data is None
-    assert len(b.buffers) == len(a.buffers) - len(filters) + 5 * 5
+    assert len(b.buffers) == len(a.buffers) - len(filters) + 5 * per_op
     # the file's indices point at the same names / bytes as before
     ta, tb = a._t.subgraphs[0], b._t.subgraphs[0]
     names_a = [t.name for t in sg_a.tensors]
@@ -134,15 +181,28 @@ def test_min_sparsity_and_nothing_to_rewrite(cnn):
 
 
 def test_dense_convs_stay_unless_always():
-    # per-tensor filters at 0 % sparsity: the DTMM form only adds bytes
+    # per-tensor filters at 0 % sparsity: version 1's five tensors only add bytes
     cfgs = [tm.ConvConfig(8, 8, 3, 3, seed=1), tm.ConvConfig(16, 4, 1, 1, seed=2)]
     buf = tm.conv_branches_model(cfgs, per_channel=False)
-    out, report = convert_model(buf)
+    out, report = convert_model(buf, format_version=1)
     assert out == buf and report.num_rewritten == 0
     assert all(r.reason == "kept: DTMM form is not smaller" for r in report.layers)
     assert all(r.bytes_after >= r.bytes_before for r in report.layers)
-    out, report = convert_model(buf, always=True)
+    out, report = convert_model(buf, always=True, format_version=1)
     assert report.num_rewritten == 2 and len(out) > len(buf)
+    assert verify_models(buf, out, random=1, check=False).ok
+
+
+def test_version_2_pays_where_version_1_did_not():
+    # The same small convs: version 2's one packed constant costs less than the
+    # dense filter and bias with their quantization, and the DTMM kernels are
+    # modeled faster, so they are rewritten and the file shrinks.
+    cfgs = [tm.ConvConfig(8, 8, 3, 3, seed=1), tm.ConvConfig(16, 4, 1, 1, seed=2)]
+    buf = tm.conv_branches_model(cfgs, per_channel=False)
+    out, report = convert_model(buf)
+    assert report.num_rewritten == 2, report.table()
+    assert len(out) < len(buf)
+    assert all(r.bytes_after < r.bytes_before for r in report.layers)
     assert verify_models(buf, out, random=1, check=False).ok
 
 
@@ -177,9 +237,33 @@ def test_shared_filter_tensor():
     buf = model.save()
     out, report = convert_model(buf, always=True)
     names = [t.name for t in load_model(out).subgraphs[0].tensors]
+    assert len(set(names)) == len(names)
+    assert sum(n.endswith("/dtmm_w") for n in names) == 2
+    assert verify_models(buf, out, random=1, check=False).ok
+    out, report = convert_model(buf, always=True, format_version=1)
+    names = [t.name for t in load_model(out).subgraphs[0].tensors]
     assert len(set(names)) == len(names)  # second copy's names are made unique
     assert sum(n.endswith("/dtmm_values") for n in names) == 2
     assert verify_models(buf, out, random=1, check=False).ok
+
+
+def test_v2_names_avoid_existing_tensors():
+    cfg = tm.ConvConfig(6, 5, 3, 3, seed=7, sparsity=0.5)
+    model = load_model(tm.conv_branches_model([cfg, cfg]))
+    (oi, op), _ = tm.conv_ops(model)
+    op.outputs[0].name = f"{oi}/dtmm_w"  # a tensor already has the short name
+    buf = model.save()
+    out, _ = convert_model(buf, always=True)
+    names = [t.name for t in load_model(out).subgraphs[0].tensors]
+    assert len(set(names)) == len(names) and f"{oi}'/dtmm_w" in names
+    assert verify_models(buf, out, random=1, check=False).ok
+
+
+def test_unknown_format_version_is_an_argument_error(cnn):
+    from dtmm.core.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="format_version must be one of 1, 2"):
+        convert_model(cnn, format_version=3)
 
 
 def test_float_and_int16_convs_are_skipped(cnn):
@@ -245,7 +329,10 @@ def test_options_decoder():
             "padding": 0, "in_zp": -5, "act_min": -128, "act_max": 127}
     assert decode_options(encode_map(opts), "op") == opts
     assert decode_options(encode_map({**opts, "future": 7}), "op")["future"] == 7
-    with pytest.raises(FormatError, match="version 2 is not supported"):
+    with pytest.raises(FormatError, match="version 3 is not supported"):
+        decode_options(encode_map({**opts, "version": 3}), "op")
+    # version 2's keys are its own: a v1 map labelled 2 misses them
+    with pytest.raises(FormatError, match="miss b, p, z, lo, hi"):
         decode_options(encode_map({**opts, "version": 2}), "op")
     with pytest.raises(FormatError, match="miss act_max"):
         decode_options(encode_map({k: v for k, v in opts.items() if k != "act_max"}),
@@ -258,8 +345,20 @@ def test_options_decoder():
         decode_options(encode_map(opts), "op", options_format=1)
 
 
-def test_inspect_rejects_bad_fwcs(cnn_converted):
+def test_inspect_rejects_bad_fwcs_v2(cnn_converted):
     out, _ = cnn_converted
+    model = load_model(out)
+    op = next(o for o in model.subgraphs[0].operators if is_dtmm(o))
+    w = op.inputs[1]
+    data = w.data.copy()
+    data[12 * op.outputs[0].shape[3]] ^= 1  # one more / one fewer kept filterlet
+    w.buffer.data = data
+    with pytest.raises(FormatError, match=r"w has \d+ bytes, expected \d+"):
+        inspect_model(model.save())
+
+
+def test_inspect_rejects_bad_fwcs(cnn_converted_v1):
+    out, _ = cnn_converted_v1
     model = load_model(out)
     op = next(o for o in model.subgraphs[0].operators if is_dtmm(o))
     bitmap = op.inputs[2]

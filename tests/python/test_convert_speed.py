@@ -60,6 +60,8 @@ def test_fitted_models_load_and_cover_both_targets():
     for t in latency.conv_targets():
         for kernel in latency.KERNELS:
             for cls in latency.PATH_CLASSES[kernel]:
+                if cls == latency.BLOCK_CLASS:  # fitted once bench/kernels has blocks
+                    continue
                 assert latency._data()["conv_models"][t][kernel][cls]["coeffs"]
             for s in shapes:
                 assert latency.conv_instructions(t, kernel, s) > 0
@@ -230,3 +232,46 @@ def test_fit_latency_rejects_a_csv_without_shapes(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "missing columns" in r.stderr
     assert not out.exists()
+
+
+def test_fit_latency_fits_block_rows_into_their_own_class(tmp_path):
+    """bench/kernels rows with a `block` column (B; 0 = filterlets): the block-sparse
+    1x1 rows, and only they, give the pointwise_blocks class; a target without
+    enough of them gets no block model (so the converter never picks B < C_in for
+    speed there)."""
+    kern = tmp_path / "kernels.csv"
+    _synthetic_kernels_csv(kern)
+    rows = list(csv.reader(open(kern)))
+    head = rows[0] + ["block"]
+    out_rows = [r + ["0"] for r in rows[1:]]
+    # block rows on cortex-m4 only: kept blocks x B MACs at 1.1, a per-block cost
+    for oh, ow in ((4, 4), (8, 8), (16, 16), (10, 6)):
+        for ci in (32, 64, 128):
+            for co in (16, 64):
+                for b in (8, 16, 32):
+                    if b >= ci:
+                        continue
+                    for sp in (0.0, 0.5, 0.75, 0.9):
+                        s = latency.ConvShape.from_sparsity(oh, ow, ci, co, 1, 1, sp, block=b)
+                        assert latency.path_class("dtmm", s) == latency.BLOCK_CLASS
+                        y = 1.1 * s.kept * b * oh * ow + 7 * s.kept * oh * ow + 30 * co + 900
+                        base = ["cortex-m4", "blk", "blocks", oh, ow, ci, co, 1, 1, 1, 1, 1, 1,
+                                "SAME", oh, ow, f"{sp:.2f}"]
+                        out_rows.append(base + ["dtmm", round(y), 0, 0, b])
+                        out_rows.append(base + ["cmsis_nn", round(2 * oh * ow * co * ci), 0,
+                                                0, b])
+    with open(kern, "w", newline="") as f:
+        csv.writer(f).writerows([head] + out_rows)
+    out = tmp_path / "latency.json"
+    out.write_text("{}")
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "fit_latency"),
+                        "--kernels-csv", str(kern), "-o", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    models = json.loads(out.read_text())["conv_models"]
+    m4 = models["cortex-m4"]["dtmm"]
+    assert m4[latency.BLOCK_CLASS]["fit"]["rows"] > 50
+    assert m4[latency.BLOCK_CLASS]["fit"]["median_abs_err"] < 0.02
+    # the filterlet classes are fitted without the block rows: still exact
+    assert m4["pointwise"]["fit"]["median_abs_err"] < 0.02
+    assert latency.BLOCK_CLASS not in models["cortex-m55"]["dtmm"]

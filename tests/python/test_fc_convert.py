@@ -151,9 +151,10 @@ def test_read_dtmm_fc_rejects(edit, msg):
 
 
 def test_v1_conv_contract_still_reads():
-    assert contract.lookup("DTMM_CONV_2D", {"version": 1}, "t") is contract.CONV_2D
-    with pytest.raises(FormatError, match="version 2"):
-        contract.lookup("DTMM_CONV_2D", {"version": 2}, "t")
+    assert contract.lookup("DTMM_CONV_2D", {"version": 1}, "t") is contract.CONV_2D_V1
+    assert contract.lookup("DTMM_CONV_2D", {"version": 2}, "t") is contract.CONV_2D_V2
+    with pytest.raises(FormatError, match="version 3"):
+        contract.lookup("DTMM_CONV_2D", {"version": 3}, "t")
     with pytest.raises(FormatError, match="version 1"):
         contract.lookup("DTMM_FULLY_CONNECTED", {"version": 1}, "t")
 

@@ -246,7 +246,11 @@ def test_latency_model_single_target_and_errors():
     per = both.per_target(dense)
     assert set(per) == {"cortex-m4", "cortex-m55"}
     assert per["cortex-m4"] > per["cortex-m55"] > 0      # M55 executes fewer
-    assert cost.LatencyModel(g, "cortex-m55")(dense) == pytest.approx(per["cortex-m55"])
+    # the same convs rewritten: the single-target model is that target's share (its
+    # own rule may rewrite more: DTMM_CONV_2D v2 makes dense convs smaller as DTMM,
+    # and some are modeled faster on Cortex-M55 only)
+    assert cost.LatencyModel(g, "cortex-m55")(dense, both.rewritten(dense)) == \
+        pytest.approx(per["cortex-m55"])
     half = dense.copy()
     half.alpha[:] = 0.5
     half.beta[:] = 0.5

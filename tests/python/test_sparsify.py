@@ -301,3 +301,52 @@ def test_cli_blocks(int8_model, tmp_path, capsys):
             cli.main(["sparsify", str(src), "-o", str(tmp_path / "p.tflite"),
                       "--sparsity", "0.5", "--blocks", value])
         assert e.value.code == 2 and "--blocks" in capsys.readouterr().err
+
+
+# -- 1x1 convs take blocks with --blocks B (DTMM_CONV_2D version 2) ---------------------
+@pytest.fixture(scope="module")
+def pointwise_model():
+    import tflite_models as tm
+
+    return tm.conv_branches_model([tm.ConvConfig(8, 6, 3, 3, seed=1),
+                                   tm.ConvConfig(32, 12, 1, 1, seed=2),
+                                   tm.ConvConfig(12, 5, 1, 1, seed=3)])
+
+
+@pytest.mark.parametrize("s", [0.25, 0.5, 0.75])
+def test_1x1_conv_blocks_zeroed_lowest_l1_first(pointwise_model, s):
+    out, layers = sparsify_model(pointwise_model, s, blocks=8)
+    before = {oi: w for _, oi, _, w in _convs(pointwise_model)}
+    after = {oi: w for _, oi, _, w in _convs(out)}
+    by_op = {r.op_index: r for r in layers}
+    for oi, w0 in before.items():
+        r, w1 = by_op[oi], after[oi]
+        c_out, kh, kw, c_in = w0.shape
+        if (kh, kw) == (1, 1) and c_in == 32:  # blocks of 8 of each filter
+            assert r.block == 8 and r.filterlets == c_out * 4
+            units0, units1 = w0.reshape(-1, 8), w1.reshape(-1, 8)
+        else:  # 3x3, or C_in 12 that 8 does not divide: filterlets as without --blocks
+            assert r.block == 0 and r.filterlets == c_out * kh * kw
+            units0, units1 = w0.reshape(-1, c_in), w1.reshape(-1, c_in)
+        l1 = np.abs(units0.astype(np.int64)).sum(axis=1)
+        k = max(target_zeros(s, len(l1)), int((l1 == 0).sum()))
+        want = np.zeros(len(l1), bool)
+        want[sorted(range(len(l1)), key=lambda i: (l1[i], i))[:k]] = True
+        np.testing.assert_array_equal(~units1.any(axis=1), want)
+        np.testing.assert_array_equal(units1[~want], units0[~want])
+    from dtmm.sparsify import table
+    assert "1x1/B8 " in table(layers)
+
+
+def test_1x1_blocks_convert_to_block_filterlets(pointwise_model):
+    from dtmm.convert import convert_model
+    from dtmm.core.ops import is_dtmm, read_dtmm
+    from dtmm.verify import verify_models
+
+    out, _ = sparsify_model(pointwise_model, 0.75, blocks=8)
+    conv, report = convert_model(out, prefer="size")
+    m = Model.read(conv)
+    blocks = {oi: read_dtmm(m, 0, oi).block for oi, op in
+              enumerate(m.subgraphs[0].operators) if is_dtmm(op)}
+    assert 8 in blocks.values(), report.table()
+    assert verify_models(out, conv, random=2).ok

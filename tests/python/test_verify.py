@@ -15,9 +15,19 @@ load_model = Model.read
 
 
 @pytest.fixture(scope="module")
-def pair():
-    cnn = tm.cnn_model()
+def cnn():
+    return tm.cnn_model()
+
+
+@pytest.fixture(scope="module")
+def pair(cnn):
     out, _ = convert_model(cnn)
+    return cnn, out
+
+
+@pytest.fixture(scope="module")
+def pair_v1(cnn):
+    out, _ = convert_model(cnn, format_version=1)
     return cnn, out
 
 
@@ -41,13 +51,26 @@ def test_a_correct_conversion_passes(pair):
     assert report.summary().startswith("OK: 5 DTMM_CONV_2D op(s) match")
 
 
-def test_tampered_weights_are_named(pair):
-    cnn, out = pair
+def _w_offsets(op):
+    """Byte offsets in a version-2 w: (bias, multiplier, shift, kept blocks)."""
+    from dtmm.core.contract import decode_map
+    from dtmm.core.ops import padded_bitmap_bytes
+
+    c_out, c_in = op.outputs[0].shape[3], op.inputs[0].shape[3]
+    o = decode_map(op.custom_options, "t")
+    bits = c_out * o["kh"] * o["kw"] * (c_in // o["b"])
+    return 0, 4 * c_out, 8 * c_out, 12 * c_out + padded_bitmap_bytes(bits)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_tampered_weights_are_named(pair, pair_v1, version):
+    cnn, out = pair if version == 2 else pair_v1
 
     def tamper(model):
         oi, op = _first_dtmm(model)
         data = op.inputs[1].data.copy()
-        data[5] = np.uint8((int(data[5]) + 1) % 256) or 1
+        at = 5 if version == 1 else _w_offsets(op)[3] + 5
+        data[at] = np.uint8((int(data[at]) + 1) % 256) or 1
         op.inputs[1].buffer.data = data
 
     bad = _edit(out, tamper)
@@ -59,20 +82,34 @@ def test_tampered_weights_are_named(pair):
     assert msg == f"op {oi} ({name}): filter (FWCS densified) differs from the original CONV_2D"
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("field, index", [("bias", 3), ("multiplier", 4), ("shift", 5)])
-def test_tampered_constants(pair, field, index):
-    cnn, out = pair
+def test_tampered_constants(pair, pair_v1, field, index, version):
+    cnn, out = pair if version == 2 else pair_v1
 
     def tamper(model):
         _, op = _first_dtmm(model)
-        t = op.inputs[index]
-        v = t.value().copy()
-        v[-1] += 1
-        t.buffer.data = v
+        if version == 1:
+            t = op.inputs[index]
+            v = t.value().copy()
+            v[-1] += 1
+            t.buffer.data = v
+            return
+        t = op.inputs[1]
+        data = t.data.copy()
+        at = _w_offsets(op)[index - 3] + 4 * (op.outputs[0].shape[3] - 1)  # last channel
+        data[at:at + 4] = (data[at:at + 4].view("<i4") + 1).view(np.uint8)
+        t.buffer.data = data
 
     report = verify_models(cnn, _edit(out, tamper), random=0, check=False)
     assert len(report.failures) == 1
     assert f": {'folded bias' if field == 'bias' else field} differs" in report.failures[0]
+
+
+def test_v1_conversion_verifies(pair_v1):
+    cnn, out = pair_v1
+    report = verify_models(cnn, out, random=2, seed=5)
+    assert report.ok and len(report.dtmm_ops) == 5
 
 
 def test_numeric_check_catches_what_structure_cannot(pair):

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "dtmm_ops.h"
+#include "models/blocks_dtmm_model.h"
+#include "models/blocks_original_model.h"
 #include "models/cnn_dtmm_model.h"
 #include "models/cnn_original_model.h"
 #include "models/kws_dtmm_model.h"
@@ -145,6 +147,12 @@ TEST(DtmmModel, CnnConvertedMatchesPrunedOriginal) {
 
 TEST(DtmmModel, KwsConvertedMatchesPrunedOriginal) {
   CheckPair(g_kws_original_model, g_kws_dtmm_model);
+}
+
+// DTMM_CONV_2D format version 2 (cnn and kws are version 1): a 3x3 conv with
+// B = C_in, a block-pruned 1x1 conv with B = 16 and a strided 1x1 with B = C_in.
+TEST(DtmmModel, BlocksV2ConvertedMatchesPrunedOriginal) {
+  CheckPair(g_blocks_original_model, g_blocks_dtmm_model);
 }
 
 TEST(DtmmModel, MlpBlockPrunedMatchesPrunedOriginal) {

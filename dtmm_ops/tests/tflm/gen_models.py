@@ -1,7 +1,10 @@
 """Generates the model pairs dtmm_model_test.cc runs: small filterlet-pruned int8
 CNNs and a block-pruned MLP built with TensorFlow (the "pruned originals") and
 their DTMM conversions (`dtmm convert --always --prefer size`), written as C arrays
-under models/.
+under models/. The cnn and kws convs are written as DTMM_CONV_2D format version 1
+(they prove version 1 still runs); the `blocks` pair is version 2: a 3x3 conv
+(B = C_in) and two 1x1 convs, one block-pruned and written with B = 16
+(convert_model(block_size=16)), one whose C_in 16 does not divide (B = C_in).
 
     python dtmm_ops/tests/tflm/gen_models.py [--only mlp]   # repo root, in the venv
 
@@ -37,6 +40,18 @@ def _prune_blocks(kernel: np.ndarray, rng, fraction: float, block: int = 16):
     b = block if c_in % block == 0 else c_in
     keep = rng.random((c_in // b, c_out)) >= fraction
     return kernel * np.repeat(keep, b, axis=0).astype(kernel.dtype)
+
+
+def _prune_conv_blocks(kernel: np.ndarray, rng, fraction: float, block: int):
+    """Zero blocks of `block` input channels of a Keras 1x1 Conv2D kernel
+    [1, 1, C_in, C_out] (block j of filter oc is kernel[0, 0, jB:(j+1)B, oc])."""
+    _, _, c_in, c_out = kernel.shape
+    keep = rng.random((c_in // block, c_out)) >= fraction
+    return kernel * np.repeat(keep, block, axis=0)[None, None].astype(kernel.dtype)
+
+
+# Format version and forced block size per pair (see the module docstring).
+FORMAT = {"cnn": (1, None), "kws": (1, None), "mlp": (2, None), "blocks": (2, 16)}
 
 
 def build_models(only=None):
@@ -77,15 +92,31 @@ def build_models(only=None):
         x = keras.layers.Dense(128)(x)
         return keras.Model(inp, x), (2, 128)
 
+    def blocks():
+        # DTMM_CONV_2D version 2: 3x3 (B = C_in), 1x1 with C_in 32 (B = 16, block
+        # pruned), 1x1 with C_in 24 (16 does not divide: B = C_in), strided 1x1.
+        x = inp = keras.Input((8, 8, 4), batch_size=1)
+        x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+        x = keras.layers.Conv2D(24, 1, activation="relu6")(x)
+        x = keras.layers.Conv2D(16, 1, strides=2, use_bias=False)(x)
+        x = keras.layers.Flatten()(x)
+        x = keras.layers.Dense(10)(x)
+        return keras.Model(inp, x), (1, 8, 8, 4)
+
     out = {}
-    for name, make, fraction in (("cnn", cnn, 0.6), ("kws", kws, 0.5), ("mlp", mlp, 0.75)):
+    for name, make, fraction in (("cnn", cnn, 0.6), ("kws", kws, 0.5), ("mlp", mlp, 0.75),
+                                 ("blocks", blocks, 0.6)):
         model, shape = make()
         if only and name not in only:
             continue
         for i, layer in enumerate(l for l in model.layers
                                   if isinstance(l, keras.layers.Conv2D)):
             w = layer.get_weights()
-            w[0] = _prune_filterlets(w[0], rng, fraction, kill_filter=(i == 1))
+            block = FORMAT[name][1]
+            if block and w[0].shape[:2] == (1, 1) and w[0].shape[2] % block == 0:
+                w[0] = _prune_conv_blocks(w[0], rng, fraction, block)
+            else:
+                w[0] = _prune_filterlets(w[0], rng, fraction, kill_filter=(i == 1))
             if len(w) > 1:
                 w[1] = rng.normal(0, 0.1, w[1].shape).astype(np.float32)
             layer.set_weights(w)
@@ -132,17 +163,30 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(HERE, "models"))
     ap.add_argument("--keep-tflite", action="store_true",
                     help="also write the .tflite files next to the arrays")
-    ap.add_argument("--only", action="append", help="regenerate only this pair (cnn, kws, mlp)")
+    ap.add_argument("--only", action="append",
+                    help="regenerate only this pair (cnn, kws, mlp, blocks)")
     args = ap.parse_args(argv)
     from dtmm.convert import convert_model
+    from dtmm.core.ops import is_dtmm, read_dtmm
+    from dtmm.core.tflite import Model
 
     os.makedirs(args.out, exist_ok=True)
     for name, original in build_models(args.only).items():
         # --always for the convs, the size rule for the FCs (--always is conv-only)
-        converted, report = convert_model(original, always=True, prefer="size")
+        version, block = FORMAT[name]
+        converted, report = convert_model(original, always=True, prefer="size",
+                                          format_version=version, block_size=block)
         print(report.table())
         if report.num_rewritten + sum(r.rewritten for r in report.fc_layers) == 0:
             print(f"error: nothing converted in {name}", file=sys.stderr)
+            return 1
+        m = Model.read(converted)
+        ops = [read_dtmm(m, si, oi) for si, sg in enumerate(m.subgraphs)
+               for oi, op in enumerate(sg.operators) if is_dtmm(op)]
+        if any(d.version != version for d in ops) or \
+                (block and not any(d.block == block and d.fwcs.sparsity > 0 for d in ops)):
+            print(f"error: {name} is not format version {version}"
+                  + (f" with a block-sparse B={block} op" if block else ""), file=sys.stderr)
             return 1
         for suffix, data in (("original", original), ("dtmm", converted)):
             base = f"{name}_{suffix}_model"

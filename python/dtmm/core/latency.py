@@ -104,7 +104,15 @@ FEATURES = {
 TINY_PLANE_PIXELS = 4
 SMALL_C_IN = 8
 PATH_CLASSES = {"cmsis_nn": ("1x1_fast", "1x1", "general"),
-                "dtmm": ("tiny", "pointwise", "pointwise_strided", "small_cin", "window")}
+                "dtmm": ("tiny", "pointwise", "pointwise_strided", "small_cin", "window",
+                         "pointwise_blocks")}
+# Block-sparse 1x1 convs (DTMM_CONV_2D version 2, B < C_in) take their own driver
+# (dtmm_conv_s8_pointwise_blocks): its class counts kept blocks where the others
+# count kept filterlets (kept_macs = kept blocks x B x output pixels). A target
+# without fitted coefficients for it has no model for such a conv: the converter
+# then never picks B < C_in for speed there (bench/fit_latency fits it from
+# bench/kernels rows with a `block` column).
+BLOCK_CLASS = "pointwise_blocks"
 
 
 @dataclass(frozen=True)
@@ -119,25 +127,36 @@ class ConvShape:
     kw: int
     stride: tuple = (1, 1)
     dilation: tuple = (1, 1)
-    kept_filterlets: int | None = None  # None: all C_out*K_h*K_w kept
+    kept_filterlets: int | None = None  # None: all C_out*K_h*K_w kept (blocks with block)
     pruned_filters: int = 0              # output channels with no kept filterlet
+    block: int | None = None             # B < C_in: block filterlets (kept_* count blocks)
 
     @property
     def taps(self) -> int:
         return self.kh * self.kw
 
     @property
+    def block_width(self):
+        """Input channels per kept unit: B, or C_in for whole filterlets."""
+        return self.c_in if self.block is None else self.block
+
+    @property
     def kept(self) -> int:
-        return self.c_out * self.taps if self.kept_filterlets is None else self.kept_filterlets
+        if self.kept_filterlets is not None:
+            return self.kept_filterlets
+        return self.c_out * self.taps * (np.asarray(self.c_in) // self.block_width)
 
     @classmethod
-    def from_sparsity(cls, out_h, out_w, c_in, c_out, kh, kw, sparsity, **kw_):
-        """Random filterlet mask with round(s * C_out * K) pruned, as bench/kernels uses:
-        the expected number of fully pruned filters is C_out * s^K."""
-        n = c_out * kh * kw
+    def from_sparsity(cls, out_h, out_w, c_in, c_out, kh, kw, sparsity, block=None, **kw_):
+        """Random filterlet (or, with block B < C_in, block) mask with round(s * units)
+        pruned, as bench/kernels uses: the expected number of fully pruned filters is
+        C_out * s^(units per filter)."""
+        block = None if block in (None, 0) or block == c_in else int(block)
+        per_filter = kh * kw * (1 if block is None else c_in // block)
+        n = c_out * per_filter
         kept = n - int(sparsity * n + 0.5)
         return cls(out_h, out_w, c_in, c_out, kh, kw, kept_filterlets=kept,
-                   pruned_filters=round(c_out * sparsity ** (kh * kw)), **kw_)
+                   pruned_filters=round(c_out * sparsity ** per_filter), block=block, **kw_)
 
 
 def class_masks(kernel: str, s: ConvShape) -> dict:
@@ -161,12 +180,14 @@ def class_masks(kernel: str, s: ConvShape) -> dict:
         # planes; 1x1 filters (pointwise, whatever C_in; strided, that driver runs
         # once per output row instead of once per plane: 22 % more on Cortex-M4
         # than the stride-1 fit); small C_in (expanded); the window drivers.
-        tiny = np.asarray(s.out_h) * np.asarray(s.out_w) <= TINY_PLANE_PIXELS
-        one = ~tiny & (taps == 1)
-        small = ~tiny & ~one & (c_in < SMALL_C_IN)
+        # Block filterlets (B < C_in, 1x1 only) take the block driver first.
+        blocks = (np.asarray(s.block_width) < c_in) & (taps == 1)
+        tiny = ~blocks & (np.asarray(s.out_h) * np.asarray(s.out_w) <= TINY_PLANE_PIXELS)
+        one = ~blocks & ~tiny & (taps == 1)
+        small = ~blocks & ~tiny & ~one & (c_in < SMALL_C_IN)
         return {"tiny": tiny, "pointwise": one & unit_stride,
                 "pointwise_strided": one & ~unit_stride, "small_cin": small,
-                "window": ~tiny & ~one & ~small}
+                "window": ~blocks & ~tiny & ~one & ~small, BLOCK_CLASS: blocks}
     raise ArgumentError(f"unknown kernel {kernel!r} (known: {', '.join(KERNELS)})")
 
 
@@ -182,7 +203,7 @@ def features(kernel: str, s: ConvShape) -> dict:
                 "im2col": pix * s.taps * s.c_in, "out_pixels": pix, "c_out": s.c_out,
                 "call": 1}
     class_masks(kernel, s)  # rejects unknown kernels
-    return {"kept_macs": s.kept * s.c_in * pix, "outputs": pix * s.c_out,
+    return {"kept_macs": s.kept * s.block_width * pix, "outputs": pix * s.c_out,
             "live_output_taps": (s.c_out - s.pruned_filters) * pix * s.taps,
             "kept_filterlet_pixels": s.kept * pix, "out_pixels": pix, "c_out": s.c_out,
             "pruned_filters": s.pruned_filters, "kept_filterlets": s.kept, "call": 1}
@@ -222,6 +243,27 @@ def conv_instructions(target: str, kernel: str, s: ConvShape):
                                 f"{target}") from None
         total = total + np.where(mask, sum(c * f[name] for name, c in coeffs.items()), 0.0)
     return float(total) if np.ndim(total) == 0 else total
+
+
+def has_model(kernel: str, s: ConvShape, target: str) -> bool:
+    """Whether latency.json has coefficients for every path class `s` takes on
+    `target` (a block-sparse 1x1 conv may have none yet)."""
+    models = _data().get("conv_models", {}).get(target, {}).get(kernel, {})
+    return all(cls in models and models[cls].get("coeffs")
+               for cls, mask in class_masks(kernel, s).items() if np.any(mask))
+
+
+def modeled_where_fitted(s: ConvShape, targets) -> dict:
+    """target -> (dense CMSIS-NN, DTMM) modeled instructions of one conv, for the
+    targets whose models cover it (the dense conv has the same shape without
+    blocks)."""
+    dense = ConvShape(s.out_h, s.out_w, s.c_in, s.c_out, s.kh, s.kw, s.stride, s.dilation)
+    return {t: (conv_instructions(t, "cmsis_nn", dense), conv_instructions(t, "dtmm", s))
+            for t in targets if has_model("dtmm", s, t)}
+
+
+def no_model_text(targets) -> str:
+    return f"no latency model for block-sparse 1x1 on {', '.join(targets)}"
 
 
 def clearly_faster(dense: float, dtmm: float) -> bool:

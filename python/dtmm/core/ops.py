@@ -8,6 +8,9 @@
 ``read_dtmm`` checks what the TFLM op's Prepare checks (dtmm_ops/dtmm_conv.cc): the
 options against the contract's table, tensor types, ranks and constness, shapes
 against each other, FWCS validity, per-channel ranges, zero points, output size.
+It reads format version 1 (five constant tensors) and version 2 (one packed
+constant w, block filterlets of B input channels for 1x1 kernels) into one DtmmOp
+whose fwcs carries B; ``dtmm_form(conv)`` writes version 2 unless told version=1.
 """
 
 from __future__ import annotations
@@ -297,9 +300,73 @@ def fold_bias(bias, fwcs: FWCS, input_zero_point: int) -> np.ndarray:
     return wrap_int32(b - int(input_zero_point) * fwcs.weight_sums()).astype(np.int32)
 
 
+# -- DTMM_CONV_2D version 2: one packed constant w ----------------------------------
+# The version the converter writes (docs/contract.md "DTMM_CONV_2D version 2").
+WRITE_VERSION = contract.CONV_2D_V2.version  # == dtmm.core.fwcs.FORMAT_VERSION
+CONV_CONTRACTS = {c.version: c for (code, _), c in contract.CONTRACTS.items()
+                  if code == contract.CONV_2D_V1.custom_code}
+
+
+def padded_bitmap_bytes(n_bits: int) -> int:
+    """Bytes of a version-2 bitmap: one bit per block, padded to 4 bytes."""
+    return 4 * ((n_bits + 31) // 32)
+
+
+def pack_conv_w(fw: FWCS, bias, multiplier, shift) -> np.ndarray:
+    """Contract v2 input 1: planar little-endian int32 bias[C_out], multiplier[C_out],
+    shift[C_out]; the bitmap zero-padded to 4 bytes; the kept blocks."""
+    table = np.concatenate([np.asarray(v, np.int64).reshape(-1) for v in
+                            (bias, multiplier, shift)]).astype("<i4")
+    bitmap = np.zeros(padded_bitmap_bytes(fw.num_blocks), np.uint8)
+    bitmap[:fw.bitmap.size] = fw.bitmap
+    return np.concatenate([table.view(np.int8), bitmap.view(np.int8),
+                           fw.values.reshape(-1)])
+
+
+def unpack_conv_w(w, c_out: int, kh: int, kw: int, c_in: int, block: int, what: str):
+    """(bias, multiplier, shift, FWCS) of a version-2 w; FormatError unless the
+    length is exact and the bitmap's padding bits are 0."""
+    w = np.asarray(w).reshape(-1).view(np.int8)
+    if block < 1 or c_in % block:
+        raise FormatError(f"{what}: block size b={block} does not divide C_in={c_in}")
+    n_bits = c_out * kh * kw * (c_in // block)
+    nbm = padded_bitmap_bytes(n_bits)
+    if w.size < 12 * c_out + nbm:
+        raise FormatError(f"{what}: w has {w.size} bytes, the per-channel table "
+                          f"({12 * c_out}) and bitmap ({nbm}) alone need "
+                          f"{12 * c_out + nbm}")
+    table = w[:12 * c_out].view("<i4").astype(np.int32).reshape(3, c_out)
+    raw = w[12 * c_out:12 * c_out + nbm].view(np.uint8)
+    bits = np.unpackbits(raw, bitorder="little")
+    stray = np.flatnonzero(bits[n_bits:])
+    if stray.size:
+        raise FormatError(f"{what}: bitmap padding bit {n_bits + int(stray[0])} is set "
+                          f"(the filter has {n_bits} blocks)")
+    n_kept = int(bits.sum())
+    expected = 12 * c_out + nbm + n_kept * block
+    if w.size != expected:
+        raise FormatError(f"{what}: w has {w.size} bytes, expected {expected} (table "
+                          f"{12 * c_out} + bitmap {nbm} + {n_kept} kept blocks x B={block})")
+    fw = FWCS.from_arrays(c_out, kh, kw, c_in, raw[:bitmap_bytes(c_out, kh, kw,
+                                                                 c_in // block)].copy(),
+                          w[12 * c_out + nbm:].reshape(n_kept, block), block)
+    return table[0], table[1], table[2], fw
+
+
+def block_allowed(kh: int, kw: int, c_in: int, block: int) -> str:
+    """Why B is not allowed for this kernel by the contract, or ''."""
+    if block < 1 or c_in % block:
+        return f"block size b={block} does not divide C_in={c_in}"
+    if block != c_in and (kh, kw) != (1, 1):
+        return (f"block size b={block} < C_in={c_in} is allowed only for 1x1 kernels "
+                f"(kernel {kh}x{kw})")
+    return ""
+
+
 @dataclass
 class DtmmForm:
-    """What an eligible CONV_2D becomes: contract inputs 1-5 and the options."""
+    """What an eligible CONV_2D becomes: the constants, the options, the format
+    version (1: five tensors; 2: one packed w) and the block size fwcs.block."""
 
     fwcs: FWCS
     bias: np.ndarray
@@ -307,46 +374,91 @@ class DtmmForm:
     shift: np.ndarray
     options: dict = field(default_factory=dict)
     shape_error: str = ""  # device_shape_error of the layer
+    version: int = WRITE_VERSION
+
+    @property
+    def block(self) -> int:
+        return self.fwcs.block
+
+    @property
+    def contract(self) -> contract.OpContract:
+        return CONV_CONTRACTS[self.version]
 
     def arrays(self):
-        """(name, array, schema TensorType) of inputs 1-5, in contract order."""
+        """(name, array, schema TensorType) of the constant inputs, in contract
+        order: version 1 values, bitmap, bias, multiplier, shift; version 2 w."""
+        if self.version == 2:
+            return (("w", pack_conv_w(self.fwcs, self.bias, self.multiplier, self.shift),
+                     TensorType.INT8),)
         return (("values", self.fwcs.values, TensorType.INT8),
                 ("bitmap", self.fwcs.bitmap, TensorType.UINT8),
                 ("bias", self.bias.astype(np.int32), TensorType.INT32),
                 ("multiplier", self.multiplier.astype(np.int32), TensorType.INT32),
                 ("shift", self.shift.astype(np.int32), TensorType.INT32))
 
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of the constants' data (the weights, bitmap and per-channel table)."""
+        return int(sum(a.nbytes for _, a, _ in self.arrays()))
+
     def device_rejects(self) -> str:
         """Why the device's Prepare would reject this op, or ''."""
         try:
-            contract.CONV_2D.check_channels(
+            self.contract.check_channels(
                 {"multiplier": self.multiplier, "shift": self.shift}, "requantization")
-            contract.CONV_2D.validate(self.options, "options")
+            self.contract.validate(self.options, "options")
         except FormatError as e:
             return str(e)
+        if self.version == 2:
+            bad = block_allowed(self.fwcs.kernel_h, self.fwcs.kernel_w, self.fwcs.c_in,
+                                self.block)
+            if bad:
+                return bad
         return self.shape_error
 
 
-def dtmm_form(conv: ConvOp) -> DtmmForm:
-    fw = FWCS.from_dense(conv.weights)
+def conv_options(version: int, kh: int, kw: int, p: ConvParams, block: int) -> dict:
+    """The custom options map of a DTMM_CONV_2D of `version`."""
+    if version == 1:
+        return {"version": 1, "kh": kh, "kw": kw, "sh": p.stride_h, "sw": p.stride_w,
+                "dh": p.dilation_h, "dw": p.dilation_w, "padding": p.padding,
+                "in_zp": p.input_zero_point, "act_min": p.act_min, "act_max": p.act_max}
+    if version == 2:
+        return {"version": 2, "b": int(block), "kh": kh, "kw": kw, "sh": p.stride_h,
+                "sw": p.stride_w, "dh": p.dilation_h, "dw": p.dilation_w, "p": p.padding,
+                "z": p.input_zero_point, "lo": p.act_min, "hi": p.act_max}
+    raise ValueError(f"DTMM_CONV_2D format version {version} is not one this writer "
+                     f"knows ({', '.join(map(str, sorted(CONV_CONTRACTS)))})")
+
+
+def dtmm_form(conv: ConvOp, version: int = WRITE_VERSION, block: int | None = None
+              ) -> DtmmForm:
+    """The DTMM form of an eligible CONV_2D: `version` 2 (default) or 1; `block` B
+    (version 2 only; default C_in: one block per filterlet)."""
+    c_in = int(conv.weights.shape[3])
+    block = c_in if block is None else int(block)
+    if version == 1 and block != c_in:
+        raise ValueError(f"format version 1 has no blocks (B={block}, C_in={c_in})")
+    fw = FWCS.from_dense(conv.weights, block)
     p = conv.params
     mult, shift = conv.multipliers()
-    options = {"version": contract.CONV_2D.version, "kh": int(conv.weights.shape[1]),
-               "kw": int(conv.weights.shape[2]), "sh": p.stride_h, "sw": p.stride_w,
-               "dh": p.dilation_h, "dw": p.dilation_w, "padding": p.padding,
-               "in_zp": p.input_zero_point, "act_min": p.act_min, "act_max": p.act_max}
+    options = conv_options(version, int(conv.weights.shape[1]), int(conv.weights.shape[2]),
+                           p, block)
     n, h, w, c_in = conv.input.shape
     _, pad_t = out_size_and_padding(h, fw.kernel_h, p.stride_h, p.dilation_h, p.padding)
     _, pad_l = out_size_and_padding(w, fw.kernel_w, p.stride_w, p.dilation_w, p.padding)
     shape_error = device_shape_error(n, h, w, c_in, conv.out_hw[0], conv.out_hw[1],
                                      fw.c_out, fw.kernel_h, fw.kernel_w, p, pad_t, pad_l)
     return DtmmForm(fw, fold_bias(conv.bias_values, fw, p.input_zero_point), mult, shift,
-                    options, shape_error)
+                    options, shape_error, version)
 
 
 # -- DTMM_CONV_2D -------------------------------------------------------------------
 @dataclass
 class DtmmOp:
+    """A decoded DTMM_CONV_2D of either version: one in-memory form (fwcs carries
+    the block size B; B = C_in for version 1)."""
+
     subgraph: int
     op_index: int
     input: object
@@ -361,49 +473,42 @@ class DtmmOp:
     output_shape: tuple
     constant_bytes: int
 
+    @property
+    def version(self) -> int:
+        return int(self.options["version"])
+
+    @property
+    def block(self) -> int:
+        return self.fwcs.block
+
 
 def is_dtmm(op) -> bool:
     return op.opcode.builtin == BuiltinOperator.CUSTOM and \
         op.opcode.custom_code in contract.CUSTOM_CODES
 
 
-def read_dtmm(model: Model, si: int, oi: int) -> DtmmOp:
-    """Decode and validate DTMM_CONV_2D operator (si, oi); FormatError if invalid."""
-    op = model.subgraphs[si].operators[oi]
-    what = where_of("DTMM_CONV_2D", si, oi, op)
-    c = contract.CONV_2D
-    if len(op.inputs) != len(c.inputs) or len(op.outputs) != 1 or \
-            any(t is None for t in op.inputs + op.outputs):
-        raise FormatError(f"{what}: needs {len(c.inputs)} inputs and 1 output, has "
-                          f"{len(op.inputs)} and {len(op.outputs)}")
-    opts = contract.decode_options(op.custom_options, what, op.custom_options_format,
-                                   op.opcode.custom_code)
-    x_t, y_t = op.inputs[0], op.outputs[0]
-    if x_t.dtype != TensorType.INT8 or y_t.dtype != TensorType.INT8:
-        raise FormatError(f"{what}: input/output must be int8, got "
-                          f"{type_name(x_t.dtype)}/{type_name(y_t.dtype)}")
-    x_shape, y_shape = x_t.shape, y_t.shape
-    if len(x_shape) != 4 or len(y_shape) != 4 or x_shape[0] != y_shape[0]:
-        raise FormatError(f"{what}: input {list(x_shape)} / output {list(y_shape)} "
-                          "must be 4-D NHWC with the same batch")
-    c_in, c_out = x_shape[3], y_shape[3]
-    arrays = {}
-    for spec, t in zip(c.inputs[1:], op.inputs[1:]):
-        if t.dtype != spec.dtype:
-            raise FormatError(f"{what}: {spec.name} is {type_name(t.dtype)}, expected "
-                              f"{type_name(spec.dtype)}")
-        if len(t.shape) != spec.rank:
-            raise FormatError(f"{what}: {spec.name} must have rank {spec.rank}, got "
-                              f"shape {list(t.shape)}")
-        if min(t.shape, default=0) < 0:
-            raise FormatError(f"{what}: {spec.name} has a negative dimension "
-                              f"{list(t.shape)}")
-        v = t.value(spec.name)
-        if v is None:  # TFLM: constant = the buffer has data; no rows need none
-            if spec.name != "values" or t.shape[0] != 0:
-                raise FormatError(f"{what}: {spec.name} is not a constant tensor")
-            v = np.zeros(t.shape, np.int8)
-        arrays[spec.name] = v
+def _constant(t, spec, what: str):
+    """The value of constant input `t` checked against its contract entry."""
+    if t.dtype != spec.dtype:
+        raise FormatError(f"{what}: {spec.name} is {type_name(t.dtype)}, expected "
+                          f"{type_name(spec.dtype)}")
+    if len(t.shape) != spec.rank:
+        raise FormatError(f"{what}: {spec.name} must have rank {spec.rank}, got "
+                          f"shape {list(t.shape)}")
+    if min(t.shape, default=0) < 0:
+        raise FormatError(f"{what}: {spec.name} has a negative dimension "
+                          f"{list(t.shape)}")
+    v = t.value(spec.name)
+    if v is None:  # TFLM: constant = the buffer has data; no rows need none
+        if spec.name != "values" or t.shape[0] != 0:
+            raise FormatError(f"{what}: {spec.name} is not a constant tensor")
+        v = np.zeros(t.shape, np.int8)
+    return v
+
+
+def _read_v1_constants(op, c, opts, c_in: int, c_out: int, what: str):
+    arrays = {spec.name: _constant(t, spec, what)
+              for spec, t in zip(c.inputs[1:], op.inputs[1:])}
     values, bitmap = arrays["values"], arrays["bitmap"]
     kh, kw = opts["kh"], opts["kw"]
     if bitmap.size != bitmap_bytes(c_out, kh, kw):
@@ -417,23 +522,64 @@ def read_dtmm(model: Model, si: int, oi: int) -> DtmmOp:
         if arrays[nm].shape != (c_out,):
             raise FormatError(f"{what}: {nm} shape {list(arrays[nm].shape)}, expected "
                               f"[{c_out}]")
-    c.check_channels(arrays, what)
+    return arrays["bias"], arrays["multiplier"], arrays["shift"], fw
+
+
+def _read_v2_constants(op, c, opts, c_in: int, c_out: int, what: str):
+    bad = block_allowed(opts["kh"], opts["kw"], c_in, opts["b"])
+    if bad:
+        raise FormatError(f"{what}: {bad}")
+    w = _constant(op.inputs[1], c.inputs[1], what)
+    return unpack_conv_w(w, c_out, opts["kh"], opts["kw"], c_in, opts["b"], what)
+
+
+def read_dtmm(model: Model, si: int, oi: int) -> DtmmOp:
+    """Decode and validate DTMM_CONV_2D operator (si, oi), version 1 or 2;
+    FormatError if invalid."""
+    op = model.subgraphs[si].operators[oi]
+    what = where_of("DTMM_CONV_2D", si, oi, op)
+    opts = contract.decode_options(op.custom_options, what, op.custom_options_format,
+                                   op.opcode.custom_code)
+    c = CONV_CONTRACTS[opts["version"]]
+    if len(op.inputs) != len(c.inputs) or len(op.outputs) != 1 or \
+            any(t is None for t in op.inputs + op.outputs):
+        raise FormatError(f"{what}: version {c.version} needs {len(c.inputs)} inputs and "
+                          f"1 output, has {len(op.inputs)} and {len(op.outputs)}")
+    x_t, y_t = op.inputs[0], op.outputs[0]
+    if x_t.dtype != TensorType.INT8 or y_t.dtype != TensorType.INT8:
+        raise FormatError(f"{what}: input/output must be int8, got "
+                          f"{type_name(x_t.dtype)}/{type_name(y_t.dtype)}")
+    x_shape, y_shape = x_t.shape, y_t.shape
+    if len(x_shape) != 4 or len(y_shape) != 4 or x_shape[0] != y_shape[0]:
+        raise FormatError(f"{what}: input {list(x_shape)} / output {list(y_shape)} "
+                          "must be 4-D NHWC with the same batch")
+    c_in, c_out = x_shape[3], y_shape[3]
+    if c.version == 2 and min(c_in, c_out) < 1:  # before the table's size is taken
+        raise FormatError(f"{what}: the kernel's validator rejects the layer: every "
+                          "dimension must be >= 1")
+    read_constants = _read_v1_constants if c.version == 1 else _read_v2_constants
+    bias, multiplier, shift, fw = read_constants(op, c, opts, c_in, c_out, what)
+    c.check_channels({"multiplier": multiplier, "shift": shift}, what)
+    # version 1 and 2 keys, one meaning
+    zp_key, pad_key, lo_key, hi_key = (("in_zp", "padding", "act_min", "act_max")
+                                       if c.version == 1 else ("z", "p", "lo", "hi"))
     zp_in = _device_quant(x_t, "input", what)
     zp_out = _device_quant(y_t, "output", what)
-    if zp_in != opts["in_zp"]:
-        raise FormatError(f"{what}: in_zp {opts['in_zp']} differs from the input "
+    if zp_in != opts[zp_key]:
+        raise FormatError(f"{what}: {zp_key} {opts[zp_key]} differs from the input "
                           f"tensor's zero point {zp_in}")
     lo, hi = contract.ZERO_POINT_RANGE
     if not lo <= zp_out <= hi:
         raise FormatError(f"{what}: output zero point {zp_out} is not int8")
+    kh, kw = opts["kh"], opts["kw"]
     params = ConvParams(stride_h=opts["sh"], stride_w=opts["sw"], dilation_h=opts["dh"],
-                        dilation_w=opts["dw"], padding=opts["padding"],
-                        input_zero_point=opts["in_zp"], output_zero_point=zp_out,
-                        act_min=opts["act_min"], act_max=opts["act_max"])
+                        dilation_w=opts["dw"], padding=opts[pad_key],
+                        input_zero_point=opts[zp_key], output_zero_point=zp_out,
+                        act_min=opts[lo_key], act_max=opts[hi_key])
     oh, pad_t = out_size_and_padding(x_shape[1], kh, opts["sh"], opts["dh"],
-                                     opts["padding"])
+                                     opts[pad_key])
     ow, pad_l = out_size_and_padding(x_shape[2], kw, opts["sw"], opts["dw"],
-                                     opts["padding"])
+                                     opts[pad_key])
     if (oh, ow) != tuple(y_shape[1:3]):
         raise FormatError(f"{what}: output is {y_shape[1]}x{y_shape[2]}, the options "
                           f"give {oh}x{ow}")
@@ -442,11 +588,12 @@ def read_dtmm(model: Model, si: int, oi: int) -> DtmmOp:
     if bad:
         raise FormatError(f"{what}: the kernel's validator rejects the layer: {bad}")
     return DtmmOp(subgraph=si, op_index=oi, input=x_t, output=y_t, options=opts, fwcs=fw,
-                  bias=arrays["bias"].astype(np.int32),
-                  multiplier=arrays["multiplier"].astype(np.int32),
-                  shift=arrays["shift"].astype(np.int32), params=params,
+                  bias=np.asarray(bias).astype(np.int32),
+                  multiplier=np.asarray(multiplier).astype(np.int32),
+                  shift=np.asarray(shift).astype(np.int32), params=params,
                   input_shape=x_shape, output_shape=y_shape,
-                  constant_bytes=fw.storage_bytes + 12 * c_out)
+                  constant_bytes=sum(int(t.data.size) for t in op.inputs[1:]
+                                     if t.data is not None))
 
 
 def check_dtmm_ops(model: Model, name: str) -> None:

@@ -13,7 +13,7 @@ tests/python/test_schedule_cost.py the flash model against converted files (2 %)
 from __future__ import annotations
 
 # Conv2DOptions table of a CONV_2D operator.
-CONV_OPTIONS_BYTES = 28
+CONV_OPTIONS_BYTES = 20
 # The CUSTOM "DTMM_CONV_2D" OperatorCode entry (table + string), once per file.
 DTMM_OPCODE_BYTES = 48
 # Buffer data vectors are 16-byte aligned in the file (schema force_align: 16); the
@@ -21,8 +21,11 @@ DTMM_OPCODE_BYTES = 48
 BUFFER_ALIGN_PAD = 6
 # DTMM constants are named "<filter name>/dtmm_<what>": the suffix, on average.
 DTMM_NAME_SUFFIX = 14
-# Inputs of the DTMM_CONV_2D operator (contract).
+# Inputs of the DTMM_CONV_2D operator (contract): version 1, version 2.
 DTMM_INPUTS = 6
+DTMM_V2_INPUTS = 2
+# A version-2 op's one constant is named "<op index>/dtmm_w": its length, on average.
+DTMM_V2_NAME = 10
 
 
 def round4(n):
@@ -32,18 +35,18 @@ def round4(n):
 def tensor_bytes(name_len, rank, n_scales=0):
     """One Tensor table: offset slot, table, shape vector, name string and, with
     scales, its QuantizationParameters (scale float32 + zero point int64 per entry)."""
-    cost = 4 + 36 + (4 + 4 * rank) + round4(4 + name_len + 1)
-    return cost + (n_scales > 0) * (24 + (4 + 4 * n_scales) + (8 + 8 * n_scales))
+    cost = 4 + 24 + (4 + 4 * rank) + round4(4 + name_len + 1)
+    return cost + (n_scales > 0) * (16 + (4 + 4 * n_scales) + (8 + 8 * n_scales))
 
 
 def buffer_bytes(data_bytes):
     """One Buffer with data: offset slot, table, data vector, alignment padding."""
-    return 4 + 16 + 4 + round4(data_bytes) + BUFFER_ALIGN_PAD
+    return 4 + 8 + 4 + round4(data_bytes) + BUFFER_ALIGN_PAD
 
 
 def operator_bytes(n_inputs, options_bytes):
     """One Operator with its inputs/outputs vectors (one output) and options."""
-    return 4 + 32 + 2 * 4 + 4 * (n_inputs + 1) + options_bytes
+    return 4 + 20 + 2 * 4 + 4 * (n_inputs + 1) + options_bytes
 
 
 def constant_bytes(name_len, rank, data_bytes, n_scales=0):
@@ -62,14 +65,24 @@ def dense_conv_bytes(filter_name_len, c_out, k, c_in, n_filter_scales,
     return total
 
 
-def dtmm_conv_bytes(filter_name_len, c_out, k, c_in, n_kept, options_len):
-    """A DTMM_CONV_2D: values [n_kept, C_in] int8, bitmap ceil(C_out*K/8), folded
-    bias, multiplier and shift int32 [C_out], the operator with its options."""
-    name = filter_name_len + DTMM_NAME_SUFFIX
-    return (operator_bytes(DTMM_INPUTS, options_len + 8)
-            + constant_bytes(name, 2, n_kept * c_in)
-            + constant_bytes(name, 1, (c_out * k + 7) // 8)
-            + 3 * constant_bytes(name, 1, 4 * c_out))
+def dtmm_conv_bytes(filter_name_len, c_out, k, c_in, n_kept, options_len, block=None,
+                    version=2):
+    """A DTMM_CONV_2D with the operator and its options. Version 2 (what the
+    converter writes): one int8 tensor w of 12 * C_out (folded bias, multiplier,
+    shift) + the bitmap, one bit per block of `block` (default C_in) input channels
+    padded to 4 bytes, + n_kept blocks. Version 1: values [n_kept, C_in] int8,
+    bitmap ceil(C_out*K/8), folded bias, multiplier and shift int32 [C_out], each
+    its own tensor named after the filter (`block` must be C_in)."""
+    if version == 1:
+        name = filter_name_len + DTMM_NAME_SUFFIX
+        return (operator_bytes(DTMM_INPUTS, options_len + 8)
+                + constant_bytes(name, 2, n_kept * c_in)
+                + constant_bytes(name, 1, (c_out * k + 7) // 8)
+                + 3 * constant_bytes(name, 1, 4 * c_out))
+    b = c_in if block is None else block
+    bitmap = 4 * ((c_out * k * (c_in // b) + 31) // 32)
+    return (operator_bytes(DTMM_V2_INPUTS, options_len + 8)
+            + constant_bytes(DTMM_V2_NAME, 1, 12 * c_out + bitmap + n_kept * b))
 
 
 def block_weight_bytes(c_out, k, c_in, block_size, n_kept_blocks):

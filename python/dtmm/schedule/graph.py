@@ -176,12 +176,12 @@ def _find_convs(g: Graph, sg=None) -> None:
             stride = (getattr(o, "strideH", 1), getattr(o, "strideW", 1))
             dilation = (getattr(o, "dilationHFactor", 1), getattr(o, "dilationWFactor", 1))
         elif op.name == DTMM_CUSTOM_CODE:
-            # values [n_kept, C_in]; C_out from the bias, K from the options (the
-            # bitmap length alone does not give it).
+            # C_out from the output (format versions 1 and 2), K from the options
+            # (the bitmap length alone does not give it).
             opts = contract.decode_options(
                 op.custom_options, f"operator {op.index} (DTMM_CONV_2D)",
                 op.custom_options_format)
-            c_out = g.tensors[op.inputs[3]].shape[0]
+            c_out = g.tensors[op.outputs[0]].shape[-1]
             kh, kw = int(opts["kh"]), int(opts["kw"])
             c_in = g.tensors[op.inputs[0]].shape[-1]
             filt = g.tensors[op.inputs[1]]
