@@ -54,10 +54,6 @@ OPTION_RANGES_V2 = (("version", INT32_MIN, INT32_MAX), ("b", 1, 65535), ("kh", 1
                     ("kw", 1, 65535), ("sh", 1, 32767), ("sw", 1, 32767),
                     ("dh", 1, 32767), ("dw", 1, 32767), ("p", 0, 1), ("z", -128, 127),
                     ("lo", -128, 127), ("hi", -128, 127))
-# Whether the C validator of this tree takes block filterlets (dtmm_fwcs_filter's
-# block_size): until it does, a version-2 op with B = C_in is validated as the
-# version-1 filter it equals, and one with B < C_in by the restated checks below.
-C_VALIDATES_BLOCKS = False
 TYPE_SIZES = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2,
               schema.TensorType.INT32: 4, schema.TensorType.UINT8: 1,
               schema.TensorType.INT64: 8, schema.TensorType.BOOL: 1,
@@ -359,16 +355,9 @@ def check_op_v2(model, sg, op, opts, lib=None):
                   activation_min=opts["lo"], activation_max=opts["hi"])
     dims = dict(batches=n, input_h=h, input_w=wd, input_c=c_in, output_h=oh, output_w=ow,
                 output_c=c_out, kernel_h=kh, kernel_w=kw)
-    if b != c_in and not C_VALIDATES_BLOCKS:
-        # the validator's checks restated for blocks (dtmm_conv_s8_validate.c)
-        if opts["lo"] > opts["hi"]:
-            raise Reject("invalid layer: DTMM_ERR_PARAMS")
-        if (table[1] < 0).any() or (table[2] < -31).any() or (table[2] > 30).any():
-            raise Reject("invalid layer: DTMM_ERR_PARAMS")
-        return None
-    # B = C_in: exactly the version-1 filter (unpadded bitmap, rows of C_in)
+    # the C validator sees the unpadded bitmap and rows of B (B = C_in: block_size 0)
     layer = dtmm_clib.Layer(
-        dims=dims, params={**params, "version": 2 if C_VALIDATES_BLOCKS else 1},
+        dims=dims, params=params, block_size=0 if b == c_in else b,
         bitmap=bitmap[:unpadded].copy(), values=values.reshape(kept, b) if kept
         else np.zeros((0, b), np.int8), bias=table[0].copy(), multiplier=table[1].copy(),
         shift=table[2].copy(), num_filterlets=kept, padding=opts["p"])

@@ -73,6 +73,7 @@ class Layer:
     shift: np.ndarray        # int32
     num_filterlets: int | None = None  # default: values rows
     padding: int = 0         # options padding (0 SAME, 1 VALID): not seen by the C API
+    block_size: int = 0      # B of a version-2 block filter; 0 = C_in (filterlets)
 
     def structs(self):
         d = Dims(**{k: _i32(v) for k, v in self.dims.items()})
@@ -90,7 +91,7 @@ class Layer:
                    num_filterlets=_i32(self.num_filterlets if self.num_filterlets is not None
                                        else (vals.shape[0] if vals.ndim == 2 else 0)),
                    bias=ptr(bias, ctypes.c_int32), multiplier=ptr(mult, ctypes.c_int32),
-                   shift=ptr(shift, ctypes.c_int32))
+                   shift=ptr(shift, ctypes.c_int32), block_size=_i32(self.block_size))
         return d, p, f
 
 
