@@ -81,6 +81,9 @@
 #ifndef DTMM_EXPANDED_MIN_TAPS
 #define DTMM_EXPANDED_MIN_TAPS 16
 #endif
+/* ... and layers of at most this many input channels whose in-place runs are one
+ * tap (dilated) or shorter than DTMM_MIN_ROW_BYTES (its scratch bound in
+ * dtmm_conv_s8.h: C_in <= 8). */
 #ifndef DTMM_EXPANDED_MAX_CIN_DILATED
 #define DTMM_EXPANDED_MAX_CIN_DILATED 8
 #endif
