@@ -64,31 +64,26 @@ uint32_t dtmm_tap_table(const dtmm_geom* g, int32_t* off) {
 
 /* dtmm_im2col for dilation_w > 1: tap by tap. The fields are read into locals once
  * (stores through int8_t pointers and the MVE copy's asm would reload them). */
-static void dtmm_im2col_dilated(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x,
-                                int8_t* dst) {
+static void dtmm_im2col_dilated(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t ix0,
+                                int32_t k0, int32_t k1, int8_t* dst) {
   const int32_t c = g->in_c, ker_w = g->ker_w, ker_h = g->ker_h, row = ker_w * c;
   const int32_t in_w = g->in_w, in_h = g->in_h, dw = g->dw, dh = g->dh;
   const int8_t zp = (int8_t)g->zp_in;
-  const int32_t ix0 = x * g->sw - g->pl, iy0 = y * g->sh - g->pt;
+  const int32_t iy0 = y * g->sh - g->pt, n = k1 - k0;
   /* Used only between in-bounds taps, where dw * C_in is less than an input row
    * (uint32: no overflow where it is not used). */
   const uint32_t step = (uint32_t)dw * (uint32_t)c;
-  int32_t kh, k0 = 0, k1 = ker_w, n;
-  /* Kernel columns [k0, k1) are inside the input (the same for every row). */
-  while (k0 < ker_w && ix0 + k0 * dw < 0) k0++;
-  while (k1 > k0 && ix0 + (k1 - 1) * dw >= in_w) k1--;
-  n = k1 - k0;
+  int32_t kh;
   for (kh = 0; kh < ker_h; ++kh, dst += row) {
     const int32_t iy = iy0 + kh * dh;
     const int8_t* src;
     int8_t* d = dst + k0 * c;
     int32_t i = n;
-    if (iy < 0 || iy >= in_h || n <= 0) {
-      dtmm_fill(dst, zp, row);
-      continue;
-    }
+    const int row_out = iy < 0 || iy >= in_h;
+    /* padded taps: the row is zp_in first (one fill: rows are a few bytes) */
+    if (row_out || n < ker_w) dtmm_fill(dst, zp, row);
+    if (row_out || n <= 0) continue;
     src = in + (iy * in_w + ix0 + k0 * dw) * c;
-    if (k0) dtmm_fill(dst, zp, k0 * c);
     for (;;) {
       if (c == 4) { /* taps of 1-4 bytes: scalar copies, not a copy loop each */
         memcpy(d, src, 4);
@@ -102,7 +97,6 @@ static void dtmm_im2col_dilated(const dtmm_geom* g, const int8_t* in, int32_t y,
       d += c;
       src += (int32_t)step;
     }
-    if (k1 < ker_w) dtmm_fill(dst + k1 * c, zp, (ker_w - k1) * c);
   }
 }
 
@@ -111,13 +105,13 @@ void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x, int
   const int8_t zp = (int8_t)g->zp_in;
   const int32_t ix0 = x * g->sw - g->pl;
   int32_t kh, k0 = 0, k1 = g->ker_w;
+  /* Kernel columns [k0, k1) are inside the input (the same for every row). */
+  while (k0 < g->ker_w && ix0 + k0 * g->dw < 0) k0++;
+  while (k1 > k0 && ix0 + (k1 - 1) * g->dw >= g->in_w) k1--;
   if (g->dw > 1) {
-    dtmm_im2col_dilated(g, in, y, x, dst);
+    dtmm_im2col_dilated(g, in, y, ix0, k0, k1, dst);
     return;
   }
-  /* Kernel columns [k0, k1) are inside the input (the same for every row). */
-  while (k0 < g->ker_w && ix0 + k0 < 0) k0++;
-  while (k1 > k0 && ix0 + (k1 - 1) >= g->in_w) k1--;
   for (kh = 0; kh < g->ker_h; ++kh, dst += row) {
     const int32_t iy = y * g->sh - g->pt + kh * g->dh;
     if (iy < 0 || iy >= g->in_h || k0 >= k1) {
