@@ -773,6 +773,10 @@ uint32_t dtmm_tap_table(const dtmm_geom* g, int32_t* off);
  * taps. */
 void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x, int8_t* dst);
 
+/* Writes requantize(bias) of channel oc to every pixel. */
+void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
+                       int32_t pixels, int32_t oc);
+
 /* Writes requantize(bias) to every pixel of each fully pruned channel. */
 void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
                       int32_t pixels);
