@@ -9,16 +9,8 @@ static int dtmm_is_tiny_plane(const dtmm_geom* g) { return g->out_h * g->out_w <
 /* 1x1 kernels: a filterlet is a whole filter, kept channels are dense rows. */
 static int dtmm_is_pointwise(const dtmm_geom* g) { return g->taps == 1; }
 
-/* Filterlets of 1-3 bytes over many taps (or single-byte ones, or short dilated
- * ones): runs stay a few bytes long and multiply with sparsity; the dense filter,
- * expanded once into scratch, is faster at low sparsity and never slower as
- * filterlets are pruned. */
 static int dtmm_is_dilated(const dtmm_geom* g) {
   return (g->dw > 1 && g->ker_w > 1) || (g->dh > 1 && g->ker_h > 1);
-}
-static int dtmm_is_expanded_better(const dtmm_geom* g) {
-  return (g->in_c <= DTMM_EXPANDED_MAX_CIN && (g->taps >= DTMM_EXPANDED_MIN_TAPS || g->in_c == 1)) ||
-         (dtmm_is_dilated(g) && g->in_c <= DTMM_EXPANDED_MAX_CIN_DILATED);
 }
 
 /* Bytes of the longest run a window read in place can have: the whole window when
@@ -28,6 +20,17 @@ static int32_t dtmm_inplace_run_bytes(const dtmm_geom* g) {
   if (g->dw > 1 && g->ker_w > 1) return g->in_c;
   if ((int64_t)g->dh * g->in_w == g->ker_w) return g->taps * g->in_c;
   return g->ker_w * g->in_c;
+}
+
+/* Filterlets of 1-3 bytes over many taps (or single-byte ones, or short dilated
+ * ones, or few channels whose in-place runs are shorter than DTMM_MIN_ROW_BYTES:
+ * 5x1 / 1x3 kernels over 2-8 channels): runs stay a few bytes long and multiply
+ * with sparsity; the dense filter, expanded once into scratch, is faster at low
+ * sparsity and never slower as filterlets are pruned. */
+static int dtmm_is_expanded_better(const dtmm_geom* g) {
+  return (g->in_c <= DTMM_EXPANDED_MAX_CIN && (g->taps >= DTMM_EXPANDED_MIN_TAPS || g->in_c == 1)) ||
+         (g->in_c <= DTMM_EXPANDED_MAX_CIN_DILATED &&
+          (dtmm_is_dilated(g) || dtmm_inplace_run_bytes(g) < DTMM_MIN_ROW_BYTES));
 }
 
 /* The most runs a channel can have read in place (every other tap kept): they

@@ -1,6 +1,6 @@
 /* Helpers shared by the DTMM drivers: geometry, tap tables, im2col, the constant
  * output of fully pruned channels. */
-#include <stddef.h>
+#include <string.h>
 
 #include "dtmm_conv_s8_support.h"
 
@@ -62,36 +62,70 @@ uint32_t dtmm_tap_table(const dtmm_geom* g, int32_t* off) {
   return cont;
 }
 
+/* dtmm_im2col for dilation_w > 1: tap by tap. The fields are read into locals once
+ * (stores through int8_t pointers and the MVE copy's asm would reload them). */
+static void dtmm_im2col_dilated(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t ix0,
+                                int32_t k0, int32_t k1, int8_t* dst) {
+  const int32_t c = g->in_c, ker_w = g->ker_w, ker_h = g->ker_h, row = ker_w * c;
+  const int32_t in_w = g->in_w, in_h = g->in_h, dw = g->dw, dh = g->dh;
+  const int8_t zp = (int8_t)g->zp_in;
+  const int32_t iy0 = y * g->sh - g->pt, n = k1 - k0;
+  /* Used only between in-bounds taps, where dw * C_in is less than an input row
+   * (uint32: no overflow where it is not used). */
+  const uint32_t step = (uint32_t)dw * (uint32_t)c;
+  int32_t kh;
+  for (kh = 0; kh < ker_h; ++kh, dst += row) {
+    const int32_t iy = iy0 + kh * dh;
+    const int8_t* src;
+    int8_t* d = dst + k0 * c;
+    int32_t i = n;
+    const int row_out = iy < 0 || iy >= in_h;
+    /* padded taps: the row is zp_in first (one fill: rows are a few bytes) */
+    if (row_out || n < ker_w) dtmm_fill(dst, zp, row);
+    if (row_out || n <= 0) continue;
+    src = in + (iy * in_w + ix0 + k0 * dw) * c;
+    for (;;) {
+      if (c == 4) { /* taps of 1-4 bytes: scalar copies, not a copy loop each */
+        memcpy(d, src, 4);
+      } else if (c < 4) {
+        if (c & 2) memcpy(d, src, 2);
+        if (c & 1) d[c - 1] = src[c - 1];
+      } else {
+        dtmm_copy(d, src, c);
+      }
+      if (--i == 0) break;
+      d += c;
+      src += (int32_t)step;
+    }
+  }
+}
+
 void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x, int8_t* dst) {
   const int32_t c = g->in_c, row = g->ker_w * c;
   const int8_t zp = (int8_t)g->zp_in;
   const int32_t ix0 = x * g->sw - g->pl;
-  int32_t kh, kw, k0 = 0, k1 = g->ker_w;
+  int32_t kh, k0 = 0, k1 = g->ker_w;
   /* Kernel columns [k0, k1) are inside the input (the same for every row). */
   while (k0 < g->ker_w && ix0 + k0 * g->dw < 0) k0++;
   while (k1 > k0 && ix0 + (k1 - 1) * g->dw >= g->in_w) k1--;
+  if (g->dw > 1) {
+    dtmm_im2col_dilated(g, in, y, ix0, k0, k1, dst);
+    return;
+  }
   for (kh = 0; kh < g->ker_h; ++kh, dst += row) {
     const int32_t iy = y * g->sh - g->pt + kh * g->dh;
-    const int8_t* src;
     if (iy < 0 || iy >= g->in_h || k0 >= k1) {
       dtmm_fill(dst, zp, row);
       continue;
     }
-    src = in + (iy * g->in_w + ix0 + k0 * g->dw) * c;
     dtmm_fill(dst, zp, k0 * c);
-    if (g->dw == 1) {
-      dtmm_copy(dst + k0 * c, src, (k1 - k0) * c);
-    } else {
-      /* No pointer step past the last in-bounds tap: dw * C_in may exceed int32. */
-      for (kw = k0; kw < k1; ++kw)
-        dtmm_copy(dst + kw * c, src + (ptrdiff_t)((int64_t)(kw - k0) * g->dw * c), c);
-    }
+    dtmm_copy(dst + k0 * c, in + (iy * g->in_w + ix0 + k0) * c, (k1 - k0) * c);
     dtmm_fill(dst + k1 * c, zp, (g->ker_w - k1) * c);
   }
 }
 
 /* One pruned channel's constant into every pixel. */
-static void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
+void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
                               int32_t pixels, int32_t oc) {
   const int32_t out_c = g->out_c;
   const int8_t v = dtmm_requant_out(f->bias[oc], f->multiplier[oc], f->shift[oc], g);

@@ -18,9 +18,10 @@ int32_t dtmm_expanded_s8_get_buffer_size(const dtmm_geom* g) {
 }
 
 /* The dense filter of the kept channels into w_out ([kept][taps][C_in]) and their
- * indices into kept; returns how many. */
+ * indices into kept; returns how many. A fully pruned channel's constant goes to
+ * out here (no second pass over the fields). */
 static int32_t dtmm_expand(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* w_out,
-                           int32_t* kept) {
+                           int32_t* kept, int8_t* out) {
   const int32_t c = g->in_c, taps = g->taps, row = taps * c;
   const int8_t* v = f->values;
   int32_t oc, n = 0, pos = 0;
@@ -43,6 +44,7 @@ static int32_t dtmm_expand(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t
       }
     }
     if (any) kept[n++] = oc;
+    else dtmm_fill_channel(g, f, out, g->out_h * g->out_w, oc);
   }
   return n;
 }
@@ -53,12 +55,11 @@ void dtmm_expanded_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_
   int8_t* rows = scratch;
   int8_t* wx = scratch + DTMM_ROUND4(DTMM_P * row);
   int32_t* kept = (int32_t*)(void*)(wx + DTMM_ROUND4(out_c * row)); /* scratch is aligned */
-  const int32_t n_kept = dtmm_expand(g, f, wx, kept);
+  const int32_t n_kept = dtmm_expand(g, f, wx, kept, out);
   int32_t pix, npix = g->out_h * g->out_w, j, k;
 #if defined(DTMM_ARCH_MVE)
   const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
 #endif
-  if (n_kept < out_c) dtmm_fill_pruned(g, f, out, npix);
   for (pix = 0; pix < npix; pix += DTMM_P) {
     const int32_t np = npix - pix < DTMM_P ? npix - pix : DTMM_P;
     int32_t oo[DTMM_P];

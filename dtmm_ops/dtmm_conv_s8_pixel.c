@@ -20,44 +20,44 @@ int32_t dtmm_pixel_s8_get_buffer_size(const dtmm_geom* g) {
   return dtmm_window_contiguous(g) ? 0 : g->taps * g->in_c;
 }
 
-/* acc + the kept taps of the channel whose bitmap field starts at bit pos, over a
+/* *acc + the kept taps of the channel whose bitmap field starts at bit pos, over a
  * contiguous window: consecutive kept taps are one run. Kernels above 25 taps
  * (out of line) read the field 32 bits at a time; a run across two words is two
- * dot products. *w walks the values. */
-static __attribute__((noinline)) int32_t dtmm_channel_dot_long(const dtmm_geom* g,
-                                                               const dtmm_fwcs_filter* f,
-                                                               int32_t pos, const int8_t* win,
-                                                               const int8_t** w, int32_t acc) {
+ * dot products. v walks the values; returns where it stops (so that it stays in a
+ * register across channels). */
+static __attribute__((noinline)) const int8_t* dtmm_channel_dot_long(
+    const dtmm_geom* g, const dtmm_fwcs_filter* f, int32_t pos, const int8_t* win,
+    const int8_t* v, int32_t* acc) {
   const int32_t c = g->in_c, taps = g->taps;
-  const int8_t* v = *w;
-  int32_t base, t, run;
+  int32_t base, t, run, s = *acc;
   for (base = 0; base < taps; base += 32) {
     uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos + base, taps - base < 32 ? taps - base : 32);
     while (m) {
       run = dtmm_next_run(&m, 0xFFFFFFFFu, &t) * c;
-      acc = dtmm_mac_1(v, win + (base + t) * c, run, acc);
+      s = dtmm_mac_1(v, win + (base + t) * c, run, s);
       v += run;
     }
   }
-  *w = v;
-  return acc;
+  *acc = s;
+  return v;
 }
 
-DTMM_INLINE int32_t dtmm_channel_dot(const dtmm_geom* g, const dtmm_fwcs_filter* f, int32_t pos,
-                                     const int8_t* win, const int8_t** w, int32_t acc) {
+DTMM_INLINE const int8_t* dtmm_channel_dot(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                                           int32_t pos, const int8_t* win, const int8_t* v,
+                                           int32_t* acc) {
   const int32_t c = g->in_c;
-  const int8_t* v = *w;
-  int32_t t, run;
+  int32_t t, run, s;
   uint32_t m;
-  if (g->taps > 25) return dtmm_channel_dot_long(g, f, pos, win, w, acc);
+  if (g->taps > 25) return dtmm_channel_dot_long(g, f, pos, win, v, acc);
   m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, g->taps);
+  s = *acc;
   while (m) {
     run = dtmm_next_run_contig(&m, &t) * c;
-    acc = dtmm_mac_1(v, win + t * c, run, acc);
+    s = dtmm_mac_1(v, win + t * c, run, s);
     v += run;
   }
-  *w = v;
-  return acc;
+  *acc = s;
+  return v;
 }
 
 #if defined(DTMM_ARCH_MVE)
@@ -127,7 +127,7 @@ void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const in
     int32_t a[4], j;
     dtmm_rq_x4 rq;
     vstrwq_s32(a, vldrwq_z_s32(f->bias + oc, p));
-    for (j = 0; j < lanes; ++j) a[j] = dtmm_channel_dot(g, f, (oc + j) * taps, win, &w, a[j]);
+    for (j = 0; j < lanes; ++j) w = dtmm_channel_dot(g, f, (oc + j) * taps, win, w, &a[j]);
     rq = dtmm_rq_channels(f->multiplier + oc, f->shift + oc, lanes);
     vstrbq_p_s32(out + oc,
                  dtmm_requant_x4(vldrwq_s32(a), rq.left, rq.mult, rq.neg, g->out_off, lo, hi), p);
@@ -142,7 +142,9 @@ void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const in
         w += c;
       }
     } else {
-      s = dtmm_channel_dot(g, f, oc * taps, win, &w, s);
+      int32_t a = s; /* s itself stays in a register */
+      w = dtmm_channel_dot(g, f, oc * taps, win, w, &a);
+      s = a;
     }
     out[oc] = dtmm_requant_out(s, f->multiplier[oc], f->shift[oc], g);
   }

@@ -83,8 +83,18 @@ static int dtmm_rect_done(const dtmm_geom* g, const void* ctx, int32_t y, int32_
   return (int)((kinds >> k) & 1u);
 }
 
+/* Scratch: the rectangles' tap offsets and dense filter (they run first; kept off
+ * the stack, which stays under 1 KB), then the im2col part's rows. Both fit
+ * CMSIS-NN's DTMM_P * taps * C_in bytes where C_in >= 2 (C_in 1 is never here). */
+DTMM_INLINE int32_t dtmm_rect_scratch(const dtmm_geom* g) {
+  const int32_t dense = g->taps * g->in_c;
+  return 4 * g->taps + (dense <= DTMM_EXPAND_MAX_BYTES ? dense : 0);
+}
+
 int32_t dtmm_window_s8_get_buffer_size(const dtmm_geom* g) {
-  return dtmm_rect_kinds(g) == 15u ? 0 : dtmm_im2col_s8_get_buffer_size(g);
+  const int32_t rect = dtmm_rect_scratch(g);
+  const int32_t rows = dtmm_rect_kinds(g) == 15u ? 0 : dtmm_im2col_s8_get_buffer_size(g);
+  return rect > rows ? rect : rows;
 }
 
 /* Appends in-bounds tap t (weights wt) to a run table, merged into the previous
@@ -107,12 +117,13 @@ DTMM_INLINE void dtmm_rect_add(dtmm_run* tb, int32_t* nr, int32_t* last, int32_t
   *last = t;
 }
 
-/* One rectangle [y0, y1) x [x0, x1), all channels. Out of line: its tables leave
- * the stack before the im2col part runs. */
+/* One rectangle [y0, y1) x [x0, x1), all channels. Out of line: its run table
+ * leaves the stack before the im2col part runs. */
 static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_fwcs_filter* f,
-                                                const int8_t* in, int8_t* out, int pruned_done,
-                                                int32_t y0, int32_t y1, int32_t x0, int32_t x1) {
-  int32_t off_in[DTMM_MAX_TAPS];
+                                                const int8_t* in, int8_t* out, int8_t* scratch,
+                                                int pruned_done, int32_t y0, int32_t y1,
+                                                int32_t x0, int32_t x1) {
+  int32_t* off_in = (int32_t*)(void*)scratch; /* scratch is aligned */
   const uint32_t cont = dtmm_tap_table(g, off_in);
   /* the runs of a channel (dtmm_conv_s8_choose bounds them), plus the end marker */
   dtmm_run tb[DTMM_MAX_RUNS + 1];
@@ -128,7 +139,7 @@ static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_f
   const int32_t wid = x1 - x0, hgt = y1 - y0;
   int32_t bw, bh, nbx, nby, best, j, oc, pos = 0, kh, last, nd = 0, cost_dense = 0;
   /* the channel's filter, dense, for the dense alternative (small filters only) */
-  int8_t wx[DTMM_EXPAND_MAX_BYTES];
+  int8_t* wx = scratch + 4 * g->taps;
   const int dense_ok = taps * in_c <= DTMM_EXPAND_MAX_BYTES;
   int32_t din[4], oo[4];
   int32_t n_in, n_out;
@@ -297,7 +308,7 @@ void dtmm_window_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t*
     for (x0 = 0; x0 < g->out_w; x0 = x1) {
       x1 = dtmm_class_end(x0, g->x_lo, g->x_hi);
       if (dtmm_rect_done(g, &kinds, y0, x0))
-        dtmm_rect(g, f, in, out, fill, y0, y1, x0, x1);
+        dtmm_rect(g, f, in, out, scratch, fill, y0, y1, x0, x1);
     }
   }
   if (fill) dtmm_im2col_s8(g, f, in, out, scratch, dtmm_rect_done, &kinds);

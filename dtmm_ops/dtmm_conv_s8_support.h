@@ -81,6 +81,9 @@
 #ifndef DTMM_EXPANDED_MIN_TAPS
 #define DTMM_EXPANDED_MIN_TAPS 16
 #endif
+/* ... and layers of at most this many input channels whose in-place runs are one
+ * tap (dilated) or shorter than DTMM_MIN_ROW_BYTES (its scratch bound in
+ * dtmm_conv_s8.h: C_in <= 8). */
 #ifndef DTMM_EXPANDED_MAX_CIN_DILATED
 #define DTMM_EXPANDED_MAX_CIN_DILATED 8
 #endif
@@ -769,6 +772,10 @@ uint32_t dtmm_tap_table(const dtmm_geom* g, int32_t* off);
 /* Copies the window of output pixel (y, x) to dst as [taps][C_in], zp_in at padded
  * taps. */
 void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x, int8_t* dst);
+
+/* Writes requantize(bias) of channel oc to every pixel. */
+void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
+                       int32_t pixels, int32_t oc);
 
 /* Writes requantize(bias) to every pixel of each fully pruned channel. */
 void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
