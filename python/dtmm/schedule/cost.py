@@ -112,7 +112,8 @@ class FlashModel:
         self._k = np.array([c.k for c in g.convs])
         self._per_channel = np.array([c.filter_scales > 1 for c in g.convs])
         dense = Config.dense(g)
-        co, ci, nk = (np.array(v) for v in zip(*layer_shapes(g, dense)))
+        shapes = layer_shapes(g, dense)
+        co, ci, nk = (np.array(v) for v in zip(*shapes)) if shapes else (np.zeros(0, int),) * 3
         int8_dense = self._dense_form(co, ci)
         self.base = g.size - float(int8_dense.sum()) - \
             sum(gr.scaled_const_bytes for gr in g.groups)
