@@ -288,13 +288,12 @@ def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str 
 def fc_block_costs(model, int8_bytes, g, importance, targets, prune_filters=True):
     """(schedule.blocks.FcBlockCosts or None, {FC index: Keras Dense name}) for the
     FULLY_CONNECTED layers that get a block ratio: matched to a Keras Dense, block
-    scores in `importance`, input rows not filter-pruned (blocks.block_layers)."""
+    scores in `importance` (blocks.block_layers)."""
     from dtmm import prune as P
     from dtmm.schedule import blocks as BL
 
     by_op = P.match_tflite_dense(model, int8_bytes)
-    frozen = {gr.index for gr in g.groups if gr.frozen is not None or not prune_filters}
-    why = BL.block_layers(g, frozen)
+    why = BL.block_layers(g)
     scores, names = {}, {}
     for f in g.fcs:
         name = by_op.get(f.op_index)
@@ -330,8 +329,8 @@ def dense_block_sizes(model, block_size: int) -> dict:
 
 def apply_plan(model, importance, names, plan, graph, block_names=None):
     """Masks for the plan, filter surgery, block masks of the plan's block ratios
-    (FCs whose input rows surgery leaves alone, so the dense model's block scores
-    still index them), masks re-applied: (model, masks)."""
+    (the plan never removes the input rows of an FC it gives a block ratio, so the
+    dense model's block scores still index them), masks re-applied: (model, masks)."""
     from dtmm import prune as P
 
     alpha = {n: float(plan.alpha[i]) for i, n in enumerate(names)}
@@ -341,6 +340,11 @@ def apply_plan(model, importance, names, plan, graph, block_names=None):
     out = P.Masks(res.masks)
     ratios = {n: float(plan.block[j]) for j, n in (block_names or {}).items()
               if plan.block.size and plan.block[j] > 0}
+    for j, n in (block_names or {}).items():
+        src = graph.fcs[j].in_from
+        if n in ratios and src is not None and plan.beta[graph.convs[src].group] > 0:
+            raise DtmmError(f"plan gives Dense {n!r} a block ratio and removes its input "
+                            "rows (the scheduler never does)")
     if ratios:
         sub = P.Importance(importance.method, {}, {}, {},
                            blocks={n: importance.blocks[n] for n in ratios},
@@ -564,6 +568,7 @@ def make_report(prob, names, plan, masks, conv: Converted, dense_int8, dense_acc
         })
     from dtmm.schedule.cost import CORTEX_M
 
+    fc_delta = prob.block_latency(plan.grid(prob))
     dtmm_bytes = conv.dtmm_bytes
     return {
         "budgets": {"flash_bytes": flash_b, "sram_bytes": sram_b, "max_drop_points": max_drop,
@@ -584,7 +589,7 @@ def make_report(prob, names, plan, masks, conv: Converted, dense_int8, dense_acc
                    "latency_model": prob.latency.describe(),
                    "latency_target": prob.latency.target,
                    "latency_modeled_per_target": {
-                       t: round(v) for t, v in prob.latency.per_target(
+                       t: round(v + fc_delta[t]) for t, v in prob.latency.per_target(
                            plan.config, conv_rewritten(conv)).items()},
                    "importance_loss": round(plan.loss, 5),
                    "dtmm_ops": int(conv.conv_report.num_rewritten),

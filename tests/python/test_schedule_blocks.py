@@ -13,6 +13,7 @@ import pytest
 
 from dtmm.errors import DtmmError
 from dtmm.schedule.blocks import FcBlockCosts
+from dtmm.schedule.graph import Fc
 from dtmm.schedule.search import Budgets, Problem, schedule
 from dtmm.schedule.synthetic import random_problem_parts
 
@@ -33,7 +34,8 @@ def _synthetic_blocks(g, step=0.05, n_fc=2, saving=4000.0, seed=0):
     lat = {t: [np.where(r >= 0.3, -1e5 * r, 0.0) for _ in range(n_fc)]
            for t in ("cortex-m4", "cortex-m55")}
     tot = rng.uniform(1, 2, n_fc)
-    g.fcs = list(range(n_fc))  # stand-ins: the problem only counts them
+    # stand-ins fed by no conv: the problem reads only their input group
+    g.fcs = [Fc(i, -1, f"fc{i}", 16, 64, 1, -1) for i in range(n_fc)]
     return FcBlockCosts(list(range(n_fc)), [16] * n_fc, step, fd, lat,
                         [r >= 0.3 for _ in range(n_fc)], [np.where(r >= 0.3, 16, 0)] * n_fc,
                         [t * r ** 2 for t in tot], list(tot))
@@ -111,9 +113,9 @@ def _fc_model(seed=0):
 
     keras.utils.set_random_seed(seed)
     inp = keras.Input((8, 8, 1))
-    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inp)
+    x = L.Conv2D(32, 3, padding="same", activation="relu", name="conv1")(inp)
     x = L.GlobalAveragePooling2D()(x)
-    x = L.Dense(64, activation="relu", name="fc1")(x)   # input rows from conv1
+    x = L.Dense(64, activation="relu", name="fc1")(x)   # input rows: conv1's channels
     x = L.Dense(128, activation="relu", name="fc2")(x)
     x = L.Dense(128, activation="relu", name="fc3")(x)
     out = L.Dense(10, name="logits")(x)
@@ -135,11 +137,32 @@ def converted_case():
     return model, xtr, int8, imp, prob, names
 
 
-def test_block_layers_are_the_fcs_with_unpruned_input(converted_case):
+def test_block_ratio_or_the_filters_feeding_it(converted_case):
     model, _, _, _, prob, _ = converted_case
-    # fc1's input rows are conv1's channels, which the plan may remove
-    assert sorted(prob.block_names.values()) == ["fc2", "fc3", "logits"]
-    assert sorted(prob.blocks.block_size) == [16, 16, 16]
+    assert sorted(prob.block_names.values()) == ["fc1", "fc2", "fc3", "logits"]
+    assert sorted(prob.blocks.block_size) == [16, 16, 16, 16]
+    # fc1's input rows are conv1's channels: conv1's filter ratio or fc1's block
+    # ratio, never both (filter removal would cut fc1's blocks apart)
+    fc1 = next(j for j, n in prob.block_names.items() if n == "fc1")
+    jb = next(j for j, (k, i) in enumerate(prob.vars) if k == "b")
+    jk = next(j for j, (k, i) in enumerate(prob.vars) if k == "k" and i == fc1)
+    x = np.zeros(len(prob.vars), int)
+    x[jb] = x[jk] = 4
+    assert prob.evaluate(x)["flash"] == np.inf
+    x[jb] = 0
+    assert np.isfinite(prob.evaluate(x)["flash"])
+    # the filter ratio alone costs fc1 the importance of the rows it removes
+    y = np.zeros(len(prob.vars), int)
+    y[jb] = 4
+    loss_b = prob.evaluate(y)["loss"]
+    assert loss_b > 0
+    for budget in (0.8, 0.6):
+        prob.budgets = Budgets(flash=budget * prob.dense["flash"])
+        plan = schedule(prob)
+        x = plan.grid(prob)
+        assert not (x[jb] > 0 and x[jk] > 0), x
+        assert plan.feasible
+    prob.budgets = Budgets()
 
 
 def test_flash_and_latency_equal_the_converters_output(converted_case):

@@ -12,12 +12,14 @@ decides the block size, whether it rewrites, its bytes and its modeled
 instructions (core/data/latency_fc.json). The scheduler sums these tables; nothing
 of the converter's rule is copied here.
 
-Which layers get a block ratio (`block_layers`): an FC whose weights the converter
-can rewrite and whose input rows are not filter-pruned by the plan (input from
-outside any conv, or from a frozen conv group): filter removal upstream would cut
-its blocks apart, and its block importance would have to be recomputed on the
-smaller model. 1x1 CONV_2D layers get no block ratio yet: the converter has no
-block-sparse DTMM_CONV_2D v2 planner to price them (docs/scheduler.md).
+Which layers get a block ratio (`block_layers`): every FC whose weights the
+converter can rewrite. Where its input rows are the channels of a conv group that
+may lose filters, the plan takes either that group's filter ratio or the FC's block
+ratio, not both (search.Problem marks plans with both infeasible): filter removal
+would cut its blocks apart, so the block costs and block importance, computed on
+the dense rows, would no longer hold. 1x1 CONV_2D layers get no block ratio yet:
+the converter has no block-sparse DTMM_CONV_2D v2 planner to price them
+(docs/scheduler.md).
 """
 
 from __future__ import annotations
@@ -39,20 +41,11 @@ FC_OPCODE_BYTES = size.DTMM_OPCODE_BYTES + size.round4(
     len(core_fc.C.custom_code)) - size.round4(len("DTMM_CONV_2D"))
 
 
-def block_layers(g: Graph, frozen_groups=None) -> dict:
-    """{fc index: why it gets no block ratio, or ""} for every FC of the graph.
-    frozen_groups: groups whose filters the plan keeps (default: g.groups' frozen)."""
-    out = {}
-    for f in g.fcs:
-        if f.in_from is None:
-            out[f.index] = ""
-            continue
-        grp = g.groups[g.convs[f.in_from].group]
-        frozen = grp.frozen is not None if frozen_groups is None else grp.index in frozen_groups
-        out[f.index] = "" if frozen else (
-            f"its input rows come from conv {g.convs[f.in_from].name!r}, whose filters the "
-            "plan may remove (blocks would be cut apart)")
-    return out
+def block_layers(g: Graph) -> dict:
+    """{fc index: why it gets no block ratio, or ""} for every FC of the graph (all
+    of them today; the pipeline adds what it needs: a matched Keras Dense with block
+    scores)."""
+    return {f.index: "" for f in g.fcs}
 
 
 def conv_blocks_priced() -> str:

@@ -222,6 +222,19 @@ class Problem:
                 cfg.beta[i] = v * self.step
         return cfg
 
+    def block_latency(self, x) -> dict:
+        """{target: modeled instructions the plan's FC block ratios add (negative:
+        save) to LatencyModel's dense FCs}, at grid point x."""
+        out = {t: 0.0 for t in self.latency.targets}
+        if self.blocks is None:
+            return out
+        ik = np.asarray(x, int)[self._xk]
+        rows = np.arange(len(ik))
+        for t, tab in self._klat.items():
+            if t in out:
+                out[t] = float(tab[rows, ik].sum())
+        return out
+
     def block_ratios(self, x) -> np.ndarray:
         """Block ratio per FC of the graph at grid point x (0 where it has none)."""
         out = np.zeros(len(self.graph.fcs))
@@ -241,12 +254,12 @@ class Problem:
         self._kf2 = np.array([np.pad(k, (0, width - len(k)), mode="edge") for k in self._kf]
                              ).reshape(len(self._kf), width)
         self._G = np.arange(len(g.groups))
-        self._grp = np.array([c.group for c in g.convs])
+        self._grp = np.array([c.group for c in g.convs], int)
         self._src = np.array([g.convs[c.in_from].group if c.in_from is not None else -1
-                              for c in g.convs])
-        self._k = np.array([c.k for c in g.convs])
-        self._cin = np.array([c.c_in for c in g.convs])
-        self._csrc = np.array([g.groups[s].c_out if s >= 0 else 1 for s in self._src])
+                              for c in g.convs], int)
+        self._k = np.array([c.k for c in g.convs], int)
+        self._cin = np.array([c.c_in for c in g.convs], int)
+        self._csrc = np.array([g.groups[s].c_out if s >= 0 else 1 for s in self._src], int)
         self._gc = np.array([gr.c_out for gr in g.groups], float)
         self._gscaled = np.array([gr.scaled_const_bytes for gr in g.groups], float)
         self._va = np.array([i for k, i in self.vars if k == "a"], int)
@@ -267,7 +280,11 @@ class Problem:
             self._kflash = pad(b.flash_delta)                        # [F, n_ratio]
             self._klat = {t: pad(v) for t, v in b.latency_delta.items()}
             self._krw = pad(b.rewritten).astype(bool)
-            self._kpos = {j: p for p, j in enumerate(b.fcs)}         # FC -> row
+            # An FC whose input rows are a group's channels: block ratio or that
+            # group's filter ratio, not both (filter removal would cut its blocks
+            # apart); with the filter ratio it loses those rows' importance.
+            self._kgrp = np.array([g.convs[g.fcs[j].in_from].group
+                                   if g.fcs[j].in_from is not None else -1 for j in b.fcs], int)
 
     def evaluate(self, x) -> dict:
         """flash, sram, latency, loss of one grid point x (one int per variable)."""
@@ -314,6 +331,10 @@ class Problem:
             rows = np.arange(len(self._xk))[None, :]
             flash = flash + self._kflash[rows, ik].sum(axis=1) + \
                 self.blocks.opcode_bytes * self._krw[rows, ik].any(axis=1)
+            kg = np.maximum(self._kgrp, 0)
+            kfin = np.where(self._kgrp >= 0, 1.0 - kf[:, kg] / self._gc[kg], 0.0)  # [B, F]
+            conflict = ((ik > 0) & (kfin > 0)).any(axis=1)
+            flash = np.where(conflict, np.inf, flash)   # not a plan: never feasible
             for t, tab in self._klat.items():
                 if t in self.latency.targets:
                     lat = lat + tab[rows, ik].sum(axis=1)
@@ -323,12 +344,13 @@ class Problem:
             # one layer costs far more than thinning all a little
             keep = np.maximum((1.0 - own / self._layer_total) * (1.0 - fin), 1e-9)
             if self.blocks is not None:
-                keep = np.concatenate([keep, np.maximum(1.0 - kown, 1e-9)], axis=1)
+                keep = np.concatenate([keep, np.maximum((1.0 - kown) * (1.0 - kfin), 1e-9)],
+                                      axis=1)
             loss = 1.0 - np.exp(np.log(keep).mean(axis=1))
         else:
             loss = (own + (self._layer_total - own) * fin).sum(axis=1)
             if self.blocks is not None:
-                loss = loss + kown.sum(axis=1)
+                loss = loss + kown.sum(axis=1) + (self._ktotal[None, :] - kown) * kfin
         if not self.exact_sram:
             head = self.sram.head_lower_bound(kf)
         else:
@@ -371,6 +393,19 @@ class Problem:
     def check_reachable(self):
         """Raise DtmmError naming the budget that no plan on the grid can meet."""
         most = self.evaluate(self.vmax.copy())
+        if self.blocks is not None:
+            # an FC's block ratio excludes its input group's filter ratio: the
+            # smallest of both extremes (each budget on its own)
+            alt = []
+            for keep in ("k", "b"):
+                x = self.vmax.copy()
+                for j, (k, i) in enumerate(self.vars):
+                    coupled = (k == "k" and self._kgrp[list(self.blocks.fcs).index(i)] >= 0) \
+                        if keep == "b" else (k == "b" and i in set(self._kgrp.tolist()))
+                    if coupled:
+                        x[j] = 0
+                alt.append(self.evaluate(x))
+            most = {r: min(a[r] for a in alt) for r in most}
         for r, what, fmt in (("flash", "flash", fmt_bytes), ("sram", "SRAM", fmt_bytes),
                              ("latency", "latency", lambda v: f"{v:.4g} instructions")):
             b = self.budgets.get(r)
@@ -471,6 +506,10 @@ def schedule(prob: Problem, time_limit: float = 8.0, check: bool = True,
 
 
 GREEDY_STEPS = (1, 2, 3, 4, 6, 8, 12)
+# An FC's DTMM form pays only from a high block sparsity on (the converter's speed
+# rule: 10 % faster than arm_fully_connected_s8 on every target; 0.85 on a 128x128
+# layer): block ratios also take steps across the whole range.
+BLOCK_GREEDY_STEPS = GREEDY_STEPS + (14, 16, 17, 18, 19)
 
 
 def _schedule_once(prob: Problem, time_limit: float, progress, start) -> Plan:
@@ -504,7 +543,8 @@ def _schedule_once(prob: Problem, time_limit: float, progress, start) -> Plan:
     # mode goes on while the importance budget allows. The long steps matter: a
     # conv stays dense (no byte or instruction saved) until its filterlet sparsity
     # makes the DTMM form smaller and modeled faster, so short steps see no gain.
-    steps = [(j, d) for j in range(nv) for d in GREEDY_STEPS]
+    steps = [(j, d) for j in range(nv)
+             for d in (BLOCK_GREEDY_STEPS if prob.vars[j][0] == "k" else GREEDY_STEPS)]
 
     def hard_violation(mm):
         return sum(max(mm[r] - prob.budgets.get(r), 0.0) / max(prob.budgets.get(r), 1e-12)
