@@ -205,6 +205,34 @@ def test_flash_and_latency_equal_the_converters_output(converted_case):
         assert m["latency"] == pytest.approx(lat0 + delta, rel=1e-9)
 
 
+def test_dense_only_model_is_schedulable():
+    """No Conv2D at all (an autoencoder-like MLP): block ratios are the whole space."""
+    import keras
+    from keras import layers as L
+
+    from dtmm import pipeline
+    from dtmm import prune as P
+    from dtmm.datasets import load_digits
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    x = L.Flatten()(inp)
+    for i, u in enumerate((128, 32, 128)):
+        x = L.Dense(u, activation="relu", name=f"fc{i + 1}")(x)
+    model = keras.Model(inp, L.Dense(10, name="logits")(x))
+    xtr = load_digits()[0]
+    int8 = pipeline.to_int8(model, xtr)
+    imp = P.compute_importance(model, method="magnitude",
+                               block_size=pipeline.dense_block_sizes(model, 16))
+    prob, names = pipeline.build_problem(model, int8, imp, Budgets(), block_ratios=True)
+    assert names == [] and {k for k, _ in prob.vars} == {"k"}
+    prob.budgets = Budgets(flash=0.85 * prob.dense["flash"])
+    plan = schedule(prob)
+    assert plan.feasible and plan.block.any() and plan.flash <= prob.budgets.flash
+    with pytest.raises(DtmmError, match="no CONV_2D layer to prune"):
+        pipeline.build_problem(model, int8, imp, Budgets(), block_ratios=False)
+
+
 # -- pipeline end to end, fast --------------------------------------------------------
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):

@@ -331,8 +331,10 @@ class Problem:
             rows = np.arange(len(self._xk))[None, :]
             flash = flash + self._kflash[rows, ik].sum(axis=1) + \
                 self.blocks.opcode_bytes * self._krw[rows, ik].any(axis=1)
-            kg = np.maximum(self._kgrp, 0)
-            kfin = np.where(self._kgrp >= 0, 1.0 - kf[:, kg] / self._gc[kg], 0.0)  # [B, F]
+            kfin = np.zeros(ik.shape)                                     # [B, F]
+            if (self._kgrp >= 0).any():
+                kg = np.maximum(self._kgrp, 0)
+                kfin = np.where(self._kgrp >= 0, 1.0 - kf[:, kg] / self._gc[kg], 0.0)
             conflict = ((ik > 0) & (kfin > 0)).any(axis=1)
             flash = np.where(conflict, np.inf, flash)   # not a plan: never feasible
             for t, tab in self._klat.items():
