@@ -551,18 +551,17 @@ def make_report(prob, names, plan, masks, conv: Converted, dense_int8, dense_acc
     for li, r in zip(layers, conv.conv_report.layers):
         li["dtmm_op"] = bool(r.rewritten)
     fc_reports = {r.op_index: r for r in conv.conv_report.fc_layers}
+    fc_layers = []
     for j, n in sorted(getattr(prob, "block_names", {}).items()):
         f, m = g.fcs[j], masks.get(n)
         r = fc_reports.get(f.op_index)
         kept = int(m.blocks.sum()) if m is not None else None
-        layers.append({
-            "name": n, "op": "FULLY_CONNECTED", "c_out": f.c_out, "kh": 1, "kw": 1,
-            "c_in": f.c_in, "alpha": 0.0, "beta": 0.0,
+        fc_layers.append({
+            "name": n, "c_out": f.c_out, "c_in": f.c_in,
             "block_ratio": round(float(plan.block[j]), 4),
             "block_size": None if m is None else int(m.block_size),
             "blocks_kept": kept,
-            "filterlet_sparsity": 0.0 if m is None else round(float(m.block_sparsity), 4),
-            "density": 1.0 if m is None else round(1.0 - float(m.block_sparsity), 4),
+            "block_sparsity": 0.0 if m is None else round(float(m.block_sparsity), 4),
             "dtmm_op": bool(r.rewritten) if r is not None else False,
             "dtmm_reason": r.reason if r is not None else "",
         })
@@ -603,6 +602,7 @@ def make_report(prob, names, plan, masks, conv: Converted, dense_int8, dense_acc
                    "evaluations": plan.evaluations, "flash_margin": round(margin, 4)},
         "fine_tune_epochs": epochs,
         "layers": layers,
+        "fc_layers": fc_layers,   # the FULLY_CONNECTED layers with a block ratio
         "timings_s": {k: round(v, 2) for k, v in timer.items()},
         "seed": seed,
     }

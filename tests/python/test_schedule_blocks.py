@@ -256,7 +256,8 @@ def test_pipeline_prunes_blocks_and_converts_them(pipeline_run):
     r = json.loads((out / "report.json").read_text())
     assert r["budgets_met"]["flash"] and r["pruned"]["flash_bytes"] <= 30 * 1024
     assert any(v > 0 for v in r["pruned"]["block_ratios"].values()), r["pruned"]
-    fcs = [l for l in r["layers"] if l.get("op") == "FULLY_CONNECTED"]
+    fcs = r["fc_layers"]
+    assert {l["name"] for l in fcs} == {"fc1", "fc2", "fc3", "logits"}
     assert r["pruned"]["dtmm_fc_ops"] == sum(l["dtmm_op"] for l in fcs) >= 1
     ops = [op.name for op in Model.read((out / "model_dtmm.tflite").read_bytes(),
                                         "m").subgraphs[0].operators]
