@@ -48,12 +48,6 @@ def block_layers(g: Graph) -> dict:
     return {f.index: "" for f in g.fcs}
 
 
-def conv_blocks_priced() -> str:
-    """"" when the converter can price block-sparse 1x1 DTMM_CONV_2D layers, else why
-    not (the scheduler then gives 1x1 convs no block ratio)."""
-    return ("the converter has no block-sparse DTMM_CONV_2D (v2) planner yet")
-
-
 @dataclass
 class FcBlockCosts:
     """Per block-ratio grid point of each FC with a block ratio: flash delta (bytes,
