@@ -303,8 +303,17 @@ def fc_block_costs(model, int8_bytes, g, importance, targets, prune_filters=True
         names[f.index] = name
     if not scores:
         return None, {}
-    costs = BL.FcBlockCosts.build(int8_bytes, g, scores, targets)
+    costs = BL.FcBlockCosts.build(int8_bytes, g, scores, targets, converter_own_bytes)
     return costs, {j: names[j] for j in costs.fcs}
+
+
+def converter_own_bytes(model):
+    """dtmm.convert's accounting of the bytes a constant of `model` frees when its op
+    is rewritten (what dtmm convert hands dtmm.core.fc.choose)."""
+    from dtmm.convert import _own_bytes
+
+    tensor_users, buffer_users = model.users()
+    return lambda t: _own_bytes(t, tensor_users, buffer_users)
 
 
 def dense_block_sizes(model, block_size: int) -> dict:

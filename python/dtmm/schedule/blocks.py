@@ -1,7 +1,8 @@
 """Block ratios (issue 10, format v2): what pruning a fraction of the B-blocks of a
 FULLY_CONNECTED costs and saves, priced by the converter's own plan.
 
-    blocks = FcBlockCosts.build(int8_bytes, graph, {fc_index: (scores, B)}, targets)
+    blocks = FcBlockCosts.build(int8_bytes, graph, {fc_index: (scores, B)}, targets,
+                                own_bytes)
     blocks.flash_delta[j][i], blocks.latency_delta[t][j][i], blocks.removed[j][i]
 
 For FC layer j and block ratio i * step, the `n_pruned(ratio, n_blocks)` blocks of
@@ -10,7 +11,9 @@ lowest importance are zeroed in the dense int8 weights (what
 planner for that FC (`dtmm.core.fc.choose`, the function `dtmm convert` calls)
 decides the block size, whether it rewrites, its bytes and its modeled
 instructions (core/data/latency_fc.json). The scheduler sums these tables; nothing
-of the converter's rule is copied here.
+of the converter's rule is copied here. `own_bytes(model)` is the converter's
+"bytes a constant frees" accounting for that model (the pipeline passes
+dtmm.convert's: the scheduler does not import the converter).
 
 Which layers get a block ratio (`block_layers`): every FC whose weights the
 converter can rewrite. Where its input rows are the channels of a conv group that
@@ -70,15 +73,16 @@ class FcBlockCosts:
         return [len(v) - 1 for v in self.flash_delta]
 
     @classmethod
-    def build(cls, int8_bytes: bytes, g: Graph, importance: dict, targets, step: float = 0.05,
-              ratio_max: float = 0.95, prefer: str = "speed") -> "FcBlockCosts":
+    def build(cls, int8_bytes: bytes, g: Graph, importance: dict, targets, own_bytes,
+              step: float = 0.05, ratio_max: float = 0.95,
+              prefer: str = "speed") -> "FcBlockCosts":
         """importance: {fc index: (block scores [C_out, C_in // B] (any shape of that
         size, (oc, block) order), B)}. targets: the latency targets (those the FC
-        model has are priced; a rewrite needs all of them faster, as in dtmm convert)."""
-        from dtmm.convert import _own_bytes  # the converter's "what a constant frees"
-
+        model has are priced; a rewrite needs all of them faster, as in dtmm convert).
+        own_bytes(model) -> f(tensor): bytes dropping that constant frees, as the
+        converter counts them."""
         model = Model.read(bytes(int8_bytes), "model")
-        tensor_users, buffer_users = model.users()
+        own = own_bytes(model)
         fc_targets = [t for t in targets if t in core_fc.fc_targets()]
         if not fc_targets:
             raise DtmmError("core/data/latency_fc.json has no FULLY_CONNECTED model for "
@@ -101,7 +105,6 @@ class FcBlockCosts:
                 raise DtmmError(f"block importance of {f.name!r} must be finite and >= 0")
             order = np.argsort(scores, kind="stable")
             csum = np.concatenate([[0.0], np.cumsum(scores[order])])
-            own = lambda t: _own_bytes(t, tensor_users, buffer_users)  # noqa: E731
             fd, ld, rw, cb, rm = [], {t: [] for t in fc_targets}, [], [], []
             for i in range(n_ratio):
                 k = n_pruned(i * step, scores.size)
