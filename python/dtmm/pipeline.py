@@ -275,8 +275,7 @@ def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str 
     flash = flash_model(g) if flash_model is not None else cost.FlashModel(g, speed=lat)
     blocks, block_names = None, {}
     if block_ratios:
-        blocks, block_names = fc_block_costs(model, int8_bytes, g, importance, lat.targets,
-                                             prune_filters)
+        blocks, block_names = fc_block_costs(model, int8_bytes, g, importance, lat.targets)
     prob = search.Problem(g, imp, budgets, objective=objective, flash=flash,
                           sram=cost.SramModel(g), latency=lat,
                           prune_filterlets=prune_filterlets, prune_filters=prune_filters,
@@ -285,7 +284,7 @@ def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str 
     return prob, names
 
 
-def fc_block_costs(model, int8_bytes, g, importance, targets, prune_filters=True):
+def fc_block_costs(model, int8_bytes, g, importance, targets):
     """(schedule.blocks.FcBlockCosts or None, {FC index: Keras Dense name}) for the
     FULLY_CONNECTED layers that get a block ratio: matched to a Keras Dense, block
     scores in `importance` (blocks.block_layers)."""
