@@ -233,16 +233,19 @@ def match_convs(graph, infos, model, int8_bytes: bytes):
 
 def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str = "loss",
                   target: str = DEFAULT_TARGET, prune_filterlets: bool = True,
-                  prune_filters: bool = True, flash_model=None):
+                  prune_filters: bool = True, flash_model=None, block_ratios: bool = False):
     """(Problem, [Keras layer name per conv]). The latency model is TFLM's Invoke()
     on `target` ("any": the sum over every fitted target); the flash model decides
     which convs become DTMM with the converter's default rule (smaller and modeled
-    faster on `target`), so the plan counts what `finetune_and_convert` will write."""
+    faster on `target`), so the plan counts what `finetune_and_convert` will write.
+    block_ratios: also a block ratio per FULLY_CONNECTED that `importance.blocks`
+    scores and `schedule.blocks.block_layers` admits (priced by the converter's FC
+    planner); `prob.block_names` = {FC index: Keras Dense name}."""
     from dtmm import prune as P
     from dtmm.schedule import cost, graph as G, search
 
     g = G.analyze(int8_bytes)
-    if not g.convs:
+    if not g.convs and not (block_ratios and g.fcs):
         raise DtmmError("the model has no CONV_2D layer to prune")
     infos = P.conv_layers(model)
     matched = match_convs(g, infos, model, int8_bytes)
@@ -270,22 +273,93 @@ def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str 
         imp.append((importance.filter[n], np.asarray(fl).reshape(c.c_out, c.k)))
     lat = cost.LatencyModel(g, target)
     flash = flash_model(g) if flash_model is not None else cost.FlashModel(g, speed=lat)
+    blocks, block_names = None, {}
+    if block_ratios:
+        blocks, block_names = fc_block_costs(model, int8_bytes, g, importance, lat.targets)
     prob = search.Problem(g, imp, budgets, objective=objective, flash=flash,
                           sram=cost.SramModel(g), latency=lat,
-                          prune_filterlets=prune_filterlets, prune_filters=prune_filters)
+                          prune_filterlets=prune_filterlets, prune_filters=prune_filters,
+                          blocks=blocks)
+    prob.block_names = block_names
     return prob, names
 
 
-def apply_plan(model, importance, names, plan, graph):
-    """Masks for the plan, filter surgery, masks re-applied: (model, masks)."""
+def fc_block_costs(model, int8_bytes, g, importance, targets):
+    """(schedule.blocks.FcBlockCosts or None, {FC index: Keras Dense name}) for the
+    FULLY_CONNECTED layers that get a block ratio: matched to a Keras Dense, block
+    scores in `importance` (blocks.block_layers)."""
+    from dtmm import prune as P
+    from dtmm.schedule import blocks as BL
+
+    by_op = P.match_tflite_dense(model, int8_bytes)
+    why = BL.block_layers(g)
+    scores, names = {}, {}
+    for f in g.fcs:
+        name = by_op.get(f.op_index)
+        if name is None or why[f.index] or name not in importance.blocks:
+            continue
+        scores[f.index] = (importance.blocks[name], importance.block_size[name])
+        names[f.index] = name
+    if not scores:
+        return None, {}
+    costs = BL.FcBlockCosts.build(int8_bytes, g, scores, targets, converter_own_bytes)
+    return costs, {j: names[j] for j in costs.fcs}
+
+
+def converter_own_bytes(model):
+    """dtmm.convert's accounting of the bytes a constant of `model` frees when its op
+    is rewritten (what dtmm convert hands dtmm.core.fc.choose)."""
+    from dtmm.convert import _own_bytes
+
+    tensor_users, buffer_users = model.users()
+    return lambda t: _own_bytes(t, tensor_users, buffer_users)
+
+
+def dense_block_sizes(model, block_size: int) -> dict:
+    """{Dense name: B} for block importance: `block_size`, or the largest of the
+    converter's candidates (core.fc.BLOCK_CANDIDATES) below it that divides C_in; a
+    Dense with C_in <= B gets B = C_in (no block to prune) and is left out."""
+    from dtmm.core import fc as core_fc
+    from dtmm.prune.registry import kind_of
+
+    out = {}
+    for layer in model.layers:
+        kind = kind_of(layer)
+        if not layer.built or kind is None or kind.name != "dense":
+            continue
+        c_in = int(layer.kernel.shape[0])
+        for b in [block_size] + [b for b in core_fc.BLOCK_CANDIDATES if b < block_size]:
+            if b < c_in and c_in % b == 0:
+                out[layer.name] = int(b)
+                break
+    return out
+
+
+def apply_plan(model, importance, names, plan, graph, block_names=None):
+    """Masks for the plan, filter surgery, block masks of the plan's block ratios
+    (the plan never removes the input rows of an FC it gives a block ratio, so the
+    dense model's block scores still index them), masks re-applied: (model, masks)."""
     from dtmm import prune as P
 
     alpha = {n: float(plan.alpha[i]) for i, n in enumerate(names)}
     beta = {n: float(plan.beta[graph.convs[i].group]) for i, n in enumerate(names)}
     masks = P.prune_to_ratios(model, importance, alpha_per_layer=alpha, beta_per_layer=beta)
     res = P.remove_filters(model, masks)
-    P.apply_masks(res.model, res.masks)
-    return res.model, res.masks
+    out = P.Masks(res.masks)
+    ratios = {n: float(plan.block[j]) for j, n in (block_names or {}).items()
+              if plan.block.size and plan.block[j] > 0}
+    for j, n in (block_names or {}).items():
+        src = graph.fcs[j].in_from
+        if n in ratios and src is not None and plan.beta[graph.convs[src].group] > 0:
+            raise DtmmError(f"plan gives Dense {n!r} a block ratio and removes its input "
+                            "rows (the scheduler never does)")
+    if ratios:
+        sub = P.Importance(importance.method, {}, {}, {},
+                           blocks={n: importance.blocks[n] for n in ratios},
+                           block_size={n: importance.block_size[n] for n in ratios})
+        out.update(P.prune_blocks_to_ratios(res.model, sub, ratios))
+    P.apply_masks(res.model, out)
+    return res.model, out
 
 
 # --------------------------------------------------------------------------------
@@ -336,7 +410,29 @@ def _arguments(flash, sram, max_drop):
     return parse_bytes(flash), parse_bytes(sram)
 
 
-def _inputs(model, data, max_train):
+BLOCK_RATIOS = ("auto", "on", "off")
+
+
+def block_ratios_enabled(block_ratios: str, target: str) -> bool:
+    """Whether `prune` gives FULLY_CONNECTED layers a block ratio: "off" never; "auto"
+    where the converter's FC latency model (core/data/latency_fc.json) covers every
+    target of `target`; "on" the same, an error naming what is missing."""
+    from dtmm.core import fc as core_fc
+    from dtmm.core import latency
+
+    if block_ratios not in BLOCK_RATIOS:
+        raise DtmmError(f"block_ratios must be one of {', '.join(BLOCK_RATIOS)}, got "
+                        f"{block_ratios!r}")
+    if block_ratios == "off":
+        return False
+    missing = [t for t in latency.resolve_targets(target) if t not in core_fc.fc_targets()]
+    if missing and block_ratios == "on":
+        raise DtmmError(f"--block-ratios on: no FULLY_CONNECTED latency model for "
+                        f"{', '.join(missing)} (core/data/latency_fc.json)")
+    return not missing
+
+
+def _inputs(model, data, max_train, block_ratios: bool = False):
     """(Keras model, (x_train, y_train, x_test, y_test)), checked against each other."""
     from dtmm.datasets import load as load_data
 
@@ -348,8 +444,14 @@ def _inputs(model, data, max_train):
     _check_data(model, (xtr, ytr, xte, yte))
     from dtmm.prune.registry import filterlet_layers
 
-    if not filterlet_layers(model):
-        raise DtmmError("the model has no Conv2D layer to prune")
+    from dtmm.prune.registry import kind_of
+
+    if not filterlet_layers(model) and not (
+            block_ratios and any(kind_of(l) is not None and kind_of(l).name == "dense"
+                                 for l in model.layers)):
+        raise DtmmError("the model has no Conv2D layer to prune" +
+                        ("" if block_ratios else " (Dense layers take block ratios: "
+                         "--block-ratios auto)"))
     return model, (xtr, ytr, xte, yte)
 
 
@@ -405,7 +507,8 @@ def plan_and_fit(prob, model, importance, names, data, flash_b, sram_b, loss_bud
             f"loss {100 * plan.loss:.2f} %, latency {plan.latency / dense_latency:.1%} "
             f"of dense ({plan.seconds:.1f} s)")
         with timer("finetune_convert_s"):
-            pruned, masks = apply_plan(model, importance, names, plan, prob.graph)
+            pruned, masks = apply_plan(model, importance, names, plan, prob.graph,
+                                       getattr(prob, "block_names", None))
             recalibrate_batchnorm(pruned, xtr, seed=seed)
             compile_for_training(pruned, lr)
             conv = finetune_and_convert(pruned, xtr, ytr, epochs, batch_size, seed,
@@ -455,8 +558,24 @@ def make_report(prob, names, plan, masks, conv: Converted, dense_int8, dense_acc
         })
     for li, r in zip(layers, conv.conv_report.layers):
         li["dtmm_op"] = bool(r.rewritten)
+    fc_reports = {r.op_index: r for r in conv.conv_report.fc_layers}
+    fc_layers = []
+    for j, n in sorted(getattr(prob, "block_names", {}).items()):
+        f, m = g.fcs[j], masks.get(n)
+        r = fc_reports.get(f.op_index)
+        kept = int(m.blocks.sum()) if m is not None else None
+        fc_layers.append({
+            "name": n, "c_out": f.c_out, "c_in": f.c_in,
+            "block_ratio": round(float(plan.block[j]), 4),
+            "block_size": None if m is None else int(m.block_size),
+            "blocks_kept": kept,
+            "block_sparsity": 0.0 if m is None else round(float(m.block_sparsity), 4),
+            "dtmm_op": bool(r.rewritten) if r is not None else False,
+            "dtmm_reason": r.reason if r is not None else "",
+        })
     from dtmm.schedule.cost import CORTEX_M
 
+    fc_delta = prob.block_latency(plan.grid(prob))
     dtmm_bytes = conv.dtmm_bytes
     return {
         "budgets": {"flash_bytes": flash_b, "sram_bytes": sram_b, "max_drop_points": max_drop,
@@ -477,10 +596,13 @@ def make_report(prob, names, plan, masks, conv: Converted, dense_int8, dense_acc
                    "latency_model": prob.latency.describe(),
                    "latency_target": prob.latency.target,
                    "latency_modeled_per_target": {
-                       t: round(v) for t, v in prob.latency.per_target(
+                       t: round(v + fc_delta[t]) for t, v in prob.latency.per_target(
                            plan.config, conv_rewritten(conv)).items()},
                    "importance_loss": round(plan.loss, 5),
                    "dtmm_ops": int(conv.conv_report.num_rewritten),
+                   "dtmm_fc_ops": int(conv.conv_report.num_fc_rewritten),
+                   "block_ratios": {n: round(float(plan.block[j]), 4) for j, n in
+                                    sorted(getattr(prob, "block_names", {}).items())},
                    "dtmm_ops_verified_bit_exact": verified.ok},
         "budgets_met": {"flash": len(dtmm_bytes) <= flash_b, "sram": conv.sram <= sram_b,
                         "max_drop": None if max_drop is None else dense_acc - acc <= max_drop},
@@ -488,6 +610,7 @@ def make_report(prob, names, plan, masks, conv: Converted, dense_int8, dense_acc
                    "evaluations": plan.evaluations, "flash_margin": round(margin, 4)},
         "fine_tune_epochs": epochs,
         "layers": layers,
+        "fc_layers": fc_layers,   # the FULLY_CONNECTED layers with a block ratio
         "timings_s": {k: round(v, 2) for k, v in timer.items()},
         "seed": seed,
     }
@@ -518,13 +641,20 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
           importance_batches: int = 16, importance_method: str = "taylor",
           max_train: int | None = None, seed: int = DEFAULT_SEED, progress: bool = True,
           lr: float = 5e-4, dense_int8: bytes | None = None, max_loss: float = 0.05,
-          log=print, quiet=None) -> PipelineResult:
+          log=print, quiet=None, block_ratios: str = "auto",
+          block_size: int = 16) -> PipelineResult:
     """Run the whole pipeline; write DIR/{pruned.keras, model_int8.tflite,
     model_dtmm.tflite, dense_int8.tflite, report.json, sparsity.png,
     accuracy_size.png} (each atomically). Raises DtmmError on bad input or
     unmeetable budgets; when the accuracy drop exceeds max_drop after fine-tuning
     the outputs are written and DtmmError says so. These defaults are the
-    command line's (dtmm prune reads them from this signature)."""
+    command line's (dtmm prune reads them from this signature).
+
+    block_ratios: "auto" (a block ratio for every Dense the converter's FC planner
+    can price on `target`, docs/scheduler.md), "on" (the same, an error if none can
+    be priced) or "off" (filterlet and filter ratios only, as before); block_size:
+    the pruning granularity B of those blocks (or the largest of the converter's
+    smaller candidates that divides C_in)."""
     import keras
     import tensorflow as tf
 
@@ -534,7 +664,8 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
     t_start = time.perf_counter()
     timer = _Timer()
     flash_b, sram_b = _arguments(flash, sram, max_drop)
-    model, data = _inputs(model, data, max_train)
+    use_blocks = block_ratios_enabled(block_ratios, target)
+    model, data = _inputs(model, data, max_train, use_blocks)
     xtr, ytr, xte, yte = data
     keras.utils.set_random_seed(seed)
 
@@ -547,13 +678,21 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
         compile_for_training(model, lr)
         ds = tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(
             len(xtr), seed=seed).batch(batch_size)
-        importance = P.compute_importance(model, ds, method=importance_method,
-                                          steps=importance_batches, progress=progress)
+        importance = P.compute_importance(
+            model, ds, method=importance_method, steps=importance_batches,
+            progress=progress,
+            block_size=dense_block_sizes(model, block_size) if use_blocks else None)
 
     loss_budget = max_loss if objective == "latency" else None
     prob, names = build_problem(model, dense_int8, importance,
                                 search.Budgets(flash=flash_b, sram=sram_b, loss=loss_budget),
-                                objective, target)
+                                objective, target, block_ratios=use_blocks)
+    if block_ratios == "on" and not prob.block_names:
+        raise DtmmError("--block-ratios on: no FULLY_CONNECTED layer can take a block "
+                        "ratio (none matched a Dense with C_in > B whose input rows the "
+                        "plan keeps)")
+    if prob.block_names:
+        log("block ratios for: " + ", ".join(prob.block_names.values()))
     plan, pruned, masks, conv, margin = plan_and_fit(
         prob, model, importance, names, data, flash_b, sram_b, loss_budget, epochs,
         batch_size, seed, lr, progress, log, timer, quiet)

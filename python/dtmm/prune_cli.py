@@ -93,6 +93,16 @@ def _prune_args(p):
                         "magnitude did better on the BatchNorm CNN of bench/accuracy)")
     p.add_argument("--max-train", type=int, default=d["max_train"], metavar="N",
                    help="use only the first N training images (faster)")
+    p.add_argument("--block-ratios", choices=("auto", "on", "off"),
+                   default=d["block_ratios"],
+                   help="also schedule a block ratio (fraction of B-blocks pruned) per "
+                        "Dense layer, priced by the converter's DTMM_FULLY_CONNECTED plan "
+                        f"(default {d['block_ratios']}: where the FC latency model covers "
+                        "--target; 'off': filterlet and filter ratios only)")
+    p.add_argument("--block-size", type=int, default=d["block_size"], metavar="B",
+                   help=f"block size B the pruner cuts Dense rows into (default "
+                        f"{d['block_size']}; a smaller converter candidate where B does "
+                        "not divide C_in)")
 
 
 # First bytes of the two formats keras.models.load_model reads.
@@ -133,7 +143,8 @@ def _prune_run(args) -> int:
                    target=args.target, max_loss=args.max_loss / 100.0,
                    epochs=args.epochs, max_train=args.max_train, seed=args.seed,
                    importance_method=args.importance, progress=not args.no_progress,
-                   quiet=console_silenced)
+                   quiet=console_silenced, block_ratios=args.block_ratios,
+                   block_size=args.block_size)
     print(f"wrote {args.out}/report.json")
     return 0
 

@@ -100,8 +100,13 @@ def test_model_without_convs_and_unknown_dataset(tmp_path):
 
     m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                           keras.layers.Dense(10)])
-    with pytest.raises(DtmmError, match="no Conv2D layer"):
-        pipeline.prune(m, "digits", "64KiB", "32KiB", str(tmp_path))
+    # without block ratios a Dense-only model has nothing to prune (with them, its
+    # Dense layers take block ratios: tests/python/test_schedule_blocks.py)
+    with pytest.raises(DtmmError, match=r"no Conv2D layer to prune \(Dense layers take "
+                                        r"block ratios: --block-ratios auto\)"):
+        pipeline.prune(m, "digits", "64KiB", "32KiB", str(tmp_path), block_ratios="off")
+    with pytest.raises(DtmmError, match="block_ratios must be one of auto, on, off"):
+        pipeline.prune(m, "digits", "64KiB", "32KiB", str(tmp_path), block_ratios="yes")
     conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
                              keras.layers.Flatten(), keras.layers.Dense(10)])
     with pytest.raises(DtmmError, match="unknown dataset"):

@@ -55,7 +55,7 @@ from .masks import (
     zero_blocks,
     zero_filterlets,
 )
-from .match import match_tflite_convs, tflite_conv_filters
+from .match import match_tflite_convs, match_tflite_dense, tflite_conv_filters, tflite_fc_weights
 from .select import n_pruned, prune_blocks_to_ratios, prune_to_ratios
 from .surgery import SurgeryResult, remove_filters
 
@@ -78,6 +78,8 @@ __all__ = [
     "strip_masks",
     "zero_filterlets",
     "match_tflite_convs",
+    "match_tflite_dense",
+    "tflite_fc_weights",
     "tflite_conv_filters",
     "n_pruned",
     "prune_to_ratios",

@@ -84,3 +84,53 @@ def match_tflite_convs(model, tflite_bytes: bytes) -> list:
         for r, c in zip(rows, cols):
             names[js[r]] = cands[c]
     return names
+
+
+def tflite_fc_weights(tflite_bytes: bytes) -> list:
+    """``[(operator index, float weights (C_out, C_in))]`` for every FULLY_CONNECTED of
+    subgraph 0 with constant weights, dequantized with their scales."""
+    model = Model.read(tflite_bytes, "the converted model")
+    out = []
+    for i, op in enumerate(model.subgraphs[0].operators):
+        if op.opcode.builtin != BuiltinOperator.FULLY_CONNECTED or len(op.inputs) < 2:
+            continue
+        t = op.inputs[1]
+        w = t.value("weights") if t is not None else None
+        if w is None or w.ndim != 2 or w.dtype.kind not in "iuf":
+            continue  # weights written at run time: no Dense layer to match
+        w = w.astype(np.float64)
+        scale, zp, _ = t.quant()
+        if len(scale):
+            zp = zp.astype(np.float64) if len(zp) else np.zeros(len(scale))
+            shape = (-1, 1) if len(scale) > 1 else ()
+            w = (w - zp.reshape(shape)) * scale.astype(np.float64).reshape(shape)
+        out.append((i, w))
+    return out
+
+
+def match_tflite_dense(model, tflite_bytes: bytes) -> dict:
+    """{operator index: Keras Dense name} for every FULLY_CONNECTED of ``tflite_bytes``
+    with constant weights, matched like ``match_tflite_convs`` (shape, then the mean
+    ``|cos|`` of the rows, Hungarian assignment). A FULLY_CONNECTED with no Dense of
+    its shape left is not listed (it is not prunable)."""
+    from scipy.optimize import linear_sum_assignment
+
+    from .registry import kind_of
+
+    keras_dense = {layer.name: np.transpose(np.asarray(layer.kernel.numpy(), np.float64))
+                   for layer in model.layers
+                   if layer.built and kind_of(layer) is not None and kind_of(layer).name == "dense"}
+    fcs = tflite_fc_weights(tflite_bytes)
+    out = {}
+    by_shape: dict = {}
+    for j, (_, w) in enumerate(fcs):
+        by_shape.setdefault(w.shape, []).append(j)
+    for shape, js in by_shape.items():
+        cands = [n for n, k in keras_dense.items() if k.shape == shape]
+        if not cands:
+            continue
+        score = np.array([[_score(keras_dense[n], fcs[j][1]) for n in cands] for j in js])
+        rows, cols = linear_sum_assignment(-score)
+        for r, c in zip(rows, cols):
+            out[fcs[js[r]][0]] = cands[c]
+    return out

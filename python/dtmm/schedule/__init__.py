@@ -6,6 +6,9 @@
     plan = search.schedule(prob)                        # ours; search.anneal = original SA
     plan.alpha, plan.beta, plan.flash, plan.sram, plan.loss
 
+Block ratios (`blocks`): FcBlockCosts prices a block ratio per FULLY_CONNECTED with
+the converter's own FC plan; Problem(..., blocks=...) adds them to the search.
+
 Cost models (`cost`): FlashModel (bytes of the converted DTMM .tflite), SramModel
 (TFLM GreedyMemoryPlanner replay + persistent allocations), LatencyModel (TFLM
 Invoke() instructions on Cortex-M4/M55: convs as the converter will write them, the

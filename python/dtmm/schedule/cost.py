@@ -69,6 +69,14 @@ def layer_shapes(g: Graph, cfg: Config):
     return out
 
 
+def shape_arrays(g: Graph, cfg: Config):
+    """layer_shapes as three int arrays over the convs (c_out', c_in', n_kept)."""
+    shapes = layer_shapes(g, cfg)
+    if not shapes:
+        return (np.zeros(0, int),) * 3
+    return tuple(np.array(v) for v in zip(*shapes))
+
+
 def group_scale(g: Graph, cfg: Config) -> np.ndarray:
     """Fraction of channels each group keeps."""
     return np.array([kept_filters(gr.c_out, cfg.beta[gr.index]) / gr.c_out
@@ -112,7 +120,7 @@ class FlashModel:
         self._k = np.array([c.k for c in g.convs])
         self._per_channel = np.array([c.filter_scales > 1 for c in g.convs])
         dense = Config.dense(g)
-        co, ci, nk = (np.array(v) for v in zip(*layer_shapes(g, dense)))
+        co, ci, nk = shape_arrays(g, dense)
         int8_dense = self._dense_form(co, ci)
         self.base = g.size - float(int8_dense.sum()) - \
             sum(gr.scaled_const_bytes for gr in g.groups)
@@ -144,18 +152,18 @@ class FlashModel:
 
     def __call__(self, cfg: Config) -> float:
         g = self.graph
-        co, ci, nk = (np.array(v) for v in zip(*layer_shapes(g, cfg)))
+        co, ci, nk = shape_arrays(g, cfg)
         per, use = self.conv_bytes(co, ci, nk)
         scale = group_scale(g, cfg)
         return self.base + float(per.sum()) + self.opcode_bytes * bool(np.any(use)) + float(
             sum(gr.scaled_const_bytes * scale[gr.index] for gr in g.groups))
 
     def rewritten(self, cfg: Config) -> np.ndarray:
-        co, ci, nk = (np.array(v) for v in zip(*layer_shapes(self.graph, cfg)))
+        co, ci, nk = shape_arrays(self.graph, cfg)
         return self.conv_bytes(co, ci, nk)[1]
 
     def per_layer(self, cfg: Config) -> list:
-        co, ci, nk = (np.array(v) for v in zip(*layer_shapes(self.graph, cfg)))
+        co, ci, nk = shape_arrays(self.graph, cfg)
         return [float(v) for v in self.conv_bytes(co, ci, nk)[0]]
 
 
@@ -571,7 +579,7 @@ class LatencyModel:
 
     def per_layer(self, cfg: Config, rewritten=None) -> list:
         """Modeled instructions per conv (summed over the targets) as converted."""
-        co, ci, nk = (np.array(v) for v in zip(*layer_shapes(self.graph, cfg)))
+        co, ci, nk = shape_arrays(self.graph, cfg)
         rw = self.rewritten(cfg) if rewritten is None else np.asarray(rewritten)
         return [float(v) for v in sum(np.where(rw, m, d)
                                       for d, m in self.conv_modeled(co, ci, nk).values())]
@@ -582,7 +590,7 @@ class LatencyModel:
         return float(sum(self._const[t] + scale @ self._slope[t] for t in self.targets))
 
     def per_target(self, cfg: Config, rewritten=None) -> dict:
-        co, ci, nk = (np.array(v) for v in zip(*layer_shapes(self.graph, cfg)))
+        co, ci, nk = shape_arrays(self.graph, cfg)
         rw = self.rewritten(cfg) if rewritten is None else np.asarray(rewritten)
         scale = group_scale(self.graph, cfg)
         return {t: float(np.where(rw, m, d).sum() + self._const[t] + scale @ self._slope[t])

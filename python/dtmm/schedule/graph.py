@@ -111,6 +111,21 @@ class Group:
 
 
 @dataclass
+class Fc:
+    """One FULLY_CONNECTED with constant 2-D int8 weights [C_out, C_in] (the layers
+    that can take a block ratio, docs/scheduler.md)."""
+
+    index: int           # position among the model's FULLY_CONNECTED ops
+    op_index: int
+    name: str            # weight tensor name
+    c_out: int
+    c_in: int
+    batches: int         # input rows per call
+    input_tensor: int
+    in_from: int | None = None   # conv whose channels are this FC's input rows
+
+
+@dataclass
 class Graph:
     tensors: list
     ops: list
@@ -120,6 +135,7 @@ class Graph:
     outputs: list
     scratch: list = field(default_factory=list)   # (op_index, bytes) TFLM requests
     size: int = 0
+    fcs: list = field(default_factory=list)       # Fc per constant int8 FULLY_CONNECTED
 
     def group_of(self, conv_index: int) -> Group:
         return self.groups[self.convs[conv_index].group]
@@ -153,7 +169,25 @@ def analyze(buf: bytes) -> Graph:
     _find_convs(g, sg)
     _trace_channels(g)
     g.scratch = _scratch_requests(g)
+    g.fcs = find_fcs(g)
     return g
+
+
+def find_fcs(g: Graph) -> list:
+    """FULLY_CONNECTED ops with constant 2-D int8 weights, in operator order (after
+    _trace_channels: in_from says which conv's channels feed their input rows)."""
+    out = []
+    for op in g.ops:
+        if op.name != "FULLY_CONNECTED" or len(op.inputs) < 2 or op.inputs[1] < 0:
+            continue
+        x, w = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
+        if not w.is_const or len(w.shape) != 2 or w.dtype != TensorType.INT8:
+            continue
+        c_out, c_in = w.shape
+        n = int(np.prod(x.shape)) if x.shape else 1
+        out.append(Fc(len(out), op.index, w.name, int(c_out), int(c_in),
+                      max(n // max(c_in, 1), 1), op.inputs[0], x.owner))
+    return out
 
 
 def _find_convs(g: Graph, sg=None) -> None:

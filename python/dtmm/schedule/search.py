@@ -65,10 +65,17 @@ class Plan:
     evaluations: int
     method: str
     trace: list = field(default_factory=list)   # (seconds, best feasible objective)
+    # block ratio per FC of the graph (fraction of its B-blocks pruned; 0 without one)
+    block: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def config(self) -> Config:
         return Config(self.alpha.copy(), self.beta.copy())
+
+    def grid(self, prob: "Problem") -> np.ndarray:
+        """This plan as one grid index per variable of prob."""
+        val = {"a": self.alpha, "b": self.beta, "k": self.block}
+        return np.array([round(val[k][i] / prob.step) for k, i in prob.vars], int)
 
     def summary(self) -> dict:
         return {k: (float(getattr(self, k)) if not isinstance(getattr(self, k), bool)
@@ -90,7 +97,7 @@ class Problem:
                  step: float = 0.05, alpha_max: float = 0.95, beta_max: float = 0.9,
                  prune_filterlets: bool = True, prune_filters: bool = True,
                  kicks: int = 60, ils_seconds: float = 3.0,
-                 importance_norm: str = "layer"):
+                 importance_norm: str = "layer", blocks=None):
         if importance_norm not in ("layer", "global"):
             raise DtmmError(f"importance_norm must be 'layer' or 'global', got "
                             f"{importance_norm!r}")
@@ -99,7 +106,9 @@ class Problem:
         self.ils_seconds = ils_seconds
         if objective not in ("loss", "latency"):
             raise DtmmError(f"objective must be 'loss' or 'latency', got {objective!r}")
-        if not graph.convs:
+        # blocks: schedule.blocks.FcBlockCosts -- a block ratio per FC it prices
+        self.blocks = blocks if blocks is not None and blocks.fcs else None
+        if not graph.convs and self.blocks is None:
             raise DtmmError("the model has no CONV_2D layer to prune")
         self.graph = graph
         self.budgets = budgets
@@ -125,6 +134,14 @@ class Problem:
             if gr.frozen is None and prune_filters:
                 self.vars.append(("b", gr.index))
                 self.vmax.append(n_b)
+        if self.blocks is not None:
+            if abs(self.blocks.step - step) > 1e-12:
+                raise DtmmError(f"block costs are on a grid of {self.blocks.step}, the "
+                                f"problem on {step}")
+            # ('k', FC index): the FC's block ratio (docs/scheduler.md)
+            for j, n in zip(self.blocks.fcs, self.blocks.n_max):
+                self.vars.append(("k", j))
+                self.vmax.append(n)
         self.vmax = np.array(self.vmax, int)
         if len(self.vars) == 0:
             raise DtmmError("nothing to prune: every conv is 1x1 in a frozen group")
@@ -156,7 +173,22 @@ class Problem:
                 ftot = f_imp.sum()
                 f_imp = f_imp / ftot if ftot > 0 else np.full_like(f_imp, 1.0 / f_imp.size)
             fl.append((f_imp, fl_imp))
-        total = sum(x[1].sum() for x in fl) or 1.0
+        total = sum(x[1].sum() for x in fl)
+        if self.blocks is not None and self.importance_norm == "global":
+            total += sum(self.blocks.total)
+        total = total or 1.0
+        if self.blocks is not None:
+            # [n_fc, n_ratio]: share of the layer's (layer) or of all (global)
+            # importance the block ratio removes
+            width = max(self.blocks.n_max) + 1
+            rows = []
+            for rm, tot in zip(self.blocks.removed, self.blocks.total):
+                if self.importance_norm == "layer":
+                    r = rm / tot if tot > 0 else np.zeros(len(rm))
+                else:
+                    r = rm / total
+                rows.append(np.pad(r, (0, width - len(r)), mode="edge"))
+            self._ktab = np.array(rows)
         group_rank = []
         for gr in g.groups:
             s = sum(fl[i][0] for i in gr.convs)
@@ -176,6 +208,9 @@ class Problem:
                     t[ib, ia] = base + csum[co * c.k - nk]
             self.tables.append(t / total)
         self._layer_total = np.array([x[1].sum() / total for x in fl])
+        if self.blocks is not None:
+            self._ktotal = np.array([1.0 if self.importance_norm == "layer" else t / total
+                                     for t in self.blocks.total])
 
     # -- evaluation -----------------------------------------------------------------
     def config(self, x) -> Config:
@@ -183,26 +218,48 @@ class Problem:
         for (kind, i), v in zip(self.vars, x):
             if kind == "a":
                 cfg.alpha[i] = v * self.step
-            else:
+            elif kind == "b":
                 cfg.beta[i] = v * self.step
         return cfg
+
+    def block_latency(self, x) -> dict:
+        """{target: modeled instructions the plan's FC block ratios add (negative:
+        save) to LatencyModel's dense FCs}, at grid point x."""
+        out = {t: 0.0 for t in self.latency.targets}
+        if self.blocks is None:
+            return out
+        ik = np.asarray(x, int)[self._xk]
+        rows = np.arange(len(ik))
+        for t, tab in self._klat.items():
+            if t in out:
+                out[t] = float(tab[rows, ik].sum())
+        return out
+
+    def block_ratios(self, x) -> np.ndarray:
+        """Block ratio per FC of the graph at grid point x (0 where it has none)."""
+        out = np.zeros(len(self.graph.fcs))
+        for (kind, i), v in zip(self.vars, x):
+            if kind == "k":
+                out[i] = v * self.step
+        return out
 
     def _compile(self):
         """Arrays for a vectorized evaluate(); test_schedule_cost checks it against
         the cost models themselves."""
         g, st = self.graph, self.step
-        n_b = self.tables[0].shape[0]
+        n_b = self.tables[0].shape[0] if self.tables else 1
         self._kf = [np.array([kept_filters(gr.c_out, i * st) for i in range(n_b)])
                     for gr in g.groups]
-        width = max(len(k) for k in self._kf)
-        self._kf2 = np.array([np.pad(k, (0, width - len(k)), mode="edge") for k in self._kf])
+        width = max([len(k) for k in self._kf] or [1])
+        self._kf2 = np.array([np.pad(k, (0, width - len(k)), mode="edge") for k in self._kf]
+                             ).reshape(len(self._kf), width)
         self._G = np.arange(len(g.groups))
-        self._grp = np.array([c.group for c in g.convs])
+        self._grp = np.array([c.group for c in g.convs], int)
         self._src = np.array([g.convs[c.in_from].group if c.in_from is not None else -1
-                              for c in g.convs])
-        self._k = np.array([c.k for c in g.convs])
-        self._cin = np.array([c.c_in for c in g.convs])
-        self._csrc = np.array([g.groups[s].c_out if s >= 0 else 1 for s in self._src])
+                              for c in g.convs], int)
+        self._k = np.array([c.k for c in g.convs], int)
+        self._cin = np.array([c.c_in for c in g.convs], int)
+        self._csrc = np.array([g.groups[s].c_out if s >= 0 else 1 for s in self._src], int)
         self._gc = np.array([gr.c_out for gr in g.groups], float)
         self._gscaled = np.array([gr.scaled_const_bytes for gr in g.groups], float)
         self._va = np.array([i for k, i in self.vars if k == "a"], int)
@@ -210,8 +267,24 @@ class Problem:
         self._xa = np.array([j for j, (k, _) in enumerate(self.vars) if k == "a"], int)
         self._xb = np.array([j for j, (k, _) in enumerate(self.vars) if k == "b"], int)
         self._tail_const = self.sram.tail_const()
-        self._tab = np.stack([t for t in self.tables])  # [L, n_b, n_a]
+        self._tab = np.stack([t for t in self.tables]) if self.tables else \
+            np.zeros((0, 1, 1))  # [L, n_b, n_a]
         self._L = np.arange(len(g.convs))
+        self._vk = np.array([i for k, i in self.vars if k == "k"], int)
+        self._xk = np.array([j for j, (k, _) in enumerate(self.vars) if k == "k"], int)
+        if self.blocks is not None:
+            b = self.blocks
+            width = self._ktab.shape[1]
+            pad = lambda rows: np.array([np.pad(r, (0, width - len(r)), mode="edge")  # noqa: E731
+                                         for r in rows], float)
+            self._kflash = pad(b.flash_delta)                        # [F, n_ratio]
+            self._klat = {t: pad(v) for t, v in b.latency_delta.items()}
+            self._krw = pad(b.rewritten).astype(bool)
+            # An FC whose input rows are a group's channels: block ratio or that
+            # group's filter ratio, not both (filter removal would cut its blocks
+            # apart); with the filter ratio it loses those rows' importance.
+            self._kgrp = np.array([g.convs[g.fcs[j].in_from].group
+                                   if g.fcs[j].in_from is not None else -1 for j in b.fcs], int)
 
     def evaluate(self, x) -> dict:
         """flash, sram, latency, loss of one grid point x (one int per variable)."""
@@ -223,20 +296,26 @@ class Problem:
         X = np.asarray(X, int)
         B = X.shape[0]
         self.evaluations = getattr(self, "evaluations", 0) + B
-        ia = np.zeros((B, len(self.graph.convs)), int)
+        L = len(self.graph.convs)
+        ia = np.zeros((B, L), int)
         ib = np.zeros((B, len(self.graph.groups)), int)
         ia[:, self._va] = X[:, self._xa]
         ib[:, self._vb] = X[:, self._xb]
-        kf = self._kf2[self._G[None, :], ib]                    # [B, G]
+        kf = self._kf2[self._G[None, :], ib].reshape(B, len(self.graph.groups))  # [B, G]
         co = kf[:, self._grp]                                   # [B, L]
         src = np.maximum(self._src, 0)
         ci = np.where(self._src >= 0, kf[:, src] * self._cin // self._csrc, self._cin)
         n = co * self._k
         nk = n - n_pruned(ia * self.step, n)
         scale = kf / self._gc
-        modeled = self.latency.conv_modeled(co, ci, nk)
-        per, rewritten = self.flash.conv_bytes(
-            co, ci, nk, modeled if getattr(self.flash, "speed", None) is self.latency else None)
+        if L:
+            modeled = self.latency.conv_modeled(co, ci, nk)
+            per, rewritten = self.flash.conv_bytes(
+                co, ci, nk,
+                modeled if getattr(self.flash, "speed", None) is self.latency else None)
+        else:
+            modeled = {t: (np.zeros((B, 0)), np.zeros((B, 0))) for t in self.latency.targets}
+            per, rewritten = np.zeros((B, 0)), np.zeros((B, 0), bool)
         flash = (self.flash.base + per.sum(axis=1) + scale @ self._gscaled
                  + self.flash.opcode_bytes * rewritten.any(axis=1))
         lat = self.latency.batch(co, ci, nk, rewritten, scale, modeled)
@@ -245,13 +324,35 @@ class Problem:
         # convs that consume them: count that share of their remaining
         # importance too (importance spread evenly over input channels).
         fin = np.where(self._src >= 0, 1.0 - kf[:, src] / self._gc[src], 0.0)
+        if self.blocks is not None:
+            # FC block ratios: the converter's bytes and instructions, the block
+            # importance removed (FCs with a block ratio keep their input rows)
+            ik = X[:, self._xk]                                           # [B, F]
+            rows = np.arange(len(self._xk))[None, :]
+            flash = flash + self._kflash[rows, ik].sum(axis=1) + \
+                self.blocks.opcode_bytes * self._krw[rows, ik].any(axis=1)
+            kfin = np.zeros(ik.shape)                                     # [B, F]
+            if (self._kgrp >= 0).any():
+                kg = np.maximum(self._kgrp, 0)
+                kfin = np.where(self._kgrp >= 0, 1.0 - kf[:, kg] / self._gc[kg], 0.0)
+            conflict = ((ik > 0) & (kfin > 0)).any(axis=1)
+            flash = np.where(conflict, np.inf, flash)   # not a plan: never feasible
+            for t, tab in self._klat.items():
+                if t in self.latency.targets:
+                    lat = lat + tab[rows, ik].sum(axis=1)
+            kown = self._ktab[rows, ik]                                   # [B, F]
         if self.importance_norm == "layer":
             # 1 - geometric mean over layers of the importance each keeps: gutting
             # one layer costs far more than thinning all a little
             keep = np.maximum((1.0 - own / self._layer_total) * (1.0 - fin), 1e-9)
+            if self.blocks is not None:
+                keep = np.concatenate([keep, np.maximum((1.0 - kown) * (1.0 - kfin), 1e-9)],
+                                      axis=1)
             loss = 1.0 - np.exp(np.log(keep).mean(axis=1))
         else:
             loss = (own + (self._layer_total - own) * fin).sum(axis=1)
+            if self.blocks is not None:
+                loss = loss + kown.sum(axis=1) + (self._ktotal[None, :] - kown) * kfin
         if not self.exact_sram:
             head = self.sram.head_lower_bound(kf)
         else:
@@ -288,12 +389,25 @@ class Problem:
         cfg = self.config(x)
         return Plan(cfg.alpha, cfg.beta, m["flash"], m["sram"], m["latency"], m["loss"],
                     self.obj(m), self.violation(m) == 0.0, time.perf_counter() - t0,
-                    self.evaluations, method, trace)
+                    self.evaluations, method, trace, self.block_ratios(x))
 
     # -- feasibility --------------------------------------------------------------
     def check_reachable(self):
         """Raise DtmmError naming the budget that no plan on the grid can meet."""
         most = self.evaluate(self.vmax.copy())
+        if self.blocks is not None:
+            # an FC's block ratio excludes its input group's filter ratio: the
+            # smallest of both extremes (each budget on its own)
+            alt = []
+            for keep in ("k", "b"):
+                x = self.vmax.copy()
+                for j, (k, i) in enumerate(self.vars):
+                    coupled = (k == "k" and self._kgrp[list(self.blocks.fcs).index(i)] >= 0) \
+                        if keep == "b" else (k == "b" and i in set(self._kgrp.tolist()))
+                    if coupled:
+                        x[j] = 0
+                alt.append(self.evaluate(x))
+            most = {r: min(a[r] for a in alt) for r in most}
         for r, what, fmt in (("flash", "flash", fmt_bytes), ("sram", "SRAM", fmt_bytes),
                              ("latency", "latency", lambda v: f"{v:.4g} instructions")):
             b = self.budgets.get(r)
@@ -378,17 +492,14 @@ def schedule(prob: Problem, time_limit: float = 8.0, check: bool = True,
             plan = _schedule_once(prob, time_limit, progress, start)
             total_evals += prob.evaluations
             prob.exact_sram = True
-            exact = prob.evaluate(np.array([round(v / prob.step) for v in
-                                            [plan.alpha[i] if k == "a" else plan.beta[i]
-                                             for k, i in prob.vars]]))
+            exact = prob.evaluate(plan.grid(prob))
             if budget is None or exact["sram"] <= budget or prob.budgets.sram <= 0:
                 break
             prob.budgets.sram -= exact["sram"] - plan.sram + ALIGN
     finally:
         prob.exact_sram = True
         prob.budgets.sram = budget
-    x = np.array([round(v / prob.step) for v in
-                  [plan.alpha[i] if k == "a" else plan.beta[i] for k, i in prob.vars]])
+    x = plan.grid(prob)
     plan = prob.plan(x, plan.method, start, plan.trace)
     plan.evaluations = total_evals
     if check and not plan.feasible:
@@ -397,6 +508,10 @@ def schedule(prob: Problem, time_limit: float = 8.0, check: bool = True,
 
 
 GREEDY_STEPS = (1, 2, 3, 4, 6, 8, 12)
+# An FC's DTMM form pays only from a high block sparsity on (the converter's speed
+# rule: 10 % faster than arm_fully_connected_s8 on every target; 0.85 on a 128x128
+# layer): block ratios also take steps across the whole range.
+BLOCK_GREEDY_STEPS = GREEDY_STEPS + (14, 16, 17, 18, 19)
 
 
 def _schedule_once(prob: Problem, time_limit: float, progress, start) -> Plan:
@@ -430,7 +545,8 @@ def _schedule_once(prob: Problem, time_limit: float, progress, start) -> Plan:
     # mode goes on while the importance budget allows. The long steps matter: a
     # conv stays dense (no byte or instruction saved) until its filterlet sparsity
     # makes the DTMM form smaller and modeled faster, so short steps see no gain.
-    steps = [(j, d) for j in range(nv) for d in GREEDY_STEPS]
+    steps = [(j, d) for j in range(nv)
+             for d in (BLOCK_GREEDY_STEPS if prob.vars[j][0] == "k" else GREEDY_STEPS)]
 
     def hard_violation(mm):
         return sum(max(mm[r] - prob.budgets.get(r), 0.0) / max(prob.budgets.get(r), 1e-12)

@@ -1,0 +1,135 @@
+"""Block ratios (issue 10, format v2): what pruning a fraction of the B-blocks of a
+FULLY_CONNECTED costs and saves, priced by the converter's own plan.
+
+    blocks = FcBlockCosts.build(int8_bytes, graph, {fc_index: (scores, B)}, targets,
+                                own_bytes)
+    blocks.flash_delta[j][i], blocks.latency_delta[t][j][i], blocks.removed[j][i]
+
+For FC layer j and block ratio i * step, the `n_pruned(ratio, n_blocks)` blocks of
+lowest importance are zeroed in the dense int8 weights (what
+`dtmm.prune.prune_blocks_to_ratios` does to the Keras layer) and the converter's
+planner for that FC (`dtmm.core.fc.choose`, the function `dtmm convert` calls)
+decides the block size, whether it rewrites, its bytes and its modeled
+instructions (core/data/latency_fc.json). The scheduler sums these tables; nothing
+of the converter's rule is copied here. `own_bytes(model)` is the converter's
+"bytes a constant frees" accounting for that model (the pipeline passes
+dtmm.convert's: the scheduler does not import the converter).
+
+Which layers get a block ratio (`block_layers`): every FC whose weights the
+converter can rewrite. Where its input rows are the channels of a conv group that
+may lose filters, the plan takes either that group's filter ratio or the FC's block
+ratio, not both (search.Problem marks plans with both infeasible): filter removal
+would cut its blocks apart, so the block costs and block importance, computed on
+the dense rows, would no longer hold. 1x1 CONV_2D layers get no block ratio yet:
+the converter has no block-sparse DTMM_CONV_2D v2 planner to price them
+(docs/scheduler.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dtmm.core import fc as core_fc
+from dtmm.core import size
+from dtmm.core.errors import DtmmError
+from dtmm.core.rounding import n_pruned
+from dtmm.core.tflite import Model
+from dtmm.schedule.graph import Graph
+
+# The DTMM_FULLY_CONNECTED OperatorCode entry: DTMM_CONV_2D's, with the longer name.
+FC_OPCODE_BYTES = size.DTMM_OPCODE_BYTES + size.round4(
+    len(core_fc.C.custom_code)) - size.round4(len("DTMM_CONV_2D"))
+
+
+def block_layers(g: Graph) -> dict:
+    """{fc index: why it gets no block ratio, or ""} for every FC of the graph (all
+    of them today; the pipeline adds what it needs: a matched Keras Dense with block
+    scores)."""
+    return {f.index: "" for f in g.fcs}
+
+
+@dataclass
+class FcBlockCosts:
+    """Per block-ratio grid point of each FC with a block ratio: flash delta (bytes,
+    vs the dense FC), latency delta per target (instructions, vs the dense FC), the
+    converter's choice (rewritten, B) and the importance removed."""
+
+    fcs: list                       # graph FC indices with a block ratio
+    block_size: list                # pruning granularity B per such FC
+    step: float
+    flash_delta: list = field(default_factory=list)     # [n_ratio] per FC
+    latency_delta: dict = field(default_factory=dict)   # target -> [[n_ratio] per FC]
+    rewritten: list = field(default_factory=list)       # [n_ratio] bool per FC
+    chosen_block: list = field(default_factory=list)    # [n_ratio] int per FC (0: dense)
+    removed: list = field(default_factory=list)         # [n_ratio] raw importance removed
+    total: list = field(default_factory=list)           # raw importance per FC
+    opcode_bytes: float = float(FC_OPCODE_BYTES)
+
+    @property
+    def n_max(self) -> list:
+        return [len(v) - 1 for v in self.flash_delta]
+
+    @classmethod
+    def build(cls, int8_bytes: bytes, g: Graph, importance: dict, targets, own_bytes,
+              step: float = 0.05, ratio_max: float = 0.95,
+              prefer: str = "speed") -> "FcBlockCosts":
+        """importance: {fc index: (block scores [C_out, C_in // B] (any shape of that
+        size, (oc, block) order), B)}. targets: the latency targets (those the FC
+        model has are priced; a rewrite needs all of them faster, as in dtmm convert).
+        own_bytes(model) -> f(tensor): bytes dropping that constant frees, as the
+        converter counts them."""
+        model = Model.read(bytes(int8_bytes), "model")
+        own = own_bytes(model)
+        fc_targets = [t for t in targets if t in core_fc.fc_targets()]
+        if not fc_targets:
+            raise DtmmError("core/data/latency_fc.json has no FULLY_CONNECTED model for "
+                            f"target(s) {', '.join(targets)}: block ratios cannot be priced")
+        out = cls([], [], step)
+        out.latency_delta = {t: [] for t in fc_targets}
+        n_ratio = int(round(ratio_max / step)) + 1
+        for j in sorted(importance):
+            f = g.fcs[j]
+            scores, block = importance[j]
+            fop = core_fc.read_fc(model, 0, f.op_index)
+            if fop.skip:
+                continue
+            if f.c_in % block or np.size(scores) != f.c_out * (f.c_in // block):
+                raise DtmmError(f"block importance of FULLY_CONNECTED {f.name!r}: "
+                                f"{np.shape(scores)} does not fit [C_out={f.c_out}, "
+                                f"C_in/B={f.c_in}/{block}]")
+            scores = np.asarray(scores, float).reshape(-1)
+            if (scores < 0).any() or not np.isfinite(scores).all():
+                raise DtmmError(f"block importance of {f.name!r} must be finite and >= 0")
+            order = np.argsort(scores, kind="stable")
+            csum = np.concatenate([[0.0], np.cumsum(scores[order])])
+            fd, ld, rw, cb, rm = [], {t: [] for t in fc_targets}, [], [], []
+            for i in range(n_ratio):
+                k = n_pruned(i * step, scores.size)
+                kept = np.ones(scores.size, bool)
+                kept[order[:k]] = False
+                w = fop.weights.reshape(f.c_out, f.c_in // block, block) * \
+                    kept.reshape(f.c_out, -1)[..., None]
+                choice = core_fc.choose(dataclasses.replace(
+                    fop, weights=w.reshape(f.c_out, f.c_in).astype(np.int8)),
+                    fc_targets, own, 0.0, prefer)
+                fd.append((choice.bytes_after if choice.rewritten else choice.bytes_before)
+                          - choice.bytes_before)
+                for t in fc_targets:
+                    dense, dtmm = choice.modeled.get(t, (0.0, 0.0))
+                    ld[t].append(dtmm - dense if choice.rewritten else 0.0)
+                rw.append(bool(choice.rewritten))
+                cb.append(choice.form.block if choice.rewritten else 0)
+                rm.append(float(csum[k]))
+            out.fcs.append(j)
+            out.block_size.append(int(block))
+            out.flash_delta.append(np.array(fd, float))
+            for t in fc_targets:
+                out.latency_delta[t].append(np.array(ld[t], float))
+            out.rewritten.append(np.array(rw, bool))
+            out.chosen_block.append(np.array(cb, int))
+            out.removed.append(np.array(rm, float))
+            out.total.append(float(csum[-1]))
+        return out
