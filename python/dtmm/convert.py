@@ -83,24 +83,12 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def _own_bytes(t, tensor_users, buffer_users) -> int:
-    """Bytes a dense constant frees when its conv goes: nothing if another op
-    shares the tensor, the tensor table only if its buffer is shared."""
-    if t is None or tensor_users.get(id(t), 0) > 1:
-        return 0
-    own = size.tensor_bytes(len(t.name), len(t.shape), len(t.quant()[0]))
-    data = t.data
-    if buffer_users.get(id(t.buffer), 0) == 1 and data is not None:
-        own += size.buffer_bytes(len(data))
-    return own
-
-
 def _estimate(conv, form, options_len: int, tensor_users, buffer_users):
     """(bytes before, bytes after) of this conv's own storage."""
     before = size.operator_bytes(3 if conv.bias is not None else 2,
                                  size.CONV_OPTIONS_BYTES)
-    before += _own_bytes(conv.filter, tensor_users, buffer_users)
-    before += _own_bytes(conv.bias, tensor_users, buffer_users)
+    before += size.own_bytes(conv.filter, tensor_users, buffer_users)
+    before += size.own_bytes(conv.bias, tensor_users, buffer_users)
     fw = form.fwcs
     after = size.dtmm_conv_bytes(len(conv.filter.name), fw.c_out,
                                  fw.kernel_h * fw.kernel_w, fw.c_in, fw.num_kept,
@@ -328,7 +316,7 @@ def _plan_fc(model, si, oi, name, targets, min_sparsity, always, prefer, report,
     rep.activation = f"[{f.act_min},{f.act_max}]"
     # `always` forces CONV_2D only: FCs follow the size and speed rules.
     choice = fc.choose(f, [t for t in targets if t in fc.fc_targets()],
-                       lambda t: _own_bytes(t, tensor_users, buffer_users),
+                       lambda t: size.own_bytes(t, tensor_users, buffer_users),
                        min_sparsity, prefer)
     rep.bytes_before, rep.bytes_after = choice.bytes_before, choice.bytes_after
     rep.modeled, rep.reason, rep.rewritten = choice.modeled, choice.reason, choice.rewritten

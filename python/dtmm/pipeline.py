@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dtmm.core import size
 from dtmm.core.errors import DtmmError
 from dtmm.core.tflite import write_atomic
 
@@ -309,10 +310,8 @@ def fc_block_costs(model, int8_bytes, g, importance, targets):
 def converter_own_bytes(model):
     """dtmm.convert's accounting of the bytes a constant of `model` frees when its op
     is rewritten (what dtmm convert hands dtmm.core.fc.choose)."""
-    from dtmm.convert import _own_bytes
-
     tensor_users, buffer_users = model.users()
-    return lambda t: _own_bytes(t, tensor_users, buffer_users)
+    return lambda t: size.own_bytes(t, tensor_users, buffer_users)
 
 
 def dense_block_sizes(model, block_size: int) -> dict:

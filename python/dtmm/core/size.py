@@ -93,3 +93,15 @@ def block_weight_bytes(c_out, k, c_in, block_size, n_kept_blocks):
     dense_conv_bytes' filter term); budgets in "weight bytes" compare this against
     c_out * k * c_in for the dense layer."""
     return n_kept_blocks * block_size + (c_out * k * (c_in // block_size) + 7) // 8
+
+
+def own_bytes(t, tensor_users, buffer_users) -> int:
+    """Bytes a dense constant frees when its op is rewritten: nothing if another op
+    shares the tensor, the tensor table only if its buffer is shared."""
+    if t is None or tensor_users.get(id(t), 0) > 1:
+        return 0
+    own = tensor_bytes(len(t.name), len(t.shape), len(t.quant()[0]))
+    data = t.data
+    if buffer_users.get(id(t.buffer), 0) == 1 and data is not None:
+        own += buffer_bytes(len(data))
+    return own
