@@ -240,7 +240,7 @@ FULLY_CONNECTED = FULLY_CONNECTED_V2  # the version the converter writes
 
 CONTRACTS = {(CONV_2D_V1.custom_code, CONV_2D_V1.version): CONV_2D_V1,
              (CONV_2D_V2.custom_code, CONV_2D_V2.version): CONV_2D_V2}
-CONV_2D = CONV_2D_V1  # the version the converter writes
+CONV_2D = CONV_2D_V1  # version 1 (the converter writes dtmm.core.ops.WRITE_VERSION = 2)
 # CUSTOM_CODES: the ops dtmm.core.ops.read_dtmm reads (the conv); the FC op is
 # read by dtmm.core.fc and is added to CONTRACTS after CUSTOM_CODES is taken.
 CUSTOM_CODES = frozenset(code for code, _ in CONTRACTS)

@@ -115,7 +115,7 @@ class FlashModel:
 
     def __post_init__(self):
         g = self.graph
-        self._opt = contract.options_bytes()
+        self._opt = contract.options_bytes(contract.CONV_2D_V2)  # what the converter writes
         self._fname = np.array([len(c.name) for c in g.convs])
         self._k = np.array([c.k for c in g.convs])
         self._per_channel = np.array([c.filter_scales > 1 for c in g.convs])
