@@ -102,6 +102,13 @@ class Problem:
             raise DtmmError(f"importance_norm must be 'layer' or 'global', got "
                             f"{importance_norm!r}")
         self.importance_norm = importance_norm
+        # what filter_only() needs to build this problem without block ratios
+        self._args = (graph, importance, budgets)
+        self._kwargs = dict(objective=objective, flash=flash, sram=sram, latency=latency,
+                            step=step, alpha_max=alpha_max, beta_max=beta_max,
+                            prune_filterlets=prune_filterlets,
+                            prune_filters=prune_filters, kicks=kicks,
+                            ils_seconds=ils_seconds, importance_norm=importance_norm)
         self.kicks = kicks
         self.ils_seconds = ils_seconds
         if objective not in ("loss", "latency"):
@@ -151,6 +158,17 @@ class Problem:
         self._compile()
         self.dense = self.evaluate(np.zeros(len(self.vars), int))
         self.evaluations = 0
+
+    def filter_only(self):
+        """The same problem without block ratios (None if it has none, or no conv
+        to prune without them). Its variables are this problem's first ones: the
+        block ratios come last."""
+        if self.blocks is None or not self.graph.convs:
+            return None
+        try:
+            return Problem(*self._args, **self._kwargs)
+        except DtmmError:  # e.g. nothing to prune but the FCs
+            return None
 
     # -- importance ---------------------------------------------------------------
     def _loss_tables(self, importance, n_a, n_b):
@@ -489,7 +507,7 @@ def schedule(prob: Problem, time_limit: float = 8.0, check: bool = True,
     try:
         for _ in range(4):
             prob.exact_sram = False
-            plan = _schedule_once(prob, time_limit, progress, start)
+            plan = _schedule_joint(prob, time_limit, progress, start)
             total_evals += prob.evaluations
             prob.exact_sram = True
             exact = prob.evaluate(plan.grid(prob))
@@ -504,6 +522,26 @@ def schedule(prob: Problem, time_limit: float = 8.0, check: bool = True,
     plan.evaluations = total_evals
     if check and not plan.feasible:
         raise DtmmError(_infeasible_message(prob, plan))
+    return plan
+
+
+def _schedule_joint(prob: Problem, time_limit: float, progress, start) -> Plan:
+    """_schedule_once, and with block ratios also the search of the same problem
+    without them (Problem.filter_only), its plan taken into the joint space with
+    every block ratio 0: the better of the two. The heuristic alone can end in a
+    joint local optimum worse than the filter-only plan; this way it never does."""
+    plan = _schedule_once(prob, time_limit, progress, start)
+    fo = prob.filter_only()
+    if fo is None:
+        return plan
+    evaluations = prob.evaluations
+    fo.exact_sram = prob.exact_sram
+    alt = _schedule_once(fo, time_limit, progress, time.perf_counter())
+    x = np.zeros(len(prob.vars), int)
+    x[:len(fo.vars)] = alt.grid(fo)
+    prob.evaluations = evaluations + fo.evaluations
+    if _better(prob, prob.evaluate(x), prob.evaluate(plan.grid(prob))):
+        return prob.plan(x, alt.method + " (filter-only search)", start, alt.trace)
     return plan
 
 
