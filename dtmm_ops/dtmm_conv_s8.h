@@ -103,13 +103,16 @@ dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims,
  * @brief Bytes of caller-provided scratch dtmm_conv_s8 needs (compiled path).
  *
  * Depends only on dims/params; 0 for arguments dtmm_conv_s8_validate rejects.
- * 0 for 1x1 kernels (blocks or not) and for layers whose windows are all read in place (then
- * scratch may be NULL); otherwise up to P * K * C_in (K = kernel_h * kernel_w,
- * P = 4 MVE/portable, 3 DSP: one int8 im2col row per pixel of a group), rounded up
- * to 4: never more than CMSIS-NN's arm_convolve_s8_get_buffer_size for the same
- * layer (4 * K * C_in DSP, 4 * roundup16(K * C_in) MVE) - except for the layers
- * the expanded driver takes (C_in <= 3 with >= 16 taps, C_in == 1, dilated with
- * C_in <= 8), which need their dense filter and a channel list on top:
+ * 0 for 1x1 kernels (blocks or not) and for DSP/portable layers whose windows are
+ * all read in place (then scratch may be NULL); otherwise up to P * K * C_in
+ * (K = kernel_h * kernel_w, P = 4 MVE/portable, 3 DSP: one int8 im2col row per
+ * pixel of a group; the MVE window driver: its tap offsets and one dense filter,
+ * 4 * K + K * C_in, if larger), rounded up to 4: never more than CMSIS-NN's
+ * arm_convolve_s8_get_buffer_size for the same layer (4 * K * C_in DSP,
+ * 4 * roundup16(K * C_in) MVE; C_in >= 2) - except for the layers the expanded
+ * driver takes (C_in <= 3 with >= 16 taps, C_in == 1, C_in <= 8 when dilated or
+ * when its kernel rows read in place are under 8 bytes), which need their dense
+ * filter and a channel list on top:
  * C_out * (K * C_in + 4) bytes (DS-CNN's 10x4 first conv: 2,816).
  */
 int32_t dtmm_conv_s8_get_buffer_size(const dtmm_conv_dims* dims,

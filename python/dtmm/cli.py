@@ -141,13 +141,19 @@ def _convert_args(p):
                    help="speed: rewrite where smaller and modeled at least "
                         f"{latency.margin_text()}% faster; size: where smaller "
                         f"(default {d['prefer']})")
+    p.add_argument("--format-version", type=int, choices=(1, 2),
+                   default=d["format_version"],
+                   help="DTMM_CONV_2D format to write: 2 (one packed constant, blocks "
+                        "for 1x1 convs) or 1 (for a runtime built before version 2; "
+                        f"no blocks). Default {d['format_version']}")
 
 
 def _convert_run(args) -> int:
     from dtmm.convert import convert_file
 
     report = convert_file(args.input, args.output, min_sparsity=args.min_sparsity,
-                          always=args.always, target=args.target, prefer=args.prefer)
+                          always=args.always, target=args.target, prefer=args.prefer,
+                          format_version=args.format_version)
     print(report.table())
     if report.num_rewritten == 0 and report.num_fc_rewritten == 0:
         print(f"{args.output} is a byte-identical copy of {args.input}")

@@ -154,6 +154,20 @@ def test_convert_inspect_verify(cnn, tmp_path, capsys):
     assert rc == 0 and "over 2 invoke(s)" in out
 
 
+def test_convert_format_version_1(cnn, tmp_path, capsys):
+    # for a runtime built before format version 2: every op as version 1, verified
+    src, dst = tmp_path / "cnn.tflite", tmp_path / "cnn_v1.tflite"
+    src.write_bytes(cnn)
+    rc, out, err = run(capsys, "convert", src, "-o", dst, "--format-version", "1")
+    assert rc == 0 and err == ""
+    rc, out, _ = run(capsys, "inspect", dst)
+    assert rc == 0 and sum("DTMM_CONV_2D v1, " in line for line in out.splitlines()) == 5
+    rc, out, _ = run(capsys, "verify", src, dst, "--random", "1")
+    assert rc == 0 and out.startswith("OK: 5 DTMM_CONV_2D op(s)")
+    with pytest.raises(SystemExit):
+        cli.main(["convert", str(src), "-o", str(dst), "--format-version", "3"])
+
+
 def test_verify_names_the_differing_layer(cnn, tmp_path, capsys):
     out, _ = convert_model(cnn)
     model = Model.read(out)
