@@ -174,46 +174,9 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
             report.layers.append(rep)
             if conv.skip:
                 continue
-            c_out, kh, kw, c_in = conv.shape
-            forced = block_size if block_size is not None and (kh, kw) == (1, 1) and \
-                block_size < c_in and c_in % block_size == 0 else None
-            form = dtmm_form(conv, format_version, forced)
-            if forced is not None:
-                rep.sparsity = form.fwcs.sparsity
-            options = contract.encode_map(form.options)
-            rep.bytes_before, rep.bytes_after = _estimate(
-                conv, form, len(options), tensor_users, buffer_users)
-            rep.modeled = latency.modeled_where_fitted(conv_shape(conv, form.fwcs), targets)
-            # a target with no model for this form (forced blocks) is not faster there
-            slower = _not_faster_on(rep.modeled) + [t for t in targets if t not in rep.modeled]
-            rejected = form.device_rejects()
-            if rejected:
-                rep.reason = f"kept: the device would reject the DTMM form ({rejected})"
-            elif not always and rep.sparsity < min_sparsity:
-                rep.reason = (f"kept: sparsity {100 * rep.sparsity:.1f}% < "
-                              f"{100 * min_sparsity:.1f}%")
-            elif not always and rep.bytes_after >= rep.bytes_before:
-                rep.reason = "kept: DTMM form is not smaller"
-            elif not always and prefer == "speed" and slower:
-                rep.reason = (f"kept: DTMM not modeled {latency.margin_text()} faster on "
-                              + ", ".join(slower))
-            else:
-                rep.rewritten = True
-                if always:
-                    rep.reason = "rewritten (--always)"
-                elif prefer == "size":
-                    rep.reason = "rewritten: smaller" + (
-                        f" (not modeled {latency.margin_text()} faster on "
-                        f"{', '.join(slower)})" if slower else "")
-                else:
-                    rep.reason = f"rewritten: smaller, modeled {latency.margin_text()}+ faster"
-            if forced is not None:
-                rep.reason += f" (B={forced} forced)"
-            elif not always and not rejected and format_version == 2:
-                block = _choose_block(conv, rep, targets, min_sparsity, prefer,
-                                      tensor_users, buffer_users)
-                if block is not None:
-                    form, options = block
+            form, options = plan_conv(conv, rep, targets, min_sparsity, always, prefer,
+                                      format_version, block_size, tensor_users,
+                                      buffer_users)
             if rep.rewritten:
                 plans.append((conv, form, options))
     if not plans and not fc_plans:
@@ -233,6 +196,71 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
     check_dtmm_ops(Model.read(out, f"the conversion of {name}"), f"the conversion of {name}")
     report.file_bytes_after = len(out)
     return out, report
+
+
+def plan_conv(conv, rep, targets, min_sparsity: float = 0.0, always: bool = False,
+              prefer: str = DEFAULT_PREFER, format_version: int = WRITE_VERSION,
+              block_size: int | None = None, tensor_users=None, buffer_users=None):
+    """dtmm convert's decision for one CONV_2D (`conv` from read_conv, not skipped):
+    fills `rep` (conv_report(conv)) with rewritten, reason, bytes and modeled
+    instructions and returns (form, options) of the DTMM form it would write.
+    The scheduler prices 1x1 conv block ratios with this (schedule.blocks)."""
+    if tensor_users is None or buffer_users is None:
+        raise ArgumentError("plan_conv needs the model's tensor_users and buffer_users "
+                            "(Model.users())")
+    c_out, kh, kw, c_in = conv.shape
+    forced = block_size if block_size is not None and (kh, kw) == (1, 1) and \
+        block_size < c_in and c_in % block_size == 0 else None
+    form = dtmm_form(conv, format_version, forced)
+    if forced is not None:
+        rep.sparsity = form.fwcs.sparsity
+    options = contract.encode_map(form.options)
+    rep.bytes_before, rep.bytes_after = _estimate(
+        conv, form, len(options), tensor_users, buffer_users)
+    rep.modeled = latency.modeled_where_fitted(conv_shape(conv, form.fwcs), targets)
+    # a target with no model for this form (forced blocks) is not faster there
+    slower = _not_faster_on(rep.modeled) + [t for t in targets if t not in rep.modeled]
+    rejected = form.device_rejects()
+    if rejected:
+        rep.reason = f"kept: the device would reject the DTMM form ({rejected})"
+    elif not always and rep.sparsity < min_sparsity:
+        rep.reason = (f"kept: sparsity {100 * rep.sparsity:.1f}% < "
+                      f"{100 * min_sparsity:.1f}%")
+    elif not always and rep.bytes_after >= rep.bytes_before:
+        rep.reason = "kept: DTMM form is not smaller"
+    elif not always and prefer == "speed" and slower:
+        rep.reason = (f"kept: DTMM not modeled {latency.margin_text()} faster on "
+                      + ", ".join(slower))
+    else:
+        rep.rewritten = True
+        if always:
+            rep.reason = "rewritten (--always)"
+        elif prefer == "size":
+            rep.reason = "rewritten: smaller" + (
+                f" (not modeled {latency.margin_text()} faster on "
+                f"{', '.join(slower)})" if slower else "")
+        else:
+            rep.reason = f"rewritten: smaller, modeled {latency.margin_text()}+ faster"
+    if forced is not None:
+        rep.reason += f" (B={forced} forced)"
+    elif not always and not rejected and format_version == 2:
+        block = _choose_block(conv, rep, targets, min_sparsity, prefer,
+                              tensor_users, buffer_users)
+        if block is not None:
+            form, options = block
+    return form, options
+
+
+def conv_decision(conv, targets, prefer: str = DEFAULT_PREFER, tensor_users=None,
+                  buffer_users=None):
+    """plan_conv at the defaults of `dtmm convert` (format version 2) as the
+    scheduler reads it: (rewritten, bytes before, bytes after, {target: (dense
+    CMSIS-NN, DTMM) modeled instructions}, B written)."""
+    rep = conv_report(conv)
+    form, _ = plan_conv(conv, rep, targets, prefer=prefer, tensor_users=tensor_users,
+                        buffer_users=buffer_users)
+    return rep.rewritten, rep.bytes_before, rep.bytes_after, dict(rep.modeled or {}), \
+        form.block
 
 
 # -- block filterlets for 1x1 convs (format version 2) -----------------------------

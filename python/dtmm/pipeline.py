@@ -241,7 +241,9 @@ def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str 
     faster on `target`), so the plan counts what `finetune_and_convert` will write.
     block_ratios: also a block ratio per FULLY_CONNECTED that `importance.blocks`
     scores and `schedule.blocks.block_layers` admits (priced by the converter's FC
-    planner); `prob.block_names` = {FC index: Keras Dense name}."""
+    planner), and per 1x1 Conv2D it scores (priced by the converter's conv decision,
+    dtmm.convert.plan_conv); `prob.block_names` = {FC index: Keras Dense name},
+    `prob.conv_block_names` = {conv index: Keras Conv2D name}."""
     from dtmm import prune as P
     from dtmm.schedule import cost, graph as G, search
 
@@ -274,14 +276,17 @@ def build_problem(model, int8_bytes: bytes, importance, budgets, objective: str 
         imp.append((importance.filter[n], np.asarray(fl).reshape(c.c_out, c.k)))
     lat = cost.LatencyModel(g, target)
     flash = flash_model(g) if flash_model is not None else cost.FlashModel(g, speed=lat)
-    blocks, block_names = None, {}
+    blocks, block_names, conv_blocks, conv_block_names = None, {}, None, {}
     if block_ratios:
         blocks, block_names = fc_block_costs(model, int8_bytes, g, importance, lat.targets)
+        conv_blocks, conv_block_names = conv_block_costs(int8_bytes, g, names, importance,
+                                                         lat.targets)
     prob = search.Problem(g, imp, budgets, objective=objective, flash=flash,
                           sram=cost.SramModel(g), latency=lat,
                           prune_filterlets=prune_filterlets, prune_filters=prune_filters,
-                          blocks=blocks)
+                          blocks=blocks, conv_blocks=conv_blocks)
     prob.block_names = block_names
+    prob.conv_block_names = conv_block_names
     return prob, names
 
 
@@ -305,6 +310,55 @@ def fc_block_costs(model, int8_bytes, g, importance, targets):
         return None, {}
     costs = BL.FcBlockCosts.build(int8_bytes, g, scores, targets, converter_own_bytes)
     return costs, {j: names[j] for j in costs.fcs}
+
+
+def conv_block_costs(int8_bytes, g, names, importance, targets):
+    """(schedule.blocks.ConvBlockCosts or None, {conv index: Keras Conv2D name}) for
+    the 1x1 convs that get a block ratio: block scores in `importance` with B < C_in,
+    admitted by blocks.conv_block_layers; priced by dtmm.convert.plan_conv."""
+    from dtmm import convert
+    from dtmm.schedule import blocks as BL
+
+    why = BL.conv_block_layers(g)
+    scores, by_conv = {}, {}
+    for c, n in zip(g.convs, names):
+        b = importance.block_size.get(n)
+        if why[c.index] or n not in importance.blocks or b is None or b >= c.c_in:
+            continue
+        scores[c.index] = (importance.blocks[n], b)
+        by_conv[c.index] = n
+    if not scores:
+        return None, {}
+    users = {}
+
+    def plan_conv(model, conv, targets, prefer):
+        if id(model) not in users:  # the users of the Model object conv was read from
+            users.clear()
+            users[id(model)] = model.users()
+        return convert.conv_decision(conv, targets, prefer, *users[id(model)])
+
+    costs = BL.ConvBlockCosts.build(int8_bytes, g, scores, targets, plan_conv)
+    return costs, {l: by_conv[l] for l in costs.convs}
+
+
+def conv_block_sizes(model, block_size: int) -> dict:
+    """{Conv2D name: B} for block importance of 1x1 Conv2D layers (groups=1):
+    `block_size`, or the largest converter candidate below it dividing C_in < B."""
+    from dtmm.core import fc as core_fc
+    from dtmm.prune.registry import kind_of
+
+    out = {}
+    for layer in model.layers:
+        kind = kind_of(layer)
+        if not layer.built or kind is None or kind.name != "conv" or \
+                tuple(layer.kernel_size) != (1, 1) or getattr(layer, "groups", 1) != 1:
+            continue
+        c_in = int(layer.kernel.shape[2])
+        for b in [block_size] + [b for b in core_fc.BLOCK_CANDIDATES if b < block_size]:
+            if b < c_in and c_in % b == 0:
+                out[layer.name] = int(b)
+                break
+    return out
 
 
 def converter_own_bytes(model):
@@ -334,7 +388,8 @@ def dense_block_sizes(model, block_size: int) -> dict:
     return out
 
 
-def apply_plan(model, importance, names, plan, graph, block_names=None):
+def apply_plan(model, importance, names, plan, graph, block_names=None,
+               conv_block_names=None):
     """Masks for the plan, filter surgery, block masks of the plan's block ratios
     (the plan never removes the input rows of an FC it gives a block ratio, so the
     dense model's block scores still index them), masks re-applied: (model, masks)."""
@@ -352,6 +407,16 @@ def apply_plan(model, importance, names, plan, graph, block_names=None):
         if n in ratios and src is not None and plan.beta[graph.convs[src].group] > 0:
             raise DtmmError(f"plan gives Dense {n!r} a block ratio and removes its input "
                             "rows (the scheduler never does)")
+    conv_block = getattr(plan, "conv_block", np.zeros(0))
+    for l, n in (conv_block_names or {}).items():
+        if not (conv_block.size and conv_block[l] > 0):
+            continue
+        c = graph.convs[l]
+        grps = [c.group] + ([graph.convs[c.in_from].group] if c.in_from is not None else [])
+        if any(plan.beta[gi] > 0 for gi in grps):
+            raise DtmmError(f"plan gives Conv2D {n!r} a block ratio and removes its "
+                            "filters or input channels (the scheduler never does)")
+        ratios[n] = float(conv_block[l])
     if ratios:
         sub = P.Importance(importance.method, {}, {}, {},
                            blocks={n: importance.blocks[n] for n in ratios},
@@ -507,7 +572,8 @@ def plan_and_fit(prob, model, importance, names, data, flash_b, sram_b, loss_bud
             f"of dense ({plan.seconds:.1f} s)")
         with timer("finetune_convert_s"):
             pruned, masks = apply_plan(model, importance, names, plan, prob.graph,
-                                       getattr(prob, "block_names", None))
+                                       getattr(prob, "block_names", None),
+                                       getattr(prob, "conv_block_names", None))
             recalibrate_batchnorm(pruned, xtr, seed=seed)
             compile_for_training(pruned, lr)
             conv = finetune_and_convert(pruned, xtr, ytr, epochs, batch_size, seed,
@@ -542,11 +608,21 @@ def make_report(prob, names, plan, masks, conv: Converted, dense_int8, dense_acc
     """report.json's content."""
     g, dense_m = prob.graph, prob.dense
     layers = []
+    conv_block = getattr(plan, "conv_block", np.zeros(0))
     for i, (c, n) in enumerate(zip(g.convs, names)):
         m = masks[n]
         kept_f = int(m.filters.sum())
-        kept_fl = int(m.filterlets[m.filters].sum())
-        layers.append({
+        # a 1x1 conv with a block ratio: a filterlet (its whole filter) is kept
+        # while one of its blocks is
+        fl = m.blocks.reshape(c.c_out, -1).any(axis=1) if hasattr(m, "blocks") \
+            else m.filterlets
+        kept_fl = int(fl[m.filters].sum())
+        extra = {}
+        if hasattr(m, "blocks"):
+            extra = {"block_ratio": round(float(conv_block[i]), 4),
+                     "block_size": int(m.block_size),
+                     "block_sparsity": round(float(m.block_sparsity), 4)}
+        layers.append({**extra,
             "name": n, "c_out": c.c_out, "kh": c.kh, "kw": c.kw, "c_in": c.c_in,
             "alpha": round(float(plan.alpha[i]), 4),
             "beta": round(float(plan.beta[c.group]), 4),
@@ -574,7 +650,12 @@ def make_report(prob, names, plan, masks, conv: Converted, dense_int8, dense_acc
         })
     from dtmm.schedule.cost import CORTEX_M
 
-    fc_delta = prob.block_latency(plan.grid(prob))
+    x = plan.grid(prob)
+    fc_delta = prob.block_latency(x)
+    cb_delta = prob.conv_block_latency(x)
+    # the convs with a block ratio are priced by their block costs (cb_delta)
+    rewritten = conv_rewritten(conv) & ~(conv_block[:len(g.convs)] > 0) \
+        if conv_block.size else conv_rewritten(conv)
     dtmm_bytes = conv.dtmm_bytes
     return {
         "budgets": {"flash_bytes": flash_b, "sram_bytes": sram_b, "max_drop_points": max_drop,
@@ -595,13 +676,16 @@ def make_report(prob, names, plan, masks, conv: Converted, dense_int8, dense_acc
                    "latency_model": prob.latency.describe(),
                    "latency_target": prob.latency.target,
                    "latency_modeled_per_target": {
-                       t: round(v + fc_delta[t]) for t, v in prob.latency.per_target(
-                           plan.config, conv_rewritten(conv)).items()},
+                       t: round(v + fc_delta[t] + cb_delta[t]) for t, v in
+                       prob.latency.per_target(plan.config, rewritten).items()},
                    "importance_loss": round(plan.loss, 5),
                    "dtmm_ops": int(conv.conv_report.num_rewritten),
                    "dtmm_fc_ops": int(conv.conv_report.num_fc_rewritten),
                    "block_ratios": {n: round(float(plan.block[j]), 4) for j, n in
                                     sorted(getattr(prob, "block_names", {}).items())},
+                   "conv_block_ratios": {n: round(float(conv_block[l]), 4) for l, n in
+                                         sorted(getattr(prob, "conv_block_names",
+                                                        {}).items())},
                    "dtmm_ops_verified_bit_exact": verified.ok},
         "budgets_met": {"flash": len(dtmm_bytes) <= flash_b, "sram": conv.sram <= sram_b,
                         "max_drop": None if max_drop is None else dense_acc - acc <= max_drop},
@@ -680,18 +764,20 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
         importance = P.compute_importance(
             model, ds, method=importance_method, steps=importance_batches,
             progress=progress,
-            block_size=dense_block_sizes(model, block_size) if use_blocks else None)
+            block_size={**dense_block_sizes(model, block_size),
+                        **conv_block_sizes(model, block_size)} if use_blocks else None)
 
     loss_budget = max_loss if objective == "latency" else None
     prob, names = build_problem(model, dense_int8, importance,
                                 search.Budgets(flash=flash_b, sram=sram_b, loss=loss_budget),
                                 objective, target, block_ratios=use_blocks)
-    if block_ratios == "on" and not prob.block_names:
+    if block_ratios == "on" and not prob.block_names and not prob.conv_block_names:
         raise DtmmError("--block-ratios on: no FULLY_CONNECTED layer can take a block "
                         "ratio (none matched a Dense with C_in > B whose input rows the "
                         "plan keeps)")
-    if prob.block_names:
-        log("block ratios for: " + ", ".join(prob.block_names.values()))
+    if prob.block_names or prob.conv_block_names:
+        log("block ratios for: " + ", ".join(list(prob.block_names.values())
+                                             + list(prob.conv_block_names.values())))
     plan, pruned, masks, conv, margin = plan_and_fit(
         prob, model, importance, names, data, flash_b, sram_b, loss_budget, epochs,
         batch_size, seed, lr, progress, log, timer, quiet)

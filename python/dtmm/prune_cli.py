@@ -96,12 +96,12 @@ def _prune_args(p):
     p.add_argument("--block-ratios", choices=("auto", "on", "off"),
                    default=d["block_ratios"],
                    help="also schedule a block ratio (fraction of B-blocks pruned) per "
-                        "Dense layer, priced by the converter's DTMM_FULLY_CONNECTED plan "
+                        "Dense and 1x1 Conv2D layer, priced by the converter's own plan "
                         f"(default {d['block_ratios']}: where the FC latency model covers "
                         "--target; 'off': filterlet and filter ratios only)")
     p.add_argument("--block-size", type=int, default=d["block_size"], metavar="B",
-                   help=f"block size B the pruner cuts Dense rows into (default "
-                        f"{d['block_size']}; a smaller converter candidate where B does "
+                   help=f"block size B the pruner cuts Dense rows and 1x1 filters into "
+                        f"(default {d['block_size']}; a smaller converter candidate where B does "
                         "not divide C_in)")
 
 

@@ -20,9 +20,13 @@ converter can rewrite. Where its input rows are the channels of a conv group tha
 may lose filters, the plan takes either that group's filter ratio or the FC's block
 ratio, not both (search.Problem marks plans with both infeasible): filter removal
 would cut its blocks apart, so the block costs and block importance, computed on
-the dense rows, would no longer hold. 1x1 CONV_2D layers get no block ratio yet:
-the converter has no block-sparse DTMM_CONV_2D v2 planner to price them
-(docs/scheduler.md).
+the dense rows, would no longer hold.
+
+1x1 CONV_2D layers (`conv_block_layers`, `ConvBlockCosts`) get a block ratio the
+same way, priced by the converter's own conv decision (`dtmm.convert.plan_conv`,
+passed in by the pipeline): B = C_in or a block size B < C_in, rewritten or not,
+bytes and modeled instructions. A 1x1 conv with a block ratio takes filter ratio 0
+on the groups of its C_out and of its C_in (filter removal would cut its blocks).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import numpy as np
 from dtmm.core import fc as core_fc
 from dtmm.core import size
 from dtmm.core.errors import DtmmError
+from dtmm.core.fwcs import filterlet_sparsity
+from dtmm.core.ops import read_conv
 from dtmm.core.rounding import n_pruned
 from dtmm.core.tflite import Model
 from dtmm.schedule.graph import Graph
@@ -127,6 +133,104 @@ class FcBlockCosts:
             out.block_size.append(int(block))
             out.flash_delta.append(np.array(fd, float))
             for t in fc_targets:
+                out.latency_delta[t].append(np.array(ld[t], float))
+            out.rewritten.append(np.array(rw, bool))
+            out.chosen_block.append(np.array(cb, int))
+            out.removed.append(np.array(rm, float))
+            out.total.append(float(csum[-1]))
+        return out
+
+
+def conv_block_layers(g: Graph) -> dict:
+    """{conv index: why it gets no block ratio, or ""} for every conv of the graph:
+    a 1x1 conv whose C_in a converter block candidate B < C_in divides."""
+    out = {}
+    for c in g.convs:
+        if c.k != 1:
+            out[c.index] = f"{c.kh}x{c.kw} conv (block filterlets are for 1x1 convs)"
+        elif not any(b < c.c_in and c.c_in % b == 0 for b in core_fc.BLOCK_CANDIDATES):
+            out[c.index] = (f"no block size B < C_in={c.c_in} of "
+                            f"{', '.join(map(str, core_fc.BLOCK_CANDIDATES))} divides C_in")
+        else:
+            out[c.index] = ""
+    return out
+
+
+@dataclass
+class ConvBlockCosts:
+    """FcBlockCosts for 1x1 convs: per block-ratio grid point of each conv with a
+    block ratio, flash delta (bytes vs the dense CONV_2D), latency delta per target
+    (instructions vs dense CMSIS-NN), the converter's choice (rewritten, B; B = C_in
+    is the filterlet form) and the importance removed."""
+
+    convs: list                     # graph conv indices with a block ratio
+    block_size: list                # pruning granularity B per such conv
+    step: float
+    flash_delta: list = field(default_factory=list)
+    latency_delta: dict = field(default_factory=dict)
+    rewritten: list = field(default_factory=list)
+    chosen_block: list = field(default_factory=list)
+    removed: list = field(default_factory=list)
+    total: list = field(default_factory=list)
+
+    @property
+    def n_max(self) -> list:
+        return [len(v) - 1 for v in self.flash_delta]
+
+    @classmethod
+    def build(cls, int8_bytes: bytes, g: Graph, importance: dict, targets, plan_conv,
+              step: float = 0.05, ratio_max: float = 0.95,
+              prefer: str = "speed") -> "ConvBlockCosts":
+        """importance: {conv index: (block scores [C_out, C_in // B], B)}.
+        plan_conv(model, conv, targets, prefer) -> (rewritten, bytes before, bytes
+        after, {target: (dense, dtmm)}, B written): the converter's decision for one
+        conv read_conv read from `model` (whose users count its bytes; the pipeline
+        wraps dtmm.convert.conv_decision)."""
+        model = Model.read(bytes(int8_bytes), "model")
+        why = conv_block_layers(g)
+        out = cls([], [], step)
+        out.latency_delta = {t: [] for t in targets}
+        n_ratio = int(round(ratio_max / step)) + 1
+        for l in sorted(importance):
+            c = g.convs[l]
+            if why[l]:
+                raise DtmmError(f"conv {c.name!r} cannot take a block ratio: {why[l]}")
+            scores, block = importance[l]
+            conv = read_conv(model, 0, c.op_index)
+            if conv.skip:
+                continue
+            if c.c_in % block or block >= c.c_in or \
+                    np.size(scores) != c.c_out * (c.c_in // block):
+                raise DtmmError(f"block importance of conv {c.name!r}: {np.shape(scores)} "
+                                f"with B={block} does not fit [C_out={c.c_out}, "
+                                f"C_in/B={c.c_in}/{block}]")
+            scores = np.asarray(scores, float).reshape(-1)
+            if (scores < 0).any() or not np.isfinite(scores).all():
+                raise DtmmError(f"block importance of {c.name!r} must be finite and >= 0")
+            order = np.argsort(scores, kind="stable")
+            csum = np.concatenate([[0.0], np.cumsum(scores[order])])
+            fd, ld, rw, cb, rm = [], {t: [] for t in targets}, [], [], []
+            for i in range(n_ratio):
+                k = n_pruned(i * step, scores.size)
+                kept = np.ones(scores.size, bool)
+                kept[order[:k]] = False
+                w = (conv.weights.reshape(c.c_out, c.c_in // block, block)
+                     * kept.reshape(c.c_out, -1)[..., None]).reshape(conv.weights.shape)
+                w = w.astype(np.int8)
+                pruned = dataclasses.replace(conv, weights=w, sparsity=filterlet_sparsity(w))
+                rewritten, before, after, modeled, chosen = plan_conv(model, pruned, targets,
+                                                                      prefer)
+                fd.append(after - before if rewritten else 0.0)
+                for t in targets:
+                    dense, dtmm = modeled.get(t, (0.0, 0.0))
+                    ld[t].append(dtmm - dense if rewritten else 0.0)
+                rw.append(bool(rewritten))
+                cb.append(int(chosen) if rewritten else 0)
+                rm.append(float(csum[k]))
+            out.convs.append(l)
+            out.block_size.append(int(block))
+            out.flash_delta.append(np.array(fd, float))
+            for t in targets:
                 out.latency_delta[t].append(np.array(ld[t], float))
             out.rewritten.append(np.array(rw, bool))
             out.chosen_block.append(np.array(cb, int))

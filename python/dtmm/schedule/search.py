@@ -67,6 +67,8 @@ class Plan:
     trace: list = field(default_factory=list)   # (seconds, best feasible objective)
     # block ratio per FC of the graph (fraction of its B-blocks pruned; 0 without one)
     block: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # block ratio per conv of the graph (1x1 convs with one; 0 elsewhere)
+    conv_block: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def config(self) -> Config:
@@ -74,7 +76,7 @@ class Plan:
 
     def grid(self, prob: "Problem") -> np.ndarray:
         """This plan as one grid index per variable of prob."""
-        val = {"a": self.alpha, "b": self.beta, "k": self.block}
+        val = {"a": self.alpha, "b": self.beta, "k": self.block, "c": self.conv_block}
         return np.array([round(val[k][i] / prob.step) for k, i in prob.vars], int)
 
     def summary(self) -> dict:
@@ -97,7 +99,7 @@ class Problem:
                  step: float = 0.05, alpha_max: float = 0.95, beta_max: float = 0.9,
                  prune_filterlets: bool = True, prune_filters: bool = True,
                  kicks: int = 60, ils_seconds: float = 3.0,
-                 importance_norm: str = "layer", blocks=None):
+                 importance_norm: str = "layer", blocks=None, conv_blocks=None):
         if importance_norm not in ("layer", "global"):
             raise DtmmError(f"importance_norm must be 'layer' or 'global', got "
                             f"{importance_norm!r}")
@@ -115,6 +117,9 @@ class Problem:
             raise DtmmError(f"objective must be 'loss' or 'latency', got {objective!r}")
         # blocks: schedule.blocks.FcBlockCosts -- a block ratio per FC it prices
         self.blocks = blocks if blocks is not None and blocks.fcs else None
+        # conv_blocks: schedule.blocks.ConvBlockCosts -- a block ratio per 1x1 conv
+        self.conv_blocks = conv_blocks if conv_blocks is not None and conv_blocks.convs \
+            else None
         if not graph.convs and self.blocks is None:
             raise DtmmError("the model has no CONV_2D layer to prune")
         self.graph = graph
@@ -149,6 +154,14 @@ class Problem:
             for j, n in zip(self.blocks.fcs, self.blocks.n_max):
                 self.vars.append(("k", j))
                 self.vmax.append(n)
+        if self.conv_blocks is not None:
+            if abs(self.conv_blocks.step - step) > 1e-12:
+                raise DtmmError(f"conv block costs are on a grid of {self.conv_blocks.step}"
+                                f", the problem on {step}")
+            # ('c', conv index): the 1x1 conv's block ratio
+            for l, n in zip(self.conv_blocks.convs, self.conv_blocks.n_max):
+                self.vars.append(("c", l))
+                self.vmax.append(n)
         self.vmax = np.array(self.vmax, int)
         if len(self.vars) == 0:
             raise DtmmError("nothing to prune: every conv is 1x1 in a frozen group")
@@ -163,7 +176,7 @@ class Problem:
         """The same problem without block ratios (None if it has none, or no conv
         to prune without them). Its variables are this problem's first ones: the
         block ratios come last."""
-        if self.blocks is None or not self.graph.convs:
+        if (self.blocks is None and self.conv_blocks is None) or not self.graph.convs:
             return None
         try:
             return Problem(*self._args, **self._kwargs)
@@ -194,6 +207,8 @@ class Problem:
         total = sum(x[1].sum() for x in fl)
         if self.blocks is not None and self.importance_norm == "global":
             total += sum(self.blocks.total)
+        if self.conv_blocks is not None and self.importance_norm == "global":
+            total += sum(self.conv_blocks.total)
         total = total or 1.0
         if self.blocks is not None:
             # [n_fc, n_ratio]: share of the layer's (layer) or of all (global)
@@ -207,6 +222,16 @@ class Problem:
                     r = rm / total
                 rows.append(np.pad(r, (0, width - len(r)), mode="edge"))
             self._ktab = np.array(rows)
+        if self.conv_blocks is not None:
+            width = max(self.conv_blocks.n_max) + 1
+            rows = []
+            for rm, tot in zip(self.conv_blocks.removed, self.conv_blocks.total):
+                if self.importance_norm == "layer":
+                    r = rm / tot if tot > 0 else np.zeros(len(rm))
+                else:
+                    r = rm / total
+                rows.append(np.pad(r, (0, width - len(r)), mode="edge"))
+            self._ctab = np.array(rows)
         group_rank = []
         for gr in g.groups:
             s = sum(fl[i][0] for i in gr.convs)
@@ -244,13 +269,32 @@ class Problem:
         """{target: modeled instructions the plan's FC block ratios add (negative:
         save) to LatencyModel's dense FCs}, at grid point x."""
         out = {t: 0.0 for t in self.latency.targets}
-        if self.blocks is None:
-            return out
-        ik = np.asarray(x, int)[self._xk]
-        rows = np.arange(len(ik))
-        for t, tab in self._klat.items():
-            if t in out:
-                out[t] = float(tab[rows, ik].sum())
+        if self.blocks is not None:
+            ik = np.asarray(x, int)[self._xk]
+            rows = np.arange(len(ik))
+            for t, tab in self._klat.items():
+                if t in out:
+                    out[t] = float(tab[rows, ik].sum())
+        return out
+
+    def conv_block_latency(self, x) -> dict:
+        """{target: modeled instructions the plan's 1x1 conv block ratios add
+        (negative: save) to LatencyModel's dense convs}, at grid point x."""
+        out = {t: 0.0 for t in self.latency.targets}
+        if self.conv_blocks is not None:
+            ic = np.asarray(x, int)[self._xc]
+            rows = np.arange(len(ic))
+            for t, tab in self._clat.items():
+                if t in out:
+                    out[t] = float(tab[rows, ic].sum())
+        return out
+
+    def conv_block_ratios(self, x) -> np.ndarray:
+        """Block ratio per conv of the graph at grid point x (0 where it has none)."""
+        out = np.zeros(len(self.graph.convs))
+        for (kind, i), v in zip(self.vars, x):
+            if kind == "c":
+                out[i] = v * self.step
         return out
 
     def block_ratios(self, x) -> np.ndarray:
@@ -303,6 +347,22 @@ class Problem:
             # apart); with the filter ratio it loses those rows' importance.
             self._kgrp = np.array([g.convs[g.fcs[j].in_from].group
                                    if g.fcs[j].in_from is not None else -1 for j in b.fcs], int)
+        self._xc = np.array([j for j, (k, _) in enumerate(self.vars) if k == "c"], int)
+        if self.conv_blocks is not None:
+            b = self.conv_blocks
+            width = self._ctab.shape[1]
+            pad = lambda rows: np.array([np.pad(r, (0, width - len(r)), mode="edge")  # noqa: E731
+                                         for r in rows], float)
+            self._cflash = pad(b.flash_delta)                        # [C, n_ratio]
+            self._clat = {t: pad(v) for t, v in b.latency_delta.items()}
+            self._crw = pad(b.rewritten).astype(bool)
+            self._cconv = np.array(b.convs, int)
+            # a 1x1 conv with a block ratio: filter ratio 0 on the group of its
+            # C_out and on the group of its C_in (filter removal cuts its blocks)
+            self._cown = np.array([g.convs[l].group for l in b.convs], int)
+            self._cin_grp = np.array([g.convs[g.convs[l].in_from].group
+                                      if g.convs[l].in_from is not None else -1
+                                      for l in b.convs], int)
 
     def evaluate(self, x) -> dict:
         """flash, sram, latency, loss of one grid point x (one int per variable)."""
@@ -334,9 +394,31 @@ class Problem:
         else:
             modeled = {t: (np.zeros((B, 0)), np.zeros((B, 0))) for t in self.latency.targets}
             per, rewritten = np.zeros((B, 0)), np.zeros((B, 0), bool)
-        flash = (self.flash.base + per.sum(axis=1) + scale @ self._gscaled
-                 + self.flash.opcode_bytes * rewritten.any(axis=1))
+        conv_rw = rewritten.any(axis=1)
         lat = self.latency.batch(co, ci, nk, rewritten, scale, modeled)
+        if self.conv_blocks is not None:
+            # 1x1 conv block ratios: the converter's bytes and instructions against
+            # the dense conv (with a block ratio > 0 the conv's groups keep every
+            # filter, so the filterlet models price it dense)
+            ic = X[:, self._xc]                                           # [B, C]
+            crows = np.arange(len(self._xc))[None, :]
+            crw = self._crw[crows, ic]
+            per = per + 0.0
+            per[:, self._cconv] += self._cflash[crows, ic]
+            rewritten = rewritten.copy()
+            rewritten[:, self._cconv] |= crw
+            conv_rw = conv_rw | crw.any(axis=1)
+            for t, tab in self._clat.items():
+                if t in self.latency.targets:
+                    lat = lat + tab[crows, ic].sum(axis=1)
+            cconf = (ib[:, self._cown] > 0) | np.where(
+                self._cin_grp >= 0, ib[:, np.maximum(self._cin_grp, 0)] > 0, False)
+            cconflict = ((ic > 0) & cconf).any(axis=1)
+            cown = self._ctab[crows, ic]                                  # [B, C]
+        flash = (self.flash.base + per.sum(axis=1) + scale @ self._gscaled
+                 + self.flash.opcode_bytes * conv_rw)
+        if self.conv_blocks is not None:
+            flash = np.where(cconflict, np.inf, flash)  # not a plan: never feasible
         own = self._tab[self._L[None, :], ib[:, self._grp], ia]          # [B, L]
         # Removing a group's filters also removes those input channels of the
         # convs that consume them: count that share of their remaining
@@ -366,11 +448,15 @@ class Problem:
             if self.blocks is not None:
                 keep = np.concatenate([keep, np.maximum((1.0 - kown) * (1.0 - kfin), 1e-9)],
                                       axis=1)
+            if self.conv_blocks is not None:
+                keep = np.concatenate([keep, np.maximum(1.0 - cown, 1e-9)], axis=1)
             loss = 1.0 - np.exp(np.log(keep).mean(axis=1))
         else:
             loss = (own + (self._layer_total - own) * fin).sum(axis=1)
             if self.blocks is not None:
                 loss = loss + kown.sum(axis=1) + (self._ktotal[None, :] - kown) * kfin
+            if self.conv_blocks is not None:
+                loss = loss + cown.sum(axis=1)
         if not self.exact_sram:
             head = self.sram.head_lower_bound(kf)
         else:
@@ -407,21 +493,28 @@ class Problem:
         cfg = self.config(x)
         return Plan(cfg.alpha, cfg.beta, m["flash"], m["sram"], m["latency"], m["loss"],
                     self.obj(m), self.violation(m) == 0.0, time.perf_counter() - t0,
-                    self.evaluations, method, trace, self.block_ratios(x))
+                    self.evaluations, method, trace, self.block_ratios(x),
+                    self.conv_block_ratios(x))
 
     # -- feasibility --------------------------------------------------------------
     def check_reachable(self):
         """Raise DtmmError naming the budget that no plan on the grid can meet."""
         most = self.evaluate(self.vmax.copy())
-        if self.blocks is not None:
-            # an FC's block ratio excludes its input group's filter ratio: the
-            # smallest of both extremes (each budget on its own)
+        if self.blocks is not None or self.conv_blocks is not None:
+            # a block ratio excludes the filter ratio of the groups it depends on:
+            # the smallest of both extremes (each budget on its own)
+            kgrp = set(self._kgrp.tolist()) if self.blocks is not None else set()
+            cgrp = set(self._cown.tolist()) | set(self._cin_grp.tolist()) \
+                if self.conv_blocks is not None else set()
             alt = []
             for keep in ("k", "b"):
                 x = self.vmax.copy()
                 for j, (k, i) in enumerate(self.vars):
-                    coupled = (k == "k" and self._kgrp[list(self.blocks.fcs).index(i)] >= 0) \
-                        if keep == "b" else (k == "b" and i in set(self._kgrp.tolist()))
+                    if keep == "b":
+                        coupled = k == "c" or (
+                            k == "k" and self._kgrp[list(self.blocks.fcs).index(i)] >= 0)
+                    else:
+                        coupled = k == "b" and i in (kgrp | cgrp)
                     if coupled:
                         x[j] = 0
                 alt.append(self.evaluate(x))
@@ -584,7 +677,7 @@ def _schedule_once(prob: Problem, time_limit: float, progress, start) -> Plan:
     # conv stays dense (no byte or instruction saved) until its filterlet sparsity
     # makes the DTMM form smaller and modeled faster, so short steps see no gain.
     steps = [(j, d) for j in range(nv)
-             for d in (BLOCK_GREEDY_STEPS if prob.vars[j][0] == "k" else GREEDY_STEPS)]
+             for d in (BLOCK_GREEDY_STEPS if prob.vars[j][0] in ("k", "c") else GREEDY_STEPS)]
 
     def hard_violation(mm):
         return sum(max(mm[r] - prob.budgets.get(r), 0.0) / max(prob.budgets.get(r), 1e-12)
