@@ -774,7 +774,8 @@ def prune(model, data, flash, sram, out_dir: str, max_drop: float | None = 1.0,
     if block_ratios == "on" and not prob.block_names and not prob.conv_block_names:
         raise DtmmError("--block-ratios on: no FULLY_CONNECTED layer can take a block "
                         "ratio (none matched a Dense with C_in > B whose input rows the "
-                        "plan keeps)")
+                        "plan keeps), nor any 1x1 Conv2D (none with a block size "
+                        "B < C_in dividing C_in)")
     if prob.block_names or prob.conv_block_names:
         log("block ratios for: " + ", ".join(list(prob.block_names.values())
                                              + list(prob.conv_block_names.values())))
