@@ -57,6 +57,50 @@ def block_layers(g: Graph) -> dict:
     return {f.index: "" for f in g.fcs}
 
 
+def _price_ratios(name, scores, weights, c_out, c_in, block, step, n_ratio, targets,
+                  decide):
+    """The converter's decision at every block-ratio grid point of one layer: the
+    lowest-importance blocks zeroed in its dense int8 weights, then
+    decide(weights) -> (rewritten, bytes before, bytes after, {target: (dense,
+    dtmm)}, B written). Returns (flash delta, {target: latency delta}, rewritten,
+    B written, importance removed) per grid point and the layer's total importance."""
+    scores = np.asarray(scores, float).reshape(-1)
+    if (scores < 0).any() or not np.isfinite(scores).all():
+        raise DtmmError(f"block importance of {name!r} must be finite and >= 0")
+    order = np.argsort(scores, kind="stable")
+    csum = np.concatenate([[0.0], np.cumsum(scores[order])])
+    fd, ld, rw, cb, rm = [], {t: [] for t in targets}, [], [], []
+    for i in range(n_ratio):
+        k = n_pruned(i * step, scores.size)
+        kept = np.ones(scores.size, bool)
+        kept[order[:k]] = False
+        w = (weights.reshape(c_out, c_in // block, block)
+             * kept.reshape(c_out, -1)[..., None]).reshape(weights.shape).astype(np.int8)
+        rewritten, before, after, modeled, chosen = decide(w)
+        fd.append(after - before if rewritten else 0.0)
+        for t in targets:
+            dense, dtmm = modeled.get(t, (0.0, 0.0))
+            ld[t].append(dtmm - dense if rewritten else 0.0)
+        rw.append(bool(rewritten))
+        cb.append(int(chosen) if rewritten else 0)
+        rm.append(float(csum[k]))
+    return fd, ld, rw, cb, rm, float(csum[-1])
+
+
+def _add_layer(out, indices: list, index: int, block: int, priced) -> None:
+    """Append one layer's _price_ratios result to FcBlockCosts / ConvBlockCosts."""
+    fd, ld, rw, cb, rm, total = priced
+    indices.append(index)
+    out.block_size.append(int(block))
+    out.flash_delta.append(np.array(fd, float))
+    for t in out.latency_delta:
+        out.latency_delta[t].append(np.array(ld[t], float))
+    out.rewritten.append(np.array(rw, bool))
+    out.chosen_block.append(np.array(cb, int))
+    out.removed.append(np.array(rm, float))
+    out.total.append(total)
+
+
 @dataclass
 class FcBlockCosts:
     """Per block-ratio grid point of each FC with a block ratio: flash delta (bytes,
@@ -106,38 +150,16 @@ class FcBlockCosts:
                 raise DtmmError(f"block importance of FULLY_CONNECTED {f.name!r}: "
                                 f"{np.shape(scores)} does not fit [C_out={f.c_out}, "
                                 f"C_in/B={f.c_in}/{block}]")
-            scores = np.asarray(scores, float).reshape(-1)
-            if (scores < 0).any() or not np.isfinite(scores).all():
-                raise DtmmError(f"block importance of {f.name!r} must be finite and >= 0")
-            order = np.argsort(scores, kind="stable")
-            csum = np.concatenate([[0.0], np.cumsum(scores[order])])
-            fd, ld, rw, cb, rm = [], {t: [] for t in fc_targets}, [], [], []
-            for i in range(n_ratio):
-                k = n_pruned(i * step, scores.size)
-                kept = np.ones(scores.size, bool)
-                kept[order[:k]] = False
-                w = fop.weights.reshape(f.c_out, f.c_in // block, block) * \
-                    kept.reshape(f.c_out, -1)[..., None]
-                choice = core_fc.choose(dataclasses.replace(
-                    fop, weights=w.reshape(f.c_out, f.c_in).astype(np.int8)),
-                    fc_targets, own, 0.0, prefer)
-                fd.append((choice.bytes_after if choice.rewritten else choice.bytes_before)
-                          - choice.bytes_before)
-                for t in fc_targets:
-                    dense, dtmm = choice.modeled.get(t, (0.0, 0.0))
-                    ld[t].append(dtmm - dense if choice.rewritten else 0.0)
-                rw.append(bool(choice.rewritten))
-                cb.append(choice.form.block if choice.rewritten else 0)
-                rm.append(float(csum[k]))
-            out.fcs.append(j)
-            out.block_size.append(int(block))
-            out.flash_delta.append(np.array(fd, float))
-            for t in fc_targets:
-                out.latency_delta[t].append(np.array(ld[t], float))
-            out.rewritten.append(np.array(rw, bool))
-            out.chosen_block.append(np.array(cb, int))
-            out.removed.append(np.array(rm, float))
-            out.total.append(float(csum[-1]))
+
+            def decide(w, fop=fop):
+                choice = core_fc.choose(dataclasses.replace(fop, weights=w), fc_targets,
+                                        own, 0.0, prefer)
+                return (choice.rewritten, choice.bytes_before, choice.bytes_after,
+                        choice.modeled, choice.form.block if choice.rewritten else 0)
+
+            _add_layer(out, out.fcs, j, block, _price_ratios(
+                f.name, scores, fop.weights, f.c_out, f.c_in, block, step, n_ratio,
+                fc_targets, decide))
         return out
 
 
@@ -204,36 +226,12 @@ class ConvBlockCosts:
                 raise DtmmError(f"block importance of conv {c.name!r}: {np.shape(scores)} "
                                 f"with B={block} does not fit [C_out={c.c_out}, "
                                 f"C_in/B={c.c_in}/{block}]")
-            scores = np.asarray(scores, float).reshape(-1)
-            if (scores < 0).any() or not np.isfinite(scores).all():
-                raise DtmmError(f"block importance of {c.name!r} must be finite and >= 0")
-            order = np.argsort(scores, kind="stable")
-            csum = np.concatenate([[0.0], np.cumsum(scores[order])])
-            fd, ld, rw, cb, rm = [], {t: [] for t in targets}, [], [], []
-            for i in range(n_ratio):
-                k = n_pruned(i * step, scores.size)
-                kept = np.ones(scores.size, bool)
-                kept[order[:k]] = False
-                w = (conv.weights.reshape(c.c_out, c.c_in // block, block)
-                     * kept.reshape(c.c_out, -1)[..., None]).reshape(conv.weights.shape)
-                w = w.astype(np.int8)
+
+            def decide(w, conv=conv):
                 pruned = dataclasses.replace(conv, weights=w, sparsity=filterlet_sparsity(w))
-                rewritten, before, after, modeled, chosen = plan_conv(model, pruned, targets,
-                                                                      prefer)
-                fd.append(after - before if rewritten else 0.0)
-                for t in targets:
-                    dense, dtmm = modeled.get(t, (0.0, 0.0))
-                    ld[t].append(dtmm - dense if rewritten else 0.0)
-                rw.append(bool(rewritten))
-                cb.append(int(chosen) if rewritten else 0)
-                rm.append(float(csum[k]))
-            out.convs.append(l)
-            out.block_size.append(int(block))
-            out.flash_delta.append(np.array(fd, float))
-            for t in targets:
-                out.latency_delta[t].append(np.array(ld[t], float))
-            out.rewritten.append(np.array(rw, bool))
-            out.chosen_block.append(np.array(cb, int))
-            out.removed.append(np.array(rm, float))
-            out.total.append(float(csum[-1]))
+                return plan_conv(model, pruned, targets, prefer)
+
+            _add_layer(out, out.convs, l, block, _price_ratios(
+                c.name, scores, conv.weights, c.c_out, c.c_in, block, step, n_ratio,
+                targets, decide))
         return out
