@@ -32,3 +32,24 @@ $(DTMM_APP_BINARY): $(DTMM_APP_OBJS) $(MICROLITE_LIB_PATH) $(DTMM_BENCH_DIR)/mod
 comma := ,
 dtmm_model_app: $(DTMM_APP_BINARY)
 .PHONY: dtmm_model_app
+
+# bench/models' flash images (bench/flash_app.h): this builds the parts every image
+# shares and writes the flags bench/models compiles and links each image's generated
+# parts (its op list, its model) with, one NAME=VALUE per line, to
+# $(GENDIR)flash_flags.txt.
+DTMM_FLASH_OBJS := $(addprefix $(CORE_OBJDIR), \
+  $(DTMM_BENCH_DIR)/flash_app.o $(DTMM_BENCH_DIR)/model_app_startup.o)
+DTMM_FLASH_FLAGS := $(GENDIR)flash_flags.txt
+
+dtmm_flash_parts: $(DTMM_FLASH_OBJS) $(MICROLITE_LIB_PATH)
+	$(if $(DTMM_APP_MEMORY),,$(error bench/model_app.mk: no QEMU machine for TARGET_ARCH=$(TARGET_ARCH)))
+	$(file >$(DTMM_FLASH_FLAGS),CXX=$(CXX))
+	$(file >>$(DTMM_FLASH_FLAGS),CC=$(CC))
+	$(file >>$(DTMM_FLASH_FLAGS),CXXFLAGS=$(CXXFLAGS) $(CORE_OPTIMIZATION_LEVEL))
+	$(file >>$(DTMM_FLASH_FLAGS),CCFLAGS=$(CCFLAGS))
+	$(file >>$(DTMM_FLASH_FLAGS),INCLUDES=$(INCLUDES) -I$(DTMM_BENCH_DIR))
+	$(file >>$(DTMM_FLASH_FLAGS),LINK=-nostartfiles -T$(DTMM_BENCH_DIR)/model_app.ld $(addprefix -Wl$(comma)--defsym$(comma),$(DTMM_APP_MEMORY)) -Wl$(comma)--no-warn-rwx-segments)
+	$(file >>$(DTMM_FLASH_FLAGS),OBJS=$(DTMM_FLASH_OBJS))
+	$(file >>$(DTMM_FLASH_FLAGS),LIBS=$(MICROLITE_LIB_PATH) $(LDFLAGS) $(MICROLITE_LIBS))
+
+.PHONY: dtmm_flash_parts

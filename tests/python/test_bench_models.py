@@ -82,10 +82,26 @@ def test_markdown_marks_goals(bm):
                          eligible_dense=700, eligible_dtmm=600, rewritten_convs=2,
                          eligible_convs=2, dense_arena=10, dtmm_arena=9,
                          dense_file_bytes=100, dtmm_file_bytes=80, tensors_compared=12,
-                         tensors_equal=1))
+                         tensors_equal=1, dense_code_bytes=1000, dtmm_code_bytes=1030,
+                         dense_flash_bytes=1100, dtmm_flash_bytes=1110,
+                         flash_ratio=f"{1110 / 1100:.4f}"))
     md = bm.markdown(rows, 2, "header")
     assert "| m | 0.98 | 0.70 |" in md          # whole model: none above 1.00
     assert "| m | **1.05** | 0.60 |" in md      # convs: 1.05 > 1.00 at s=0, 0.60 <= 0.65
+    assert "| m | **1.01** | **1.01** |" in md  # image flash: larger than dense
+    assert "| 1,000 → 1,030 | 1,100 → 1,110 |" in md
+
+
+def test_resolver_source_registers_each_op_once(bm):
+    src = bm.resolver_source({"CONV_2D", "DEPTHWISE_CONV_2D", "PADV2", "AVERAGE_POOL_2D",
+                              "DTMM_CONV_2D", "FULLY_CONNECTED"}, 2)
+    for call in ("r.AddConv2D()", "r.AddDepthwiseConv2D()", "r.AddPadV2()",
+                 "r.AddAveragePool2D()", "r.AddFullyConnected()",
+                 "dtmm::Register_DTMM_CONV_2D()", 'r.AddCustom("DTMM_CONV_2D", &reg)'):
+        assert src.count(call) == 1, call
+    assert "kModelResourceVariables = 2;" in src
+    with pytest.raises(bm.BenchError, match="no TFLM registration known for custom op"):
+        bm.resolver_source({"MyCustomOp"}, 0)
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -210,6 +226,11 @@ def test_bench_runs_on_cortex_m4(tiny_model, tmp_path):
                 and o["sparsity"] == x["sparsity"] and o["invoke"] == "2"
                 and o["depth"] == "0")
         assert 0.9 * int(x["dense_invoke2"]) < s <= int(x["dense_invoke2"])
+    for x in rows:  # the flash images linked, ran, and hold the model
+        assert int(x["dense_flash_bytes"]) > int(x["dense_file_bytes"]) + 10000
+        assert int(x["dtmm_code_bytes"]) > 0 and int(x["dense_code_bytes"]) > 0
+    # At s = 0.5 a conv is DTMM: its image links the DTMM kernels.
+    assert int(rows[1]["dtmm_code_bytes"]) > int(rows[1]["dense_code_bytes"])
     assert (out / "models.png").stat().st_size > 1000
     assert "| tiny |" in (out / "models.md").read_text()
 
