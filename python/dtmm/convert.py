@@ -53,6 +53,7 @@ class ConversionReport:
     file_bytes_before: int = 0
     file_bytes_after: int = 0
     fc_layers: list = field(default_factory=list)  # one LayerReport per FULLY_CONNECTED
+    targets: tuple = ()  # the targets the speed rule used; the image note names them
 
     @property
     def num_rewritten(self) -> int:
@@ -80,7 +81,36 @@ class ConversionReport:
         if self.fc_layers and (n_fc or not self.layers):
             lines += [format_table(self.fc_layers),
                       f"rewrote {n_fc} of {len(self.fc_layers)} FULLY_CONNECTED"]
+        note = self.image_note()
+        if note:
+            lines.append(note)
         return "\n".join(lines)
+
+    def image_code_bytes(self) -> dict:
+        """target -> flash the DTMM ops this file uses add to an app that links DTMM
+        only for it (measured; targets without a measurement are left out)."""
+        ops = ([contract.CONV_2D.custom_code] if self.num_rewritten else []) + (
+            [contract.FULLY_CONNECTED.custom_code] if self.num_fc_rewritten else [])
+        code = size.op_code_bytes()
+        return {t: sum(code[t][op] for op in ops) for t in self.targets
+                if t in code and ops and all(op in code[t] for op in ops)}
+
+    def image_note(self) -> str:
+        """Whether the whole image (code + model) shrinks: the file's saving against
+        the code the DTMM ops add, per target."""
+        code = self.image_code_bytes()
+        if not code:
+            return ""
+        saved = self.file_bytes_before - self.file_bytes_after
+        parts = ", ".join(f"{t} {n:,} B" for t, n in code.items())
+        larger = [t for t, n in code.items() if n > saved]
+        if not larger:
+            return (f"image: the file saves {saved:,} B, more than the code the DTMM ops "
+                    f"add ({parts}; docs/models.md)")
+        grows = ", ".join(f"{t} by {code[t] - saved:,} B" for t in larger)
+        return (f"image: the file saves {saved:,} B but the DTMM ops add {parts} of code "
+                f"(docs/models.md): an app that links DTMM only for this model is larger "
+                f"than the dense one, {grows}")
 
 
 def _estimate(conv, form, options_len: int, tensor_users, buffer_users):
@@ -155,7 +185,7 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
     buf = bytes(buf)
     model = Model.read(buf, name)
     check_dtmm_ops(model, name)  # never copy an op the device rejects into the output
-    report = ConversionReport(file_bytes_before=len(buf))
+    report = ConversionReport(file_bytes_before=len(buf), targets=targets)
     tensor_users, buffer_users = model.users()
     plans, fc_plans = [], []
     for si, sg in enumerate(model.subgraphs):

@@ -134,8 +134,9 @@ def test_convert_inspect_verify(cnn, tmp_path, capsys):
     assert lines[0].split()[:3] == ["op", "name", "CoutxKhxKwxCin"]
     assert sum(line.rstrip().endswith("rewritten: smaller, modeled 10%+ faster")
                for line in lines) == 5
-    assert lines[-2].startswith(f"rewrote 5 of 5 CONV_2D; file bytes {len(cnn)} -> "
+    assert lines[-3].startswith(f"rewrote 5 of 5 CONV_2D; file bytes {len(cnn)} -> "
                                 f"{dst.stat().st_size} (-")
+    assert lines[-2].startswith(f"image: the file saves {len(cnn) - dst.stat().st_size:,} B")
     assert lines[-1] == f"wrote {dst}"
     assert src.read_bytes() == cnn
 

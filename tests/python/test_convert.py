@@ -55,13 +55,35 @@ def test_cnn_table(cnn_converted):
     _, report = cnn_converted
     table = report.table().splitlines()
     assert "CoutxKhxKwxCin" in table[0] and "in->out" in table[0]
-    rows = table[2:-1]
+    rows = table[2:-2]
     assert len(rows) == 5
     assert "16x3x3x3" in rows[0] and "24x24->12x12" in rows[0] and "2x2" in rows[0]
     assert "24x3x3x32" in rows[3] and "SAME" in rows[3]
     assert "24x5x3x24" in rows[4] and "VALID" in rows[4]
     assert all(r.rstrip().endswith("rewritten: smaller, modeled 10%+ faster") for r in rows)
-    assert table[-1].startswith("rewrote 5 of 5 CONV_2D; file bytes ")
+    assert table[-2].startswith("rewrote 5 of 5 CONV_2D; file bytes ")
+    assert table[-1].startswith("image: the file saves ")
+
+
+def test_image_note_weighs_the_saving_against_the_ops_code():
+    from dtmm.convert import ConversionReport
+    from dtmm.core import size
+    from dtmm.layers import LayerReport
+
+    code = size.op_code_bytes()
+    assert {"cortex-m4", "cortex-m55"} <= set(code)
+    conv = code["cortex-m4"]["DTMM_CONV_2D"]
+    rewritten = [LayerReport(0, 0, "conv", rewritten=True)]
+    small = ConversionReport(layers=rewritten, file_bytes_before=50_000,
+                             file_bytes_after=50_000 - (conv - 1000), targets=("cortex-m4",))
+    assert small.image_code_bytes() == {"cortex-m4": conv}
+    assert small.image_note().endswith("larger than the dense one, cortex-m4 by 1,000 B")
+    big = ConversionReport(layers=rewritten, file_bytes_before=500_000,
+                           file_bytes_after=500_000 - conv - 1, targets=("cortex-m4",))
+    assert "more than the code the DTMM ops add" in big.image_note()
+    # Nothing rewritten: no note; a target without a measurement: left out.
+    assert ConversionReport(targets=("cortex-m4",)).image_note() == ""
+    assert ConversionReport(layers=rewritten, targets=("cortex-m7",)).image_note() == ""
 
 
 def test_dtmm_op_holds_the_contract_v1(cnn, cnn_converted_v1):

@@ -12,6 +12,10 @@ tests/python/test_schedule_cost.py the flash model against converted files (2 %)
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+from importlib import resources
+
 # Conv2DOptions table of a CONV_2D operator.
 CONV_OPTIONS_BYTES = 20
 # The CUSTOM "DTMM_CONV_2D" OperatorCode entry (table + string), once per file.
@@ -105,3 +109,14 @@ def own_bytes(t, tensor_users, buffer_users) -> int:
     if buffer_users.get(id(t.buffer), 0) == 1 and data is not None:
         own += buffer_bytes(len(data))
     return own
+
+
+@lru_cache(maxsize=None)
+def op_code_bytes() -> dict:
+    """target -> {DTMM op name: flash bytes its registration adds to a TFLM image}: the
+    op, its kernels and validator as the linker keeps them (--gc-sections), measured
+    by bench/models (models_code.csv; data/code_size.json names the run). An image
+    whose app links DTMM only for this model is smaller than the dense one only if
+    the model file saves more than this."""
+    with resources.files("dtmm.core").joinpath("data/code_size.json").open() as f:
+        return {t: dict(ops) for t, ops in json.load(f)["ops"].items()}
