@@ -55,6 +55,16 @@ ENTRIES = {"dtmm": ["dtmm_conv_s8", "dtmm_conv_s8_validate", "dtmm_conv_s8_get_b
            "cmsis_nn": ["arm_convolve_wrapper_s8", "arm_convolve_wrapper_s8_get_buffer_size"]}
 
 
+# Functions only Prepare calls (validation, scratch size): CMSIS-NN's wrapper has
+# no validator (TFLM's cmsis_nn/conv.cc checks in Prepare), so the bench splits
+# the library's .text into these and the kernel drivers that Eval runs.
+PREPARE_FUNCTIONS = re.compile(r"validate|check_shape|get_buffer_size|product_fits|popcount")
+
+
+def is_prepare(symbol: str) -> bool:
+    return bool(PREPARE_FUNCTIONS.search(symbol))
+
+
 def run(cmd):
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -103,14 +113,16 @@ def measure(component, srcs, incs, flags, ld, work: pathlib.Path, main_src: str)
             p = line.split()
             if len(p) == 3 and p[1] in "tTrRdD":
                 lib_fns.add(p[2])
-    sizes, kinds = {}, {}
+    sizes, kinds, syms = {}, {}, []
     for line in run(["arm-none-eabi-nm", "-S", "--defined-only", str(elf)]).splitlines():
         p = line.split()
         if len(p) == 4:
-            sizes[p[3]] = int(p[1], 16)
+            sizes[p[3]] = sizes.get(p[3], 0) + int(p[1], 16)  # static copies of one name add up
             kinds[p[3]] = p[2]
-    text = sum(n for s, n in sizes.items() if s in lib_fns and kinds[s] in "tT")
-    rodata = sum(n for s, n in sizes.items() if s in lib_fns and kinds[s] in "rR")
+            syms.append((p[3], int(p[1], 16), p[2]))
+    text = sum(n for s, n, k in syms if s in lib_fns and k in "tT")
+    rodata = sum(n for s, n, k in syms if s in lib_fns and k in "rR")
+    prepare = sum(n for s, n, k in syms if s in lib_fns and k in "tT" and is_prepare(s))
     # call graph of the linked image
     dis = run(["arm-none-eabi-objdump", "-d", "--no-show-raw-insn", str(elf)])
     bodies, cur = {}, None
@@ -145,7 +157,8 @@ def measure(component, srcs, incs, flags, ld, work: pathlib.Path, main_src: str)
 
     stack = max(depth(e) for e in ENTRIES[component] if e in bodies)
     libc_text = sum(sizes.get(c, 0) for c in libc)
-    return dict(text=text, rodata=rodata, stack=stack, libc=", ".join(libc),
+    return dict(text=text, rodata=rodata, stack=stack, prepare_text=prepare,
+                driver_text=text - prepare, libc=", ".join(libc),
                 libc_text=libc_text,
                 per_fn={s: n for s, n in sizes.items() if s in lib_fns and kinds[s] in "tT"})
 
@@ -174,23 +187,28 @@ def main():
                     r = measure(name, srcs, incs, [*flags, opt], ld,
                                 pathlib.Path(tmp) / f"{t}{opt}{name}", main_src)
                     rows.append(dict(target=t, short=short, opt=opt, component=name, **r))
-                    print(f"{short} {opt} {name}: .text {r['text']:,} B, .rodata {r['rodata']:,} B, "
+                    split = (f" (kernel drivers {r['driver_text']:,} + validation/Prepare-time "
+                             f"{r['prepare_text']:,})" if name == "dtmm" else "")
+                    print(f"{short} {opt} {name}: .text {r['text']:,} B{split}, .rodata {r['rodata']:,} B, "
                           f"stack {r['stack']:,} B (C library: {r['libc'] or '-'})", flush=True)
     with open(args.out / "kernels_size.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["target", "opt", "component", "text_bytes", "rodata_bytes",
-                    "worst_case_stack_bytes", "c_library_functions", "c_library_text_bytes"])
+        w.writerow(["target", "opt", "component", "text_bytes", "driver_text_bytes",
+                    "prepare_text_bytes", "rodata_bytes", "worst_case_stack_bytes",
+                    "c_library_functions", "c_library_text_bytes"])
         for r in rows:
-            w.writerow([r["target"], r["opt"], r["component"], r["text"], r["rodata"], r["stack"],
-                        r["libc"], r["libc_text"]])
+            w.writerow([r["target"], r["opt"], r["component"], r["text"], r["driver_text"],
+                        r["prepare_text"], r["rodata"], r["stack"], r["libc"], r["libc_text"]])
     by = {(r["target"], r["opt"], r["component"]): r for r in rows}
-    lines = ["| target | opt | DTMM .text | CMSIS-NN conv .text | DTMM stack | CMSIS-NN stack |"
-             " DTMM C library calls |", "|---|---|---|---|---|---|---|"]
+    lines = ["| target | opt | DTMM .text | of which kernel drivers | of which validation (Prepare) |"
+             " CMSIS-NN conv .text | DTMM stack | CMSIS-NN stack | DTMM C library calls |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for t in args.targets.split(","):
         for opt in ("-O2", "-Os"):
             d, c = by[(t, opt, "dtmm")], by.get((t, opt, "cmsis_nn"))
-            lines.append(f"| {TARGETS[t][2]} | {opt} | {d['text']:,} | "
-                         f"{c['text']:,} |" if c else f"| {TARGETS[t][2]} | {opt} | {d['text']:,} | - |")
+            head = (f"| {TARGETS[t][2]} | {opt} | {d['text']:,} | {d['driver_text']:,} | "
+                    f"{d['prepare_text']:,} |")
+            lines.append(head + (f" {c['text']:,} |" if c else " - |"))
             lines[-1] += f" {d['stack']:,} | {c['stack']:,} |" if c else f" {d['stack']:,} | - |"
             lines[-1] += f" {d['libc'] or '-'} ({d['libc_text']:,} B) |"
     fn_lines = ["", "Per function, DTMM, -O2 (bytes of .text):", ""]

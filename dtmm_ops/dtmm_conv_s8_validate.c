@@ -4,7 +4,7 @@
 #include "dtmm_contract_table.h"
 #include "dtmm_conv_s8_drivers.h"
 
-static int32_t dtmm_popcount8(uint32_t b) {
+static DTMM_SIZE_OPT int32_t dtmm_popcount8(uint32_t b) {
   b = b - ((b >> 1) & 0x55u);
   b = (b & 0x33u) + ((b >> 2) & 0x33u);
   return (int32_t)((b + (b >> 4)) & 0x0Fu);
@@ -12,7 +12,7 @@ static int32_t dtmm_popcount8(uint32_t b) {
 
 /* Whether a * b * c * d (all >= 1) stays <= INT32_MAX. Each partial product is
  * checked before the next multiply, so no int64 product can overflow either. */
-static int dtmm_product_fits(int32_t a, int32_t b, int32_t c, int32_t d) {
+static DTMM_NOINLINE DTMM_SIZE_OPT int dtmm_product_fits(int32_t a, int32_t b, int32_t c, int32_t d) {
   const int64_t lim = INT32_MAX;
   int64_t p = (int64_t)a * b;
   if (p > lim) return 0;
@@ -21,7 +21,8 @@ static int dtmm_product_fits(int32_t a, int32_t b, int32_t c, int32_t d) {
   return p * d <= lim;
 }
 
-dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims, const dtmm_conv_params* params) {
+DTMM_SIZE_OPT dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims,
+                                          const dtmm_conv_params* params) {
   const int64_t lim = INT32_MAX;
   int64_t span_h, span_w, reach_h, reach_w;
   if (!dims || !params) return DTMM_ERR_ARG;
@@ -70,8 +71,9 @@ dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims, const dtmm_conv_params*
   return DTMM_OK;
 }
 
-dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims, const dtmm_conv_params* params,
-                                  const dtmm_fwcs_filter* filter) {
+DTMM_SIZE_OPT dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims,
+                                                const dtmm_conv_params* params,
+                                                const dtmm_fwcs_filter* filter) {
   const int64_t lim = INT32_MAX;
   int64_t bits;
   int32_t i, oc, kept, block;
