@@ -124,9 +124,8 @@ void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x, int
   }
 }
 
-/* One pruned channel's constant into every pixel (out of line: one copy, also
- * for dtmm_fill_pruned). */
-DTMM_NOINLINE void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
+/* One pruned channel's constant into every pixel. */
+void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
                               int32_t pixels, int32_t oc) {
   const int32_t out_c = g->out_c;
   const int8_t v = dtmm_requant_out(f->bias[oc], f->multiplier[oc], f->shift[oc], g);
@@ -145,7 +144,7 @@ DTMM_NOINLINE void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter*
   }
 }
 
-DTMM_SIZE_OPT void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
+void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
                       int32_t pixels) {
   int32_t oc;
   if (g->taps == 1) { /* one bit per channel: the pruned ones from the bitmap words */
