@@ -9,7 +9,11 @@ For each target (Cortex-M4 soft-float DSP path, Cortex-M55 hard-float MVE path) 
 only the public entry points (dtmm_conv_s8, _validate, _get_buffer_size; CMSIS-NN:
 arm_convolve_wrapper_s8 and its _get_buffer_size) with -ffunction-sections and
 --gc-sections, so that exactly the code an application links is counted:
-.text (+ .rodata) of the functions from the library's objects; the C library
+.text (+ .rodata) of the functions from the library's objects (static copies of
+one name in several objects each count), split into the kernel drivers Eval runs
+and the validation only Prepare runs (dtmm_conv_s8_validate, the shape checks, the
+scratch sizes): CMSIS-NN's wrapper validates nothing, TFLM's cmsis_nn/conv.cc does
+that in Prepare. The total stays the headline number. The C library
 routines they pull in (memcpy, memset, ...) are listed separately since an
 application has them anyway. Worst-case stack: gcc -fstack-usage frame sizes
 along the deepest call chain from each entry point (call graph from the linked
@@ -55,14 +59,13 @@ ENTRIES = {"dtmm": ["dtmm_conv_s8", "dtmm_conv_s8_validate", "dtmm_conv_s8_get_b
            "cmsis_nn": ["arm_convolve_wrapper_s8", "arm_convolve_wrapper_s8_get_buffer_size"]}
 
 
-# Functions only Prepare calls (validation, scratch size): CMSIS-NN's wrapper has
-# no validator (TFLM's cmsis_nn/conv.cc checks in Prepare), so the bench splits
-# the library's .text into these and the kernel drivers that Eval runs.
-PREPARE_FUNCTIONS = re.compile(r"validate|check_shape|get_buffer_size|product_fits|popcount")
-
-
-def is_prepare(symbol: str) -> bool:
-    return bool(PREPARE_FUNCTIONS.search(symbol))
+# Code only Prepare runs (validation, scratch size): the functions of the
+# validators' and get_buffer_size objects and every *_get_buffer_size companion.
+# CMSIS-NN's wrapper has no validator (TFLM's cmsis_nn/conv.cc checks in
+# Prepare), so the bench splits the library's .text into these and the kernel
+# drivers that Eval runs.
+PREPARE_OBJECTS = re.compile(r"validate|get_buffer_size")
+PREPARE_FUNCTIONS = re.compile(r"get_buffer_size")
 
 
 def run(cmd):
@@ -107,12 +110,14 @@ def measure(component, srcs, incs, flags, ld, work: pathlib.Path, main_src: str)
     elf = work / "size.elf"
     run(["arm-none-eabi-gcc", *flags[:3], "-nostartfiles", "--specs=nano.specs",
          "-Wl,--gc-sections", f"-T{CM / ld}", f"-L{CM}", *map(str, objs), "-o", str(elf)])
-    lib_fns = set()
+    lib_fns, prepare_fns = set(), set()
     for o in lib_objs:
         for line in run(["arm-none-eabi-nm", "--defined-only", str(o)]).splitlines():
             p = line.split()
             if len(p) == 3 and p[1] in "tTrRdD":
                 lib_fns.add(p[2])
+                if PREPARE_OBJECTS.search(o.stem) or PREPARE_FUNCTIONS.search(p[2]):
+                    prepare_fns.add(p[2])
     sizes, kinds, syms = {}, {}, []
     for line in run(["arm-none-eabi-nm", "-S", "--defined-only", str(elf)]).splitlines():
         p = line.split()
@@ -122,7 +127,7 @@ def measure(component, srcs, incs, flags, ld, work: pathlib.Path, main_src: str)
             syms.append((p[3], int(p[1], 16), p[2]))
     text = sum(n for s, n, k in syms if s in lib_fns and k in "tT")
     rodata = sum(n for s, n, k in syms if s in lib_fns and k in "rR")
-    prepare = sum(n for s, n, k in syms if s in lib_fns and k in "tT" and is_prepare(s))
+    prepare = sum(n for s, n, k in syms if s in prepare_fns and k in "tT")
     # call graph of the linked image
     dis = run(["arm-none-eabi-objdump", "-d", "--no-show-raw-insn", str(elf)])
     bodies, cur = {}, None
