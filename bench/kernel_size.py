@@ -9,7 +9,11 @@ For each target (Cortex-M4 soft-float DSP path, Cortex-M55 hard-float MVE path) 
 only the public entry points (dtmm_conv_s8, _validate, _get_buffer_size; CMSIS-NN:
 arm_convolve_wrapper_s8 and its _get_buffer_size) with -ffunction-sections and
 --gc-sections, so that exactly the code an application links is counted:
-.text (+ .rodata) of the functions from the library's objects; the C library
+.text (+ .rodata) of the functions from the library's objects (static copies of
+one name in several objects each count), split into the kernel drivers Eval runs
+and the validation only Prepare runs (dtmm_conv_s8_validate, the shape checks, the
+scratch sizes): CMSIS-NN's wrapper validates nothing, TFLM's cmsis_nn/conv.cc does
+that in Prepare. The total stays the headline number. The C library
 routines they pull in (memcpy, memset, ...) are listed separately since an
 application has them anyway. Worst-case stack: gcc -fstack-usage frame sizes
 along the deepest call chain from each entry point (call graph from the linked
@@ -55,6 +59,15 @@ ENTRIES = {"dtmm": ["dtmm_conv_s8", "dtmm_conv_s8_validate", "dtmm_conv_s8_get_b
            "cmsis_nn": ["arm_convolve_wrapper_s8", "arm_convolve_wrapper_s8_get_buffer_size"]}
 
 
+# Code only Prepare runs (validation, scratch size): the functions of the
+# validators' and get_buffer_size objects and every *_get_buffer_size companion.
+# CMSIS-NN's wrapper has no validator (TFLM's cmsis_nn/conv.cc checks in
+# Prepare), so the bench splits the library's .text into these and the kernel
+# drivers that Eval runs.
+PREPARE_OBJECTS = re.compile(r"validate|get_buffer_size")
+PREPARE_FUNCTIONS = re.compile(r"get_buffer_size")
+
+
 def run(cmd):
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -97,20 +110,24 @@ def measure(component, srcs, incs, flags, ld, work: pathlib.Path, main_src: str)
     elf = work / "size.elf"
     run(["arm-none-eabi-gcc", *flags[:3], "-nostartfiles", "--specs=nano.specs",
          "-Wl,--gc-sections", f"-T{CM / ld}", f"-L{CM}", *map(str, objs), "-o", str(elf)])
-    lib_fns = set()
+    lib_fns, prepare_fns = set(), set()
     for o in lib_objs:
         for line in run(["arm-none-eabi-nm", "--defined-only", str(o)]).splitlines():
             p = line.split()
             if len(p) == 3 and p[1] in "tTrRdD":
                 lib_fns.add(p[2])
-    sizes, kinds = {}, {}
+                if PREPARE_OBJECTS.search(o.stem) or PREPARE_FUNCTIONS.search(p[2]):
+                    prepare_fns.add(p[2])
+    sizes, kinds, syms = {}, {}, []
     for line in run(["arm-none-eabi-nm", "-S", "--defined-only", str(elf)]).splitlines():
         p = line.split()
         if len(p) == 4:
-            sizes[p[3]] = int(p[1], 16)
+            sizes[p[3]] = sizes.get(p[3], 0) + int(p[1], 16)  # static copies of one name add up
             kinds[p[3]] = p[2]
-    text = sum(n for s, n in sizes.items() if s in lib_fns and kinds[s] in "tT")
-    rodata = sum(n for s, n in sizes.items() if s in lib_fns and kinds[s] in "rR")
+            syms.append((p[3], int(p[1], 16), p[2]))
+    text = sum(n for s, n, k in syms if s in lib_fns and k in "tT")
+    rodata = sum(n for s, n, k in syms if s in lib_fns and k in "rR")
+    prepare = sum(n for s, n, k in syms if s in prepare_fns and k in "tT")
     # call graph of the linked image
     dis = run(["arm-none-eabi-objdump", "-d", "--no-show-raw-insn", str(elf)])
     bodies, cur = {}, None
@@ -145,7 +162,8 @@ def measure(component, srcs, incs, flags, ld, work: pathlib.Path, main_src: str)
 
     stack = max(depth(e) for e in ENTRIES[component] if e in bodies)
     libc_text = sum(sizes.get(c, 0) for c in libc)
-    return dict(text=text, rodata=rodata, stack=stack, libc=", ".join(libc),
+    return dict(text=text, rodata=rodata, stack=stack, prepare_text=prepare,
+                driver_text=text - prepare, libc=", ".join(libc),
                 libc_text=libc_text,
                 per_fn={s: n for s, n in sizes.items() if s in lib_fns and kinds[s] in "tT"})
 
@@ -174,23 +192,28 @@ def main():
                     r = measure(name, srcs, incs, [*flags, opt], ld,
                                 pathlib.Path(tmp) / f"{t}{opt}{name}", main_src)
                     rows.append(dict(target=t, short=short, opt=opt, component=name, **r))
-                    print(f"{short} {opt} {name}: .text {r['text']:,} B, .rodata {r['rodata']:,} B, "
+                    split = (f" (kernel drivers {r['driver_text']:,} + validation/Prepare-time "
+                             f"{r['prepare_text']:,})" if name == "dtmm" else "")
+                    print(f"{short} {opt} {name}: .text {r['text']:,} B{split}, .rodata {r['rodata']:,} B, "
                           f"stack {r['stack']:,} B (C library: {r['libc'] or '-'})", flush=True)
     with open(args.out / "kernels_size.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["target", "opt", "component", "text_bytes", "rodata_bytes",
-                    "worst_case_stack_bytes", "c_library_functions", "c_library_text_bytes"])
+        w.writerow(["target", "opt", "component", "text_bytes", "driver_text_bytes",
+                    "prepare_text_bytes", "rodata_bytes", "worst_case_stack_bytes",
+                    "c_library_functions", "c_library_text_bytes"])
         for r in rows:
-            w.writerow([r["target"], r["opt"], r["component"], r["text"], r["rodata"], r["stack"],
-                        r["libc"], r["libc_text"]])
+            w.writerow([r["target"], r["opt"], r["component"], r["text"], r["driver_text"],
+                        r["prepare_text"], r["rodata"], r["stack"], r["libc"], r["libc_text"]])
     by = {(r["target"], r["opt"], r["component"]): r for r in rows}
-    lines = ["| target | opt | DTMM .text | CMSIS-NN conv .text | DTMM stack | CMSIS-NN stack |"
-             " DTMM C library calls |", "|---|---|---|---|---|---|---|"]
+    lines = ["| target | opt | DTMM .text | of which kernel drivers | of which validation (Prepare) |"
+             " CMSIS-NN conv .text | DTMM stack | CMSIS-NN stack | DTMM C library calls |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for t in args.targets.split(","):
         for opt in ("-O2", "-Os"):
             d, c = by[(t, opt, "dtmm")], by.get((t, opt, "cmsis_nn"))
-            lines.append(f"| {TARGETS[t][2]} | {opt} | {d['text']:,} | "
-                         f"{c['text']:,} |" if c else f"| {TARGETS[t][2]} | {opt} | {d['text']:,} | - |")
+            head = (f"| {TARGETS[t][2]} | {opt} | {d['text']:,} | {d['driver_text']:,} | "
+                    f"{d['prepare_text']:,} |")
+            lines.append(head + (f" {c['text']:,} |" if c else " - |"))
             lines[-1] += f" {d['stack']:,} | {c['stack']:,} |" if c else f" {d['stack']:,} | - |"
             lines[-1] += f" {d['libc'] or '-'} ({d['libc_text']:,} B) |"
     fn_lines = ["", "Per function, DTMM, -O2 (bytes of .text):", ""]

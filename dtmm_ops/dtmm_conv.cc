@@ -17,6 +17,7 @@
 
 #include "dtmm_contract_table.h"
 #include "dtmm_conv_s8.h"
+#include "dtmm_op_checks.h"
 #include "dtmm_op_options.h"
 #include "dtmm_ops.h"
 #include "tensorflow/lite/c/builtin_op_data.h"
@@ -29,6 +30,11 @@
 
 namespace dtmm {
 namespace {
+
+using internal::CheckTensor;
+using internal::PerTensorZeroPoint;
+
+constexpr const char* kOp = "DTMM_CONV_2D";
 
 constexpr int kInput = 0;
 constexpr int kValues = 1;
@@ -181,37 +187,8 @@ dtmm_fwcs_filter MakeFilter(const T* values, const T* bitmap, const T* bias,
   return f;
 }
 
-bool CheckTensor(const TfLiteTensor* t, const char* what, TfLiteType type,
-                 int rank, bool constant) {
-  if (t == nullptr) {
-    MicroPrintf("DTMM_CONV_2D: %s tensor is missing", what);
-    return false;
-  }
-  if (t->type != type) {
-    MicroPrintf("DTMM_CONV_2D: %s must be %s, got %s", what,
-                TfLiteTypeGetName(type), TfLiteTypeGetName(t->type));
-    return false;
-  }
-  if (t->dims == nullptr || t->dims->size != rank) {
-    MicroPrintf("DTMM_CONV_2D: %s must have rank %d, got %d", what, rank,
-                t->dims == nullptr ? -1 : t->dims->size);
-    return false;
-  }
-  for (int i = 0; i < rank; ++i) {
-    if (t->dims->data[i] < 0) {
-      MicroPrintf("DTMM_CONV_2D: %s has a negative dimension", what);
-      return false;
-    }
-  }
-  if (constant && !tflite::IsConstantTensor(t)) {
-    MicroPrintf("DTMM_CONV_2D: %s must be a constant tensor", what);
-    return false;
-  }
-  return true;
-}
-
 bool CheckPerChannel(const TfLiteTensor* t, const char* what, int c_out) {
-  if (!CheckTensor(t, what, kTfLiteInt32, 1, true)) return false;
+  if (!CheckTensor(kOp, t, what, kTfLiteInt32, 1, true)) return false;
   if (t->dims->data[0] != c_out) {
     MicroPrintf("DTMM_CONV_2D: %s has %d entries, output has %d channels", what,
                 t->dims->data[0], c_out);
@@ -220,25 +197,10 @@ bool CheckPerChannel(const TfLiteTensor* t, const char* what, int c_out) {
   return true;
 }
 
-// A per-tensor zero point, read the way TFLM's kernels read it.
-bool PerTensorZeroPoint(const TfLiteTensor* t, const char* what, int32_t* zp) {
-  if (t->quantization.type == kTfLiteAffineQuantization &&
-      t->quantization.params != nullptr) {
-    const auto* q =
-        static_cast<const TfLiteAffineQuantization*>(t->quantization.params);
-    if (q->zero_point != nullptr && q->zero_point->size > 1) {
-      MicroPrintf("DTMM_CONV_2D: %s must be per-tensor quantized", what);
-      return false;
-    }
-  }
-  *zp = t->params.zero_point;
-  return true;
-}
-
 // Dims from the input and output tensors (kernel size came from the options).
 TfLiteStatus ReadShapes(OpData* data, const TfLiteTensor* input, const TfLiteTensor* output) {
-  if (!CheckTensor(input, "input", kTfLiteInt8, 4, false) ||
-      !CheckTensor(output, "output", kTfLiteInt8, 4, false)) {
+  if (!CheckTensor(kOp, input, "input", kTfLiteInt8, 4, false) ||
+      !CheckTensor(kOp, output, "output", kTfLiteInt8, 4, false)) {
     return kTfLiteError;
   }
   dtmm_conv_dims& d = data->dims;
@@ -260,8 +222,8 @@ TfLiteStatus ReadShapes(OpData* data, const TfLiteTensor* input, const TfLiteTen
 // Version 1: the five constant FWCS tensors.
 TfLiteStatus FilterV1(const OpData* data, TfLiteTensor* const* in, dtmm_fwcs_filter* filter) {
   const dtmm_conv_dims& d = data->dims;
-  if (!CheckTensor(in[kValues], "values", kTfLiteInt8, 2, false) ||
-      !CheckTensor(in[kBitmap], "bitmap", kTfLiteUInt8, 1, true)) {
+  if (!CheckTensor(kOp, in[kValues], "values", kTfLiteInt8, 2, false) ||
+      !CheckTensor(kOp, in[kBitmap], "bitmap", kTfLiteUInt8, 1, true)) {
     return kTfLiteError;
   }
   // An empty values tensor (every filterlet pruned) has no buffer, and TFLM then
@@ -326,7 +288,7 @@ int32_t Popcount(const uint8_t* b, int64_t n) {
 TfLiteStatus FilterV2(const OpData* data, const TfLiteTensor* w, dtmm_fwcs_filter* filter) {
   const dtmm_conv_dims& d = data->dims;
   const int32_t b = data->block;
-  if (!CheckTensor(w, "w", kTfLiteInt8, 1, true)) return kTfLiteError;
+  if (!CheckTensor(kOp, w, "w", kTfLiteInt8, 1, true)) return kTfLiteError;
   if (d.input_c < 1 || d.output_c < 1 || b > d.input_c || d.input_c % b != 0) {
     MicroPrintf("DTMM_CONV_2D: option 'b' = %d does not divide C_in = %d",
                 static_cast<int>(b), static_cast<int>(d.input_c));
@@ -383,8 +345,8 @@ TfLiteStatus PrepareLayer(TfLiteContext* context, OpData* data, const TfLiteTens
                           const TfLiteTensor* output, const dtmm_fwcs_filter& filter) {
   dtmm_conv_dims& d = data->dims;
   int32_t input_zp = 0, output_zp = 0;
-  if (!PerTensorZeroPoint(input, "input", &input_zp) ||
-      !PerTensorZeroPoint(output, "output", &output_zp)) {
+  if (!PerTensorZeroPoint(kOp, input, "input", &input_zp) ||
+      !PerTensorZeroPoint(kOp, output, "output", &output_zp)) {
     return kTfLiteError;
   }
   if (input_zp != data->in_zp) {

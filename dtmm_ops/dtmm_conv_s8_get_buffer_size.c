@@ -1,7 +1,7 @@
 /* dtmm_conv_s8_get_buffer_size: the scratch of the driver dtmm_conv_s8 picks. */
 #include "dtmm_conv_s8_drivers.h"
 
-int32_t dtmm_conv_s8_get_buffer_size(const dtmm_conv_dims* dims, const dtmm_conv_params* params) {
+DTMM_SIZE_OPT int32_t dtmm_conv_s8_get_buffer_size(const dtmm_conv_dims* dims, const dtmm_conv_params* params) {
   dtmm_geom g;
   int32_t bytes = 0;
   if (dtmm_check_shape(dims, params) != DTMM_OK) return 0; /* validate rejects it */

@@ -109,12 +109,11 @@ DTMM_INLINE int32_t dtmm_blk_pixel_table(const dtmm_blk_run* tb, int32_t nr, con
   return a;
 }
 
-/* Requantization of one channel, hoisted out of the pixel loops: dtmm_requantize
- * and dtmm_out_s8 with the shift split once per channel (left shift, the
- * rounding divide's exponent, mask and threshold). */
+/* Requantization of one channel, hoisted out of the pixel loops (the support
+ * header's dtmm_channel_rq; MVE: also its vector constants). */
 typedef struct {
-  int32_t bias, mult, shift;
-  int32_t left, right, mask, thr, off, lo, hi;
+  int32_t bias;
+  dtmm_channel_rq s;
 #if defined(DTMM_ARCH_MVE)
   dtmm_rq_x4 rq;
 #endif
@@ -123,32 +122,14 @@ typedef struct {
 static void dtmm_rq_blk_init(dtmm_blk_rq* q, const dtmm_geom* g, const dtmm_fwcs_filter* f,
                              int32_t oc) {
   q->bias = f->bias[oc];
-  q->mult = f->multiplier[oc];
-  q->shift = f->shift[oc];
-  q->left = q->shift > 0 ? q->shift : 0;
-  q->right = q->shift > 0 ? 0 : -q->shift;
-  q->mask = (int32_t)((1u << q->right) - 1u);
-  q->thr = q->mask >> 1;
-  q->off = g->out_off;
-  q->lo = g->act_min;
-  q->hi = g->act_max;
+  dtmm_channel_rq_init(&q->s, f->multiplier[oc], f->shift[oc], g);
 #if defined(DTMM_ARCH_MVE)
-  q->rq = dtmm_rq_channel(q->mult, q->shift);
+  q->rq = dtmm_rq_channel(f->multiplier[oc], f->shift[oc]);
 #endif
 }
 
-/* The output byte of accumulator acc: bit-exact dtmm_requant_out (the same
- * arithmetic, TFLite's MultiplyByQuantizedMultiplier, with the per-channel parts
- * precomputed). */
 DTMM_INLINE int8_t dtmm_requant_blk(int32_t acc, const dtmm_blk_rq* q) {
-  const int32_t x = (int32_t)((uint32_t)acc << q->left);
-  const int32_t high = (int32_t)(((int64_t)x * q->mult + ((int64_t)1 << 30)) >> 31);
-  const int32_t v = (high >> q->right) +
-                    ((high & q->mask) > q->thr + (int32_t)((uint32_t)high >> 31) ? 1 : 0);
-  int32_t s = (int32_t)((uint32_t)v + (uint32_t)q->off);
-  s = s < q->lo ? q->lo : s;
-  s = s > q->hi ? q->hi : s;
-  return (int8_t)s;
+  return dtmm_requant_channel(acc, &q->s);
 }
 
 #if defined(DTMM_ARCH_MVE)

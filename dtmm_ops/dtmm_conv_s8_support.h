@@ -103,6 +103,20 @@ static inline int32_t DTMM_CTZ(uint32_t x) {
 }
 #endif
 
+/* Code that runs once per call or in Prepare (validation, geometry, the driver
+ * choice, pruned channels' constants): compiled for size (gcc; other compilers
+ * ignore it) and kept out of line where marked DTMM_NOINLINE. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define DTMM_SIZE_OPT __attribute__((optimize("Os")))
+#else
+#define DTMM_SIZE_OPT
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define DTMM_NOINLINE __attribute__((noinline))
+#else
+#define DTMM_NOINLINE
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -234,6 +248,34 @@ DTMM_INLINE int8_t dtmm_out_s8(int32_t v, int32_t off, int32_t lo, int32_t hi) {
 DTMM_INLINE int8_t dtmm_requant_out(int32_t acc, int32_t mult, int32_t shift,
                                     const dtmm_geom* g) {
   return dtmm_out_s8(dtmm_requantize(acc, mult, shift), g->out_off, g->act_min, g->act_max);
+}
+
+/* dtmm_requant_out with the per-channel part hoisted out of a driver's pixel
+ * loops: the shift split once into left shift, the rounding divide's exponent,
+ * mask and threshold (dtmm_channel_rq_init); dtmm_requant_channel is then the same
+ * arithmetic, bit-exact, for each accumulator of the channel. */
+typedef struct {
+  int32_t mult, left, right, mask, thr, off, lo, hi;
+} dtmm_channel_rq;
+
+DTMM_INLINE void dtmm_channel_rq_init(dtmm_channel_rq* q, int32_t mult, int32_t shift,
+                                      const dtmm_geom* g) {
+  q->mult = mult;
+  q->left = shift > 0 ? shift : 0;
+  q->right = shift > 0 ? 0 : -shift;
+  q->mask = (int32_t)((1u << q->right) - 1u);
+  q->thr = q->mask >> 1;
+  q->off = g->out_off;
+  q->lo = g->act_min;
+  q->hi = g->act_max;
+}
+
+DTMM_INLINE int8_t dtmm_requant_channel(int32_t acc, const dtmm_channel_rq* q) {
+  const int32_t x = (int32_t)((uint32_t)acc << q->left); /* int32 wrap, as TFLite */
+  const int32_t high = (int32_t)(((int64_t)x * q->mult + ((int64_t)1 << 30)) >> 31);
+  const int32_t v = (high >> q->right) +
+                    ((high & q->mask) > q->thr + (int32_t)((uint32_t)high >> 31) ? 1 : 0);
+  return dtmm_out_s8(v, q->off, q->lo, q->hi);
 }
 
 #if defined(DTMM_ARCH_MVE)

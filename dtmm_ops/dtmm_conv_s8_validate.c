@@ -4,7 +4,7 @@
 #include "dtmm_contract_table.h"
 #include "dtmm_conv_s8_drivers.h"
 
-static int32_t dtmm_popcount8(uint32_t b) {
+static DTMM_SIZE_OPT int32_t dtmm_popcount8(uint32_t b) {
   b = b - ((b >> 1) & 0x55u);
   b = (b & 0x33u) + ((b >> 2) & 0x33u);
   return (int32_t)((b + (b >> 4)) & 0x0Fu);
@@ -12,7 +12,7 @@ static int32_t dtmm_popcount8(uint32_t b) {
 
 /* Whether a * b * c * d (all >= 1) stays <= INT32_MAX. Each partial product is
  * checked before the next multiply, so no int64 product can overflow either. */
-static int dtmm_product_fits(int32_t a, int32_t b, int32_t c, int32_t d) {
+static DTMM_NOINLINE DTMM_SIZE_OPT int dtmm_product_fits(int32_t a, int32_t b, int32_t c, int32_t d) {
   const int64_t lim = INT32_MAX;
   int64_t p = (int64_t)a * b;
   if (p > lim) return 0;
@@ -21,9 +21,23 @@ static int dtmm_product_fits(int32_t a, int32_t b, int32_t c, int32_t d) {
   return p * d <= lim;
 }
 
-dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims, const dtmm_conv_params* params) {
+/* One axis (height or width; stride s, dilation d >= 1, pad >= 0) of the layer:
+ * every coordinate the kernel forms, y*s - pad + k*d for y < out (and the next
+ * block origin, out*s), fits in int32 - the stride counts even when the output
+ * has a single row or column -; the leading padding and the trailing one the
+ * output size implies are at most the dilated kernel (TFLite never pads more:
+ * a 1x1 filter then reads no padding, as the pointwise drivers assume). */
+static DTMM_NOINLINE DTMM_SIZE_OPT int dtmm_axis_fits(int32_t in, int32_t out, int32_t k,
+                                                      int32_t s, int32_t d, int32_t pad) {
+  const int64_t span = (int64_t)(k - 1) * d;
+  if ((int64_t)out * s + span + pad + in > INT32_MAX) return 0;
+  if (pad > span) return 0;
+  return (int64_t)(out - 1) * s + span + 1 - in - pad <= span;
+}
+
+DTMM_SIZE_OPT dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims,
+                                          const dtmm_conv_params* params) {
   const int64_t lim = INT32_MAX;
-  int64_t span_h, span_w, reach_h, reach_w;
   if (!dims || !params) return DTMM_ERR_ARG;
   if (dims->batches < 1 || dims->input_h < 1 || dims->input_w < 1 || dims->input_c < 1 ||
       dims->output_h < 1 || dims->output_w < 1 || dims->output_c < 1 || dims->kernel_h < 1 ||
@@ -44,22 +58,10 @@ dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims, const dtmm_conv_params*
   if (params->stride_h < 1 || params->stride_w < 1 || params->dilation_h < 1 ||
       params->dilation_w < 1 || params->pad_top < 0 || params->pad_left < 0)
     return DTMM_ERR_PARAMS;
-  /* Every coordinate the kernel forms, y*s - pad + k*d for y < out (and the next
-   * block origin, out*s), must fit in int32: the stride counts even when the
-   * output has a single row or column. */
-  span_h = (int64_t)(dims->kernel_h - 1) * params->dilation_h;
-  span_w = (int64_t)(dims->kernel_w - 1) * params->dilation_w;
-  reach_h = (int64_t)dims->output_h * params->stride_h + span_h + params->pad_top + dims->input_h;
-  reach_w = (int64_t)dims->output_w * params->stride_w + span_w + params->pad_left + dims->input_w;
-  if (reach_h > lim || reach_w > lim) return DTMM_ERR_PARAMS;
-  if (params->pad_top > span_h || params->pad_left > span_w) return DTMM_ERR_PARAMS;
-  /* The bottom/right padding the output size implies may not exceed the dilated
-   * kernel either (TFLite never pads more): a 1x1 filter then reads no padding, as
-   * the pointwise drivers assume. */
-  if ((int64_t)(dims->output_h - 1) * params->stride_h + span_h + 1 - dims->input_h -
-              params->pad_top > span_h ||
-      (int64_t)(dims->output_w - 1) * params->stride_w + span_w + 1 - dims->input_w -
-              params->pad_left > span_w)
+  if (!dtmm_axis_fits(dims->input_h, dims->output_h, dims->kernel_h, params->stride_h,
+                      params->dilation_h, params->pad_top) ||
+      !dtmm_axis_fits(dims->input_w, dims->output_w, dims->kernel_w, params->stride_w,
+                      params->dilation_w, params->pad_left))
     return DTMM_ERR_PARAMS;
   if (params->input_zero_point < -128 || params->input_zero_point > 127 ||
       params->output_offset < -128 || params->output_offset > 127)
@@ -70,8 +72,9 @@ dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims, const dtmm_conv_params*
   return DTMM_OK;
 }
 
-dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims, const dtmm_conv_params* params,
-                                  const dtmm_fwcs_filter* filter) {
+DTMM_SIZE_OPT dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims,
+                                                const dtmm_conv_params* params,
+                                                const dtmm_fwcs_filter* filter) {
   const int64_t lim = INT32_MAX;
   int64_t bits;
   int32_t i, oc, kept, block;

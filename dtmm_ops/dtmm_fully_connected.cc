@@ -11,6 +11,7 @@
 
 #include "dtmm_contract_table.h"
 #include "dtmm_fc_s8.h"
+#include "dtmm_op_checks.h"
 #include "dtmm_op_options.h"
 #include "dtmm_ops.h"
 #include "tensorflow/lite/c/common.h"
@@ -23,6 +24,11 @@ namespace dtmm {
 namespace {
 
 constexpr const char* kOp = "DTMM_FULLY_CONNECTED";
+
+using internal::CheckTensor;
+using internal::Elements;
+using internal::PerTensorZeroPoint;
+
 constexpr int kInput = DTMM_FULLY_CONNECTED_V2_INPUT_INPUT;
 constexpr int kW = DTMM_FULLY_CONNECTED_V2_INPUT_W;
 constexpr int kNumInputs = DTMM_FULLY_CONNECTED_V2_NUM_INPUTS;
@@ -94,62 +100,11 @@ dtmm_fc_filter MakeFilter(const void* w, int32_t w_bytes, int32_t c_out) {
   return f;
 }
 
-// Elements of t (-1 if a dimension is negative or the count passes int32).
-int64_t Elements(const TfLiteTensor* t) {
-  int64_t n = 1;
-  for (int i = 0; i < t->dims->size; ++i) {
-    if (t->dims->data[i] < 0) return -1;
-    n *= t->dims->data[i];
-    if (n > INT32_MAX) return -1;
-  }
-  return n;
-}
-
-bool CheckTensor(const TfLiteTensor* t, const char* what, TfLiteType type, int rank,
-                 bool constant) {
-  if (t == nullptr) {
-    MicroPrintf("%s: %s tensor is missing", kOp, what);
-    return false;
-  }
-  if (t->type != type) {
-    MicroPrintf("%s: %s must be %s, got %s", kOp, what, TfLiteTypeGetName(type),
-                TfLiteTypeGetName(t->type));
-    return false;
-  }
-  if (t->dims == nullptr || (rank > 0 ? t->dims->size != rank : t->dims->size < 1)) {
-    MicroPrintf("%s: %s must have rank %s%d, got %d", kOp, what, rank > 0 ? "" : ">= ",
-                rank > 0 ? rank : 1, t->dims == nullptr ? -1 : t->dims->size);
-    return false;
-  }
-  if (Elements(t) < 0) {
-    MicroPrintf("%s: %s has a negative or too large shape", kOp, what);
-    return false;
-  }
-  if (constant && !tflite::IsConstantTensor(t)) {
-    MicroPrintf("%s: %s must be a constant tensor", kOp, what);
-    return false;
-  }
-  return true;
-}
-
-bool PerTensorZeroPoint(const TfLiteTensor* t, const char* what, int32_t* zp) {
-  if (t->quantization.type == kTfLiteAffineQuantization &&
-      t->quantization.params != nullptr) {
-    const auto* q = static_cast<const TfLiteAffineQuantization*>(t->quantization.params);
-    if (q->zero_point != nullptr && q->zero_point->size > 1) {
-      MicroPrintf("%s: %s must be per-tensor quantized", kOp, what);
-      return false;
-    }
-  }
-  *zp = t->params.zero_point;
-  return true;
-}
-
 TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, TfLiteTensor* const* in,
                             const TfLiteTensor* output) {
-  if (!CheckTensor(in[kInput], "input", kTfLiteInt8, 0, false) ||
-      !CheckTensor(output, "output", kTfLiteInt8, 0, false) ||
-      !CheckTensor(in[kW], "w", kTfLiteInt8, 1, true)) {
+  if (!CheckTensor(kOp, in[kInput], "input", kTfLiteInt8, 0, false) ||
+      !CheckTensor(kOp, output, "output", kTfLiteInt8, 0, false) ||
+      !CheckTensor(kOp, in[kW], "w", kTfLiteInt8, 1, true)) {
     return kTfLiteError;
   }
   const int64_t in_n = Elements(in[kInput]), out_n = Elements(output);
@@ -181,8 +136,8 @@ TfLiteStatus PrepareTensors(TfLiteContext* context, OpData* data, TfLiteTensor* 
   d.output_c = c_out;
 
   int32_t input_zp = 0, output_zp = 0;
-  if (!PerTensorZeroPoint(in[kInput], "input", &input_zp) ||
-      !PerTensorZeroPoint(output, "output", &output_zp)) {
+  if (!PerTensorZeroPoint(kOp, in[kInput], "input", &input_zp) ||
+      !PerTensorZeroPoint(kOp, output, "output", &output_zp)) {
     return kTfLiteError;
   }
   if (input_zp != data->in_zp) {

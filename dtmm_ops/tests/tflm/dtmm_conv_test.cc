@@ -440,6 +440,29 @@ TEST(DtmmConvMalformed, TensorShapes) {
   }
 }
 
+// The tensor checks shared with DTMM_FULLY_CONNECTED (dtmm_op_checks.h): a negative
+// dimension, and more than INT32_MAX elements, fail in Prepare.
+TEST(DtmmConvMalformed, SharedTensorChecks) {
+  ASSERT_TRUE(BaselineOk());
+  const std::vector<uint8_t> opts = dtmm_test::BuildOptions(g_layer, OptionsSpec());
+  {
+    DtmmNode node(g_layer, g_dtmm_out);
+    node.in_dims[2] = -5;  // input height
+    EXPECT_NE(kTfLiteOk, RunDtmm(node, opts));
+  }
+  {
+    DtmmNode node(g_layer, g_dtmm_out);
+    node.out_dims[3] = -1;  // output width
+    EXPECT_NE(kTfLiteOk, RunDtmm(node, opts));
+  }
+  {
+    DtmmNode node(g_layer, g_dtmm_out);
+    node.in_dims[2] = 1 << 20;  // 2^40 * C_in elements
+    node.in_dims[3] = 1 << 20;
+    EXPECT_NE(kTfLiteOk, RunDtmm(node, opts));
+  }
+}
+
 TEST(DtmmConvMalformed, TensorTypesAndKinds) {
   ASSERT_TRUE(BaselineOk());
   const std::vector<uint8_t> opts = dtmm_test::BuildOptions(g_layer, OptionsSpec());

@@ -337,6 +337,32 @@ TEST(DtmmFc, RejectsMalformed) {
   }
 }
 
+// The tensor checks shared with DTMM_CONV_2D (dtmm_op_checks.h): a negative
+// dimension, and more than INT32_MAX elements, fail in Prepare.
+TEST(DtmmFc, RejectsBadShapes) {
+  MakeFc({1, 64, 8, 16, 50, 1, kTfLiteActNone, 3, -2, 0, 10}, &g_fc);
+  const std::vector<uint8_t> opts = BuildOptions(g_fc, OptionsSpec());
+  {
+    DtmmNode node(g_fc, g_dtmm_out);
+    EXPECT_EQ(kTfLiteOk, RunDtmm(node, opts));
+  }
+  {
+    DtmmNode node(g_fc, g_dtmm_out);
+    node.in_dims[1] = -1;  // batches
+    EXPECT_NE(kTfLiteOk, RunDtmm(node, opts));
+  }
+  {
+    DtmmNode node(g_fc, g_dtmm_out);
+    node.out_dims[1] = -1;
+    EXPECT_NE(kTfLiteOk, RunDtmm(node, opts));
+  }
+  {
+    DtmmNode node(g_fc, g_dtmm_out);
+    node.in_dims[1] = 1 << 30;  // 2^30 * 64 elements
+    EXPECT_NE(kTfLiteOk, RunDtmm(node, opts));
+  }
+}
+
 TEST(DtmmFc, RejectsBitmapPaddingBits) {
   // 3 rows x 2 blocks = 6 bits: bits 6..31 of the bitmap are padding.
   MakeFc({1, 32, 3, 16, 100, 1, kTfLiteActNone, 0, 0, 0, 11}, &g_fc);
