@@ -75,12 +75,16 @@ void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t*
     int32_t py[DTMM_P], px[DTMM_P], oo[DTMM_P];
     int32_t np = 0;
     while (np < DTMM_P && y < g->out_h) {
-      if (!done || !done(g, ctx, y, x)) {
+      const int32_t skip = done ? done(g, ctx, y, x) : 0;
+      if (skip == 0) {
         py[np] = y;
         px[np] = x;
         np++;
+        x++;
+      } else {
+        x += skip; /* computed by the caller's driver, up to the end of the row */
       }
-      if (++x == g->out_w) {
+      if (x >= g->out_w) {
         x = 0;
         ++y;
       }
