@@ -55,9 +55,10 @@ int32_t dtmm_expanded_s8_get_buffer_size(const dtmm_geom* g);
 
 /* Pixels in groups of DTMM_P, each group's windows copied to DTMM_P im2col rows in
  * scratch: every run of consecutive kept taps is one dot product. `done` (may be
- * NULL) marks pixels another driver computed; fully pruned channels are skipped
- * (their constant must be written already). */
-typedef int (*dtmm_pixel_done)(const dtmm_geom* g, const void* ctx, int32_t y, int32_t x);
+ * NULL) gives the number of consecutive pixels of row y from x on that another
+ * driver computed (0: pixel (y, x) is left here; a whole interior is one call);
+ * fully pruned channels are skipped (their constant must be written already). */
+typedef int32_t (*dtmm_pixel_done)(const dtmm_geom* g, const void* ctx, int32_t y, int32_t x);
 void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                     int8_t* out, int8_t* scratch, dtmm_pixel_done done, const void* ctx);
 int32_t dtmm_im2col_s8_get_buffer_size(const dtmm_geom* g);

@@ -77,10 +77,12 @@ static uint32_t dtmm_rect_kinds(const dtmm_geom* g) {
                     ((!yb || !xb || dtmm_rect_ok(1, 1)) << 3));
 }
 
-static int dtmm_rect_done(const dtmm_geom* g, const void* ctx, int32_t y, int32_t x) {
+/* The pixels of row y from x on to the end of x's class when the rectangles
+ * compute that class, else 0. */
+static int32_t dtmm_rect_done(const dtmm_geom* g, const void* ctx, int32_t y, int32_t x) {
   const uint32_t kinds = *(const uint32_t*)ctx;
   const int32_t k = ((y < g->y_lo || y >= g->y_hi) ? 2 : 0) + ((x < g->x_lo || x >= g->x_hi) ? 1 : 0);
-  return (int)((kinds >> k) & 1u);
+  return ((kinds >> k) & 1u) ? dtmm_class_end(x, g->x_lo, g->x_hi) - x : 0;
 }
 
 /* Scratch: the rectangles' tap offsets and dense filter (they run first; kept off
@@ -117,6 +119,95 @@ DTMM_INLINE void dtmm_rect_add(dtmm_run* tb, int32_t* nr, int32_t* last, int32_t
   *last = t;
 }
 
+/* What the group loop reads from memory (the stack: no register needed). */
+typedef struct {
+  int32_t acc[2];        /* the start value, twice: two LDRD set the 4 sums */
+  const dtmm_run* tb;    /* the channel's run table (never empty here) */
+  uint32_t step_i, step_o; /* input / output bytes from one group to the next */
+  uintptr_t og_end;      /* the output pointer after the last group */
+  int32_t out_off;
+} dtmm_rect_loop;
+
+/* Groups at p, p + step_i, ... (outputs og, og + step_o, ...) until og reaches
+ * L->og_end (at least one group): per group every run of the table
+ * (dtmm_mac_runs_x4), requantized as dtmm_requant_x4 and stored as its 4 bytes.
+ * One asm loop: the compiler's loop spilled the sums' start value, the table,
+ * the steps and the clamp around the run loop's 13 registers (35 -> 24
+ * instructions per group besides the runs). */
+DTMM_INLINE void dtmm_rect_groups(const dtmm_rect_loop* L, const int8_t* p, int8_t* og,
+                                  const dtmm_rq_x4* rq, int32x4_t lo, int32x4_t hi,
+                                  uint32x4_t ov) {
+#if defined(__GNUC__) && defined(__OPTIMIZE__) /* -O0 keeps r7 as frame pointer */
+  int32_t s0, s1, s2, s3;
+  const dtmm_run* tb;
+  const int8_t *x0, *x1, *x2, *x3, *w;
+  __asm volatile(
+      "0:\n\t"
+      "ldrd %[s0], %[s1], %[acc]\n\t"
+      "ldrd %[s2], %[s3], %[acc]\n\t"
+      "ldr %[tb], %[tb0]\n"
+      "1:\n\t"
+      "ldrd %[x0], %[x1], [%[tb]]\n\t"
+      "ldrd %[x2], %[x3], [%[tb], #8]\n\t"
+      "add %[x0], %[p]\n\t"
+      "add %[x1], %[p]\n\t"
+      "add %[x2], %[p]\n\t"
+      "add %[x3], %[p]\n\t"
+      "ldrd lr, %[w], [%[tb], #16]\n\t"
+      "add %[tb], #24\n\t"
+      "dlstp.8 lr, lr\n"
+      "2:\n\t"
+      "vldrb.8 q0, [%[w]], #16\n\t"
+      "vldrb.8 q1, [%[x0]], #16\n\t"
+      "vmladava.s8 %[s0], q1, q0\n\t"
+      "vldrb.8 q1, [%[x1]], #16\n\t"
+      "vmladava.s8 %[s1], q1, q0\n\t"
+      "vldrb.8 q1, [%[x2]], #16\n\t"
+      "vmladava.s8 %[s2], q1, q0\n\t"
+      "vldrb.8 q1, [%[x3]], #16\n\t"
+      "vmladava.s8 %[s3], q1, q0\n\t"
+      "letp lr, 2b\n\t"
+      "ldr %[x0], [%[tb], #16]\n\t"
+      "cmp %[x0], #0\n\t"
+      "bne 1b\n\t"
+      "vmov q0[2], q0[0], %[s0], %[s2]\n\t"
+      "vmov q0[3], q0[1], %[s1], %[s3]\n\t"
+      "vshl.s32 q0, q0, %q[left]\n\t"
+      "vqrdmulh.s32 q0, q0, %q[mult]\n\t"
+      "vand q1, q0, %q[neg]\n\t"
+      "vshr.s32 q1, q1, #31\n\t"
+      "vqadd.s32 q0, q0, q1\n\t"
+      "vrshl.s32 q0, q0, %q[neg]\n\t"
+      "ldr %[x0], %[off]\n\t"
+      "vadd.i32 q0, q0, %[x0]\n\t"
+      "vmax.s32 q0, q0, %q[lo]\n\t"
+      "vmin.s32 q0, q0, %q[hi]\n\t"
+      "vstrb.32 q0, [%[og], %q[ov]]\n\t"
+      "ldr %[x0], %[si]\n\t"
+      "add %[p], %[x0]\n\t"
+      "ldr %[x0], %[so]\n\t"
+      "add %[og], %[x0]\n\t"
+      "ldr %[x0], %[oe]\n\t"
+      "cmp %[og], %[x0]\n\t"
+      "bne 0b\n"
+      : [s0] "=&Te"(s0), [s1] "=&Te"(s1), [s2] "=&Te"(s2), [s3] "=&Te"(s3), [tb] "=&r"(tb),
+        [w] "=&r"(w), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3),
+        [p] "+r"(p), [og] "+r"(og)
+      : [acc] "m"(L->acc), [tb0] "m"(L->tb), [off] "m"(L->out_off), [si] "m"(L->step_i),
+        [so] "m"(L->step_o), [oe] "m"(L->og_end), [left] "w"(rq->left), [mult] "w"(rq->mult),
+        [neg] "w"(rq->neg), [lo] "w"(lo), [hi] "w"(hi), [ov] "w"(ov)
+      : "q0", "q1", "lr", "cc", "memory");
+#else
+  do {
+    const int32x4_t v = dtmm_requant_x4(dtmm_mac_runs_x4(L->tb, p, L->acc[0]), rq->left,
+                                        rq->mult, rq->neg, L->out_off, lo, hi);
+    vstrbq_scatter_offset_s32(og, ov, v);
+    p = (const int8_t*)((uintptr_t)p + L->step_i);
+    og += L->step_o;
+  } while ((uintptr_t)og != L->og_end);
+#endif
+}
+
 /* One rectangle [y0, y1) x [x0, x1), all channels. Out of line: its run table
  * leaves the stack before the im2col part runs. */
 static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_fwcs_filter* f,
@@ -150,6 +241,8 @@ static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_f
   uint32_t vm = 0;
   const int8_t* w = f->values;
   uint32x4_t ov;
+  dtmm_rect_loop lp;
+  uintptr_t last_i, last_o; /* the last block of a row from the row's first */
   for (kh = 0; kh < g->ker_h; ++kh)
     if ((ym >> kh) & 1u) vm |= xm << (kh * g->ker_w);
   bw = dtmm_block_w(wid, hgt, &best);
@@ -187,6 +280,11 @@ static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_f
       out_last_i = xl * ci, out_last_o = xl * oc_u;
     }
   }
+  lp.step_i = in_step_i;
+  lp.step_o = in_step_o;
+  lp.out_off = g->out_off;
+  last_i = n_in > 1 ? (uintptr_t)(n_in - 2) * in_step_i + in_last_i : 0;
+  last_o = n_in > 1 ? (uintptr_t)(n_in - 2) * in_step_o + in_last_o : 0;
   /* The first block's origin: outside the input for a top/left border rectangle
    * (only origin + in-bounds tap offset is ever turned into a pointer). */
   bo0 = (intptr_t)((int64_t)(y0 * g->sh - g->pt) * g->in_w * in_c +
@@ -257,6 +355,7 @@ static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_f
       }
     }
     tb[nr].n = 0;
+    lp.tb = tb;
     {
       const dtmm_rq_x4 rq = dtmm_rq_channel(f->multiplier[oc], f->shift[oc]);
       uintptr_t prow = (uintptr_t)in + (uintptr_t)bo0;
@@ -276,17 +375,17 @@ static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_f
         }
         continue;
       }
+      lp.acc[0] = lp.acc[1] = (int32_t)acc0;
       for (iy = n_out; iy > 0; --iy) {
-        uintptr_t pg = prow;
-        uintptr_t og = orow;
-        for (ix = n_in; ix > 0; --ix) {
-          const int32x4_t v = dtmm_requant_x4(dtmm_mac_runs_x4(tb, (const int8_t*)pg, (int32_t)acc0),
-                                              rq.left, rq.mult, rq.neg, g->out_off, vlo, vhi);
-          vstrbq_scatter_offset_s32((int8_t*)og, ov, v);
-          /* next block; the last one of the row overlaps its neighbour */
-          pg += ix == 2 ? in_last_i : in_step_i;
-          og += ix == 2 ? in_last_o : in_step_o;
+        /* the blocks of a row one step apart, then the last one, which overlaps
+         * its neighbour (uintptr_t: wrapping sums of in-bounds steps) */
+        if (n_in > 1) {
+          lp.og_end = orow + (uintptr_t)(n_in - 1) * in_step_o;
+          dtmm_rect_groups(&lp, (const int8_t*)prow, (int8_t*)orow, &rq, vlo, vhi, ov);
         }
+        lp.og_end = orow + last_o + in_step_o;
+        dtmm_rect_groups(&lp, (const int8_t*)(prow + last_i), (int8_t*)(orow + last_o), &rq,
+                         vlo, vhi, ov);
         prow += iy == 2 ? out_last_i : out_step_i;
         orow += iy == 2 ? out_last_o : out_step_o;
       }

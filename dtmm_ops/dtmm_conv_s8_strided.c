@@ -52,11 +52,16 @@ static void dtmm_strided_layout(const dtmm_geom* g, dtmm_strided* s) {
   }
 }
 
-static int dtmm_strided_done(const dtmm_geom* g, const void* ctx, int32_t y, int32_t x) {
+/* The covered pixels of row y from x on (0 where (y, x) is not covered). */
+static int32_t dtmm_strided_done(const dtmm_geom* g, const void* ctx, int32_t y, int32_t x) {
   const dtmm_strided* s = (const dtmm_strided*)ctx;
   if (s->groups == 0) return 0;
-  if (s->along_y) return x >= g->x_lo && x < g->x_hi && y >= g->y_lo && y < g->y_lo + s->covered;
-  return y >= g->y_lo && y < g->y_hi && x >= g->x_lo && x < g->x_lo + s->covered;
+  if (s->along_y)
+    return x >= g->x_lo && x < g->x_hi && y >= g->y_lo && y < g->y_lo + s->covered ? g->x_hi - x
+                                                                                    : 0;
+  return y >= g->y_lo && y < g->y_hi && x >= g->x_lo && x < g->x_lo + s->covered
+             ? g->x_lo + s->covered - x
+             : 0;
 }
 
 int32_t dtmm_window_s8_get_buffer_size(const dtmm_geom* g) {

@@ -887,6 +887,50 @@ static void test_driver_shapes(void) {
   }
 }
 
+/* Window drivers (grp): MVE rectangles' asm group loop (rows of 1, 2 and many
+ * blocks, 4x1 / 2x2 / 1x4 blocks, the overlapping last block), the classes the
+ * im2col part skips a row at a time (corners and short edges left to it, lines),
+ * DSP/portable strided lines with leftovers; positive shifts (the left shift of
+ * the requantization) and fully pruned channels at low keep rates. */
+static void test_window_shapes(void) {
+  static const int32_t shapes[][14] = {
+      /* h, w, c_in, c_out, kh, kw, sh, sw, dh, dw, valid, keep%, seed, shift */
+      {5, 5, 16, 7, 3, 3, 1, 1, 1, 1, 0, 50, 101, -7}, {6, 9, 16, 9, 3, 3, 1, 1, 1, 1, 0, 90, 102, 1},
+      {17, 3, 20, 6, 3, 3, 1, 1, 1, 1, 0, 60, 103, -8}, {3, 17, 24, 6, 3, 3, 1, 1, 1, 1, 0, 40, 104, 2},
+      {16, 16, 16, 5, 3, 3, 2, 2, 1, 1, 0, 50, 105, -6}, {15, 15, 17, 6, 3, 3, 2, 2, 1, 1, 0, 25, 106, -9},
+      {9, 6, 18, 5, 3, 3, 1, 1, 1, 1, 0, 10, 107, -5}, {7, 7, 32, 4, 3, 3, 1, 1, 1, 1, 0, 100, 108, 0},
+      {10, 10, 16, 5, 5, 5, 2, 2, 1, 1, 0, 50, 109, -7}, {8, 1, 32, 6, 3, 1, 1, 1, 1, 1, 0, 70, 110, -6},
+      {1, 8, 32, 6, 1, 3, 1, 1, 1, 1, 0, 30, 111, 1},  {21, 2, 16, 5, 3, 3, 1, 1, 1, 1, 0, 75, 112, -8},
+      {2, 21, 16, 5, 3, 3, 1, 1, 1, 1, 0, 65, 113, -7}, {12, 12, 9, 6, 2, 2, 1, 1, 1, 1, 0, 55, 114, 3},
+      {9, 13, 20, 5, 3, 3, 1, 2, 1, 1, 1, 45, 115, -6}, {6, 6, 16, 33, 3, 3, 1, 1, 1, 1, 0, 15, 116, -5},
+  };
+  size_t i;
+  char name[160];
+  for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
+    const int32_t* t = shapes[i];
+    layer_t L;
+    int32_t pt, pl, oh, ow;
+    arena_reset();
+    oh = out_size(t[0], t[4], t[6], t[8], (int)t[10], &pt);
+    ow = out_size(t[1], t[5], t[7], t[9], (int)t[10], &pl);
+    set_layer(&L, t[0], t[1], t[2], oh, ow, t[3], t[4], t[5]);
+    L.p.stride_h = t[6];
+    L.p.stride_w = t[7];
+    L.p.dilation_h = t[8];
+    L.p.dilation_w = t[9];
+    L.p.pad_top = pt;
+    L.p.pad_left = pl;
+    L.p.input_zero_point = -128 + (int32_t)(i * 71 % 256);
+    L.p.output_offset = (int32_t)(i * 37 % 256) - 128;
+    snprintf(name, sizeof(name), "window#%d %ldx%ldx%ld->%ld k%ldx%ld s%ld keep%ld%% shift%ld",
+             (int)i, (long)t[0], (long)t[1], (long)t[2], (long)t[3], (long)t[4], (long)t[5],
+             (long)t[6], (long)t[11], (long)t[13]);
+    run_built(name, &L, 0x85EBCA6Bu + (uint32_t)t[12], (int)t[11], (int32_t)(i * 613) - 3000,
+              t[13] > 0 ? (1 << 28) + (int32_t)(i * 104729) : (1 << 30) + (int32_t)(i * 7919),
+              t[13]);
+  }
+}
+
 /* ------------------------------------------------ filterlet blocks (version 2) */
 
 /* Corruptions of a valid 1x1 block layer: 3 channels over C_in 32 at B = 8 (4
@@ -1092,6 +1136,7 @@ int main(int argc, char** argv) {
   test_validation();
   test_regressions();
   test_driver_shapes();
+  test_window_shapes();
   test_fixed_shapes();
   test_golden();
   test_random(cases);
