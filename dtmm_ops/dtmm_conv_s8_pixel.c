@@ -66,42 +66,40 @@ static const uint16_t k_lane_pred[16] = {
     0x0000, 0x000F, 0x00F0, 0x00FF, 0x0F00, 0x0F0F, 0x0FF0, 0x0FFF,
     0xF000, 0xF00F, 0xF0F0, 0xF0FF, 0xFF00, 0xFF0F, 0xFFF0, 0xFFFF};
 
-/* 1x1, one pixel, 4 consecutive channels at a time. Two or more kept is one
- * dtmm_mac_1x4 (one input load for up to 4 rows of values; a pruned lane reads a
- * kept row and is then reset to its bias), a single kept one dtmm_mac_1: the cost
- * per 4 channels only falls as channels are pruned. */
+/* Per 4-bit lane mask: bits 2j..2j+1 the row (among the kept ones, in order) lane j
+ * reads, 0 for a pruned lane (it reads the first kept row; its sum is dropped);
+ * bits 8..10 the number kept. */
+static const uint16_t k_lane_rows[16] = {0x000, 0x100, 0x100, 0x204, 0x100, 0x210,
+                                         0x210, 0x324, 0x100, 0x240, 0x240, 0x384,
+                                         0x240, 0x390, 0x390, 0x4E4};
+
+/* 1x1, one pixel, 4 consecutive channels at a time: the kept ones are consecutive
+ * rows of C_in values, so any 1-4 kept channels are one dtmm_mac_1x4_v with the row
+ * pointers from a table (no branch per lane); the sums are added to the bias in
+ * the kept lanes. The bitmap is read a word (8 groups) at a time; a group with no
+ * kept channel is its bias, requantized. */
 static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                                  const int8_t* win, int8_t* out) {
   const int32_t c = g->in_c, out_c = g->out_c;
   const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
   const int8_t* w = f->values;
   int32_t oc;
-  for (oc = 0; oc < out_c; oc += 4) {
+  uint32_t word = 0;
+  for (oc = 0; oc < out_c; oc += 4, word >>= 4) {
     const int32_t lanes = out_c - oc < 4 ? out_c - oc : 4;
     const mve_pred16_t p = vctp32q((uint32_t)lanes);
-    const uint32_t nib = dtmm_bits(f->bitmap, f->bitmap_bytes, oc, lanes);
-    const int32x4_t bias = vldrwq_z_s32(f->bias + oc, p);
-    int32x4_t acc = bias;
+    uint32_t nib;
+    int32x4_t acc = vldrwq_z_s32(f->bias + oc, p);
     dtmm_rq_x4 rq;
-    if (nib & (nib - 1u)) { /* two or more kept */
-      int32_t a[4];
-      const int8_t *r0 = w, *r1, *r2, *r3;
-      if (nib & 1u) w += c;
-      r1 = w;
-      if (nib & 2u) w += c;
-      r2 = (nib & 4u) ? w : r0;
-      if (nib & 4u) w += c;
-      r3 = (nib & 8u) ? w : r0;
-      if (nib & 8u) w += c;
-      if (!(nib & 2u)) r1 = r0;
-      vstrwq_s32(a, bias);
-      dtmm_mac_1x4(r0, r1, r2, r3, win, c, a);
-      acc = vpselq_s32(vldrwq_s32(a), bias, k_lane_pred[nib]);
-    } else if (nib) { /* one kept, lane j */
-      const int32_t j = DTMM_CTZ(nib);
-      acc = vpselq_s32(vdupq_n_s32(dtmm_mac_1(w, win, c, f->bias[oc + j])), bias,
-                       k_lane_pred[nib]);
-      w += c;
+    if ((oc & 31) == 0) word = dtmm_bits32(f->bitmap, f->bitmap_bytes, oc);
+    nib = word & 15u; /* bits past C_out are 0 (validated padding) */
+    if (nib) {
+      const uint32_t t = k_lane_rows[nib];
+      const int8_t* r1 = w + c * (int32_t)((t >> 2) & 3u);
+      const int8_t* r2 = w + c * (int32_t)((t >> 4) & 3u);
+      const int8_t* r3 = w + c * (int32_t)((t >> 6) & 3u);
+      acc = vaddq_m_s32(acc, acc, dtmm_mac_1x4_v(w, r1, r2, r3, win, c), k_lane_pred[nib]);
+      w += c * (int32_t)(t >> 8);
     }
     rq = dtmm_rq_channels(f->multiplier + oc, f->shift + oc, lanes);
     vstrbq_p_s32(out + oc, dtmm_requant_x4(acc, rq.left, rq.mult, rq.neg, g->out_off, lo, hi), p);
