@@ -61,48 +61,54 @@ DTMM_INLINE const int8_t* dtmm_channel_dot(const dtmm_geom* g, const dtmm_fwcs_f
 }
 
 #if defined(DTMM_ARCH_MVE)
-/* Lane predicate (4 bits per 32-bit lane) of a 4-bit lane mask. */
-static const uint16_t k_lane_pred[16] = {
-    0x0000, 0x000F, 0x00F0, 0x00FF, 0x0F00, 0x0F0F, 0x0FF0, 0x0FFF,
-    0xF000, 0xF00F, 0xF0F0, 0xF0FF, 0xFF00, 0xFF0F, 0xFFF0, 0xFFFF};
+/* 1x1, one pixel: a sparse matrix-vector product. The kept channels' rows are
+ * consecutive in the values, so any 4 kept channels are 4 consecutive rows: one
+ * dtmm_mac_1x4_v per 4 KEPT channels (the cost falls with every pruned channel),
+ * the 4 sums scattered to their channels in a block of 32 int32 on the stack
+ * (zeroed first, so a pruned channel's sum is 0). Per block (one bitmap word) the
+ * channels are then requantized 4 at a time with their biases. */
+#define DTMM_PIXEL_BLOCK 32
+DTMM_INLINE uint32x4_t dtmm_ctz4(uint32_t m0, uint32_t m1, uint32_t m2, uint32_t m3) {
+  return vreinterpretq_u32_s32(dtmm_vec4((int32_t)DTMM_CTZ(m0), (int32_t)DTMM_CTZ(m1),
+                                         (int32_t)DTMM_CTZ(m2), (int32_t)DTMM_CTZ(m3)));
+}
 
-/* Per 4-bit lane mask: bits 2j..2j+1 the row (among the kept ones, in order) lane j
- * reads, 0 for a pruned lane (it reads the first kept row; its sum is dropped);
- * bits 8..10 the number kept. */
-static const uint16_t k_lane_rows[16] = {0x000, 0x100, 0x100, 0x204, 0x100, 0x210,
-                                         0x210, 0x324, 0x100, 0x240, 0x240, 0x384,
-                                         0x240, 0x390, 0x390, 0x4E4};
-
-/* 1x1, one pixel, 4 consecutive channels at a time: the kept ones are consecutive
- * rows of C_in values, so any 1-4 kept channels are one dtmm_mac_1x4_v with the row
- * pointers from a table (no branch per lane); the sums are added to the bias in
- * the kept lanes. The bitmap is read a word (8 groups) at a time; a group with no
- * kept channel is its bias, requantized. */
 static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                                  const int8_t* win, int8_t* out) {
   const int32_t c = g->in_c, out_c = g->out_c;
   const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
+  const int32x4_t zero = vdupq_n_s32(0);
   const int8_t* w = f->values;
-  int32_t oc;
-  uint32_t word = 0;
-  for (oc = 0; oc < out_c; oc += 4, word >>= 4) {
-    const int32_t lanes = out_c - oc < 4 ? out_c - oc : 4;
-    const mve_pred16_t p = vctp32q((uint32_t)lanes);
-    uint32_t nib;
-    int32x4_t acc = vldrwq_z_s32(f->bias + oc, p);
-    dtmm_rq_x4 rq;
-    if ((oc & 31) == 0) word = dtmm_bits32(f->bitmap, f->bitmap_bytes, oc);
-    nib = word & 15u; /* bits past C_out are 0 (validated padding) */
-    if (nib) {
-      const uint32_t t = k_lane_rows[nib];
-      const int8_t* r1 = w + c * (int32_t)((t >> 2) & 3u);
-      const int8_t* r2 = w + c * (int32_t)((t >> 4) & 3u);
-      const int8_t* r3 = w + c * (int32_t)((t >> 6) & 3u);
-      acc = vaddq_m_s32(acc, acc, dtmm_mac_1x4_v(w, r1, r2, r3, win, c), k_lane_pred[nib]);
-      w += c * (int32_t)(t >> 8);
+  int32_t acc[DTMM_PIXEL_BLOCK];
+  int32_t b, k;
+  for (b = 0; b < out_c; b += DTMM_PIXEL_BLOCK) {
+    const int32_t n = out_c - b < DTMM_PIXEL_BLOCK ? out_c - b : DTMM_PIXEL_BLOCK;
+    uint32_t m = dtmm_bits32(f->bitmap, f->bitmap_bytes, b); /* 0 past C_out */
+    for (k = 0; k < n; k += 4) vstrwq_s32(acc + k, zero);
+    while (m) {
+      const uint32_t m1 = m & (m - 1u), m2 = m1 & (m1 - 1u), m3 = m2 & (m2 - 1u);
+      if (m3) { /* 4 or more left */
+        vstrwq_scatter_shifted_offset_s32(acc, dtmm_ctz4(m, m1, m2, m3),
+                                          dtmm_mac_1x4_v(w, w + c, w + 2 * c, w + 3 * c, win, c));
+        w += 4 * c;
+        m = m3 & (m3 - 1u);
+      } else { /* the last 1-3: unused lanes read the first row, store nothing */
+        const int32_t kept = 1 + (m1 != 0) + (m2 != 0);
+        vstrwq_scatter_shifted_offset_p_s32(
+            acc, dtmm_ctz4(m, m1 | 0x80000000u, m2 | 0x80000000u, m),
+            dtmm_mac_1x4_v(w, m1 ? w + c : w, m2 ? w + 2 * c : w, w, win, c),
+            vctp32q((uint32_t)kept));
+        w += kept * c;
+        m = 0;
+      }
     }
-    rq = dtmm_rq_channels(f->multiplier + oc, f->shift + oc, lanes);
-    vstrbq_p_s32(out + oc, dtmm_requant_x4(acc, rq.left, rq.mult, rq.neg, g->out_off, lo, hi), p);
+    for (k = 0; k < n; k += 4) {
+      const int32_t lanes = n - k < 4 ? n - k : 4;
+      const mve_pred16_t p = vctp32q((uint32_t)lanes);
+      const dtmm_rq_x4 rq = dtmm_rq_channels(f->multiplier + b + k, f->shift + b + k, lanes);
+      const int32x4_t v = vaddq_s32(vldrwq_s32(acc + k), vldrwq_z_s32(f->bias + b + k, p));
+      vstrbq_p_s32(out + b + k, dtmm_requant_x4(v, rq.left, rq.mult, rq.neg, g->out_off, lo, hi), p);
+    }
   }
 }
 #endif
