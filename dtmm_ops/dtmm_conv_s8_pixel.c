@@ -73,10 +73,35 @@ DTMM_INLINE uint32x4_t dtmm_ctz4(uint32_t m0, uint32_t m1, uint32_t m2, uint32_t
                                          (int32_t)DTMM_CTZ(m2), (int32_t)DTMM_CTZ(m3)));
 }
 
+/* out[k] = requantized acc[k] + bias[k], k < n <= DTMM_PIXEL_BLOCK: whole groups of
+ * 4 unpredicated, then the last 1-3 channels predicated (pointers in locals: the
+ * stores to out may alias anything). */
+DTMM_INLINE void dtmm_pixel_requant_block(const int32_t* acc, const int32_t* bias,
+                                          const int32_t* mult, const int32_t* shift,
+                                          int32_t n, int32_t out_off, int32_t act_min,
+                                          int32_t act_max, int8_t* out) {
+  const int32x4_t lo = vdupq_n_s32(act_min), hi = vdupq_n_s32(act_max);
+  const int32x4_t zero = vdupq_n_s32(0);
+  int32_t k;
+  for (k = n >> 2; k > 0; --k) {
+    const int32x4_t sh = vldrwq_s32(shift);
+    const int32x4_t v = vaddq_s32(vldrwq_s32(acc), vldrwq_s32(bias));
+    vstrbq_s32(out, dtmm_requant_x4(v, vmaxq_s32(sh, zero), vldrwq_s32(mult), vminq_s32(sh, zero),
+                                    out_off, lo, hi));
+    acc += 4, bias += 4, mult += 4, shift += 4, out += 4;
+  }
+  if (n & 3) {
+    const mve_pred16_t p = vctp32q((uint32_t)(n & 3));
+    const int32x4_t sh = vldrwq_z_s32(shift, p);
+    const int32x4_t v = vaddq_s32(vldrwq_s32(acc), vldrwq_z_s32(bias, p));
+    vstrbq_p_s32(out, dtmm_requant_x4(v, vmaxq_s32(sh, zero), vldrwq_z_s32(mult, p),
+                                      vminq_s32(sh, zero), out_off, lo, hi), p);
+  }
+}
+
 static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                                  const int8_t* win, int8_t* out) {
   const int32_t c = g->in_c, out_c = g->out_c;
-  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
   const int32x4_t zero = vdupq_n_s32(0);
   const int8_t* w = f->values;
   int32_t acc[DTMM_PIXEL_BLOCK];
@@ -102,13 +127,8 @@ static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
         m = 0;
       }
     }
-    for (k = 0; k < n; k += 4) {
-      const int32_t lanes = n - k < 4 ? n - k : 4;
-      const mve_pred16_t p = vctp32q((uint32_t)lanes);
-      const dtmm_rq_x4 rq = dtmm_rq_channels(f->multiplier + b + k, f->shift + b + k, lanes);
-      const int32x4_t v = vaddq_s32(vldrwq_s32(acc + k), vldrwq_z_s32(f->bias + b + k, p));
-      vstrbq_p_s32(out + b + k, dtmm_requant_x4(v, rq.left, rq.mult, rq.neg, g->out_off, lo, hi), p);
-    }
+    dtmm_pixel_requant_block(acc, f->bias + b, f->multiplier + b, f->shift + b, n,
+                             g->out_off, g->act_min, g->act_max, out + b);
   }
 }
 #endif
