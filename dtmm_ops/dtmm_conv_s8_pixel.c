@@ -60,6 +60,21 @@ DTMM_INLINE const int8_t* dtmm_channel_dot(const dtmm_geom* g, const dtmm_fwcs_f
   return v;
 }
 
+/* The 32 bitmap bits from byte q on (bits past the bitmap read as 0; the
+ * validated padding bits of the last byte are 0). */
+DTMM_INLINE uint32_t dtmm_pixel_word(const uint8_t* bm, int32_t len, int32_t q) {
+  uint32_t v = 0;
+  int32_t i;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (q + 4 <= len) {
+    memcpy(&v, bm + q, 4); /* one (unaligned) load */
+    return v;
+  }
+#endif
+  for (i = 0; i < 4 && q + i < len; ++i) v |= (uint32_t)bm[q + i] << (8 * i);
+  return v;
+}
+
 #if defined(DTMM_ARCH_MVE)
 /* 1x1, one pixel: a sparse matrix-vector product. The kept channels' rows are
  * consecutive in the values, so any 4 kept channels are 4 consecutive rows: one
@@ -108,7 +123,7 @@ static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
   int32_t b, k;
   for (b = 0; b < out_c; b += DTMM_PIXEL_BLOCK) {
     const int32_t n = out_c - b < DTMM_PIXEL_BLOCK ? out_c - b : DTMM_PIXEL_BLOCK;
-    uint32_t m = dtmm_bits32(f->bitmap, f->bitmap_bytes, b); /* 0 past C_out */
+    uint32_t m = dtmm_pixel_word(f->bitmap, f->bitmap_bytes, b >> 3);
     for (k = 0; k < n; k += 4) vstrwq_s32(acc + k, zero);
     while (m) {
       const uint32_t m1 = m & (m - 1u), m2 = m1 & (m1 - 1u), m3 = m2 & (m2 - 1u);
@@ -129,6 +144,27 @@ static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
     }
     dtmm_pixel_requant_block(acc, f->bias + b, f->multiplier + b, f->shift + b, n,
                              g->out_off, g->act_min, g->act_max, out + b);
+  }
+}
+#else
+/* 1x1, one pixel, a channel at a time: its bit from a word read per 32 channels,
+ * the arrays in locals (the byte stores to out may alias anything). */
+static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                                 const int8_t* win, int8_t* out) {
+  const int32_t c = g->in_c, out_c = g->out_c;
+  const int32_t *bias = f->bias, *mult = f->multiplier, *shift = f->shift;
+  const int32_t off = g->out_off, lo = g->act_min, hi = g->act_max;
+  const int8_t* w = f->values;
+  int32_t oc;
+  uint32_t m = 0;
+  for (oc = 0; oc < out_c; ++oc, m >>= 1) {
+    int32_t s = bias[oc];
+    if ((oc & 31) == 0) m = dtmm_pixel_word(f->bitmap, f->bitmap_bytes, oc >> 3);
+    if (m & 1u) {
+      s = dtmm_mac_1(w, win, c, s);
+      w += c;
+    }
+    out[oc] = dtmm_out_s8(dtmm_requantize(s, mult[oc], shift[oc]), off, lo, hi);
   }
 }
 #endif
@@ -157,19 +193,15 @@ void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const in
                  dtmm_requant_x4(vldrwq_s32(a), rq.left, rq.mult, rq.neg, g->out_off, lo, hi), p);
   }
 #else
-  const int32_t c = g->in_c;
+  if (taps == 1) {
+    dtmm_pixel_pointwise(g, f, win, out);
+    return;
+  }
   for (oc = 0; oc < out_c; ++oc) {
     int32_t s = f->bias[oc];
-    if (taps == 1) {
-      if (dtmm_bits(f->bitmap, f->bitmap_bytes, oc, 1)) {
-        s = dtmm_mac_1(w, win, c, s);
-        w += c;
-      }
-    } else {
-      int32_t a = s; /* s itself stays in a register */
-      w = dtmm_channel_dot(g, f, oc * taps, win, w, &a);
-      s = a;
-    }
+    int32_t a = s; /* s itself stays in a register */
+    w = dtmm_channel_dot(g, f, oc * taps, win, w, &a);
+    s = a;
     out[oc] = dtmm_requant_out(s, f->multiplier[oc], f->shift[oc], g);
   }
 #endif
