@@ -114,7 +114,8 @@ DTMM_INLINE void dtmm_pixel_requant_block(const int32_t* acc, const int32_t* bia
   }
 }
 
-static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+/* Out of line: its block and registers stay out of the k > 1 loop around it. */
+static __attribute__((noinline)) void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                                  const int8_t* win, int8_t* out) {
   const int32_t c = g->in_c, out_c = g->out_c;
   const int32x4_t zero = vdupq_n_s32(0);
