@@ -133,11 +133,15 @@ static __attribute__((noinline)) void dtmm_pixel_pointwise(const dtmm_geom* g, c
                                           dtmm_mac_1x4_v(w, w + c, w + 2 * c, w + 3 * c, win, c));
         w += 4 * c;
         m = m3 & (m3 - 1u);
-      } else { /* the last 1-3: unused lanes read the first row, store nothing */
-        const int32_t kept = 1 + (m1 != 0) + (m2 != 0);
+      } else if (!m1) { /* the last one: a single row */
+        acc[DTMM_CTZ(m)] = dtmm_mac_1(w, win, c, 0);
+        w += c;
+        m = 0;
+      } else { /* the last 2-3: unused lanes read the first row, store nothing */
+        const int32_t kept = 2 + (m2 != 0);
         vstrwq_scatter_shifted_offset_p_s32(
-            acc, dtmm_ctz4(m, m1 | 0x80000000u, m2 | 0x80000000u, m),
-            dtmm_mac_1x4_v(w, m1 ? w + c : w, m2 ? w + 2 * c : w, w, win, c),
+            acc, dtmm_ctz4(m, m1, m2 | 0x80000000u, m),
+            dtmm_mac_1x4_v(w, w + c, m2 ? w + 2 * c : w, w, win, c),
             vctp32q((uint32_t)kept));
         w += kept * c;
         m = 0;

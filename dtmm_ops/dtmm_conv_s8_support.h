@@ -793,6 +793,20 @@ DTMM_INLINE int dtmm_channel_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* 
 
 /* ---- px ---- */
 
+/* 1x1 kernels onto at most this many output pixels, over at least this many input
+ * channels, take the pixel driver (MVE: its per-kept-channel product beats 4-pixel
+ * groups on 2x2 / 3x3 planes; docs/kernels.md "Defaults"). */
+#ifndef DTMM_PIXEL_POINTWISE_MAX_PIXELS
+#if defined(DTMM_ARCH_MVE)
+#define DTMM_PIXEL_POINTWISE_MAX_PIXELS 9
+#else
+#define DTMM_PIXEL_POINTWISE_MAX_PIXELS 0
+#endif
+#endif
+#ifndef DTMM_PIXEL_POINTWISE_MIN_CIN
+#define DTMM_PIXEL_POINTWISE_MIN_CIN 64
+#endif
+
 #if defined(DTMM_ARCH_MVE)
 /* Four channels of one pixel from zero: lane j = w[j] . x over n >= 1 bytes, as one
  * vector (dtmm_mac_1x4 with the sums moved to a vector inside the block). */
