@@ -88,7 +88,7 @@ DTMM_INLINE uint32x4_t dtmm_ctz4(uint32_t m0, uint32_t m1, uint32_t m2, uint32_t
                                          (int32_t)DTMM_CTZ(m2), (int32_t)DTMM_CTZ(m3)));
 }
 
-/* out[k] = requantized acc[k] + bias[k], k < n <= DTMM_PIXEL_BLOCK: whole groups of
+/* out[k] = requantized acc[k] + bias[k], k < n: whole groups of
  * 4 unpredicated, then the last 1-3 channels predicated (pointers in locals: the
  * stores to out may alias anything). */
 DTMM_INLINE void dtmm_pixel_requant_block(const int32_t* acc, const int32_t* bias,
@@ -108,7 +108,7 @@ DTMM_INLINE void dtmm_pixel_requant_block(const int32_t* acc, const int32_t* bia
   if (n & 3) {
     const mve_pred16_t p = vctp32q((uint32_t)(n & 3));
     const int32x4_t sh = vldrwq_z_s32(shift, p);
-    const int32x4_t v = vaddq_s32(vldrwq_s32(acc), vldrwq_z_s32(bias, p));
+    const int32x4_t v = vaddq_s32(vldrwq_z_s32(acc, p), vldrwq_z_s32(bias, p));
     vstrbq_p_s32(out, dtmm_requant_x4(v, vmaxq_s32(sh, zero), vldrwq_z_s32(mult, p),
                                       vminq_s32(sh, zero), out_off, lo, hi), p);
   }
@@ -180,22 +180,22 @@ void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const in
   const int32_t out_c = g->out_c, taps = g->taps;
   int32_t oc;
 #if defined(DTMM_ARCH_MVE)
-  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
   if (taps == 1) {
     dtmm_pixel_pointwise(g, f, win, out);
     return;
   }
-  for (oc = 0; oc < out_c; oc += 4) {
-    /* 4 channels' sums (a pruned one keeps its bias) into one vector */
-    const int32_t lanes = out_c - oc < 4 ? out_c - oc : 4;
-    const mve_pred16_t p = vctp32q((uint32_t)lanes);
-    int32_t a[4], j;
-    dtmm_rq_x4 rq;
-    vstrwq_s32(a, vldrwq_z_s32(f->bias + oc, p));
-    for (j = 0; j < lanes; ++j) w = dtmm_channel_dot(g, f, (oc + j) * taps, win, w, &a[j]);
-    rq = dtmm_rq_channels(f->multiplier + oc, f->shift + oc, lanes);
-    vstrbq_p_s32(out + oc,
-                 dtmm_requant_x4(vldrwq_s32(a), rq.left, rq.mult, rq.neg, g->out_off, lo, hi), p);
+  /* per block of channels: the sums (0 for a pruned channel), then the block's
+   * requantization with the biases, 4 channels a vector */
+  for (oc = 0; oc < out_c; oc += DTMM_PIXEL_BLOCK) {
+    const int32_t n = out_c - oc < DTMM_PIXEL_BLOCK ? out_c - oc : DTMM_PIXEL_BLOCK;
+    int32_t acc[DTMM_PIXEL_BLOCK], j;
+    for (j = 0; j < n; ++j) {
+      int32_t a = 0;
+      w = dtmm_channel_dot(g, f, (oc + j) * taps, win, w, &a);
+      acc[j] = a;
+    }
+    dtmm_pixel_requant_block(acc, f->bias + oc, f->multiplier + oc, f->shift + oc, n,
+                             g->out_off, g->act_min, g->act_max, out + oc);
   }
 #else
   if (taps == 1) {
