@@ -90,8 +90,8 @@ DTMM_INLINE uint32x4_t dtmm_ctz4(uint32_t m0, uint32_t m1, uint32_t m2, uint32_t
 
 /* out[k] = requantized acc[k] + bias[k], k < n: whole groups of
  * 4 unpredicated, then the last 1-3 channels predicated (pointers in locals: the
- * stores to out may alias anything). */
-DTMM_INLINE void dtmm_pixel_requant_block(const int32_t* acc, const int32_t* bias,
+ * stores to out may alias anything). Out of line: once per block, two callers. */
+static __attribute__((noinline)) void dtmm_pixel_requant_block(const int32_t* acc, const int32_t* bias,
                                           const int32_t* mult, const int32_t* shift,
                                           int32_t n, int32_t out_off, int32_t act_min,
                                           int32_t act_max, int8_t* out) {
@@ -174,21 +174,18 @@ static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
 }
 #endif
 
-void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* win,
-                         int8_t* out) {
+#if defined(DTMM_ARCH_MVE)
+/* k > 1, MVE: per block of channels the sums (0 for a pruned channel), then the
+ * block's requantization with the biases, 4 channels a vector. Out of line, as the
+ * 1x1 path: only one of their blocks is on the stack. */
+static __attribute__((noinline)) void dtmm_pixel_window(const dtmm_geom* g,
+                                                        const dtmm_fwcs_filter* f,
+                                                        const int8_t* win, int8_t* out) {
   const int8_t* w = f->values;
   const int32_t out_c = g->out_c, taps = g->taps;
-  int32_t oc;
-#if defined(DTMM_ARCH_MVE)
-  if (taps == 1) {
-    dtmm_pixel_pointwise(g, f, win, out);
-    return;
-  }
-  /* per block of channels: the sums (0 for a pruned channel), then the block's
-   * requantization with the biases, 4 channels a vector */
+  int32_t acc[DTMM_PIXEL_BLOCK], oc, j;
   for (oc = 0; oc < out_c; oc += DTMM_PIXEL_BLOCK) {
     const int32_t n = out_c - oc < DTMM_PIXEL_BLOCK ? out_c - oc : DTMM_PIXEL_BLOCK;
-    int32_t acc[DTMM_PIXEL_BLOCK], j;
     for (j = 0; j < n; ++j) {
       int32_t a = 0;
       w = dtmm_channel_dot(g, f, (oc + j) * taps, win, w, &a);
@@ -197,17 +194,29 @@ void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const in
     dtmm_pixel_requant_block(acc, f->bias + oc, f->multiplier + oc, f->shift + oc, n,
                              g->out_off, g->act_min, g->act_max, out + oc);
   }
-#else
-  if (taps == 1) {
+}
+#endif
+
+void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* win,
+                         int8_t* out) {
+  if (g->taps == 1) {
     dtmm_pixel_pointwise(g, f, win, out);
     return;
   }
-  for (oc = 0; oc < out_c; ++oc) {
-    int32_t s = f->bias[oc];
-    int32_t a = s; /* s itself stays in a register */
-    w = dtmm_channel_dot(g, f, oc * taps, win, w, &a);
-    s = a;
-    out[oc] = dtmm_requant_out(s, f->multiplier[oc], f->shift[oc], g);
+#if defined(DTMM_ARCH_MVE)
+  dtmm_pixel_window(g, f, win, out);
+#else
+  {
+    const int8_t* w = f->values;
+    const int32_t out_c = g->out_c, taps = g->taps;
+    int32_t oc;
+    for (oc = 0; oc < out_c; ++oc) {
+      int32_t s = f->bias[oc];
+      int32_t a = s; /* s itself stays in a register */
+      w = dtmm_channel_dot(g, f, oc * taps, win, w, &a);
+      s = a;
+      out[oc] = dtmm_requant_out(s, f->multiplier[oc], f->shift[oc], g);
+    }
   }
 #endif
 }
