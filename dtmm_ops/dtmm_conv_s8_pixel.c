@@ -90,8 +90,8 @@ DTMM_INLINE uint32x4_t dtmm_ctz4(uint32_t m0, uint32_t m1, uint32_t m2, uint32_t
 
 /* out[k] = requantized acc[k] + bias[k], k < n: whole groups of
  * 4 unpredicated, then the last 1-3 channels predicated (pointers in locals: the
- * stores to out may alias anything). Out of line: once per block, two callers. */
-static __attribute__((noinline)) void dtmm_pixel_requant_block(const int32_t* acc, const int32_t* bias,
+ * stores to out may alias anything). */
+DTMM_INLINE void dtmm_pixel_requant_block(const int32_t* acc, const int32_t* bias,
                                           const int32_t* mult, const int32_t* shift,
                                           int32_t n, int32_t out_off, int32_t act_min,
                                           int32_t act_max, int8_t* out) {
@@ -225,6 +225,10 @@ void dtmm_pixel_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* 
                    int8_t* out, int8_t* scratch) {
   const int contiguous = dtmm_window_contiguous(g);
   int32_t y, x;
+  if (contiguous && g->out_h == 1 && g->out_w == 1) { /* microWakeWord's convs */
+    dtmm_pixel_channels(g, f, in - (g->pt * g->in_w + g->pl) * g->in_c, out);
+    return;
+  }
   for (y = 0; y < g->out_h; ++y)
     for (x = 0; x < g->out_w; ++x) {
       const int8_t* win;
