@@ -182,14 +182,36 @@ static __attribute__((noinline)) void dtmm_pixel_window(const dtmm_geom* g,
                                                         const dtmm_fwcs_filter* f,
                                                         const int8_t* win, int8_t* out) {
   const int8_t* w = f->values;
-  const int32_t out_c = g->out_c, taps = g->taps;
-  int32_t acc[DTMM_PIXEL_BLOCK], oc, j;
+  const uint8_t* bm = f->bitmap;
+  const int32_t out_c = g->out_c, taps = g->taps, c = g->in_c, len = f->bitmap_bytes;
+  const uint32_t field = taps <= 25 ? (1u << taps) - 1u : 0u;
+  int32_t acc[DTMM_PIXEL_BLOCK], oc, j, pos = 0;
   for (oc = 0; oc < out_c; oc += DTMM_PIXEL_BLOCK) {
     const int32_t n = out_c - oc < DTMM_PIXEL_BLOCK ? out_c - oc : DTMM_PIXEL_BLOCK;
-    for (j = 0; j < n; ++j) {
-      int32_t a = 0;
-      w = dtmm_channel_dot(g, f, (oc + j) * taps, win, w, &a);
-      acc[j] = a;
+    if (field) { /* <= 25 taps: the field is one load, the sum stays in a register */
+      for (j = 0; j < n; ++j, pos += taps) {
+        int32_t s = 0, t, run;
+        uint32_t m;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if ((pos >> 3) + 4 <= len) {
+          memcpy(&m, bm + (pos >> 3), 4);
+          m = (m >> (pos & 7)) & field;
+        } else
+#endif
+          m = dtmm_bits(bm, len, pos, taps);
+        while (m) {
+          run = dtmm_next_run_contig(&m, &t) * c;
+          s = dtmm_mac_1(w, win + t * c, run, s);
+          w += run;
+        }
+        acc[j] = s;
+      }
+    } else {
+      for (j = 0; j < n; ++j, pos += taps) {
+        int32_t a = 0;
+        w = dtmm_channel_dot_long(g, f, pos, win, w, &a);
+        acc[j] = a;
+      }
     }
     dtmm_pixel_requant_block(acc, f->bias + oc, f->multiplier + oc, f->shift + oc, n,
                              g->out_off, g->act_min, g->act_max, out + oc);
