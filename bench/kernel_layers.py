@@ -221,6 +221,9 @@ def _heldout() -> list[Layer]:
                  cins=[2, 3, 4, 5, 6, 7])
     out += _draw(20261204, "hd", 6, cins=[2, 3, 5, 12, 24], dilations=[2],
                  sizes=[5, 7, 9, 12])
+    # A fifth seed (px, drawn after the 1x1 one-pixel and small-plane paths were
+    # written, not tuned on): 1x1 kernels onto planes of 1 .. 36 pixels.
+    out += _draw(20261205, "hp", 8, kernels=[(1, 1)], sizes=[1, 2, 3, 4, 6])
     return out
 
 

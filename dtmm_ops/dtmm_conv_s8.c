@@ -3,8 +3,16 @@
  * choice: docs/kernels.md. */
 #include "dtmm_conv_s8_drivers.h"
 
-/* Fewer output pixels than a group: grouping would compute mostly copies. */
-static int dtmm_is_tiny_plane(const dtmm_geom* g) { return g->out_h * g->out_w < DTMM_P; }
+/* Fewer output pixels than a group: grouping would compute mostly copies. 1x1
+ * kernels onto up to DTMM_PIXEL_POINTWISE_MAX_PIXELS output pixels with rows of at
+ * least DTMM_PIXEL_POINTWISE_MIN_CIN bytes too: there the 4-pixel groups overlap
+ * or leave lone pixels, and one pixel's sparse matrix-vector product (cost per
+ * kept channel, fixed cost per pixel) is cheaper. */
+static int dtmm_is_tiny_plane(const dtmm_geom* g) {
+  const int32_t pixels = g->out_h * g->out_w;
+  return pixels < DTMM_P || (g->taps == 1 && pixels <= DTMM_PIXEL_POINTWISE_MAX_PIXELS &&
+                             g->in_c >= DTMM_PIXEL_POINTWISE_MIN_CIN);
+}
 
 /* 1x1 kernels: a filterlet is a whole filter, kept channels are dense rows. */
 static int dtmm_is_pointwise(const dtmm_geom* g) { return g->taps == 1; }

@@ -60,93 +60,185 @@ DTMM_INLINE const int8_t* dtmm_channel_dot(const dtmm_geom* g, const dtmm_fwcs_f
   return v;
 }
 
-#if defined(DTMM_ARCH_MVE)
-/* Lane predicate (4 bits per 32-bit lane) of a 4-bit lane mask. */
-static const uint16_t k_lane_pred[16] = {
-    0x0000, 0x000F, 0x00F0, 0x00FF, 0x0F00, 0x0F0F, 0x0FF0, 0x0FFF,
-    0xF000, 0xF00F, 0xF0F0, 0xF0FF, 0xFF00, 0xFF0F, 0xFFF0, 0xFFFF};
+/* The 32 bitmap bits from byte q on (bits past the bitmap read as 0; the
+ * validated padding bits of the last byte are 0). */
+DTMM_INLINE uint32_t dtmm_pixel_word(const uint8_t* bm, int32_t len, int32_t q) {
+  uint32_t v = 0;
+  int32_t i;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (q + 4 <= len) {
+    memcpy(&v, bm + q, 4); /* one (unaligned) load */
+    return v;
+  }
+#endif
+  for (i = 0; i < 4 && q + i < len; ++i) v |= (uint32_t)bm[q + i] << (8 * i);
+  return v;
+}
 
-/* 1x1, one pixel, 4 consecutive channels at a time. Two or more kept is one
- * dtmm_mac_1x4 (one input load for up to 4 rows of values; a pruned lane reads a
- * kept row and is then reset to its bias), a single kept one dtmm_mac_1: the cost
- * per 4 channels only falls as channels are pruned. */
+#if defined(DTMM_ARCH_MVE)
+/* 1x1, one pixel: a sparse matrix-vector product. The kept channels' rows are
+ * consecutive in the values, so any 4 kept channels are 4 consecutive rows: one
+ * dtmm_mac_1x4_v per 4 KEPT channels (the cost falls with every pruned channel),
+ * the 4 sums scattered to their channels in a block of 32 int32 on the stack
+ * (zeroed first, so a pruned channel's sum is 0). Per block (one bitmap word) the
+ * channels are then requantized 4 at a time with their biases. */
+#define DTMM_PIXEL_BLOCK 32
+DTMM_INLINE uint32x4_t dtmm_ctz4(uint32_t m0, uint32_t m1, uint32_t m2, uint32_t m3) {
+  return vreinterpretq_u32_s32(dtmm_vec4((int32_t)DTMM_CTZ(m0), (int32_t)DTMM_CTZ(m1),
+                                         (int32_t)DTMM_CTZ(m2), (int32_t)DTMM_CTZ(m3)));
+}
+
+/* out[k] = requantized acc[k] + bias[k], k < n: whole groups of
+ * 4 unpredicated, then the last 1-3 channels predicated (pointers in locals: the
+ * stores to out may alias anything). */
+DTMM_INLINE void dtmm_pixel_requant_block(const int32_t* acc, const int32_t* bias,
+                                          const int32_t* mult, const int32_t* shift,
+                                          int32_t n, int32_t out_off, int32_t act_min,
+                                          int32_t act_max, int8_t* out) {
+  const int32x4_t lo = vdupq_n_s32(act_min), hi = vdupq_n_s32(act_max);
+  const int32x4_t zero = vdupq_n_s32(0);
+  int32_t k;
+  for (k = n >> 2; k > 0; --k) {
+    const int32x4_t sh = vldrwq_s32(shift);
+    const int32x4_t v = vaddq_s32(vldrwq_s32(acc), vldrwq_s32(bias));
+    vstrbq_s32(out, dtmm_requant_x4(v, vmaxq_s32(sh, zero), vldrwq_s32(mult), vminq_s32(sh, zero),
+                                    out_off, lo, hi));
+    acc += 4, bias += 4, mult += 4, shift += 4, out += 4;
+  }
+  if (n & 3) {
+    const mve_pred16_t p = vctp32q((uint32_t)(n & 3));
+    const int32x4_t sh = vldrwq_z_s32(shift, p);
+    const int32x4_t v = vaddq_s32(vldrwq_z_s32(acc, p), vldrwq_z_s32(bias, p));
+    vstrbq_p_s32(out, dtmm_requant_x4(v, vmaxq_s32(sh, zero), vldrwq_z_s32(mult, p),
+                                      vminq_s32(sh, zero), out_off, lo, hi), p);
+  }
+}
+
+/* Out of line: its block and registers stay out of the k > 1 loop around it. */
+static __attribute__((noinline)) void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                                 const int8_t* win, int8_t* out) {
+  const int32_t c = g->in_c, out_c = g->out_c;
+  const int32x4_t zero = vdupq_n_s32(0);
+  const int8_t* w = f->values;
+  int32_t acc[DTMM_PIXEL_BLOCK];
+  int32_t b, k;
+  for (b = 0; b < out_c; b += DTMM_PIXEL_BLOCK) {
+    const int32_t n = out_c - b < DTMM_PIXEL_BLOCK ? out_c - b : DTMM_PIXEL_BLOCK;
+    uint32_t m = dtmm_pixel_word(f->bitmap, f->bitmap_bytes, b >> 3);
+    for (k = 0; k < n; k += 4) vstrwq_s32(acc + k, zero);
+    while (m) {
+      const uint32_t m1 = m & (m - 1u), m2 = m1 & (m1 - 1u), m3 = m2 & (m2 - 1u);
+      if (m3) { /* 4 or more left */
+        vstrwq_scatter_shifted_offset_s32(acc, dtmm_ctz4(m, m1, m2, m3),
+                                          dtmm_mac_1x4_v(w, w + c, w + 2 * c, w + 3 * c, win, c));
+        w += 4 * c;
+        m = m3 & (m3 - 1u);
+      } else if (!m1) { /* the last one: a single row */
+        acc[DTMM_CTZ(m)] = dtmm_mac_1(w, win, c, 0);
+        w += c;
+        m = 0;
+      } else { /* the last 2-3: unused lanes read the first row, store nothing */
+        const int32_t kept = 2 + (m2 != 0);
+        vstrwq_scatter_shifted_offset_p_s32(
+            acc, dtmm_ctz4(m, m1, m2 | 0x80000000u, m),
+            dtmm_mac_1x4_v(w, w + c, m2 ? w + 2 * c : w, w, win, c),
+            vctp32q((uint32_t)kept));
+        w += kept * c;
+        m = 0;
+      }
+    }
+    dtmm_pixel_requant_block(acc, f->bias + b, f->multiplier + b, f->shift + b, n,
+                             g->out_off, g->act_min, g->act_max, out + b);
+  }
+}
+#else
+/* 1x1, one pixel, a channel at a time: its bit from a word read per 32 channels,
+ * the arrays in locals (the byte stores to out may alias anything). */
 static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                                  const int8_t* win, int8_t* out) {
   const int32_t c = g->in_c, out_c = g->out_c;
-  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
+  const int32_t *bias = f->bias, *mult = f->multiplier, *shift = f->shift;
+  const int32_t off = g->out_off, lo = g->act_min, hi = g->act_max;
   const int8_t* w = f->values;
   int32_t oc;
-  for (oc = 0; oc < out_c; oc += 4) {
-    const int32_t lanes = out_c - oc < 4 ? out_c - oc : 4;
-    const mve_pred16_t p = vctp32q((uint32_t)lanes);
-    const uint32_t nib = dtmm_bits(f->bitmap, f->bitmap_bytes, oc, lanes);
-    const int32x4_t bias = vldrwq_z_s32(f->bias + oc, p);
-    int32x4_t acc = bias;
-    dtmm_rq_x4 rq;
-    if (nib & (nib - 1u)) { /* two or more kept */
-      int32_t a[4];
-      const int8_t *r0 = w, *r1, *r2, *r3;
-      if (nib & 1u) w += c;
-      r1 = w;
-      if (nib & 2u) w += c;
-      r2 = (nib & 4u) ? w : r0;
-      if (nib & 4u) w += c;
-      r3 = (nib & 8u) ? w : r0;
-      if (nib & 8u) w += c;
-      if (!(nib & 2u)) r1 = r0;
-      vstrwq_s32(a, bias);
-      dtmm_mac_1x4(r0, r1, r2, r3, win, c, a);
-      acc = vpselq_s32(vldrwq_s32(a), bias, k_lane_pred[nib]);
-    } else if (nib) { /* one kept, lane j */
-      const int32_t j = DTMM_CTZ(nib);
-      acc = vpselq_s32(vdupq_n_s32(dtmm_mac_1(w, win, c, f->bias[oc + j])), bias,
-                       k_lane_pred[nib]);
+  uint32_t m = 0;
+  for (oc = 0; oc < out_c; ++oc, m >>= 1) {
+    int32_t s = bias[oc];
+    if ((oc & 31) == 0) m = dtmm_pixel_word(f->bitmap, f->bitmap_bytes, oc >> 3);
+    if (m & 1u) {
+      s = dtmm_mac_1(w, win, c, s);
       w += c;
     }
-    rq = dtmm_rq_channels(f->multiplier + oc, f->shift + oc, lanes);
-    vstrbq_p_s32(out + oc, dtmm_requant_x4(acc, rq.left, rq.mult, rq.neg, g->out_off, lo, hi), p);
+    out[oc] = dtmm_out_s8(dtmm_requantize(s, mult[oc], shift[oc]), off, lo, hi);
+  }
+}
+#endif
+
+#if defined(DTMM_ARCH_MVE)
+/* k > 1, MVE: per block of channels the sums (0 for a pruned channel), then the
+ * block's requantization with the biases, 4 channels a vector. Out of line, as the
+ * 1x1 path: only one of their blocks is on the stack. */
+static __attribute__((noinline)) void dtmm_pixel_window(const dtmm_geom* g,
+                                                        const dtmm_fwcs_filter* f,
+                                                        const int8_t* win, int8_t* out) {
+  const int8_t* w = f->values;
+  const uint8_t* bm = f->bitmap;
+  const int32_t out_c = g->out_c, taps = g->taps, c = g->in_c, len = f->bitmap_bytes;
+  const uint32_t field = taps <= 25 ? (1u << taps) - 1u : 0u;
+  int32_t acc[DTMM_PIXEL_BLOCK], oc, j, pos = 0;
+  for (oc = 0; oc < out_c; oc += DTMM_PIXEL_BLOCK) {
+    const int32_t n = out_c - oc < DTMM_PIXEL_BLOCK ? out_c - oc : DTMM_PIXEL_BLOCK;
+    if (field) { /* <= 25 taps: the field is one load, the sum stays in a register */
+      for (j = 0; j < n; ++j, pos += taps) {
+        int32_t s = 0, t, run;
+        uint32_t m;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if ((pos >> 3) + 4 <= len) {
+          memcpy(&m, bm + (pos >> 3), 4);
+          m = (m >> (pos & 7)) & field;
+        } else
+#endif
+          m = dtmm_bits(bm, len, pos, taps);
+        while (m) {
+          run = dtmm_next_run_contig(&m, &t) * c;
+          s = dtmm_mac_1(w, win + t * c, run, s);
+          w += run;
+        }
+        acc[j] = s;
+      }
+    } else {
+      for (j = 0; j < n; ++j, pos += taps) {
+        int32_t a = 0;
+        w = dtmm_channel_dot_long(g, f, pos, win, w, &a);
+        acc[j] = a;
+      }
+    }
+    dtmm_pixel_requant_block(acc, f->bias + oc, f->multiplier + oc, f->shift + oc, n,
+                             g->out_off, g->act_min, g->act_max, out + oc);
   }
 }
 #endif
 
 void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* win,
                          int8_t* out) {
-  const int8_t* w = f->values;
-  const int32_t out_c = g->out_c, taps = g->taps;
-  int32_t oc;
-#if defined(DTMM_ARCH_MVE)
-  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
-  if (taps == 1) {
+  if (g->taps == 1) {
     dtmm_pixel_pointwise(g, f, win, out);
     return;
   }
-  for (oc = 0; oc < out_c; oc += 4) {
-    /* 4 channels' sums (a pruned one keeps its bias) into one vector */
-    const int32_t lanes = out_c - oc < 4 ? out_c - oc : 4;
-    const mve_pred16_t p = vctp32q((uint32_t)lanes);
-    int32_t a[4], j;
-    dtmm_rq_x4 rq;
-    vstrwq_s32(a, vldrwq_z_s32(f->bias + oc, p));
-    for (j = 0; j < lanes; ++j) w = dtmm_channel_dot(g, f, (oc + j) * taps, win, w, &a[j]);
-    rq = dtmm_rq_channels(f->multiplier + oc, f->shift + oc, lanes);
-    vstrbq_p_s32(out + oc,
-                 dtmm_requant_x4(vldrwq_s32(a), rq.left, rq.mult, rq.neg, g->out_off, lo, hi), p);
-  }
+#if defined(DTMM_ARCH_MVE)
+  dtmm_pixel_window(g, f, win, out);
 #else
-  const int32_t c = g->in_c;
-  for (oc = 0; oc < out_c; ++oc) {
-    int32_t s = f->bias[oc];
-    if (taps == 1) {
-      if (dtmm_bits(f->bitmap, f->bitmap_bytes, oc, 1)) {
-        s = dtmm_mac_1(w, win, c, s);
-        w += c;
-      }
-    } else {
+  {
+    const int8_t* w = f->values;
+    const int32_t out_c = g->out_c, taps = g->taps;
+    int32_t oc;
+    for (oc = 0; oc < out_c; ++oc) {
+      int32_t s = f->bias[oc];
       int32_t a = s; /* s itself stays in a register */
       w = dtmm_channel_dot(g, f, oc * taps, win, w, &a);
       s = a;
+      out[oc] = dtmm_requant_out(s, f->multiplier[oc], f->shift[oc], g);
     }
-    out[oc] = dtmm_requant_out(s, f->multiplier[oc], f->shift[oc], g);
   }
 #endif
 }
@@ -155,6 +247,10 @@ void dtmm_pixel_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* 
                    int8_t* out, int8_t* scratch) {
   const int contiguous = dtmm_window_contiguous(g);
   int32_t y, x;
+  if (contiguous && g->out_h == 1 && g->out_w == 1) { /* microWakeWord's convs */
+    dtmm_pixel_channels(g, f, in - (g->pt * g->in_w + g->pl) * g->in_c, out);
+    return;
+  }
   for (y = 0; y < g->out_h; ++y)
     for (x = 0; x < g->out_w; ++x) {
       const int8_t* win;

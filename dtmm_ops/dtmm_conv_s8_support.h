@@ -833,6 +833,52 @@ DTMM_INLINE int dtmm_channel_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* 
   return 1;
 }
 
+/* ---- px ---- */
+
+/* 1x1 kernels onto at most this many output pixels, over at least this many input
+ * channels, take the pixel driver (MVE: its per-kept-channel product beats 4-pixel
+ * groups on 2x2 / 3x3 planes; docs/kernels.md "Defaults"). */
+#ifndef DTMM_PIXEL_POINTWISE_MAX_PIXELS
+#if defined(DTMM_ARCH_MVE)
+#define DTMM_PIXEL_POINTWISE_MAX_PIXELS 9
+#else
+#define DTMM_PIXEL_POINTWISE_MAX_PIXELS 0
+#endif
+#endif
+#ifndef DTMM_PIXEL_POINTWISE_MIN_CIN
+#define DTMM_PIXEL_POINTWISE_MIN_CIN 64
+#endif
+
+#if defined(DTMM_ARCH_MVE)
+/* Four channels of one pixel from zero: lane j = w[j] . x over n >= 1 bytes, as one
+ * vector (dtmm_mac_1x4 with the sums moved to a vector inside the block). */
+DTMM_INLINE int32x4_t dtmm_mac_1x4_v(const int8_t* w0, const int8_t* w1, const int8_t* w2,
+                                     const int8_t* w3, const int8_t* x, int32_t n) {
+  int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int32x4_t v;
+  __asm volatile(
+      "dlstp.8 lr, %[n]\n"
+      "1:\n\t"
+      "vldrb.8 q1, [%[x]], #16\n\t"
+      "vldrb.8 q0, [%[w0]], #16\n\t"
+      "vmladava.s8 %[s0], q1, q0\n\t"
+      "vldrb.8 q0, [%[w1]], #16\n\t"
+      "vmladava.s8 %[s1], q1, q0\n\t"
+      "vldrb.8 q0, [%[w2]], #16\n\t"
+      "vmladava.s8 %[s2], q1, q0\n\t"
+      "vldrb.8 q0, [%[w3]], #16\n\t"
+      "vmladava.s8 %[s3], q1, q0\n\t"
+      "letp lr, 1b\n\t"
+      "vmov %q[v][2], %q[v][0], %[s0], %[s2]\n\t"
+      "vmov %q[v][3], %q[v][1], %[s1], %[s3]\n"
+      : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [w0] "+r"(w0),
+        [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3), [x] "+r"(x), [v] "=&w"(v)
+      : [n] "r"(n) DTMM_ASM_READS(w0) DTMM_ASM_READS(x) /* w1..w3 lie after w0 */
+      : "q0", "q1", "lr" DTMM_ASM_MEMORY);
+  return v;
+}
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -931,6 +931,81 @@ static void test_window_shapes(void) {
   }
 }
 
+/* 1x1 onto one pixel and small planes (the pixel driver's sparse matrix-vector
+ * product, px): kept channels from a 64-bit pattern repeated over the bitmap (bit
+ * b of the layer is bit b % 64), so that every branch is hit on purpose: all kept,
+ * all pruned, groups of 4 kept channels across 32-channel blocks, the last 1, 2 or
+ * 3 kept channels of a block, C_out not a multiple of 4 or 32, C_in not a multiple
+ * of 16, planes on both sides of DTMM_PIXEL_POINTWISE_MAX_PIXELS / _MIN_CIN. */
+static void run_pattern(const char* name, const layer_t* L, uint32_t seed, uint64_t pattern) {
+  const int32_t bits = L->d.output_c, c = L->d.input_c;
+  const int32_t in_n = L->d.input_h * L->d.input_w * c, w_n = bits * c;
+  const int32_t out_n = L->d.output_h * L->d.output_w * L->d.output_c;
+  int8_t* in = (int8_t*)alloc((size_t)in_n);
+  int8_t* w = (int8_t*)alloc((size_t)w_n);
+  int8_t* ref = (int8_t*)alloc((size_t)out_n);
+  uint8_t* bitmap = (uint8_t*)alloc((size_t)(bits + 7) / 8);
+  int32_t* bias = (int32_t*)alloc(4u * (size_t)bits);
+  int32_t* folded = (int32_t*)alloc(4u * (size_t)bits);
+  int32_t* mult = (int32_t*)alloc(4u * (size_t)bits);
+  int32_t* shift = (int32_t*)alloc(4u * (size_t)bits);
+  uint32_t s = seed;
+  int32_t b;
+  for (b = 0; b < in_n; ++b) in[b] = rng_i8(&s);
+  for (b = 0; b < w_n; ++b) w[b] = rng_i8(&s);
+  memset(bitmap, 0, (size_t)(bits + 7) / 8);
+  for (b = 0; b < bits; ++b) {
+    if ((pattern >> (b % 64)) & 1u)
+      bitmap[b >> 3] |= (uint8_t)(1u << (b & 7));
+    else
+      memset(w + b * c, 0, (size_t)c);
+    /* per-channel constants that differ (lanes must not be mixed up) */
+    bias[b] = (int32_t)(rng_next(&s) % 20001) - 10000;
+    mult[b] = (1 << 30) + (int32_t)(rng_next(&s) % (1u << 29));
+    shift[b] = -(int32_t)(rng_next(&s) % 12) + (b % 7 == 3 ? 2 : 0);
+  }
+  fold(L, w, bias, folded);
+  ref_conv(L, in, w, bias, mult, shift, ref);
+  run_case(name, L, in, w, bitmap, folded, mult, shift, ref);
+}
+
+static void test_pixel_pointwise_shapes(void) {
+  static const int32_t shapes[][6] = {
+      /* h, w, c_in, c_out, stride, seed */
+      {1, 1, 32, 64, 1, 1},  {1, 1, 17, 37, 1, 2},  {1, 1, 130, 7, 1, 3},  {1, 1, 1, 33, 1, 4},
+      {1, 1, 64, 3, 1, 5},   {1, 1, 48, 96, 1, 6},  {2, 2, 64, 37, 1, 7},  {3, 3, 64, 13, 1, 8},
+      {3, 3, 63, 13, 1, 9},  {3, 3, 128, 5, 1, 10}, {5, 5, 64, 9, 2, 11}, {2, 5, 80, 6, 1, 12},
+      {1, 9, 72, 11, 1, 13}, {3, 4, 64, 9, 1, 14},  {2, 1, 33, 70, 1, 15}, {3, 1, 96, 8, 1, 16},
+  };
+  static const uint64_t patterns[] = {
+      ~0ull,                 0ull,                  0x5555555555555555ull, 0x8000000080000000ull,
+      0xC0000000C0000000ull, 0xE0000000E0000000ull, 0x0000001F0000001Full, 0x0000007700000077ull,
+      0x000000F7000000F7ull, 0x8001F00E6000001Bull, 0xFFFFFFF0FFFFFFFEull,
+  };
+  size_t i, j;
+  char name[160];
+  for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
+    for (j = 0; j < sizeof(patterns) / sizeof(patterns[0]); ++j) {
+      const int32_t* t = shapes[i];
+      layer_t L;
+      const int32_t oh = (t[0] + t[4] - 1) / t[4], ow = (t[1] + t[4] - 1) / t[4];
+      arena_reset();
+      set_layer(&L, t[0], t[1], t[2], oh, ow, t[3], 1, 1);
+      L.p.stride_h = L.p.stride_w = t[4];
+      L.p.input_zero_point = -128 + (int32_t)((i * 11 + j) * 53 % 256);
+      L.p.output_offset = (int32_t)((i + j) * 29 % 256) - 128;
+      if (j % 3 == 1) { /* a narrower activation range */
+        L.p.activation_min = -100;
+        L.p.activation_max = 90;
+      }
+      snprintf(name, sizeof(name), "pixel-pw#%d %ldx%ldx%ld->%ld s%ld pattern %08lx%08lx", (int)i,
+               (long)t[0], (long)t[1], (long)t[2], (long)t[3], (long)t[4],
+               (unsigned long)(patterns[j] >> 32), (unsigned long)(patterns[j] & 0xFFFFFFFFu));
+      run_pattern(name, &L, 0x51ED2701u + (uint32_t)(t[5] * 131 + (int32_t)j), patterns[j]);
+    }
+  }
+}
+
 /* ------------------------------------------------ filterlet blocks (version 2) */
 
 /* Corruptions of a valid 1x1 block layer: 3 channels over C_in 32 at B = 8 (4
@@ -1137,6 +1212,7 @@ int main(int argc, char** argv) {
   test_regressions();
   test_driver_shapes();
   test_window_shapes();
+  test_pixel_pointwise_shapes();
   test_fixed_shapes();
   test_golden();
   test_random(cases);
