@@ -12,6 +12,77 @@
 
 #if defined(DTMM_ARCH_DSP)
 
+/* Declared in the support header; defined once here (the block driver calls it
+ * too), out of line as the header says. */
+__attribute__((noinline)) void dtmm_mac_2x2(const int8_t* w0, const int8_t* x0,
+                                            int32_t c, int32_t n, int32_t* a) {
+  int32_t s00 = a[0], s01 = a[1], s10 = a[2], s11 = a[3];
+  int32_t rest = n & 3;
+#if defined(__OPTIMIZE__) /* -O0 keeps r7 as frame pointer: not enough registers */
+  uint32_t wa, wa13, wb, wb13, xv, t = (uint32_t)(n >> 2); /* t: the count, then a temp */
+  if (n >= 4)
+  __asm volatile(
+      "mov lr, %[t]\n"
+      "1:\n\t"
+      "ldr %[wb], [%[w0], %[c]]\n\t"
+      "ldr %[wa], [%[w0]], #4\n\t"
+      "sxtb16 %[wb13], %[wb], ror #8\n\t"
+      "sxtb16 %[wb], %[wb]\n\t"
+      "sxtb16 %[wa13], %[wa], ror #8\n\t"
+      "sxtb16 %[wa], %[wa]\n\t"
+      "ldr %[xv], [%[x0], %[c]]\n\t"
+      "sxtb16 %[t], %[xv]\n\t"
+      "smlad %[s10], %[t], %[wa], %[s10]\n\t"
+      "smlad %[s11], %[t], %[wb], %[s11]\n\t"
+      "sxtb16 %[t], %[xv], ror #8\n\t"
+      "smlad %[s10], %[t], %[wa13], %[s10]\n\t"
+      "smlad %[s11], %[t], %[wb13], %[s11]\n\t"
+      "ldr %[xv], [%[x0]], #4\n\t"
+      "sxtb16 %[t], %[xv]\n\t"
+      "smlad %[s00], %[t], %[wa], %[s00]\n\t"
+      "smlad %[s01], %[t], %[wb], %[s01]\n\t"
+      "sxtb16 %[t], %[xv], ror #8\n\t"
+      "smlad %[s00], %[t], %[wa13], %[s00]\n\t"
+      "smlad %[s01], %[t], %[wb13], %[s01]\n\t"
+      "subs lr, lr, #1\n\t"
+      "bne 1b\n"
+      : [s00] "+r"(s00), [s01] "+r"(s01), [s10] "+r"(s10), [s11] "+r"(s11), [w0] "+r"(w0),
+        [x0] "+r"(x0), [wa] "=&r"(wa), [wa13] "=&r"(wa13), [wb] "=&r"(wb), [wb13] "=&r"(wb13),
+        [xv] "=&r"(xv), [t] "+&r"(t)
+      : [c] "r"(c)
+      : "cc", "memory", "lr");
+#else
+  int32_t quads = n >> 2;
+  while (quads-- > 0) {
+    const uint32_t wa = dtmm_read_u32(w0), wb = dtmm_read_u32(w0 + c);
+    const uint32_t xa = dtmm_read_u32(x0), xb = dtmm_read_u32(x0 + c);
+    s00 = __smlad(__sxtb16(xa), __sxtb16(wa), s00);
+    s00 = __smlad(dtmm_sxtb16_ror8(xa), dtmm_sxtb16_ror8(wa), s00);
+    s01 = __smlad(__sxtb16(xa), __sxtb16(wb), s01);
+    s01 = __smlad(dtmm_sxtb16_ror8(xa), dtmm_sxtb16_ror8(wb), s01);
+    s10 = __smlad(__sxtb16(xb), __sxtb16(wa), s10);
+    s10 = __smlad(dtmm_sxtb16_ror8(xb), dtmm_sxtb16_ror8(wa), s10);
+    s11 = __smlad(__sxtb16(xb), __sxtb16(wb), s11);
+    s11 = __smlad(dtmm_sxtb16_ror8(xb), dtmm_sxtb16_ror8(wb), s11);
+    w0 += 4;
+    x0 += 4;
+  }
+#endif
+  while (rest-- > 0) {
+    const int32_t va = w0[0], vb = w0[c], pa = x0[0], pb = x0[c];
+    s00 = (int32_t)((uint32_t)s00 + (uint32_t)(va * pa));
+    s01 = (int32_t)((uint32_t)s01 + (uint32_t)(vb * pa));
+    s10 = (int32_t)((uint32_t)s10 + (uint32_t)(va * pb));
+    s11 = (int32_t)((uint32_t)s11 + (uint32_t)(vb * pb));
+    w0++;
+    x0++;
+  }
+  a[0] = s00;
+  a[1] = s01;
+  a[2] = s10;
+  a[3] = s11;
+}
+
 /* The next kept channel (out_c if none); *m caches the bitmap word of the 32
  * channels from *base. */
 DTMM_INLINE int32_t dtmm_next_kept(const dtmm_geom* g, const dtmm_fwcs_filter* f, uint32_t* m,

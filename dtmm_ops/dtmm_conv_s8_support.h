@@ -612,75 +612,8 @@ DTMM_INLINE int32_t dtmm_mac_1(const int8_t* w, const int8_t* x, int32_t n, int3
  * the first (kept 1x1 channels are consecutive rows of values; pixels of a plane
  * at stride 1 are consecutive): 16 MACs per 20 instructions. The 13 values and
  * the loop counter (lr) fill every register, so it is out of line and in asm
- * (gcc spills 4 of them otherwise); n >= 4. */
-static __attribute__((noinline, unused)) void dtmm_mac_2x2(const int8_t* w0, const int8_t* x0,
-                                                           int32_t c, int32_t n, int32_t* a) {
-  int32_t s00 = a[0], s01 = a[1], s10 = a[2], s11 = a[3];
-  int32_t rest = n & 3;
-#if defined(__OPTIMIZE__) /* -O0 keeps r7 as frame pointer: not enough registers */
-  uint32_t wa, wa13, wb, wb13, xv, t = (uint32_t)(n >> 2); /* t: the count, then a temp */
-  if (n >= 4)
-  __asm volatile(
-      "mov lr, %[t]\n"
-      "1:\n\t"
-      "ldr %[wb], [%[w0], %[c]]\n\t"
-      "ldr %[wa], [%[w0]], #4\n\t"
-      "sxtb16 %[wb13], %[wb], ror #8\n\t"
-      "sxtb16 %[wb], %[wb]\n\t"
-      "sxtb16 %[wa13], %[wa], ror #8\n\t"
-      "sxtb16 %[wa], %[wa]\n\t"
-      "ldr %[xv], [%[x0], %[c]]\n\t"
-      "sxtb16 %[t], %[xv]\n\t"
-      "smlad %[s10], %[t], %[wa], %[s10]\n\t"
-      "smlad %[s11], %[t], %[wb], %[s11]\n\t"
-      "sxtb16 %[t], %[xv], ror #8\n\t"
-      "smlad %[s10], %[t], %[wa13], %[s10]\n\t"
-      "smlad %[s11], %[t], %[wb13], %[s11]\n\t"
-      "ldr %[xv], [%[x0]], #4\n\t"
-      "sxtb16 %[t], %[xv]\n\t"
-      "smlad %[s00], %[t], %[wa], %[s00]\n\t"
-      "smlad %[s01], %[t], %[wb], %[s01]\n\t"
-      "sxtb16 %[t], %[xv], ror #8\n\t"
-      "smlad %[s00], %[t], %[wa13], %[s00]\n\t"
-      "smlad %[s01], %[t], %[wb13], %[s01]\n\t"
-      "subs lr, lr, #1\n\t"
-      "bne 1b\n"
-      : [s00] "+r"(s00), [s01] "+r"(s01), [s10] "+r"(s10), [s11] "+r"(s11), [w0] "+r"(w0),
-        [x0] "+r"(x0), [wa] "=&r"(wa), [wa13] "=&r"(wa13), [wb] "=&r"(wb), [wb13] "=&r"(wb13),
-        [xv] "=&r"(xv), [t] "+&r"(t)
-      : [c] "r"(c)
-      : "cc", "memory", "lr");
-#else
-  int32_t quads = n >> 2;
-  while (quads-- > 0) {
-    const uint32_t wa = dtmm_read_u32(w0), wb = dtmm_read_u32(w0 + c);
-    const uint32_t xa = dtmm_read_u32(x0), xb = dtmm_read_u32(x0 + c);
-    s00 = __smlad(__sxtb16(xa), __sxtb16(wa), s00);
-    s00 = __smlad(dtmm_sxtb16_ror8(xa), dtmm_sxtb16_ror8(wa), s00);
-    s01 = __smlad(__sxtb16(xa), __sxtb16(wb), s01);
-    s01 = __smlad(dtmm_sxtb16_ror8(xa), dtmm_sxtb16_ror8(wb), s01);
-    s10 = __smlad(__sxtb16(xb), __sxtb16(wa), s10);
-    s10 = __smlad(dtmm_sxtb16_ror8(xb), dtmm_sxtb16_ror8(wa), s10);
-    s11 = __smlad(__sxtb16(xb), __sxtb16(wb), s11);
-    s11 = __smlad(dtmm_sxtb16_ror8(xb), dtmm_sxtb16_ror8(wb), s11);
-    w0 += 4;
-    x0 += 4;
-  }
-#endif
-  while (rest-- > 0) {
-    const int32_t va = w0[0], vb = w0[c], pa = x0[0], pb = x0[c];
-    s00 = (int32_t)((uint32_t)s00 + (uint32_t)(va * pa));
-    s01 = (int32_t)((uint32_t)s01 + (uint32_t)(vb * pa));
-    s10 = (int32_t)((uint32_t)s10 + (uint32_t)(va * pb));
-    s11 = (int32_t)((uint32_t)s11 + (uint32_t)(vb * pb));
-    w0++;
-    x0++;
-  }
-  a[0] = s00;
-  a[1] = s01;
-  a[2] = s10;
-  a[3] = s11;
-}
+ * (gcc spills 4 of them otherwise); n >= 4. Defined in dtmm_conv_s8_pointwise_2x2.c. */
+void dtmm_mac_2x2(const int8_t* w0, const int8_t* x0, int32_t c, int32_t n, int32_t* a);
 
 DTMM_INLINE int32_t dtmm_wsum(const int8_t* w, int32_t n) {
   uint32_t s = 0;
