@@ -86,14 +86,28 @@ class ConversionReport:
             lines.append(note)
         return "\n".join(lines)
 
+    def _image_ops(self):
+        """(DTMM ops the file uses, dense ops it no longer uses at all)."""
+        added, dropped = [], []
+        for n, layers, dtmm_op, dense_op in (
+                (self.num_rewritten, self.layers, contract.CONV_2D.custom_code, "CONV_2D"),
+                (self.num_fc_rewritten, self.fc_layers, contract.FULLY_CONNECTED.custom_code,
+                 "FULLY_CONNECTED")):
+            if n:
+                added.append(dtmm_op)
+                if n == len(layers):
+                    dropped.append(dense_op)
+        return added, dropped
+
     def image_code_bytes(self) -> dict:
         """target -> flash the DTMM ops this file uses add to an app that links DTMM
-        only for it (measured; targets without a measurement are left out)."""
-        ops = ([contract.CONV_2D.custom_code] if self.num_rewritten else []) + (
-            [contract.FULLY_CONNECTED.custom_code] if self.num_fc_rewritten else [])
+        only for it, less the code of a dense op it no longer uses at all (measured;
+        targets without a measurement are left out)."""
+        added, dropped = self._image_ops()
         code = size.op_code_bytes()
-        return {t: sum(code[t][op] for op in ops) for t in self.targets
-                if t in code and ops and all(op in code[t] for op in ops)}
+        return {t: sum(code[t][op] for op in added) - sum(code[t].get(op, 0) for op in dropped)
+                for t in self.targets
+                if t in code and added and all(op in code[t] for op in added)}
 
     def image_note(self) -> str:
         """Whether the whole image (code + model) shrinks: the file's saving against
@@ -102,15 +116,16 @@ class ConversionReport:
         if not code:
             return ""
         saved = self.file_bytes_before - self.file_bytes_after
+        net = " net of the dense ops' code" if self._image_ops()[1] else ""
         parts = ", ".join(f"{t} {n:,} B" for t, n in code.items())
         larger = [t for t, n in code.items() if n > saved]
         if not larger:
             return (f"image: the file saves {saved:,} B, more than the code the DTMM ops "
-                    f"add ({parts}; docs/models.md)")
+                    f"add{net} ({parts}; docs/models.md)")
         grows = ", ".join(f"{t} by {code[t] - saved:,} B" for t in larger)
-        return (f"image: the file saves {saved:,} B but the DTMM ops add {parts} of code "
-                f"(docs/models.md): an app that links DTMM only for this model is larger "
-                f"than the dense one, {grows}")
+        return (f"image: the file saves {saved:,} B but the DTMM ops add about {parts} of "
+                f"code{net} (docs/models.md): an app that links DTMM only for this model "
+                f"is larger than the dense one, {grows}")
 
 
 def _estimate(conv, form, options_len: int, tensor_users, buffer_users):

@@ -103,9 +103,13 @@ FEATURES = {
 # this many input channels the per-tap work outweighs the MACs (small-C_in class).
 TINY_PLANE_PIXELS = 4
 SMALL_C_IN = 8
+# Cortex-M55 (MVE) also sends 1x1 convs onto at most this many pixels with at least
+# this many input channels to the pixel driver's matrix-vector path
+# (DTMM_PIXEL_POINTWISE_MAX_PIXELS / _MIN_CIN in dtmm_conv_s8_support.h).
+PIXEL_POINTWISE = {"cortex-m55": (9, 64)}
 PATH_CLASSES = {"cmsis_nn": ("1x1_fast", "1x1", "general"),
-                "dtmm": ("tiny", "pointwise", "pointwise_strided", "small_cin", "window",
-                         "pointwise_blocks")}
+                "dtmm": ("tiny", "tiny_pointwise", "pointwise", "pointwise_strided",
+                         "small_cin", "window", "pointwise_blocks")}
 # Block-sparse 1x1 convs (DTMM_CONV_2D version 2, B < C_in) take their own driver
 # (dtmm_conv_s8_pointwise_blocks): its class counts kept blocks where the others
 # count kept filterlets (kept_macs = kept blocks x B x output pixels). A target
@@ -159,10 +163,11 @@ class ConvShape:
                    pruned_filters=round(c_out * sparsity ** per_filter), block=block, **kw_)
 
 
-def class_masks(kernel: str, s: ConvShape) -> dict:
-    """class -> whether the conv takes that path: bool arrays shaped like the
-    broadcast of s's fields (any field may be an array: the scheduler evaluates
-    every conv of a batch of plans in one call)."""
+def class_masks(kernel: str, s: ConvShape, target: str | None = None) -> dict:
+    """class -> whether the conv takes that path on `target` (None: the rule every
+    target shares): bool arrays shaped like the broadcast of s's fields (any field
+    may be an array: the scheduler evaluates every conv of a batch of plans in one
+    call)."""
     sh, sw = (np.asarray(v) for v in s.stride)
     dh, dw = (np.asarray(v) for v in s.dilation)
     taps = np.asarray(s.kh) * np.asarray(s.kw)
@@ -181,19 +186,26 @@ def class_masks(kernel: str, s: ConvShape) -> dict:
         # once per output row instead of once per plane: 22 % more on Cortex-M4
         # than the stride-1 fit); small C_in (expanded); the window drivers.
         # Block filterlets (B < C_in, 1x1 only) take the block driver first.
+        # Tiny planes split by kernel: a 1x1 conv there is a sparse matrix-vector
+        # product per pixel, a larger kernel runs of kept taps.
         blocks = (np.asarray(s.block_width) < c_in) & (taps == 1)
-        tiny = ~blocks & (np.asarray(s.out_h) * np.asarray(s.out_w) <= TINY_PLANE_PIXELS)
+        pixels = np.asarray(s.out_h) * np.asarray(s.out_w)
+        tiny = ~blocks & (pixels <= TINY_PLANE_PIXELS)
+        if target in PIXEL_POINTWISE:
+            most, least_c_in = PIXEL_POINTWISE[target]
+            tiny = tiny | (~blocks & (taps == 1) & (pixels <= most) & (c_in >= least_c_in))
         one = ~blocks & ~tiny & (taps == 1)
         small = ~blocks & ~tiny & ~one & (c_in < SMALL_C_IN)
-        return {"tiny": tiny, "pointwise": one & unit_stride,
-                "pointwise_strided": one & ~unit_stride, "small_cin": small,
-                "window": ~blocks & ~tiny & ~one & ~small, BLOCK_CLASS: blocks}
+        return {"tiny": tiny & (taps > 1), "tiny_pointwise": tiny & (taps == 1),
+                "pointwise": one & unit_stride, "pointwise_strided": one & ~unit_stride,
+                "small_cin": small, "window": ~blocks & ~tiny & ~one & ~small,
+                BLOCK_CLASS: blocks}
     raise ArgumentError(f"unknown kernel {kernel!r} (known: {', '.join(KERNELS)})")
 
 
-def path_class(kernel: str, s: ConvShape) -> str:
-    """The path class of one conv (scalar shape)."""
-    return next(c for c, m in class_masks(kernel, s).items() if bool(m))
+def path_class(kernel: str, s: ConvShape, target: str | None = None) -> str:
+    """The path class of one conv (scalar shape) on `target`."""
+    return next(c for c, m in class_masks(kernel, s, target).items() if bool(m))
 
 
 def features(kernel: str, s: ConvShape) -> dict:
@@ -233,7 +245,7 @@ def conv_instructions(target: str, kernel: str, s: ConvShape):
     (target,) = resolve_targets(target)
     f = features(kernel, s)
     total = 0.0
-    for cls, mask in class_masks(kernel, s).items():
+    for cls, mask in class_masks(kernel, s, target).items():
         if not np.any(mask):
             continue
         try:
@@ -250,7 +262,7 @@ def has_model(kernel: str, s: ConvShape, target: str) -> bool:
     `target` (a block-sparse 1x1 conv may have none yet)."""
     models = _data().get("conv_models", {}).get(target, {}).get(kernel, {})
     return all(cls in models and models[cls].get("coeffs")
-               for cls, mask in class_masks(kernel, s).items() if np.any(mask))
+               for cls, mask in class_masks(kernel, s, target).items() if np.any(mask))
 
 
 def modeled_where_fitted(s: ConvShape, targets) -> dict:
