@@ -146,6 +146,10 @@ def _convert_args(p):
                    help="DTMM_CONV_2D format to write: 2 (one packed constant, blocks "
                         "for 1x1 convs) or 1 (for a runtime built before version 2; "
                         f"no blocks). Default {d['format_version']}")
+    p.add_argument("--smaller-image", action="store_true",
+                   help="keep the model dense unless the whole image shrinks: the file's "
+                        "saving must exceed the code the DTMM ops add on every target "
+                        "(measured, docs/models.md)")
 
 
 def _convert_run(args) -> int:
@@ -153,7 +157,8 @@ def _convert_run(args) -> int:
 
     report = convert_file(args.input, args.output, min_sparsity=args.min_sparsity,
                           always=args.always, target=args.target, prefer=args.prefer,
-                          format_version=args.format_version)
+                          format_version=args.format_version,
+                          smaller_image=args.smaller_image)
     print(report.table())
     if report.num_rewritten == 0 and report.num_fc_rewritten == 0:
         print(f"{args.output} is a byte-identical copy of {args.input}")

@@ -176,7 +176,7 @@ def _not_faster_on(modeled: dict) -> list:
 def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
                   name: str = "input", target: str = DEFAULT_TARGET,
                   prefer: str = DEFAULT_PREFER, format_version: int = WRITE_VERSION,
-                  block_size: int | None = None):
+                  block_size: int | None = None, smaller_image: bool = False):
     """Convert a .tflite flatbuffer. Returns (output bytes, ConversionReport).
     `name` is how error messages call the model (the CLI passes the file name).
     `target`: cortex-m4, cortex-m55 or any (both); `prefer`: speed (rewrite only
@@ -184,7 +184,11 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
     or size (where smaller). `format_version`: the DTMM_CONV_2D layout written,
     2 (default: one packed constant, block filterlets) or 1 (five constants, for
     devices built before version 2). `block_size`: B for every 1x1 conv it divides
-    (version 2; test and device models), instead of the converter's choice."""
+    (version 2; test and device models), instead of the converter's choice.
+    `smaller_image`: keep the model as it is (every op dense, the input returned)
+    when the whole image would grow on a target: the file's saving below the code
+    the DTMM ops add there (ConversionReport.image_code_bytes; targets without a
+    code measurement are not judged)."""
     if not 0.0 <= float(min_sparsity) <= 1.0:
         raise ArgumentError(f"min_sparsity must be in [0, 1], got {min_sparsity}")
     if format_version not in FORMAT_VERSIONS:
@@ -240,6 +244,17 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
     # the checks of the TFLM op's Prepare, before anything is written.
     check_dtmm_ops(Model.read(out, f"the conversion of {name}"), f"the conversion of {name}")
     report.file_bytes_after = len(out)
+    if smaller_image:
+        saved = len(buf) - len(out)
+        grows = {t: n - saved for t, n in report.image_code_bytes().items() if n > saved}
+        if grows:
+            why = ", ".join(f"{t} by {n:,} B" for t, n in grows.items())
+            for r in report.layers + report.fc_layers:
+                if r.rewritten:
+                    r.rewritten = False
+                    r.reason = f"kept: the whole image would grow ({why}; --smaller-image)"
+            report.file_bytes_after = len(buf)
+            return buf, report
     return out, report
 
 
@@ -428,13 +443,15 @@ def conv_shape(conv, fwcs) -> latency.ConvShape:
 def convert_file(in_path, out_path, min_sparsity: float = 0.0, always: bool = False,
                  target: str = DEFAULT_TARGET, prefer: str = DEFAULT_PREFER,
                  format_version: int = WRITE_VERSION,
-                 block_size: int | None = None) -> ConversionReport:
+                 block_size: int | None = None,
+                 smaller_image: bool = False) -> ConversionReport:
     """Convert IN to OUT (written atomically; IN is never modified). When nothing
     is rewritten OUT is a byte-identical copy of IN. Options as convert_model."""
     buf = read_file(in_path)
     out, report = convert_model(buf, min_sparsity=min_sparsity, always=always,
                                 name=os.fspath(in_path), target=target, prefer=prefer,
-                                format_version=format_version, block_size=block_size)
+                                format_version=format_version, block_size=block_size,
+                                smaller_image=smaller_image)
     if os.path.exists(out_path) and os.path.samefile(in_path, out_path):
         raise ModelError(f"output {out_path} is the input file; choose another path")
     write_atomic(out_path, out)

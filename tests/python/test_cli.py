@@ -139,6 +139,10 @@ def test_convert_inspect_verify(cnn, tmp_path, capsys):
     assert lines[-2].startswith(f"image: the file saves {len(cnn) - dst.stat().st_size:,} B")
     assert lines[-1] == f"wrote {dst}"
     assert src.read_bytes() == cnn
+    # --smaller-image: every conv rewritten, CMSIS-NN's conv code leaves: it shrinks
+    kept = tmp_path / "cnn_kept.tflite"
+    rc, out, err = run(capsys, "convert", src, "-o", kept, "--smaller-image")
+    assert rc == 0 and err == "" and kept.read_bytes() == dst.read_bytes()
 
     rc, out, _ = run(capsys, "inspect", dst)
     assert rc == 0

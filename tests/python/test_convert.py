@@ -65,6 +65,27 @@ def test_cnn_table(cnn_converted):
     assert table[-1].startswith("image: the file saves ")
 
 
+def test_smaller_image_keeps_a_model_whose_image_would_grow(cnn, cnn_converted, monkeypatch):
+    from dtmm.core import size
+
+    out, report = cnn_converted
+    saved = len(cnn) - len(out)
+    # measured code: every conv rewritten drops CMSIS-NN's conv code, the image shrinks
+    assert all(n < saved for n in report.image_code_bytes().values())
+    same, same_report = convert_model(cnn, smaller_image=True)
+    assert same == out and same_report.num_rewritten == 5
+    # code larger than the saving on one target: the model stays as it is
+    big = {"cortex-m4": {"DTMM_CONV_2D": saved + 28_000, "CONV_2D": 27_000},
+           "cortex-m55": {"DTMM_CONV_2D": 1000}}
+    monkeypatch.setattr(size, "op_code_bytes", lambda: big)
+    kept, kept_report = convert_model(cnn, smaller_image=True)
+    assert kept == cnn and kept_report.num_rewritten == 0
+    assert kept_report.file_bytes_after == len(cnn)
+    assert all(r.reason == "kept: the whole image would grow (cortex-m4 by 1,000 B; "
+               "--smaller-image)" for r in kept_report.layers)
+    assert "nothing to rewrite" in kept_report.table()
+
+
 def test_image_note_weighs_the_saving_against_the_ops_code():
     from dtmm.convert import ConversionReport
     from dtmm.core import size
