@@ -113,10 +113,11 @@ def own_bytes(t, tensor_users, buffer_users) -> int:
 
 @lru_cache(maxsize=None)
 def op_code_bytes() -> dict:
-    """target -> {DTMM op name: flash bytes its registration adds to a TFLM image}: the
-    op, its kernels and validator as the linker keeps them (--gc-sections), measured
-    by bench/models (models_code.csv; data/code_size.json names the run). An image
-    whose app links DTMM only for this model is smaller than the dense one only if
-    the model file saves more than this."""
+    """target -> {op name: flash bytes its registration adds to a TFLM image}: the op,
+    its kernels and validator as the linker keeps them (--gc-sections), for the DTMM
+    ops and CMSIS-NN's CONV_2D, measured by bench/models (models_code.csv;
+    data/code_size.json names the run). An image whose app links DTMM only for this
+    model is smaller than the dense one only if the model file saves more than the
+    DTMM ops add (less a dense op the model no longer uses). Read-only."""
     with resources.files("dtmm.core").joinpath("data/code_size.json").open() as f:
         return {t: dict(ops) for t, ops in json.load(f)["ops"].items()}
