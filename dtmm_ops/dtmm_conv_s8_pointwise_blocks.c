@@ -133,37 +133,7 @@ DTMM_INLINE int8_t dtmm_requant_blk(int32_t acc, const dtmm_blk_rq* q) {
 }
 
 #if defined(DTMM_ARCH_MVE)
-/* dtmm_mac_1x4 over rows row bytes apart, out of line: its asm needs every
- * register, none left for a caller's loop. */
-static __attribute__((noinline)) void dtmm_mac_blk_1x4(const int8_t* w, int32_t row,
-                                                       const int8_t* x, int32_t n, int32_t* a) {
-  dtmm_mac_1x4(w, w + row, w + 2 * row, w + 3 * row, x, n, a);
-}
 
-/* s += one 16-byte block per set bit of m (m != 0): block t of x against the next
- * 16 bytes of *w. 9 instructions per kept block, no run bookkeeping (as the FC
- * kernel's B = 16 path). */
-DTMM_INLINE int32_t dtmm_mac_blk_bits16(const int8_t** w, const int8_t* x, uint32_t m,
-                                        int32_t s) {
-  const int8_t* wp = *w;
-  uint32_t t;
-  __asm volatile(
-      "1:\n\t"
-      "rbit %[t], %[m]\n\t"
-      "clz %[t], %[t]\n\t"
-      "add %[t], %[x], %[t], lsl #4\n\t"
-      "vldrb.8 q0, [%[t]]\n\t"
-      "vldrb.8 q1, [%[w]], #16\n\t"
-      "vmladava.s8 %[s], q0, q1\n\t"
-      "sub %[t], %[m], #1\n\t"
-      "ands %[m], %[m], %[t]\n\t"
-      "bne 1b\n"
-      : [s] "+Te"(s), [w] "+r"(wp), [m] "+r"(m), [t] "=&r"(t)
-      : [x] "r"(x) DTMM_ASM_READS(wp) DTMM_ASM_READS(x)
-      : "q0", "q1", "cc" DTMM_ASM_MEMORY);
-  *w = wp;
-  return s;
-}
 
 /* One channel's sum over one pixel from its bitmap (nb bits from pos); advances
  * *w past the channel's blocks. A fully kept channel is one dense loop. */
@@ -177,7 +147,7 @@ DTMM_INLINE int32_t dtmm_blk_channel_1(const dtmm_fwcs_filter* f, int32_t pos, i
       a = dtmm_mac_1(wp, x, nb * 16, 0);
       wp += nb * 16;
     } else if (m) {
-      a = dtmm_mac_blk_bits16(&wp, x, m, 0);
+      a = dtmm_mac_bits16(&wp, x, m, 0);
     }
     *w = wp;
     return a;
@@ -189,7 +159,7 @@ DTMM_INLINE int32_t dtmm_blk_channel_1(const dtmm_fwcs_filter* f, int32_t pos, i
       a = dtmm_mac_1(wp, x + c * bk, n * bk, a);
       wp += n * bk;
     } else if (bk == 16 && m) {
-      a = dtmm_mac_blk_bits16(&wp, x + 16 * c, m, a);
+      a = dtmm_mac_bits16(&wp, x + 16 * c, m, a);
     } else {
       while (m) {
         len = dtmm_blk_word_run(&m, &s) * bk;
@@ -225,7 +195,7 @@ static void dtmm_blk_pixel_x4(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
         full4 = dtmm_bits(f->bitmap, f->bitmap_bytes, (oc0 + j) * nb, nb) == all;
     }
     if (full4) {
-      dtmm_mac_blk_1x4(w, c_in, x, c_in, a);
+      dtmm_mac_rows_1x4(w, c_in, x, c_in, a);
       w += 4 * c_in;
     } else {
       for (j = 0; j < lanes; ++j) a[j] = dtmm_blk_channel_1(f, (oc0 + j) * nb, nb, bk, &w, x);

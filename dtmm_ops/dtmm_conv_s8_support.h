@@ -433,6 +433,39 @@ DTMM_INLINE void dtmm_mac_1x4(const int8_t* w0, const int8_t* w1, const int8_t* 
   a[3] = s3;
 }
 
+/* dtmm_mac_1x4 over 4 rows `row` bytes apart, out of line: its asm needs every
+ * register, none left for a caller's loop. Static: each caller's file keeps its
+ * copy, so gcc still knows at the call which registers it clobbers. */
+static __attribute__((noinline, unused)) void dtmm_mac_rows_1x4(const int8_t* w, int32_t row,
+                                                                const int8_t* x, int32_t n,
+                                                                int32_t* a) {
+  dtmm_mac_1x4(w, w + row, w + 2 * row, w + 3 * row, x, n, a);
+}
+
+/* s += one 16-byte block per set bit of m (m != 0): block t of x against the next
+ * 16 bytes of *w. 9 instructions per kept block, no run bookkeeping (the block
+ * drivers of DTMM_CONV_2D and DTMM_FULLY_CONNECTED at B = 16). */
+DTMM_INLINE int32_t dtmm_mac_bits16(const int8_t** w, const int8_t* x, uint32_t m, int32_t s) {
+  const int8_t* wp = *w;
+  uint32_t t;
+  __asm volatile(
+      "1:\n\t"
+      "rbit %[t], %[m]\n\t"
+      "clz %[t], %[t]\n\t"
+      "add %[t], %[x], %[t], lsl #4\n\t"
+      "vldrb.8 q0, [%[t]]\n\t"
+      "vldrb.8 q1, [%[w]], #16\n\t"
+      "vmladava.s8 %[s], q0, q1\n\t"
+      "sub %[t], %[m], #1\n\t"
+      "ands %[m], %[m], %[t]\n\t"
+      "bne 1b\n"
+      : [s] "+Te"(s), [w] "+r"(wp), [m] "+r"(m), [t] "=&r"(t)
+      : [x] "r"(x) DTMM_ASM_READS(wp) DTMM_ASM_READS(x)
+      : "q0", "q1", "cc" DTMM_ASM_MEMORY);
+  *w = wp;
+  return s;
+}
+
 /* A run of a group: pixel j reads n bytes at p + o[j], the weights at w. A table
  * ends with n == 0. */
 typedef struct {

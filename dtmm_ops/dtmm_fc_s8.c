@@ -110,12 +110,6 @@ static int fc_same_rows4(const uint8_t* bm, int32_t bm_bytes, int32_t pos, int32
   return 1;
 }
 
-/* dtmm_mac_1x4 over rows row bytes apart, out of line: its asm needs every
- * register, none left for a caller's loop. */
-static __attribute__((noinline)) void fc_mac_1x4(const int8_t* w, int32_t row, const int8_t* x,
-                                                 int32_t n, int32_t* a) {
-  dtmm_mac_1x4(w, w + row, w + 2 * row, w + 3 * row, x, n, a);
-}
 
 /* Four rows with the same bitmap row (row bytes each, from wp) over their runs. */
 static void fc_rows4_same(const uint8_t* bm, int32_t bm_bytes, int32_t pos, int32_t nb,
@@ -126,34 +120,12 @@ static void fc_rows4_same(const uint8_t* bm, int32_t bm_bytes, int32_t pos, int3
     uint32_t m = dtmm_bits(bm, bm_bytes, pos + c, nb - c < 32 ? nb - c : 32);
     while (m) {
       len = fc_word_run(&m, &s) * bk;
-      fc_mac_1x4(wp, row, x + (c + s) * bk, len, a);
+      dtmm_mac_rows_1x4(wp, row, x + (c + s) * bk, len, a);
       wp += len;
     }
   }
 }
 
-/* s += one 16-byte block per set bit of m (m != 0): block t of x against the next
- * 16 bytes of *w. 9 instructions per kept block, no run bookkeeping. */
-DTMM_INLINE int32_t fc_mac_bits16(const int8_t** w, const int8_t* x, uint32_t m, int32_t s) {
-  const int8_t* wp = *w;
-  uint32_t t;
-  __asm volatile(
-      "1:\n\t"
-      "rbit %[t], %[m]\n\t"
-      "clz %[t], %[t]\n\t"
-      "add %[t], %[x], %[t], lsl #4\n\t"
-      "vldrb.8 q0, [%[t]]\n\t"
-      "vldrb.8 q1, [%[w]], #16\n\t"
-      "vmladava.s8 %[s], q0, q1\n\t"
-      "sub %[t], %[m], #1\n\t"
-      "ands %[m], %[m], %[t]\n\t"
-      "bne 1b\n"
-      : [s] "+Te"(s), [w] "+r"(wp), [m] "+r"(m), [t] "=&r"(t)
-      : [x] "r"(x) DTMM_ASM_READS(wp) DTMM_ASM_READS(x)
-      : "q0", "q1", "cc" DTMM_ASM_MEMORY);
-  *w = wp;
-  return s;
-}
 
 /* One row of blocks of 16 (MVE): a kept row is one dense loop, otherwise one
  * block per set bit. */
@@ -168,7 +140,7 @@ DTMM_INLINE const int8_t* fc_row16(const uint8_t* bm, int32_t bm_bytes, int32_t 
       *acc = dtmm_mac_1(wp, x + 16 * c, 16 * n, *acc);
       wp += 16 * n;
     } else if (m) {
-      *acc = fc_mac_bits16(&wp, x + 16 * c, m, *acc);
+      *acc = dtmm_mac_bits16(&wp, x + 16 * c, m, *acc);
     }
   }
   return wp;
@@ -320,7 +292,7 @@ static void fc_single(const dtmm_fc_dims* d, const dtmm_fc_params* p, const dtmm
               a[j] = dtmm_mac_1(wp, x, d->input_c, 0);
               wp += d->input_c;
             } else if (bk == 16 && mm) {
-              a[j] = fc_mac_bits16(&wp, x, mm, 0);
+              a[j] = dtmm_mac_bits16(&wp, x, mm, 0);
             } else {
               while (mm) {
                 len = fc_word_run(&mm, &s) * bk;

@@ -825,6 +825,21 @@ static void test_regressions(void) {
 }
 
 
+/* A layer from a shape row {h, w, c_in, c_out, kh, kw, sh, sw, dh, dw, valid, ...}:
+ * output size and padding as TFLite computes them. */
+static void shape_layer(layer_t* L, const int32_t* t) {
+  int32_t pt, pl;
+  const int32_t oh = out_size(t[0], t[4], t[6], t[8], (int)t[10], &pt);
+  const int32_t ow = out_size(t[1], t[5], t[7], t[9], (int)t[10], &pl);
+  set_layer(L, t[0], t[1], t[2], oh, ow, t[3], t[4], t[5]);
+  L->p.stride_h = t[6];
+  L->p.stride_w = t[7];
+  L->p.dilation_h = t[8];
+  L->p.dilation_w = t[9];
+  L->p.pad_top = pt;
+  L->p.pad_left = pl;
+}
+
 /* Shapes that pick each driver of dtmm_conv_s8_choose (docs/kernels.md), at several
  * sparsities: tiny planes (the pixel driver, also above 25 and 32 taps), 1x1 at
  * stride 1 and 2 with odd pixel and channel counts (pairs, groups, leftovers),
@@ -866,17 +881,8 @@ static void test_driver_shapes(void) {
   for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
     const int32_t* t = shapes[i];
     layer_t L;
-    int32_t pt, pl, oh, ow;
     arena_reset();
-    oh = out_size(t[0], t[4], t[6], t[8], (int)t[10], &pt);
-    ow = out_size(t[1], t[5], t[7], t[9], (int)t[10], &pl);
-    set_layer(&L, t[0], t[1], t[2], oh, ow, t[3], t[4], t[5]);
-    L.p.stride_h = t[6];
-    L.p.stride_w = t[7];
-    L.p.dilation_h = t[8];
-    L.p.dilation_w = t[9];
-    L.p.pad_top = pt;
-    L.p.pad_left = pl;
+    shape_layer(&L, t);
     L.p.input_zero_point = -128 + (int32_t)(i * 53 % 256);
     L.p.output_offset = (int32_t)(i * 29 % 256) - 128;
     snprintf(name, sizeof(name), "driver#%d %ldx%ldx%ld->%ld k%ldx%ld s%ld d%ld keep%ld%%", (int)i,
@@ -909,17 +915,8 @@ static void test_window_shapes(void) {
   for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
     const int32_t* t = shapes[i];
     layer_t L;
-    int32_t pt, pl, oh, ow;
     arena_reset();
-    oh = out_size(t[0], t[4], t[6], t[8], (int)t[10], &pt);
-    ow = out_size(t[1], t[5], t[7], t[9], (int)t[10], &pl);
-    set_layer(&L, t[0], t[1], t[2], oh, ow, t[3], t[4], t[5]);
-    L.p.stride_h = t[6];
-    L.p.stride_w = t[7];
-    L.p.dilation_h = t[8];
-    L.p.dilation_w = t[9];
-    L.p.pad_top = pt;
-    L.p.pad_left = pl;
+    shape_layer(&L, t);
     L.p.input_zero_point = -128 + (int32_t)(i * 71 % 256);
     L.p.output_offset = (int32_t)(i * 37 % 256) - 128;
     snprintf(name, sizeof(name), "window#%d %ldx%ldx%ld->%ld k%ldx%ld s%ld keep%ld%% shift%ld",
