@@ -19,7 +19,11 @@ application has them anyway. Worst-case stack: gcc -fstack-usage frame sizes
 along the deepest call chain from each entry point (call graph from the linked
 image's disassembly; C library frames from their prologues).
 
-Writes DIR/kernels_size.csv and DIR/kernels_size.md.
+Driver sets: the same image for every subset of the conv drivers
+(-DDTMM_CONV_DRIVERS, dtmm_conv_s8.h; only the dispatcher depends on it), -O2:
+the .text an image links when its model needs only those drivers.
+
+Writes DIR/kernels_size.csv, DIR/kernels_size.md and DIR/kernels_size_sets.csv.
 """
 from __future__ import annotations
 
@@ -92,14 +96,27 @@ def frame_of_prologue(lines: list[str]) -> int:
     return total
 
 
-def measure(component, srcs, incs, flags, ld, work: pathlib.Path, main_src: str):
+# The conv drivers, as DTMM_CONV_DRIVERS bits (dtmm_conv_s8.h) and TFLM make names.
+DRIVERS = {"pixel": 1, "pointwise": 2, "expanded": 4, "im2col": 8, "window": 16,
+           "pointwise_blocks": 32}
+# The one file whose code depends on DTMM_CONV_DRIVERS.
+DISPATCH = "dtmm_conv_s8.c"
+
+
+def measure(component, srcs, incs, flags, ld, work: pathlib.Path, main_src: str,
+            defines=(), reuse: pathlib.Path | None = None):
+    """reuse: a work directory of the same component and flags whose objects, all
+    but the dispatcher's, are taken as they are (driver sets)."""
     work.mkdir(parents=True, exist_ok=True)
     common = [*flags, "-std=c99", "-ffunction-sections", "-fdata-sections", "-fstack-usage",
-              "-w", *(f"-I{i}" for i in incs)]
+              "-w", *(f"-I{i}" for i in incs), *defines]
     objs, lib_objs = [], []
     for src in srcs:
         o = work / (src.stem + ".o")
-        run(["arm-none-eabi-gcc", *common, "-c", str(src), "-o", str(o)])
+        if reuse is not None and src.name != DISPATCH:
+            o = reuse / (src.stem + ".o")
+        else:
+            run(["arm-none-eabi-gcc", *common, "-c", str(src), "-o", str(o)])
         objs.append(o)
         lib_objs.append(o)
     (work / "main.c").write_text(main_src)
@@ -143,7 +160,7 @@ def measure(component, srcs, incs, flags, ld, work: pathlib.Path, main_src: str)
                         if m and m.group(1) != f})
              for f, body in bodies.items()}
     su = {}
-    for f in work.glob("*.su"):
+    for f in [*work.glob("*.su"), *(reuse.glob("*.su") if reuse else [])]:
         for line in f.read_text().splitlines():
             m = re.match(r".*:(\S+)\s+(\d+)\s+(\S+)", line)
             if m:
@@ -173,10 +190,12 @@ def main():
     ap.add_argument("--out", required=True, type=pathlib.Path)
     ap.add_argument("--cmsis-nn", type=pathlib.Path, default=None)
     ap.add_argument("--targets", default="cortex-m4,cortex-m55")
+    ap.add_argument("--no-driver-sets", action="store_true",
+                    help="skip the table of every driver subset")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     lib = sorted((ROOT / "dtmm_ops").glob("dtmm_*.c"))
-    rows = []
+    rows, set_rows = [], []
     with tempfile.TemporaryDirectory(prefix="dtmm_size_") as tmp:
         for t in args.targets.split(","):
             flags, ld, short = TARGETS[t]
@@ -196,6 +215,19 @@ def main():
                              f"{r['prepare_text']:,})" if name == "dtmm" else "")
                     print(f"{short} {opt} {name}: .text {r['text']:,} B{split}, .rodata {r['rodata']:,} B, "
                           f"stack {r['stack']:,} B (C library: {r['libc'] or '-'})", flush=True)
+            if not args.no_driver_sets:
+                full = pathlib.Path(tmp) / f"{t}-O2dtmm"
+                for mask in range(1 << len(DRIVERS)):
+                    names = [n for n, bit in DRIVERS.items() if mask & bit]
+                    r = measure("dtmm", lib, [ROOT / "dtmm_ops"], [*flags, "-O2"], ld,
+                                pathlib.Path(tmp) / f"{t}-set{mask}", DTMM_MAIN,
+                                defines=[f"-DDTMM_CONV_DRIVERS={mask}"], reuse=full)
+                    set_rows.append(dict(target=t, drivers=" ".join(names) or "-",
+                                         mask=mask, text=r["text"], stack=r["stack"]))
+                print(f"{short} -O2 dtmm driver sets: .text "
+                      f"{min(x['text'] for x in set_rows if x['target'] == t):,} - "
+                      f"{max(x['text'] for x in set_rows if x['target'] == t):,} B "
+                      f"over {1 << len(DRIVERS)} subsets", flush=True)
     with open(args.out / "kernels_size.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["target", "opt", "component", "text_bytes", "driver_text_bytes",
@@ -204,6 +236,13 @@ def main():
         for r in rows:
             w.writerow([r["target"], r["opt"], r["component"], r["text"], r["driver_text"],
                         r["prepare_text"], r["rodata"], r["stack"], r["libc"], r["libc_text"]])
+    if set_rows:
+        with open(args.out / "kernels_size_sets.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["target", "opt", "drivers", "drivers_mask", "text_bytes",
+                        "worst_case_stack_bytes"])
+            for r in set_rows:
+                w.writerow([r["target"], "-O2", r["drivers"], r["mask"], r["text"], r["stack"]])
     by = {(r["target"], r["opt"], r["component"]): r for r in rows}
     lines = ["| target | opt | DTMM .text | of which kernel drivers | of which validation (Prepare) |"
              " CMSIS-NN conv .text | DTMM stack | CMSIS-NN stack | DTMM C library calls |",

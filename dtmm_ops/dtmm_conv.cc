@@ -153,6 +153,7 @@ const char* StatusName(dtmm_status s) {
     case DTMM_ERR_PARAMS: return "stride/dilation/padding/activation/shift/block size out of range";
     case DTMM_ERR_BITMAP: return "bitmap length or padding bits wrong";
     case DTMM_ERR_VALUES: return "values rows (blocks) != popcount(bitmap)";
+    case DTMM_ERR_UNSUPPORTED: return "no driver of this build runs it";
   }
   return "unknown error";
 }
@@ -384,11 +385,24 @@ TfLiteStatus PrepareLayer(TfLiteContext* context, OpData* data, const TfLiteTens
   p.input_zero_point = input_zp;
   p.output_offset = output_zp;
 
+  int32_t preferred = 0;
+  const int32_t driver = dtmm_conv_s8_driver(&d, &p, filter.block_size, &preferred);
   const dtmm_status status = dtmm_conv_s8_validate(&d, &p, &filter);
+  if (status == DTMM_ERR_UNSUPPORTED) {
+    MicroPrintf("DTMM_CONV_2D: this build has no driver for the layer: it needs '%s', "
+                "left out of DTMM_CONV_DRIVERS", dtmm_conv_s8_driver_name(preferred));
+    return kTfLiteError;
+  }
   if (status != DTMM_OK) {
     MicroPrintf("DTMM_CONV_2D: invalid layer: %s (status %d)", StatusName(status),
                 static_cast<int>(status));
     return kTfLiteError;
+  }
+  if (driver != preferred) {
+    // Same output, more instructions: say so once per op, in Prepare.
+    MicroPrintf("DTMM_CONV_2D: the '%s' driver is left out of DTMM_CONV_DRIVERS; the "
+                "layer runs through '%s' (same output, slower)",
+                dtmm_conv_s8_driver_name(preferred), dtmm_conv_s8_driver_name(driver));
   }
 
   const int32_t scratch_bytes = dtmm_conv_s8_get_buffer_size(&d, &p);

@@ -83,6 +83,40 @@ dtmm_driver dtmm_conv_s8_choose(const dtmm_geom* g, int32_t block_size) {
   return DTMM_DRIVER_WINDOW;
 }
 
+/* The drivers that compute every layer the chosen one does: pointwise a 1x1 pixel
+ * layer; im2col any filterlet (B = C_in) layer. */
+dtmm_driver dtmm_conv_s8_built_driver(const dtmm_geom* g, int32_t block_size) {
+  const dtmm_driver chosen = dtmm_conv_s8_choose(g, block_size);
+  if (DTMM_BUILT(chosen)) return chosen;
+  if (chosen == DTMM_DRIVER_POINTWISE_BLOCKS) return DTMM_DRIVER_NONE;
+  if (chosen == DTMM_DRIVER_PIXEL && g->taps == 1 && DTMM_BUILT(DTMM_DRIVER_POINTWISE))
+    return DTMM_DRIVER_POINTWISE;
+  return DTMM_BUILT(DTMM_DRIVER_IM2COL) ? DTMM_DRIVER_IM2COL : DTMM_DRIVER_NONE;
+}
+
+DTMM_SIZE_OPT int32_t dtmm_conv_s8_driver(const dtmm_conv_dims* dims,
+                                          const dtmm_conv_params* params,
+                                          int32_t block_size, int32_t* preferred) {
+  dtmm_geom g;
+  if (preferred) *preferred = DTMM_DRIVER_NONE;
+  if (dtmm_check_shape(dims, params) != DTMM_OK) return DTMM_DRIVER_NONE;
+  dtmm_make_geom(dims, params, &g);
+  if (preferred) *preferred = dtmm_conv_s8_choose(&g, block_size);
+  return dtmm_conv_s8_built_driver(&g, block_size);
+}
+
+DTMM_SIZE_OPT const char* dtmm_conv_s8_driver_name(int32_t driver) {
+  switch (driver) {
+    case DTMM_DRIVER_PIXEL: return "pixel";
+    case DTMM_DRIVER_POINTWISE: return "pointwise";
+    case DTMM_DRIVER_EXPANDED: return "expanded";
+    case DTMM_DRIVER_IM2COL: return "im2col";
+    case DTMM_DRIVER_WINDOW: return "window";
+    case DTMM_DRIVER_POINTWISE_BLOCKS: return "pointwise_blocks";
+    default: return "none";
+  }
+}
+
 dtmm_status dtmm_conv_s8(const dtmm_conv_dims* dims, const dtmm_conv_params* params,
                          const dtmm_fwcs_filter* filter, const int8_t* input,
                          int8_t* output, void* scratch) {
@@ -91,31 +125,47 @@ dtmm_status dtmm_conv_s8(const dtmm_conv_dims* dims, const dtmm_conv_params* par
   int32_t b;
   int8_t* scr = (int8_t*)scratch;
   dtmm_make_geom(dims, params, &g);
-  driver = dtmm_conv_s8_choose(&g, filter->block_size);
+  driver = dtmm_conv_s8_built_driver(&g, filter->block_size);
+  (void)scr; /* unused when only scratch-free drivers are built */
   for (b = 0; b < dims->batches; ++b) {
     /* validated: both products < 2^31 */
     const int8_t* in = input + b * g.in_h * g.in_w * g.in_c;
     int8_t* out = output + b * g.out_h * g.out_w * g.out_c;
+    /* Only the built drivers are referenced, so the linker drops the others. */
     switch (driver) {
+#if DTMM_BUILT(DTMM_USE_PIXEL)
       case DTMM_DRIVER_PIXEL:
         dtmm_pixel_s8(&g, filter, in, out, scr);
         break;
+#endif
+#if DTMM_BUILT(DTMM_USE_POINTWISE)
       case DTMM_DRIVER_POINTWISE:
         dtmm_pointwise_s8(&g, filter, in, out);
         break;
+#endif
+#if DTMM_BUILT(DTMM_USE_EXPANDED)
       case DTMM_DRIVER_EXPANDED:
         dtmm_expanded_s8(&g, filter, in, out, scr);
         break;
+#endif
+#if DTMM_BUILT(DTMM_USE_IM2COL)
       case DTMM_DRIVER_IM2COL:
         dtmm_fill_pruned(&g, filter, out, g.out_h * g.out_w);
         dtmm_im2col_s8(&g, filter, in, out, scr, 0, 0);
         break;
+#endif
+#if DTMM_BUILT(DTMM_USE_WINDOW)
       case DTMM_DRIVER_WINDOW:
         dtmm_window_s8(&g, filter, in, out, scr);
         break;
+#endif
+#if DTMM_BUILT(DTMM_USE_POINTWISE_BLOCKS)
       case DTMM_DRIVER_POINTWISE_BLOCKS:
         dtmm_pointwise_blocks_s8(&g, filter, filter->block_size, in, out);
         break;
+#endif
+      default: /* DTMM_DRIVER_NONE: validation rejected the layer */
+        return DTMM_ERR_UNSUPPORTED;
     }
   }
   return DTMM_OK;

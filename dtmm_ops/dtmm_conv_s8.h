@@ -33,7 +33,30 @@ typedef enum {
   DTMM_ERR_PARAMS = -3,   /* stride/dilation/padding/activation/shift out of range */
   DTMM_ERR_BITMAP = -4,   /* wrong bitmap length or padding bits set */
   DTMM_ERR_VALUES = -5,   /* values length disagrees with popcount(bitmap) * C_in */
+  DTMM_ERR_UNSUPPORTED = -6, /* no driver of this build runs the layer (DTMM_CONV_DRIVERS) */
 } dtmm_status;
+
+/* The drivers a build links (docs/kernels.md "Drivers"). dtmm_conv_s8 references
+ * every driver of DTMM_CONV_DRIVERS, so --gc-sections keeps them all; an image
+ * whose model needs fewer sets it to their sum, e.g.
+ *   -DDTMM_CONV_DRIVERS=DTMM_USE_POINTWISE+DTMM_USE_WINDOW
+ * (`dtmm convert` prints the set a model needs; TFLM make: DTMM_CONV_DRIVERS="pointwise
+ * window"). The window drivers run the borders through im2col, so DTMM_USE_WINDOW
+ * brings DTMM_USE_IM2COL. A layer whose driver is left out runs through another
+ * built one that computes it (a 1x1 pixel layer through pointwise, the rest through
+ * im2col: same bytes, more instructions); where none is built, validation fails
+ * with DTMM_ERR_UNSUPPORTED (block-sparse 1x1 layers need DTMM_USE_POINTWISE_BLOCKS).
+ * Every file of the library must see the same value. */
+#define DTMM_USE_PIXEL 1
+#define DTMM_USE_POINTWISE 2
+#define DTMM_USE_EXPANDED 4
+#define DTMM_USE_IM2COL 8
+#define DTMM_USE_WINDOW 16
+#define DTMM_USE_POINTWISE_BLOCKS 32
+#define DTMM_USE_ALL 63
+#ifndef DTMM_CONV_DRIVERS
+#define DTMM_CONV_DRIVERS DTMM_USE_ALL
+#endif
 
 /* Tensor dimensions (NHWC). */
 typedef struct {
@@ -86,7 +109,8 @@ typedef struct {
  * act_max, multiplier < 0, shift outside [-31, 30] (DTMM_ERR_PARAMS); bitmap
  * length != ceil(C_out * K_h * K_w * (C_in / B) / 8) or padding bits set
  * (DTMM_ERR_BITMAP); num_filterlets != popcount(bitmap), or values NULL with
- * blocks kept (DTMM_ERR_VALUES). The caller checks that the values really hold
+ * blocks kept (DTMM_ERR_VALUES); a layer no driver of DTMM_CONV_DRIVERS runs
+ * (DTMM_ERR_UNSUPPORTED). The caller checks that the values really hold
  * num_filterlets * B bytes (the TFLM op takes both from its tensors' lengths) and,
  * for version 2's 4-byte-padded bitmap, that the padding bytes are zero.
  *
@@ -117,6 +141,22 @@ dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims,
  */
 int32_t dtmm_conv_s8_get_buffer_size(const dtmm_conv_dims* dims,
                                      const dtmm_conv_params* params);
+
+/**
+ * @brief The driver dtmm_conv_s8 runs for a layer in this build, as a DTMM_USE_*
+ * bit (0: none of the built drivers runs it, or dims/params are invalid).
+ *
+ * @param[in]  block_size  as dtmm_fwcs_filter's (0 = input_c)
+ * @param[out] preferred   (may be NULL) the driver it would run with every driver
+ *                         built: a different value means the layer runs slower here
+ *                         than it could (TFLM's op says so in Prepare)
+ */
+int32_t dtmm_conv_s8_driver(const dtmm_conv_dims* dims, const dtmm_conv_params* params,
+                            int32_t block_size, int32_t* preferred);
+
+/* "pixel", "pointwise", "expanded", "im2col", "window", "pointwise_blocks" for one
+ * DTMM_USE_* bit (the names of TFLM make's DTMM_CONV_DRIVERS), "none" otherwise. */
+const char* dtmm_conv_s8_driver_name(int32_t driver);
 
 /**
  * @brief DTMM_CONV_2D: output[n, y, x, oc] per docs/contract.md "Semantics".

@@ -7,8 +7,12 @@ DTMM_SIZE_OPT int32_t dtmm_conv_s8_get_buffer_size(const dtmm_conv_dims* dims, c
   if (dtmm_check_shape(dims, params) != DTMM_OK) return 0; /* validate rejects it */
   dtmm_make_geom(dims, params, &g);
   /* Block layers (1x1, any block size) take the block driver or, at B = C_in, the
-   * filterlet drivers: the scratch of a 1x1 layer does not depend on B. */
-  switch (dtmm_conv_s8_choose(&g, 0)) {
+   * filterlet drivers: the scratch of a 1x1 layer does not depend on B, as long as
+   * the drivers that take it are built (a 1x1 layer through im2col needs rows). */
+  switch (dtmm_conv_s8_built_driver(&g, 0)) {
+    case DTMM_DRIVER_NONE:
+      bytes = 0;
+      break;
     case DTMM_DRIVER_PIXEL:
       bytes = dtmm_pixel_s8_get_buffer_size(&g);
       break;

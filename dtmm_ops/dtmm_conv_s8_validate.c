@@ -78,6 +78,7 @@ DTMM_SIZE_OPT dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims,
   const int64_t lim = INT32_MAX;
   int64_t bits;
   int32_t i, oc, kept, block;
+  dtmm_geom g;
   dtmm_status st;
   if (!dims || !params || !filter) return DTMM_ERR_ARG;
   st = dtmm_check_shape(dims, params);
@@ -113,5 +114,8 @@ DTMM_SIZE_OPT dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims,
   if (filter->num_filterlets != kept) return DTMM_ERR_VALUES;
   if (kept > 0 && !filter->values) return DTMM_ERR_VALUES;
   if ((int64_t)kept * block > lim) return DTMM_ERR_VALUES;
+  dtmm_make_geom(dims, params, &g);
+  if (dtmm_conv_s8_built_driver(&g, filter->block_size) == DTMM_DRIVER_NONE)
+    return DTMM_ERR_UNSUPPORTED;
   return DTMM_OK;
 }
