@@ -78,6 +78,7 @@ const char* StatusName(dtmm_status s) {
     case DTMM_ERR_PARAMS: return "activation range, output offset, multiplier or shift out of range";
     case DTMM_ERR_BITMAP: return "w shorter than its bitmap, or bitmap padding bits set";
     case DTMM_ERR_VALUES: return "w length != bitmap bytes + popcount(bitmap) * block";
+    case DTMM_ERR_UNSUPPORTED: break;  // conv driver sets only
   }
   return "unknown error";
 }
