@@ -20,7 +20,7 @@ along the deepest call chain from each entry point (call graph from the linked
 image's disassembly; C library frames from their prologues).
 
 Driver sets: the same image for every subset of the conv drivers
-(-DDTMM_CONV_DRIVERS, dtmm_conv_s8.h; only the dispatcher depends on it), -O2:
+(-DDTMM_CONV_DRIVERS, dtmm_conv_s8.h; only the two dispatchers depend on it), -O2:
 the .text an image links when its model needs only those drivers.
 
 Writes DIR/kernels_size.csv, DIR/kernels_size.md and DIR/kernels_size_sets.csv.
@@ -99,8 +99,9 @@ def frame_of_prologue(lines: list[str]) -> int:
 # The conv drivers, as DTMM_CONV_DRIVERS bits (dtmm_conv_s8.h) and TFLM make names.
 DRIVERS = {"pixel": 1, "pointwise": 2, "expanded": 4, "im2col": 8, "window": 16,
            "pointwise_blocks": 32}
-# The one file whose code depends on DTMM_CONV_DRIVERS.
-DISPATCH = "dtmm_conv_s8.c"
+# The files whose code depends on DTMM_CONV_DRIVERS (the dispatchers of Eval and of
+# the scratch size).
+DISPATCH = ("dtmm_conv_s8.c", "dtmm_conv_s8_get_buffer_size.c")
 
 
 def measure(component, srcs, incs, flags, ld, work: pathlib.Path, main_src: str,
@@ -113,7 +114,7 @@ def measure(component, srcs, incs, flags, ld, work: pathlib.Path, main_src: str,
     objs, lib_objs = [], []
     for src in srcs:
         o = work / (src.stem + ".o")
-        if reuse is not None and src.name != DISPATCH:
+        if reuse is not None and src.name not in DISPATCH:
             o = reuse / (src.stem + ".o")
         else:
             run(["arm-none-eabi-gcc", *common, "-c", str(src), "-o", str(o)])

@@ -131,6 +131,7 @@ dtmm_status dtmm_conv_s8(const dtmm_conv_dims* dims, const dtmm_conv_params* par
     /* validated: both products < 2^31 */
     const int8_t* in = input + b * g.in_h * g.in_w * g.in_c;
     int8_t* out = output + b * g.out_h * g.out_w * g.out_c;
+    (void)in, (void)out; /* unused when no driver is built */
     /* Only the built drivers are referenced, so the linker drops the others. */
     switch (driver) {
 #if DTMM_BUILT(DTMM_USE_PIXEL)
