@@ -19,7 +19,7 @@ namespace options {
 
 struct KeyInfo {
   const char* name;
-  int64_t min, max;
+  int32_t min, max;  // every option is an int32
 };
 
 enum Error : int8_t {
@@ -52,10 +52,10 @@ inline Status ReadOptions(const char* buffer, size_t length, const KeyInfo* keys
     const flexbuffers::Reference ref = map[keys[k].name];
     if (ref.IsNull()) return {kMissingKey, key};
     if (!ref.IsInt() && !ref.IsUInt()) return {kNotInt, key};
-    if (ref.IsUInt() && ref.AsUInt64() > static_cast<uint64_t>(keys[k].max)) {
-      return {kOutOfRange, key};
-    }
+    // AsInt64 reads a UInt as its uint64 bits: >= 2^63 turns negative, which
+    // must not pass as a negative option (AsUInt64 would add 0.5 KB of code).
     const int64_t v = ref.AsInt64();
+    if (ref.IsUInt() && v < 0) return {kOutOfRange, key};
     if (v < keys[k].min || v > keys[k].max) return {kOutOfRange, key};
     out[k] = static_cast<int32_t>(v);
   }

@@ -298,6 +298,26 @@ TEST(DtmmConvMalformed, OptionsWrongType) {
   EXPECT_NE(kTfLiteOk, PrepareWith(o));
 }
 
+TEST(DtmmConvMalformed, OptionsAsUnsigned) {
+  ASSERT_TRUE(BaselineOk());
+  // A UInt in range reads as its value; one of 2^63 or more is out of range, even
+  // for keys whose range is negative (its int64 bits would be).
+  OptionsSpec o;
+  o.as_uint = "kh";
+  o.uint_value = static_cast<uint64_t>(g_layer.spec.kh);
+  EXPECT_EQ(kTfLiteOk, PrepareWith(o));
+  ASSERT_LT(g_layer.spec.in_zp, 0);
+  o.as_uint = "in_zp";  // in_zp's own int64 bits, as a UInt >= 2^63
+  o.uint_value = static_cast<uint64_t>(static_cast<int64_t>(g_layer.spec.in_zp));
+  EXPECT_NE(kTfLiteOk, PrepareWith(o));
+  o.as_uint = "act_min";
+  o.uint_value = ~static_cast<uint64_t>(0);  // -1 as int64
+  EXPECT_NE(kTfLiteOk, PrepareWith(o));
+  o.as_uint = "kh";
+  o.uint_value = static_cast<uint64_t>(1) << 63;
+  EXPECT_NE(kTfLiteOk, PrepareWith(o));
+}
+
 TEST(DtmmConvMalformed, OptionsOutOfRange) {
   ASSERT_TRUE(BaselineOk());
   OptionsSpec o;

@@ -221,6 +221,8 @@ struct OptionsSpec {
   int act_max_override = 1000;
   const char* omit = nullptr;
   const char* bad_type = nullptr;
+  const char* as_uint = nullptr;  // this key written as a flexbuffer UInt of uint_value
+  uint64_t uint_value = 0;
 };
 
 inline std::vector<uint8_t> BuildOptions(const Layer& l, const OptionsSpec& o) {
@@ -230,6 +232,10 @@ inline std::vector<uint8_t> BuildOptions(const Layer& l, const OptionsSpec& o) {
     if (o.omit != nullptr && strcmp(o.omit, key) == 0) return;
     if (o.bad_type != nullptr && strcmp(o.bad_type, key) == 0) {
       fbb.String(key, "1");
+      return;
+    }
+    if (o.as_uint != nullptr && strcmp(o.as_uint, key) == 0) {
+      fbb.UInt(key, o.uint_value);
       return;
     }
     fbb.Int(key, value);
