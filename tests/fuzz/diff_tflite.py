@@ -14,7 +14,7 @@ one CONV_2D each) and is built and quantized by TensorFlow's TFLite converter; t
 expected output is the conv's output tensor in tf.lite.Interpreter with the
 BUILTIN_REF op resolver (random inputs, then all -128, then all 127), the actual
 one the DTMM op of `dtmm.convert.convert_model(always=True)`, run by
-dtmm_conv_s8 in both x86 build variants ("default", "norect"). dtmm.reference is
+dtmm_conv_s8 in both x86 build variants ("default", "im2col"). dtmm.reference is
 compared too, and counted separately. Exit 1 on any difference.
 """
 
@@ -158,7 +158,7 @@ def drop_biases(buf: bytes, configs) -> bytes:
     return mutate.pack(model) if changed else buf
 
 
-def run_model(configs, per_channel, seed, variants=("default", "norect")):
+def run_model(configs, per_channel, seed, variants=("default", "im2col")):
     """[(config index, result dict)] for one model."""
     import tensorflow as tf
 
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
               ("c_in", "c_out", "kh", "kw", "stride", "dilation", "h", "w")} if ok else {}
     text = "\n".join(summary) + "\n\nranges: " + ", ".join(
         f"{k} {a}..{b}" for k, (a, b) in ranges.items()) + \
-        f"\nC kernel variants: default, norect (each compared); {time.time() - t0:.0f} s"
+        f"\nC kernel variants: default, im2col (each compared); {time.time() - t0:.0f} s"
     print(text)
     for r in (bad_c + bad_ref)[:10]:
         print("DIFFERENCE:", {k: r[k] for k in r if k not in ("in_lo", "in_span")})

@@ -7,8 +7,9 @@
 The library is compiled at test time with the host C compiler (`CC`, default cc)
 from the sources found by glob, so that a split of dtmm_conv_s8.c into several
 files needs no change here; only the public header dtmm_conv_s8.h is relied on.
-Build variants: "default" (what x86 compiles: the rectangle driver) and "norect"
-(-DDTMM_NO_RECT: the strided driver of the DSP path). The cache directory is
+Build variants: "default" (every driver, as x86 compiles them) and "im2col"
+(-DDTMM_CONV_DRIVERS with only im2col and the block driver: every filterlet layer
+through the fallback a build without its driver takes). The cache directory is
 $DTMM_FUZZ_CACHE or a per-user directory under the system temp dir.
 """
 
@@ -26,10 +27,12 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OPS = os.path.join(ROOT, "dtmm_ops")
-VARIANTS = {"default": [], "norect": ["-DDTMM_NO_RECT"]}
+VARIANTS = {"default": [],
+            "im2col": ["-DDTMM_CONV_DRIVERS=DTMM_USE_IM2COL+DTMM_USE_POINTWISE_BLOCKS"]}
 
 STATUS_NAMES = {0: "DTMM_OK", -1: "DTMM_ERR_ARG", -2: "DTMM_ERR_VERSION",
-                -3: "DTMM_ERR_PARAMS", -4: "DTMM_ERR_BITMAP", -5: "DTMM_ERR_VALUES"}
+                -3: "DTMM_ERR_PARAMS", -4: "DTMM_ERR_BITMAP", -5: "DTMM_ERR_VALUES",
+                -6: "DTMM_ERR_UNSUPPORTED"}
 
 
 class Dims(ctypes.Structure):

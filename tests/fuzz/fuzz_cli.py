@@ -349,7 +349,7 @@ def kernel_vs_tflite(orig_path, conv_path, seed=0, invokes=3):
             x = interp.get_tensor(int(oop.inputs[0]))
             want = interp.get_tensor(int(oop.outputs[0]))
             ref = _numpy_reference(x, layer)
-            for variant in ("default", "norect"):
+            for variant in ("default", "im2col"):
                 got = dtmm_clib.load(variant).conv(x, layer)
                 if got.shape != want.shape or not np.array_equal(got, want):
                     n = int(np.sum(got != want)) if got.shape == want.shape else -1

@@ -40,20 +40,20 @@
 
 /* Printed at exit (DTMM_FUZZ_STATS=1): how the inputs split between statuses. */
 static struct {
-  long long inputs, status[8], ran, compared_scratch, too_large;
+  long long inputs, status[9], ran, compared_scratch, too_large;
 } stats;
 
 static int verbose; /* DTMM_FUZZ_VERBOSE=1: describe every layer (replays) */
 static const char* findings_dir; /* DTMM_FUZZ_FINDINGS: keep-going mode, see fail() */
 
 static void print_stats(void) {
-  static const char* names[8] = {"OK", "ARG", "VERSION", "PARAMS", "BITMAP", "VALUES",
-                                 "?", "not validated"};
+  static const char* names[9] = {"OK", "ARG", "VERSION", "PARAMS", "BITMAP", "VALUES",
+                                 "UNSUPPORTED", "?", "not validated"};
   int i;
   fprintf(stderr, "dtmm-fuzz-stats: inputs %lld, convolutions run and compared %lld "
           "(%lld also with other scratch contents), validated but too large to run %lld\n",
           stats.inputs, stats.ran, stats.compared_scratch, stats.too_large);
-  for (i = 0; i < 8; ++i)
+  for (i = 0; i < 9; ++i)
     if (stats.status[i]) fprintf(stderr, "dtmm-fuzz-stats: validate %s: %lld\n", names[i],
                                  stats.status[i]);
 }
@@ -72,7 +72,7 @@ int LLVMFuzzerInitialize(int* argc, char*** argv) {
 
 static void count_status(dtmm_status st) {
   const int i = -(int)st;
-  stats.status[i >= 0 && i < 6 ? i : 6]++;
+  stats.status[i >= 0 && i < 7 ? i : 7]++;
 }
 
 /* ---------------------------------------------------------------- decoding */
@@ -412,7 +412,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     dtmm_fwcs_filter empty;
     memset(&empty, 0, sizeof(empty));
     if (d->output_c >= 1) { /* too large to allocate per-channel arrays */
-      stats.status[7]++;
+      stats.status[8]++;
       return 0;
     }
     /* non-positive C_out: validate must reject before touching any array */
@@ -506,7 +506,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if ((double)L.filterlets * d->input_c > MAX_ELEMS) {
     free(bias); free(mult); free(shift); free(bitmap);
-    stats.status[7]++;
+    stats.status[8]++;
     return 0; /* values too large to allocate */
   }
   if (L.corruption == kValuesNull || L.corruption == kValuesNullEmpty) {

@@ -19,9 +19,10 @@
 # corpus; default $TEST_TMPDIR or a temp dir), --parallel (--long: one process per
 # variant at once, each for the whole budget).
 #
-# Variants: default = what x86 and the Cortex-M portable build compile. The kernel
-# library has no other build switch (the dispatcher picks every driver by shape at
-# run time); a new switch gets its variant here.
+# Variants: default = what x86 and the Cortex-M portable build compile; im2col =
+# the library's one build switch, DTMM_CONV_DRIVERS, with only the im2col and block
+# drivers: every filterlet layer through the fallback a reduced build takes. A new
+# switch gets its variant here.
 #
 # Without clang and its libFuzzer/sanitizer runtimes the script prints SKIPPED and
 # exits 0 (scripts/setup installs clang and libclang-rt-dev).
@@ -83,6 +84,7 @@ flags=(-g -O2 -std=c99 -fsanitize=fuzzer,address,undefined "$recover"
 variant_flags() {
   case "$1" in
     default) ;;
+    im2col) echo "-DDTMM_CONV_DRIVERS=DTMM_USE_IM2COL+DTMM_USE_POINTWISE_BLOCKS" ;;
     *) echo "fuzz_kernel.sh: unknown variant $1" >&2; return 1 ;;
   esac
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Groups the kernel fuzzer's crash inputs into distinct findings (fuzz_kernel.sh --long).
 
-    python3 triage.py --out DIR --workdir BUILD_DIR [--variants default,norect]
+    python3 triage.py --out DIR --workdir BUILD_DIR [--variants default,im2col]
 
 Every DIR/artifacts/<variant>-crash-* input is replayed with that variant's binary;
 its signature is the first sanitizer or harness report (UBSan: check and source line;
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--variants", default="default,norect,nomerge")
+    ap.add_argument("--variants", default="default")
     ap.add_argument("--no-minimize", action="store_true")
     args = ap.parse_args(argv)
     variants = args.variants.split(",")
