@@ -84,11 +84,14 @@ def test_markdown_marks_goals(bm):
                          dense_file_bytes=100, dtmm_file_bytes=80, tensors_compared=12,
                          tensors_equal=1, dense_code_bytes=1000, dtmm_code_bytes=1030,
                          dense_flash_bytes=1100, dtmm_flash_bytes=1110,
-                         flash_ratio=f"{1110 / 1100:.4f}"))
+                         flash_ratio=f"{1110 / 1100:.4f}", dtmm_drivers="pointwise",
+                         dtmm_all_drivers_flash_bytes=1320,
+                         all_drivers_flash_ratio=f"{1320 / 1100:.4f}"))
     md = bm.markdown(rows, 2, "header")
     assert "| m | 0.98 | 0.70 |" in md          # whole model: none above 1.00
     assert "| m | **1.05** | 0.60 |" in md      # convs: 1.05 > 1.00 at s=0, 0.60 <= 0.65
     assert "| m | **1.01** | **1.01** |" in md  # image flash: larger than dense
+    assert "| m | **1.20** | **1.20** |" in md  # the same with every driver linked
     assert "| 1,000 → 1,030 | 1,100 → 1,110 |" in md
 
 
