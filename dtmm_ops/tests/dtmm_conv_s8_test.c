@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "dtmm_conv_s8.h"
+#include "dtmm_driver_golden.h"
 #include "dtmm_golden.h"
 
 #ifndef DTMM_TEST_RANDOM_CASES
@@ -1237,6 +1238,35 @@ static void test_block_shapes(int random_cases) {
   }
 }
 
+/* ------------------------------------------------- driver choice vs Python */
+
+/* dtmm_conv_s8_choose on this architecture == dtmm.core.drivers (what `dtmm convert`
+ * tells users to build), for every shape of dtmm_driver_golden.h. */
+static void test_driver_golden(void) {
+  int i;
+  for (i = 0; i < DTMM_DRIVER_GOLDEN_COUNT; ++i) {
+    const dtmm_driver_golden_case* c = &dtmm_driver_golden_cases[i];
+    const dtmm_conv_dims d = {1, c->h, c->w, c->c_in, c->out_h, c->out_w, c->c_out, c->kh, c->kw};
+    const dtmm_conv_params p = {DTMM_FORMAT_VERSION, c->sh, c->sw, c->dh, c->dw, c->pad_top,
+                                c->pad_left, 0, 0, -128, 127};
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && !defined(DTMM_FORCE_PORTABLE)
+    const int32_t want = c->mve;
+#elif defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && !defined(DTMM_FORCE_PORTABLE)
+    const int32_t want = c->dsp;
+#else
+    const int32_t want = c->portable;
+#endif
+    int32_t preferred = -1;
+    char msg[160];
+    (void)dtmm_conv_s8_driver(&d, &p, c->block, &preferred);
+    sprintf(msg, "case %d (%dx%dx%d -> %dx%d, %dx%d s%d d%d,%d B%d): C picks %s, Python %s", i,
+            (int)c->h, (int)c->w, (int)c->c_in, (int)c->out_h, (int)c->out_w, (int)c->kh,
+            (int)c->kw, (int)c->sh, (int)c->dh, (int)c->dw, (int)c->block,
+            dtmm_conv_s8_driver_name(preferred), dtmm_conv_s8_driver_name(want));
+    check(preferred == want, msg, "driver golden");
+  }
+}
+
 int main(int argc, char** argv) {
   int cases = DTMM_TEST_RANDOM_CASES;
   if (argc > 1) cases = atoi(argv[1]);
@@ -1244,6 +1274,7 @@ int main(int argc, char** argv) {
    * fewer drivers, run_case checks every layer's DTMM_OK / DTMM_ERR_UNSUPPORTED. */
   if ((DTMM_CONV_DRIVERS) == DTMM_USE_ALL) test_validation();
   test_regressions();
+  test_driver_golden();
   test_driver_shapes();
   test_window_shapes();
   test_pixel_pointwise_shapes();
