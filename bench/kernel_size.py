@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import pathlib
 import re
 import subprocess
@@ -193,6 +194,10 @@ def main():
     ap.add_argument("--targets", default="cortex-m4,cortex-m55")
     ap.add_argument("--no-driver-sets", action="store_true",
                     help="skip the table of every driver subset")
+    ap.add_argument("--update-code-size", action="store_true",
+                    help="write the driver-set table into python/dtmm/core/data/"
+                         "code_size.json (conv_kernel_bytes), what dtmm convert's image "
+                         "estimate reads")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     lib = sorted((ROOT / "dtmm_ops").glob("dtmm_*.c"))
@@ -244,6 +249,18 @@ def main():
                         "worst_case_stack_bytes"])
             for r in set_rows:
                 w.writerow([r["target"], "-O2", r["drivers"], r["mask"], r["text"], r["stack"]])
+    if set_rows and args.update_code_size:
+        path = ROOT / "python" / "dtmm" / "core" / "data" / "code_size.json"
+        data = json.loads(path.read_text())
+        data["conv_kernel_bytes"] = {
+            t: {r["drivers"]: r["text"] for r in set_rows if r["target"] == t}
+            for t in args.targets.split(",")}
+        data["conv_kernel_source"] = (
+            "bench/kernel_size.py (kernels_size_sets.csv): .text of the DTMM conv kernel "
+            "library, -O2, linked for each set of drivers (DTMM_CONV_DRIVERS; names in "
+            "DTMM_USE_* order, '-' none); the 'ops' DTMM_CONV_2D figure links every driver")
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"updated {path.relative_to(ROOT)}")
     by = {(r["target"], r["opt"], r["component"]): r for r in rows}
     lines = ["| target | opt | DTMM .text | of which kernel drivers | of which validation (Prepare) |"
              " CMSIS-NN conv .text | DTMM stack | CMSIS-NN stack | DTMM C library calls |",

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from dtmm.core import contract, fc, latency, size
+from dtmm.core import contract, drivers, fc, latency, size
 from dtmm.core.errors import ArgumentError, DtmmError, ModelError
 from dtmm.core.fwcs import block_sparsity
 from dtmm.core.latency import DEFAULT_PREFER, DEFAULT_TARGET, PREFER
@@ -54,6 +54,9 @@ class ConversionReport:
     file_bytes_after: int = 0
     fc_layers: list = field(default_factory=list)  # one LayerReport per FULLY_CONNECTED
     targets: tuple = ()  # the targets the speed rule used; the image note names them
+    # target -> the conv drivers the output's DTMM_CONV_2D ops take (dtmm.core.drivers):
+    # what DTMM_CONV_DRIVERS must name so the image links only those
+    drivers: dict = field(default_factory=dict)
 
     @property
     def num_rewritten(self) -> int:
@@ -81,10 +84,17 @@ class ConversionReport:
         if self.fc_layers and (n_fc or not self.layers):
             lines += [format_table(self.fc_layers),
                       f"rewrote {n_fc} of {len(self.fc_layers)} FULLY_CONNECTED"]
+        lines += self.driver_lines()
         note = self.image_note()
         if note:
             lines.append(note)
         return "\n".join(lines)
+
+    def driver_lines(self) -> list:
+        """Per target, the conv drivers to build (none: no DTMM_CONV_2D)."""
+        return [f"drivers {t}: {' '.join(names)} (TFLM make {drivers.make_flag(names)}; "
+                f"C: {drivers.copt_flag(names)})"
+                for t, names in self.drivers.items() if names]
 
     def _image_ops(self):
         """(DTMM ops the file uses, dense ops it no longer uses at all)."""
@@ -105,9 +115,19 @@ class ConversionReport:
         targets without a measurement are left out)."""
         added, dropped = self._image_ops()
         code = size.op_code_bytes()
-        return {t: sum(code[t][op] for op in added) - sum(code[t].get(op, 0) for op in dropped)
-                for t in self.targets
-                if t in code and added and all(op in code[t] for op in added)}
+        out = {}
+        for t in self.targets:
+            if t not in code or not added or not all(op in code[t] for op in added):
+                continue
+            n = sum(code[t][op] for op in added) - sum(code[t].get(op, 0) for op in dropped)
+            # DTMM_CONV_2D's figure links every conv driver; the build the driver
+            # line names links only the model's
+            every = size.conv_kernel_bytes(t, drivers.DRIVERS)
+            only = size.conv_kernel_bytes(t, self.drivers[t]) if t in self.drivers else None
+            if contract.CONV_2D.custom_code in added and every is not None and only is not None:
+                n -= every - only
+            out[t] = n
+        return out
 
     def image_note(self) -> str:
         """Whether the whole image (code + model) shrinks: the file's saving against
@@ -118,12 +138,13 @@ class ConversionReport:
         saved = self.file_bytes_before - self.file_bytes_after
         net = " net of the dense ops' code" if self._image_ops()[1] else ""
         parts = ", ".join(f"{t} {n:,} B" for t, n in code.items())
+        ops = "the DTMM ops (built with the drivers above)" if self.drivers else "the DTMM ops"
         larger = [t for t, n in code.items() if n > saved]
         if not larger:
-            return (f"image: the file saves {saved:,} B, more than the code the DTMM ops "
+            return (f"image: the file saves {saved:,} B, more than the code {ops} "
                     f"add{net} ({parts}; docs/models.md)")
         grows = ", ".join(f"{t} by {code[t] - saved:,} B" for t in larger)
-        return (f"image: the file saves {saved:,} B but the DTMM ops add about {parts} of "
+        return (f"image: the file saves {saved:,} B but {ops} add about {parts} of "
                 f"code{net} (docs/models.md): an app that links DTMM only for this model "
                 f"is larger than the dense one, {grows}")
 
@@ -242,8 +263,11 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
     out = model.save()
     # What the device will load: the flatbuffer verifier and every DTMM op through
     # the checks of the TFLM op's Prepare, before anything is written.
-    check_dtmm_ops(Model.read(out, f"the conversion of {name}"), f"the conversion of {name}")
+    written = Model.read(out, f"the conversion of {name}")
+    check_dtmm_ops(written, f"the conversion of {name}")
     report.file_bytes_after = len(out)
+    report.drivers = {t: drivers.model_drivers(written, t) for t in report.targets
+                      if t in drivers.ARCH_OF_TARGET}
     if smaller_image:
         saved = len(buf) - len(out)
         grows = {t: n - saved for t, n in report.image_code_bytes().items() if n > saved}
@@ -254,6 +278,7 @@ def convert_model(buf: bytes, min_sparsity: float = 0.0, always: bool = False,
                     r.rewritten = False
                     r.reason = f"kept: the whole image would grow ({why}; --smaller-image)"
             report.file_bytes_after = len(buf)
+            report.drivers = {}
             return buf, report
     return out, report
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dtmm.core.contract import CONV_2D, decode_options  # noqa: F401
 import numpy as np
 
-from dtmm.core import fc, latency
+from dtmm.core import drivers, fc, latency
 from dtmm.core.errors import DtmmError
 from dtmm.core.geometry import PADDING_NAMES
 from dtmm.core.ops import (DtmmOp as DtmmInfo, conv_geometry, is_dtmm,  # noqa: F401
@@ -163,4 +163,9 @@ def inspect_table(buf: bytes, all_ops: bool = False, name: str = "input") -> str
                  f"{sum(counts.values())} ops: {n_conv} CONV_2D, {n_dtmm} DTMM_CONV_2D"
                  + (f", {n_fc} DTMM_FULLY_CONNECTED" if n_fc else "") + "; "
                  + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+    if n_dtmm:
+        for t in ("cortex-m4", "cortex-m55"):
+            names = drivers.model_drivers(model, t)
+            lines.append(f"drivers {t}: {' '.join(names)} (TFLM make "
+                         f"{drivers.make_flag(names)}; C: {drivers.copt_flag(names)})")
     return "\n".join(lines)

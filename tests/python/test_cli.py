@@ -130,12 +130,15 @@ def test_convert_inspect_verify(cnn, tmp_path, capsys):
     src.write_bytes(cnn)
     rc, out, err = run(capsys, "convert", src, "-o", dst)
     assert rc == 0 and err == ""
+    convert_out = out
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["op", "name", "CoutxKhxKwxCin"]
     assert sum(line.rstrip().endswith("rewritten: smaller, modeled 10%+ faster")
                for line in lines) == 5
-    assert lines[-3].startswith(f"rewrote 5 of 5 CONV_2D; file bytes {len(cnn)} -> "
+    assert lines[-5].startswith(f"rewrote 5 of 5 CONV_2D; file bytes {len(cnn)} -> "
                                 f"{dst.stat().st_size} (-")
+    assert lines[-4].startswith("drivers cortex-m4: ") and "DTMM_CONV_DRIVERS=" in lines[-4]
+    assert lines[-3].startswith("drivers cortex-m55: ")
     assert lines[-2].startswith(f"image: the file saves {len(cnn) - dst.stat().st_size:,} B")
     assert lines[-1] == f"wrote {dst}"
     assert src.read_bytes() == cnn
@@ -147,7 +150,10 @@ def test_convert_inspect_verify(cnn, tmp_path, capsys):
     rc, out, _ = run(capsys, "inspect", dst)
     assert rc == 0
     assert sum("DTMM_CONV_2D v2, " in line for line in out.splitlines()) == 5
-    assert "0 CONV_2D, 5 DTMM_CONV_2D" in out.splitlines()[-1]
+    assert "0 CONV_2D, 5 DTMM_CONV_2D" in out.splitlines()[-3]
+    # the drivers to build, as convert printed them
+    assert out.splitlines()[-2:] == [ln for ln in convert_out.splitlines()
+                                     if ln.startswith("drivers ")]
     rc, out, _ = run(capsys, "inspect", src, "--all-ops")
     assert rc == 0 and "CONV_2D (int8, convertible)" in out and "SOFTMAX" in out
 

@@ -55,14 +55,44 @@ def test_cnn_table(cnn_converted):
     _, report = cnn_converted
     table = report.table().splitlines()
     assert "CoutxKhxKwxCin" in table[0] and "in->out" in table[0]
-    rows = table[2:-2]
+    rows = table[2:-4]
     assert len(rows) == 5
     assert "16x3x3x3" in rows[0] and "24x24->12x12" in rows[0] and "2x2" in rows[0]
     assert "24x3x3x32" in rows[3] and "SAME" in rows[3]
     assert "24x5x3x24" in rows[4] and "VALID" in rows[4]
     assert all(r.rstrip().endswith("rewritten: smaller, modeled 10%+ faster") for r in rows)
-    assert table[-2].startswith("rewrote 5 of 5 CONV_2D; file bytes ")
+    assert table[-4].startswith("rewrote 5 of 5 CONV_2D; file bytes ")
+    # the drivers to build, per target, as make and C flags
+    for line, target in ((table[-3], "cortex-m4"), (table[-2], "cortex-m55")):
+        names = report.drivers[target]
+        assert line.startswith(f"drivers {target}: {' '.join(names)} (TFLM make "
+                               f'DTMM_CONV_DRIVERS="{" ".join(names)}"; C: -DDTMM_CONV_DRIVERS=')
     assert table[-1].startswith("image: the file saves ")
+
+
+def test_report_drivers_are_the_written_models(cnn_converted):
+    from dtmm.core import drivers
+
+    out, report = cnn_converted
+    assert set(report.drivers) == set(report.targets)
+    for t, names in report.drivers.items():
+        assert names and names == drivers.model_drivers(out, t)
+        assert set(names) <= set(drivers.DRIVERS)
+
+
+def test_image_estimate_counts_only_the_models_drivers(cnn_converted):
+    from dtmm.core import size
+
+    _, report = cnn_converted
+    code = size.op_code_bytes()
+    for t, n in report.image_code_bytes().items():
+        every = size.conv_kernel_bytes(t, ("pixel", "pointwise", "expanded", "im2col",
+                                           "window", "pointwise_blocks"))
+        only = size.conv_kernel_bytes(t, report.drivers[t])
+        assert 0 < only < every
+        # DTMM_CONV_2D with every driver, less the kernels this model does not need,
+        # less CMSIS-NN's conv (every conv rewritten)
+        assert n == code[t]["DTMM_CONV_2D"] - (every - only) - code[t]["CONV_2D"]
 
 
 def test_smaller_image_keeps_a_model_whose_image_would_grow(cnn, cnn_converted, monkeypatch):
@@ -78,6 +108,7 @@ def test_smaller_image_keeps_a_model_whose_image_would_grow(cnn, cnn_converted, 
     big = {"cortex-m4": {"DTMM_CONV_2D": saved + 28_000, "CONV_2D": 27_000},
            "cortex-m55": {"DTMM_CONV_2D": 1000}}
     monkeypatch.setattr(size, "op_code_bytes", lambda: big)
+    monkeypatch.setattr(size, "conv_kernel_bytes", lambda target, names: None)
     kept, kept_report = convert_model(cnn, smaller_image=True)
     assert kept == cnn and kept_report.num_rewritten == 0
     assert kept_report.file_bytes_after == len(cnn)

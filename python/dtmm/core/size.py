@@ -119,5 +119,21 @@ def op_code_bytes() -> dict:
     data/code_size.json names the run). An image whose app links DTMM only for this
     model is smaller than the dense one only if the model file saves more than the
     DTMM ops add (less a dense op the model no longer uses). Read-only."""
+    return {t: dict(ops) for t, ops in _code_size()["ops"].items()}
+
+
+@lru_cache(maxsize=None)
+def _code_size() -> dict:
     with resources.files("dtmm.core").joinpath("data/code_size.json").open() as f:
-        return {t: dict(ops) for t, ops in json.load(f)["ops"].items()}
+        return json.load(f)
+
+
+def conv_kernel_bytes(target: str, names) -> int | None:
+    """.text of the DTMM conv kernel library an image links on `target` when built
+    with the drivers `names` (DTMM_CONV_DRIVERS; the window drivers bring im2col);
+    None where not measured (bench/kernel_size.py --update-code-size)."""
+    from dtmm.core.drivers import built
+    table = _code_size().get("conv_kernel_bytes", {}).get(target)
+    if table is None:
+        return None
+    return table.get(" ".join(built(names)) or "-")
