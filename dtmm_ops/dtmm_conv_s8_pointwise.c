@@ -71,7 +71,8 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
   /* Pixels no group covers: all channels of each, one pixel at a time. */
   for (l = 0; l < lines && single > 0; ++l)
     for (i = len - single; i < len; ++i)
-      dtmm_pixel_channels(g, f, in + l * line_in + i * pitch, out + l * line_out + i * out_c);
+      dtmm_pixel_channels_1x1(g, f, in + l * line_in + i * pitch,
+                              out + l * line_out + i * out_c);
 }
 
 #endif /* !DTMM_ARCH_DSP */
