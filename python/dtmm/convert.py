@@ -136,17 +136,18 @@ class ConversionReport:
         if not code:
             return ""
         saved = self.file_bytes_before - self.file_bytes_after
-        net = " net of the dense ops' code" if self._image_ops()[1] else ""
-        parts = ", ".join(f"{t} {n:,} B" for t, n in code.items())
-        ops = "the DTMM ops (built with the drivers above)" if self.drivers else "the DTMM ops"
+        what = "the DTMM ops" + (" built with the drivers above" if self.drivers else "")
+        if self._image_ops()[1]:
+            what += ", less the dense ops no longer used"
+        head = (f"image: the file saves {saved:,} B; the code changes by "
+                + ", ".join(f"{t} {n:+,} B" for t, n in code.items())
+                + f" ({what}; docs/models.md): ")
         larger = [t for t, n in code.items() if n > saved]
         if not larger:
-            return (f"image: the file saves {saved:,} B, more than the code {ops} "
-                    f"add{net} ({parts}; docs/models.md)")
+            return head + "the image is smaller than the dense one"
         grows = ", ".join(f"{t} by {code[t] - saved:,} B" for t in larger)
-        return (f"image: the file saves {saved:,} B but {ops} add about {parts} of "
-                f"code{net} (docs/models.md): an app that links DTMM only for this model "
-                f"is larger than the dense one, {grows}")
+        return head + f"an app that links DTMM only for this model is larger than the " \
+                      f"dense one, {grows}"
 
 
 def _estimate(conv, form, options_len: int, tensor_users, buffer_users):

@@ -4,7 +4,9 @@
 #   - dtmm_ops/dtmm_conv.cc, dtmm_fully_connected.cc and every C source of //dtmm_ops:dtmm_kernels (the
 #     labels in KERNEL_SRCS, a genquery output) are in `make list_library_sources`;
 #   - test_dtmm_conv_test, test_dtmm_fc_test, test_dtmm_model_test, test_dtmm_arena_test are make
-#     targets (`make -n` prints their commands).
+#     targets (`make -n` prints their commands);
+#   - DTMM_CONV_DRIVERS="pixel window" compiles the kernels and the op with
+#     -DDTMM_CONV_DRIVERS=DTMM_USE_PIXEL+DTMM_USE_WINDOW; an unknown name stops make naming it.
 # Usage: tflm_make_plugin_test.sh TFLM_ROOT KERNEL_SRCS. Writes nothing into TFLM_ROOT (the
 # make build dir goes to a temp dir).
 set -euo pipefail
@@ -56,5 +58,21 @@ for t in test_dtmm_conv_test test_dtmm_fc_test test_dtmm_model_test test_dtmm_ar
     fail=1
   fi
 done
+"${mk[@]}" -n DTMM_CONV_DRIVERS="pixel window" microlite >"$gendir/drivers.log" 2>&1 || true
+for f in dtmm_conv_s8.c dtmm_conv.cc; do
+  if grep -F "/$f" "$gendir/drivers.log" | grep -qF -- "-DDTMM_CONV_DRIVERS=DTMM_USE_PIXEL+DTMM_USE_WINDOW"; then
+    echo "ok: DTMM_CONV_DRIVERS=\"pixel window\" reaches $f"
+  else
+    echo "FAIL: DTMM_CONV_DRIVERS=\"pixel window\" does not reach $f's compile command"
+    fail=1
+  fi
+done
+if "${mk[@]}" -n DTMM_CONV_DRIVERS="pixel rect" microlite >"$gendir/bad.log" 2>&1; then
+  echo "FAIL: DTMM_CONV_DRIVERS=\"pixel rect\" was accepted"; fail=1
+elif grep -qF "DTMM_CONV_DRIVERS: unknown driver 'rect'" "$gendir/bad.log"; then
+  echo "ok: an unknown driver name stops make naming it"
+else
+  echo "FAIL: DTMM_CONV_DRIVERS=\"pixel rect\":"; tail -n 3 "$gendir/bad.log"; fail=1
+fi
 if [[ $fail -eq 0 ]]; then echo "make_plugin_test: all checks passed"; fi
 exit "$fail"
