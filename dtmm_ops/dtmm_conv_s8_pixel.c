@@ -219,10 +219,12 @@ static __attribute__((noinline)) void dtmm_pixel_window(const dtmm_geom* g,
 }
 #endif
 
+#if !defined(DTMM_ARCH_DSP) /* the DSP pointwise driver has no lone pixels */
 void dtmm_pixel_channels_1x1(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                              const int8_t* win, int8_t* out) {
   dtmm_pixel_pointwise(g, f, win, out);
 }
+#endif
 
 void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* win,
                          int8_t* out) {
