@@ -87,32 +87,40 @@ dtmm_driver dtmm_conv_s8_choose(const dtmm_geom* g, int32_t block_size) {
  * layer; im2col any filterlet (B = C_in) layer. */
 dtmm_driver dtmm_conv_s8_built_driver(const dtmm_geom* g, int32_t block_size) {
   const dtmm_driver chosen = dtmm_conv_s8_choose(g, block_size);
-  if (DTMM_BUILT(chosen)) return chosen;
+#if DTMM_BUILT_DRIVERS == DTMM_USE_ALL
+  return chosen; /* the default build: not one instruction more per call */
+#else
+  if (DTMM_BUILT(DTMM_DRIVER_BIT(chosen))) return chosen;
   if (chosen == DTMM_DRIVER_POINTWISE_BLOCKS) return DTMM_DRIVER_NONE;
-  if (chosen == DTMM_DRIVER_PIXEL && g->taps == 1 && DTMM_BUILT(DTMM_DRIVER_POINTWISE))
+  if (chosen == DTMM_DRIVER_PIXEL && g->taps == 1 && DTMM_BUILT(DTMM_USE_POINTWISE))
     return DTMM_DRIVER_POINTWISE;
-  return DTMM_BUILT(DTMM_DRIVER_IM2COL) ? DTMM_DRIVER_IM2COL : DTMM_DRIVER_NONE;
+  return DTMM_BUILT(DTMM_USE_IM2COL) ? DTMM_DRIVER_IM2COL : DTMM_DRIVER_NONE;
+#endif
+}
+
+static int32_t dtmm_driver_use_bit(dtmm_driver d) {
+  return d == DTMM_DRIVER_NONE ? 0 : DTMM_DRIVER_BIT(d);
 }
 
 DTMM_SIZE_OPT int32_t dtmm_conv_s8_driver(const dtmm_conv_dims* dims,
                                           const dtmm_conv_params* params,
                                           int32_t block_size, int32_t* preferred) {
   dtmm_geom g;
-  if (preferred) *preferred = DTMM_DRIVER_NONE;
-  if (dtmm_check_shape(dims, params) != DTMM_OK) return DTMM_DRIVER_NONE;
+  if (preferred) *preferred = 0;
+  if (dtmm_check_shape(dims, params) != DTMM_OK) return 0;
   dtmm_make_geom(dims, params, &g);
-  if (preferred) *preferred = dtmm_conv_s8_choose(&g, block_size);
-  return dtmm_conv_s8_built_driver(&g, block_size);
+  if (preferred) *preferred = dtmm_driver_use_bit(dtmm_conv_s8_choose(&g, block_size));
+  return dtmm_driver_use_bit(dtmm_conv_s8_built_driver(&g, block_size));
 }
 
 DTMM_SIZE_OPT const char* dtmm_conv_s8_driver_name(int32_t driver) {
   switch (driver) {
-    case DTMM_DRIVER_PIXEL: return "pixel";
-    case DTMM_DRIVER_POINTWISE: return "pointwise";
-    case DTMM_DRIVER_EXPANDED: return "expanded";
-    case DTMM_DRIVER_IM2COL: return "im2col";
-    case DTMM_DRIVER_WINDOW: return "window";
-    case DTMM_DRIVER_POINTWISE_BLOCKS: return "pointwise_blocks";
+    case DTMM_USE_PIXEL: return "pixel";
+    case DTMM_USE_POINTWISE: return "pointwise";
+    case DTMM_USE_EXPANDED: return "expanded";
+    case DTMM_USE_IM2COL: return "im2col";
+    case DTMM_USE_WINDOW: return "window";
+    case DTMM_USE_POINTWISE_BLOCKS: return "pointwise_blocks";
     default: return "none";
   }
 }
@@ -165,8 +173,13 @@ dtmm_status dtmm_conv_s8(const dtmm_conv_dims* dims, const dtmm_conv_params* par
         dtmm_pointwise_blocks_s8(&g, filter, filter->block_size, in, out);
         break;
 #endif
+#if DTMM_BUILT_DRIVERS != DTMM_USE_ALL
       default: /* DTMM_DRIVER_NONE: validation rejected the layer */
         return DTMM_ERR_UNSUPPORTED;
+#else
+      default: /* every driver is built: dtmm_conv_s8_choose picked one */
+        break;
+#endif
     }
   }
   return DTMM_OK;

@@ -11,22 +11,25 @@
 extern "C" {
 #endif
 
-/* The drivers, as their DTMM_USE_* bits (dtmm_conv_s8.h). */
+/* The drivers, numbered as their DTMM_USE_* bits are (bit = 1 << driver): dense
+ * values, so dtmm_conv_s8's switch is a jump table. */
 typedef enum {
-  DTMM_DRIVER_NONE = 0,  /* no built driver runs the layer (validation rejects it) */
-  DTMM_DRIVER_PIXEL = DTMM_USE_PIXEL, /* fewer output pixels than a group: one pixel at a time */
-  DTMM_DRIVER_POINTWISE = DTMM_USE_POINTWISE, /* 1x1 kernels: kept channels are whole filters */
-  DTMM_DRIVER_EXPANDED = DTMM_USE_EXPANDED,   /* wide kernels, few channels: dense filter in scratch */
-  DTMM_DRIVER_IM2COL = DTMM_USE_IM2COL,       /* groups through im2col rows: any kernel */
-  DTMM_DRIVER_WINDOW = DTMM_USE_WINDOW, /* in-place windows (MVE: rectangles, else strided lines) */
-  DTMM_DRIVER_POINTWISE_BLOCKS = DTMM_USE_POINTWISE_BLOCKS, /* 1x1, filterlet blocks of B < C_in */
+  DTMM_DRIVER_PIXEL,     /* fewer output pixels than a group: one pixel at a time */
+  DTMM_DRIVER_POINTWISE, /* 1x1 kernels: kept channels are whole filters */
+  DTMM_DRIVER_EXPANDED,  /* wide kernels, few channels: dense filter in scratch */
+  DTMM_DRIVER_IM2COL,    /* groups through im2col rows: any kernel */
+  DTMM_DRIVER_WINDOW,    /* in-place windows (MVE: rectangles, else strided lines) */
+  DTMM_DRIVER_POINTWISE_BLOCKS, /* 1x1 kernels with filterlet blocks of B < C_in */
+  DTMM_DRIVER_NONE       /* no built driver runs the layer (validation rejects it) */
 } dtmm_driver;
+#define DTMM_DRIVER_BIT(driver) (1 << (driver))
 
 /* The drivers this build links: DTMM_CONV_DRIVERS, plus im2col under the window
  * drivers (their borders). */
 #define DTMM_BUILT_DRIVERS \
   ((DTMM_CONV_DRIVERS) | (((DTMM_CONV_DRIVERS) & DTMM_USE_WINDOW) ? DTMM_USE_IM2COL : 0))
-#define DTMM_BUILT(driver) ((DTMM_BUILT_DRIVERS & (driver)) != 0)
+/* Whether the DTMM_USE_* bits `use` are built (usable in #if). */
+#define DTMM_BUILT(use) ((DTMM_BUILT_DRIVERS & (use)) != 0)
 
 /* The dims/params part of dtmm_conv_s8_validate (no filter needed). */
 dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims, const dtmm_conv_params* params);
