@@ -122,7 +122,10 @@ def test_forced_blocks_convert_inspect_and_verify(pointwise):
                if not latency._data()["conv_models"][t]["dtmm"].get(latency.BLOCK_CLASS)]
     if missing:  # until bench/kernels has block rows and the lead refits
         assert all(latency.no_model_text(missing) in t for t in texts if "B=16" in t)
-    assert "3 DTMM_CONV_2D" in inspect_table(out).splitlines()[-1]
+    table = inspect_table(out).splitlines()
+    assert "3 DTMM_CONV_2D" in table[-3]
+    # the block convs need the block driver on both targets
+    assert all(ln.startswith("drivers ") and "pointwise_blocks" in ln for ln in table[-2:])
 
 
 def test_block_choice_by_size_and_speed(pointwise):
