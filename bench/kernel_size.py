@@ -38,6 +38,8 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CM = ROOT / "tests" / "cortex_m"
+sys.path.insert(0, str(ROOT / "python"))
+from dtmm.core import drivers  # noqa: E402  (DTMM_USE_* bits, the dispatcher files)
 TARGETS = {
     "cortex-m4": (["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft"], "m4.ld", "M4"),
     "cortex-m55": (["-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"], "m55.ld", "M55"),
@@ -97,12 +99,6 @@ def frame_of_prologue(lines: list[str]) -> int:
     return total
 
 
-# The conv drivers, as DTMM_CONV_DRIVERS bits (dtmm_conv_s8.h) and TFLM make names.
-DRIVERS = {"pixel": 1, "pointwise": 2, "expanded": 4, "im2col": 8, "window": 16,
-           "pointwise_blocks": 32}
-# The files whose code depends on DTMM_CONV_DRIVERS (the dispatchers of Eval and of
-# the scratch size).
-DISPATCH = ("dtmm_conv_s8.c", "dtmm_conv_s8_get_buffer_size.c")
 
 
 def measure(component, srcs, incs, flags, ld, work: pathlib.Path, main_src: str,
@@ -115,7 +111,7 @@ def measure(component, srcs, incs, flags, ld, work: pathlib.Path, main_src: str,
     objs, lib_objs = [], []
     for src in srcs:
         o = work / (src.stem + ".o")
-        if reuse is not None and src.name not in DISPATCH:
+        if reuse is not None and src.name not in drivers.DISPATCH_SOURCES:
             o = reuse / (src.stem + ".o")
         else:
             run(["arm-none-eabi-gcc", *common, "-c", str(src), "-o", str(o)])
@@ -223,8 +219,8 @@ def main():
                           f"stack {r['stack']:,} B (C library: {r['libc'] or '-'})", flush=True)
             if not args.no_driver_sets:
                 full = pathlib.Path(tmp) / f"{t}-O2dtmm"
-                for mask in range(1 << len(DRIVERS)):
-                    names = [n for n, bit in DRIVERS.items() if mask & bit]
+                for mask in range(1 << len(drivers.DRIVERS)):
+                    names = [n for n, bit in drivers.DRIVERS.items() if mask & bit]
                     r = measure("dtmm", lib, [ROOT / "dtmm_ops"], [*flags, "-O2"], ld,
                                 pathlib.Path(tmp) / f"{t}-set{mask}", DTMM_MAIN,
                                 defines=[f"-DDTMM_CONV_DRIVERS={mask}"], reuse=full)
@@ -233,7 +229,7 @@ def main():
                 print(f"{short} -O2 dtmm driver sets: .text "
                       f"{min(x['text'] for x in set_rows if x['target'] == t):,} - "
                       f"{max(x['text'] for x in set_rows if x['target'] == t):,} B "
-                      f"over {1 << len(DRIVERS)} subsets", flush=True)
+                      f"over {1 << len(drivers.DRIVERS)} subsets", flush=True)
     with open(args.out / "kernels_size.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["target", "opt", "component", "text_bytes", "driver_text_bytes",

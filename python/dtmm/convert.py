@@ -92,9 +92,7 @@ class ConversionReport:
 
     def driver_lines(self) -> list:
         """Per target, the conv drivers to build (none: no DTMM_CONV_2D)."""
-        return [f"drivers {t}: {' '.join(names)} (TFLM make {drivers.make_flag(names)}; "
-                f"C: {drivers.copt_flag(names)})"
-                for t, names in self.drivers.items() if names]
+        return [drivers.summary_line(t, names) for t, names in self.drivers.items() if names]
 
     def _image_ops(self):
         """(DTMM ops the file uses, dense ops it no longer uses at all)."""

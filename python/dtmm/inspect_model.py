@@ -164,8 +164,6 @@ def inspect_table(buf: bytes, all_ops: bool = False, name: str = "input") -> str
                  + (f", {n_fc} DTMM_FULLY_CONNECTED" if n_fc else "") + "; "
                  + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
     if n_dtmm:
-        for t in ("cortex-m4", "cortex-m55"):
-            names = drivers.model_drivers(model, t)
-            lines.append(f"drivers {t}: {' '.join(names)} (TFLM make "
-                         f"{drivers.make_flag(names)}; C: {drivers.copt_flag(names)})")
+        lines += [drivers.summary_line(t, drivers.model_drivers(model, t))
+                  for t in latency.conv_targets() if t in drivers.ARCH_OF_TARGET]
     return "\n".join(lines)

@@ -20,6 +20,9 @@ from dtmm.core.errors import ArgumentError
 # DTMM_USE_* bits of dtmm_conv_s8.h, in their order (also TFLM make's names).
 DRIVERS = {"pixel": 1, "pointwise": 2, "expanded": 4, "im2col": 8, "window": 16,
            "pointwise_blocks": 32}
+# The kernel files whose code depends on DTMM_CONV_DRIVERS (the dispatchers of
+# Eval and of the scratch size): what a build of another set recompiles.
+DISPATCH_SOURCES = ("dtmm_conv_s8.c", "dtmm_conv_s8_get_buffer_size.c")
 
 # The architecture dtmm_conv_s8_support.h compiles for each target.
 ARCH_OF_TARGET = {"cortex-m4": "dsp", "cortex-m7": "dsp", "cortex-m33": "dsp",
@@ -176,3 +179,9 @@ def make_flag(names) -> str:
 def copt_flag(names) -> str:
     """The C flag for a build of `names` (Bazel --copt, other build systems)."""
     return "-DDTMM_CONV_DRIVERS=" + ("+".join(f"DTMM_USE_{n.upper()}" for n in names) or "0")
+
+
+def summary_line(target: str, names) -> str:
+    """What `dtmm convert` and `dtmm inspect` print per target."""
+    return (f"drivers {target}: {' '.join(names)} (TFLM make {make_flag(names)}; "
+            f"C: {copt_flag(names)})")

@@ -16,6 +16,8 @@ import json
 from functools import lru_cache
 from importlib import resources
 
+from dtmm.core import drivers
+
 # Conv2DOptions table of a CONV_2D operator.
 CONV_OPTIONS_BYTES = 20
 # The CUSTOM "DTMM_CONV_2D" OperatorCode entry (table + string), once per file.
@@ -132,8 +134,7 @@ def conv_kernel_bytes(target: str, names) -> int | None:
     """.text of the DTMM conv kernel library an image links on `target` when built
     with the drivers `names` (DTMM_CONV_DRIVERS; the window drivers bring im2col);
     None where not measured (bench/kernel_size.py --update-code-size)."""
-    from dtmm.core.drivers import built
     table = _code_size().get("conv_kernel_bytes", {}).get(target)
     if table is None:
         return None
-    return table.get(" ".join(built(names)) or "-")
+    return table.get(" ".join(drivers.built(names)) or "-")
