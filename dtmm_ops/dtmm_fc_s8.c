@@ -54,9 +54,11 @@ DTMM_INLINE int32_t fc_word_run(uint32_t* m, int32_t* t) {
   return (nxt ? DTMM_CTZ(nxt) : 32) - t0;
 }
 
-/* DTMM_P input rows at x (pitch C_in) against every output row. */
-static void fc_group(const dtmm_fc_dims* d, const dtmm_fc_params* p, const dtmm_fc_filter* f,
-                     int32_t bm_bytes, const int8_t* x, int8_t* out) {
+/* DTMM_P input rows at x (pitch C_in) against every output row. Out of line: inlined
+ * into dtmm_fc_s8, gcc 12 -O3 finds no registers for the MVE MAC loop's operands. */
+static DTMM_NOINLINE void fc_group(const dtmm_fc_dims* d, const dtmm_fc_params* p,
+                                   const dtmm_fc_filter* f, int32_t bm_bytes, const int8_t* x,
+                                   int8_t* out) {
   const uint8_t* bm = (const uint8_t*)f->w;
   const int8_t* wp = f->w + bm_bytes;
   const int32_t nb = d->input_c / d->block, bk = d->block;
