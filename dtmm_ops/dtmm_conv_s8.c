@@ -3,15 +3,11 @@
  * choice: docs/kernels.md. */
 #include "dtmm_conv_s8_drivers.h"
 
-/* Fewer output pixels than a group: grouping would compute mostly copies. 1x1
- * kernels onto up to DTMM_PIXEL_POINTWISE_MAX_PIXELS output pixels with rows of at
- * least DTMM_PIXEL_POINTWISE_MIN_CIN bytes too: there the 4-pixel groups overlap
- * or leave lone pixels, and one pixel's sparse matrix-vector product (cost per
- * kept channel, fixed cost per pixel) is cheaper. */
+/* Fewer output pixels than a group: grouping would compute mostly copies (1x1
+ * kernels: fewer than DTMM_POINTWISE_MIN_PIXELS). */
 static int dtmm_is_tiny_plane(const dtmm_geom* g) {
   const int32_t pixels = g->out_h * g->out_w;
-  return pixels < DTMM_P || (g->taps == 1 && pixels <= DTMM_PIXEL_POINTWISE_MAX_PIXELS &&
-                             g->in_c >= DTMM_PIXEL_POINTWISE_MIN_CIN);
+  return pixels < DTMM_POINTWISE_MIN_PIXELS || (g->taps > 1 && pixels < DTMM_P);
 }
 
 /* 1x1 kernels: a filterlet is a whole filter, kept channels are dense rows. */

@@ -52,8 +52,9 @@ int32_t dtmm_pixel_s8_get_buffer_size(const dtmm_geom* g);
  * out points at the pixel's channel 0. Fully pruned channels are written too. */
 void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* w,
                          int8_t* out);
-/* The same for a 1x1 kernel (w: the pixel's C_in inputs): what the pointwise driver
- * calls, so a build without the pixel driver does not link its k > 1 paths. */
+/* The same for a 1x1 kernel (w: the pixel's C_in inputs): what the portable
+ * pointwise driver calls for its lone pixels, so a build without the pixel driver
+ * does not link its k > 1 paths. */
 void dtmm_pixel_channels_1x1(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                              const int8_t* w, int8_t* out);
 

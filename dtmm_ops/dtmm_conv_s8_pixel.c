@@ -1,5 +1,6 @@
 /* Pixel driver: output planes with fewer pixels than a group (microWakeWord's
- * convs have 1x1 output planes), and the leftover pixels of the pointwise driver.
+ * convs have 1x1 output planes), and the leftover pixels of the portable pointwise
+ * driver.
  *
  * One pixel at a time, its window read as [taps][C_in] bytes (in place when the
  * input already has that layout, else copied to scratch), so that every stretch of
@@ -60,21 +61,6 @@ DTMM_INLINE const int8_t* dtmm_channel_dot(const dtmm_geom* g, const dtmm_fwcs_f
   return v;
 }
 
-/* The 32 bitmap bits from byte q on (bits past the bitmap read as 0; the
- * validated padding bits of the last byte are 0). */
-DTMM_INLINE uint32_t dtmm_pixel_word(const uint8_t* bm, int32_t len, int32_t q) {
-  uint32_t v = 0;
-  int32_t i;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  if (q + 4 <= len) {
-    memcpy(&v, bm + q, 4); /* one (unaligned) load */
-    return v;
-  }
-#endif
-  for (i = 0; i < 4 && q + i < len; ++i) v |= (uint32_t)bm[q + i] << (8 * i);
-  return v;
-}
-
 #if defined(DTMM_ARCH_MVE)
 /* 1x1, one pixel: a sparse matrix-vector product. The kept channels' rows are
  * consecutive in the values, so any 4 kept channels are 4 consecutive rows: one
@@ -83,10 +69,6 @@ DTMM_INLINE uint32_t dtmm_pixel_word(const uint8_t* bm, int32_t len, int32_t q) 
  * (zeroed first, so a pruned channel's sum is 0). Per block (one bitmap word) the
  * channels are then requantized 4 at a time with their biases. */
 #define DTMM_PIXEL_BLOCK 32
-DTMM_INLINE uint32x4_t dtmm_ctz4(uint32_t m0, uint32_t m1, uint32_t m2, uint32_t m3) {
-  return vreinterpretq_u32_s32(dtmm_vec4((int32_t)DTMM_CTZ(m0), (int32_t)DTMM_CTZ(m1),
-                                         (int32_t)DTMM_CTZ(m2), (int32_t)DTMM_CTZ(m3)));
-}
 
 /* out[k] = requantized acc[k] + bias[k], k < n: whole groups of
  * 4 unpredicated, then the last 1-3 channels predicated (pointers in locals: the
@@ -124,7 +106,7 @@ static __attribute__((noinline)) void dtmm_pixel_pointwise(const dtmm_geom* g, c
   int32_t b, k;
   for (b = 0; b < out_c; b += DTMM_PIXEL_BLOCK) {
     const int32_t n = out_c - b < DTMM_PIXEL_BLOCK ? out_c - b : DTMM_PIXEL_BLOCK;
-    uint32_t m = dtmm_pixel_word(f->bitmap, f->bitmap_bytes, b >> 3);
+    uint32_t m = dtmm_bitmap_word(f->bitmap, f->bitmap_bytes, b >> 3);
     for (k = 0; k < n; k += 4) vstrwq_s32(acc + k, zero);
     while (m) {
       const uint32_t m1 = m & (m - 1u), m2 = m1 & (m1 - 1u), m3 = m2 & (m2 - 1u);
@@ -151,6 +133,7 @@ static __attribute__((noinline)) void dtmm_pixel_pointwise(const dtmm_geom* g, c
                              g->out_off, g->act_min, g->act_max, out + b);
   }
 }
+
 #else
 /* 1x1, one pixel, a channel at a time: its bit from a word read per 32 channels,
  * the arrays in locals (the byte stores to out may alias anything). */
@@ -164,7 +147,7 @@ static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
   uint32_t m = 0;
   for (oc = 0; oc < out_c; ++oc, m >>= 1) {
     int32_t s = bias[oc];
-    if ((oc & 31) == 0) m = dtmm_pixel_word(f->bitmap, f->bitmap_bytes, oc >> 3);
+    if ((oc & 31) == 0) m = dtmm_bitmap_word(f->bitmap, f->bitmap_bytes, oc >> 3);
     if (m & 1u) {
       s = dtmm_mac_1(w, win, c, s);
       w += c;
@@ -219,7 +202,7 @@ static __attribute__((noinline)) void dtmm_pixel_window(const dtmm_geom* g,
 }
 #endif
 
-#if !defined(DTMM_ARCH_DSP) /* the DSP pointwise driver has no lone pixels */
+#if defined(DTMM_ARCH_PORTABLE) /* only the portable pointwise driver has lone pixels */
 void dtmm_pixel_channels_1x1(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                              const int8_t* win, int8_t* out) {
   dtmm_pixel_pointwise(g, f, win, out);

@@ -1,4 +1,4 @@
-/* Pointwise driver (1x1 kernels), MVE and portable: a filterlet is a whole filter,
+/* Pointwise driver (1x1 kernels), portable C: a filterlet is a whole filter,
  * so a kept channel is one dense dot product of C_in bytes per pixel and a pruned
  * one a constant. Kept channels outermost (found by counting trailing zeros in the
  * bitmap, so pruned channels cost nothing here), then groups of DTMM_P pixels along
@@ -7,7 +7,7 @@
  * leftover pixel (or a line shorter than a group) goes through the pixel driver. */
 #include "dtmm_conv_s8_drivers.h"
 
-#if !defined(DTMM_ARCH_DSP)
+#if defined(DTMM_ARCH_PORTABLE) /* MVE: dtmm_conv_s8_pointwise_mve.c, DSP: _2x2.c */
 
 void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                        int8_t* out) {
@@ -31,24 +31,15 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
   const int32_t single = groups == 0 ? len : (rest >= 2 ? 0 : rest);
   const int8_t* w = f->values;
   int32_t oc0, l, i;
-#if defined(DTMM_ARCH_MVE)
-  const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)out_c);
-  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
-#else
   int32_t oo[DTMM_P];
   for (i = 0; i < DTMM_P; ++i) oo[i] = i * out_c;
-#endif
   dtmm_fill_pruned(g, f, out, g->out_h * g->out_w);
   for (oc0 = 0; oc0 < out_c; oc0 += 32) {
     uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, oc0, out_c - oc0 < 32 ? out_c - oc0 : 32);
     while (m) {
       const int32_t oc = oc0 + DTMM_CTZ(m);
       const int32_t bias = f->bias[oc];
-#if defined(DTMM_ARCH_MVE)
-      const dtmm_rq_x4 rq = dtmm_rq_channel(f->multiplier[oc], f->shift[oc]);
-#else
       const int32_t mult = f->multiplier[oc], shift = f->shift[oc];
-#endif
       m &= m - 1u;
       for (l = 0; l < lines; ++l) {
         const int8_t* x = in + l * line_in;
@@ -58,11 +49,7 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
           dtmm_acc acc;
           dtmm_acc_set(&acc, bias);
           dtmm_mac_p(w, x + px * pitch, pitch, c, &acc);
-#if defined(DTMM_ARCH_MVE)
-          dtmm_store_p(&acc, DTMM_P, &rq, g->out_off, lo, hi, o + px * out_c, offs);
-#else
           dtmm_store_p(&acc, DTMM_P, mult, shift, g, o + px * out_c, oo);
-#endif
         }
       }
       w += c;
@@ -75,4 +62,4 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
                               out + l * line_out + i * out_c);
 }
 
-#endif /* !DTMM_ARCH_DSP */
+#endif /* DTMM_ARCH_PORTABLE */

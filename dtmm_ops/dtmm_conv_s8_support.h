@@ -68,6 +68,17 @@
 #endif
 #endif
 
+/* 1x1 kernels onto fewer output pixels than this take the pixel driver (MVE: the
+ * pointwise driver's setup per 4 kept rows is not amortized over 1-2 pixels; DSP
+ * and portable: its groups need DTMM_P pixels); docs/kernels.md "Defaults". */
+#ifndef DTMM_POINTWISE_MIN_PIXELS
+#if defined(DTMM_ARCH_MVE)
+#define DTMM_POINTWISE_MIN_PIXELS 3
+#else
+#define DTMM_POINTWISE_MIN_PIXELS DTMM_P
+#endif
+#endif
+
 /* Window drivers may run a channel as its dense filter (kernel-row runs over the
  * filterlets expanded on the stack, zeros where pruned) when that is cheaper than
  * its kept filterlets' runs: filters of up to this many bytes. */
@@ -124,8 +135,10 @@ extern "C" {
 /* The MAC asm blocks only read memory. gcc is told which (an array of unknown size
  * from the lowest pointer of each object: rows of one group lie after its first),
  * so that values the drivers keep in memory are not reloaded after every block;
- * other compilers get the "memory" clobber. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__)
+ * other compilers, -O0 and -Os (where gcc 12 then finds no registers for the
+ * memory operands' addresses in the MVE pointwise loop) get the "memory" clobber. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__) && \
+    !defined(__OPTIMIZE_SIZE__)
 #define DTMM_ASM_READS(p) , "m"(*(const int8_t(*)[])(p))
 #define DTMM_ASM_MEMORY
 #else /* also gcc -O0: the memory operands would need registers it keeps for the frame */
@@ -801,21 +814,28 @@ DTMM_INLINE int dtmm_channel_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* 
 
 /* ---- px ---- */
 
-/* 1x1 kernels onto at most this many output pixels, over at least this many input
- * channels, take the pixel driver (MVE: its per-kept-channel product beats 4-pixel
- * groups on 2x2 / 3x3 planes; docs/kernels.md "Defaults"). */
-#ifndef DTMM_PIXEL_POINTWISE_MAX_PIXELS
-#if defined(DTMM_ARCH_MVE)
-#define DTMM_PIXEL_POINTWISE_MAX_PIXELS 9
-#else
-#define DTMM_PIXEL_POINTWISE_MAX_PIXELS 0
+/* The 32 bitmap bits from byte q on (bits past the bitmap read as 0; the
+ * validated padding bits of the last byte are 0). */
+DTMM_INLINE uint32_t dtmm_bitmap_word(const uint8_t* bm, int32_t len, int32_t q) {
+  uint32_t v = 0;
+  int32_t i;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (q + 4 <= len) {
+    memcpy(&v, bm + q, 4); /* one (unaligned) load */
+    return v;
+  }
 #endif
-#endif
-#ifndef DTMM_PIXEL_POINTWISE_MIN_CIN
-#define DTMM_PIXEL_POINTWISE_MIN_CIN 64
-#endif
+  for (i = 0; i < 4 && q + i < len; ++i) v |= (uint32_t)bm[q + i] << (8 * i);
+  return v;
+}
 
 #if defined(DTMM_ARCH_MVE)
+/* Lane j: the index of the lowest set bit of mj (mj != 0). */
+DTMM_INLINE uint32x4_t dtmm_ctz4(uint32_t m0, uint32_t m1, uint32_t m2, uint32_t m3) {
+  return vreinterpretq_u32_s32(dtmm_vec4((int32_t)DTMM_CTZ(m0), (int32_t)DTMM_CTZ(m1),
+                                         (int32_t)DTMM_CTZ(m2), (int32_t)DTMM_CTZ(m3)));
+}
+
 /* Four channels of one pixel from zero: lane j = w[j] . x over n >= 1 bytes, as one
  * vector (dtmm_mac_1x4 with the sums moved to a vector inside the block). */
 DTMM_INLINE int32x4_t dtmm_mac_1x4_v(const int8_t* w0, const int8_t* w1, const int8_t* w2,

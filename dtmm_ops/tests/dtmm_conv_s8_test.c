@@ -963,12 +963,14 @@ static void test_window_shapes(void) {
   }
 }
 
-/* 1x1 onto one pixel and small planes (the pixel driver's sparse matrix-vector
- * product, px): kept channels from a 64-bit pattern repeated over the bitmap (bit
- * b of the layer is bit b % 64), so that every branch is hit on purpose: all kept,
- * all pruned, groups of 4 kept channels across 32-channel blocks, the last 1, 2 or
- * 3 kept channels of a block, C_out not a multiple of 4 or 32, C_in not a multiple
- * of 16, planes on both sides of DTMM_PIXEL_POINTWISE_MAX_PIXELS / _MIN_CIN. */
+/* 1x1 onto one pixel and onto planes (the pixel driver's sparse matrix-vector
+ * product, px, and the MVE pointwise driver's 4 kept rows over every pixel): kept
+ * channels from a 64-bit pattern repeated over the bitmap (bit b of the layer is
+ * bit b % 64), so that every branch is hit on purpose: all kept, all pruned, groups
+ * of 4 kept channels across 32-channel blocks, the last 1, 2 or 3 kept channels of
+ * a block, blocks with and without pruned channels, C_out not a multiple of 4 or
+ * 32, C_in not a multiple of 16, planes on both sides of DTMM_POINTWISE_MIN_PIXELS,
+ * strided planes (one line per output row). */
 static void run_pattern(const char* name, const layer_t* L, uint32_t seed, uint64_t pattern) {
   const int32_t bits = L->d.output_c, c = L->d.input_c;
   const int32_t in_n = L->d.input_h * L->d.input_w * c, w_n = bits * c;
@@ -1008,6 +1010,7 @@ static void test_pixel_pointwise_shapes(void) {
       {1, 1, 64, 3, 1, 5},   {1, 1, 48, 96, 1, 6},  {2, 2, 64, 37, 1, 7},  {3, 3, 64, 13, 1, 8},
       {3, 3, 63, 13, 1, 9},  {3, 3, 128, 5, 1, 10}, {5, 5, 64, 9, 2, 11}, {2, 5, 80, 6, 1, 12},
       {1, 9, 72, 11, 1, 13}, {3, 4, 64, 9, 1, 14},  {2, 1, 33, 70, 1, 15}, {3, 1, 96, 8, 1, 16},
+      {6, 6, 40, 70, 2, 17}, {4, 8, 16, 33, 1, 18}, {5, 7, 24, 40, 2, 19}, {9, 1, 8, 100, 3, 20},
   };
   static const uint64_t patterns[] = {
       ~0ull,                 0ull,                  0x5555555555555555ull, 0x8000000080000000ull,

@@ -74,17 +74,19 @@ def test_fitted_models_load_and_cover_both_targets():
 
 
 def test_path_classes_follow_the_dispatcher_per_target():
-    """dtmm_conv_s8_choose: tiny planes split by kernel; on Cortex-M55 a 1x1 conv onto
-    <= 9 pixels over C_in >= 64 also takes the pixel driver, on Cortex-M4 not."""
+    """dtmm_conv_s8_choose: tiny planes split by kernel; on Cortex-M55 the pointwise
+    driver takes every 1x1 conv onto 3 or more pixels (DTMM_POINTWISE_MIN_PIXELS)."""
     def shape(h, w, c_in, k=1):
         return latency.ConvShape(h, w, c_in, 32, k, k, kept_filterlets=32 * k * k)
 
     assert latency.path_class("dtmm", shape(1, 1, 64)) == "tiny_pointwise"
     assert latency.path_class("dtmm", shape(1, 1, 64, 3)) == "tiny"
-    assert latency.path_class("dtmm", shape(3, 3, 128), "cortex-m55") == "tiny_pointwise"
+    assert latency.path_class("dtmm", shape(1, 2, 128), "cortex-m55") == "tiny_pointwise"
+    assert latency.path_class("dtmm", shape(1, 3, 128), "cortex-m55") == "pointwise"
+    assert latency.path_class("dtmm", shape(1, 3, 128), "cortex-m4") == "tiny_pointwise"
+    assert latency.path_class("dtmm", shape(3, 3, 128), "cortex-m55") == "pointwise"
     assert latency.path_class("dtmm", shape(3, 3, 128), "cortex-m4") == "pointwise"
-    assert latency.path_class("dtmm", shape(3, 3, 32), "cortex-m55") == "pointwise"
-    assert latency.path_class("dtmm", shape(4, 4, 128), "cortex-m55") == "pointwise"
+    assert latency.path_class("dtmm", shape(2, 2, 64, 3), "cortex-m55") == "tiny"
     # every class a target can take has fitted coefficients
     for target in ("cortex-m4", "cortex-m55"):
         assert latency.has_model("dtmm", shape(3, 3, 128), target)

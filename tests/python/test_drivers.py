@@ -36,10 +36,13 @@ def g(**kw):
     (g(out_h=1, out_w=2), 0, "cortex-m4", "pixel"),           # fewer pixels than DTMM_P
     (g(out_h=1, out_w=3), 0, "cortex-m4", "window"),          # DSP groups 3 pixels
     (g(out_h=1, out_w=3), 0, "cortex-m55", "pixel"),          # MVE groups 4
-    # MVE: 1x1 onto <= 9 pixels over C_in >= 64
-    (g(ker_h=1, ker_w=1, in_c=64, out_h=3, out_w=3), 0, "cortex-m55", "pixel"),
-    (g(ker_h=1, ker_w=1, in_c=63, out_h=3, out_w=3), 0, "cortex-m55", "pointwise"),
+    # 1x1: fewer pixels than DTMM_POINTWISE_MIN_PIXELS (MVE 3, DSP 3) take the pixel driver
+    (g(ker_h=1, ker_w=1, in_c=64, out_h=1, out_w=2), 0, "cortex-m55", "pixel"),
+    (g(ker_h=1, ker_w=1, in_c=64, out_h=1, out_w=3), 0, "cortex-m55", "pointwise"),
+    (g(ker_h=1, ker_w=1, in_c=64, out_h=3, out_w=3), 0, "cortex-m55", "pointwise"),
+    (g(ker_h=1, ker_w=1, in_c=64, out_h=1, out_w=2), 0, "cortex-m4", "pixel"),
     (g(ker_h=1, ker_w=1, in_c=64, out_h=3, out_w=3), 0, "cortex-m4", "pointwise"),
+    (g(ker_h=1, ker_w=1, in_c=64, out_h=1, out_w=3), 0, "portable", "pixel"),  # groups of 4
     (g(in_c=1), 0, "cortex-m4", "expanded"),
     (g(in_c=3, ker_h=4, ker_w=4), 0, "cortex-m4", "expanded"),  # >= 16 taps over <= 3
     (g(in_c=3), 0, "cortex-m4", "window"),                      # 9 taps, rows of 9 bytes

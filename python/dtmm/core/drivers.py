@@ -36,23 +36,22 @@ class Thresholds:
     group: int                      # DTMM_P
     window_min_pixels: int          # DTMM_WINDOW_MIN_PIXELS
     dilated_min_cin_in_place: int   # DTMM_DILATED_MIN_CIN_IN_PLACE
-    pixel_pointwise_max_pixels: int  # DTMM_PIXEL_POINTWISE_MAX_PIXELS
+    pointwise_min_pixels: int       # DTMM_POINTWISE_MIN_PIXELS
     max_taps: int = 32              # DTMM_MAX_TAPS
     max_runs: int = 16              # DTMM_MAX_RUNS
     min_row_bytes: int = 8          # DTMM_MIN_ROW_BYTES
     expanded_max_cin: int = 3       # DTMM_EXPANDED_MAX_CIN
     expanded_min_taps: int = 16     # DTMM_EXPANDED_MIN_TAPS
     expanded_max_cin_dilated: int = 8  # DTMM_EXPANDED_MAX_CIN_DILATED
-    pixel_pointwise_min_cin: int = 64  # DTMM_PIXEL_POINTWISE_MIN_CIN
 
 
 THRESHOLDS = {
     "mve": Thresholds(group=4, window_min_pixels=16, dilated_min_cin_in_place=32,
-                      pixel_pointwise_max_pixels=9),
+                      pointwise_min_pixels=3),
     "dsp": Thresholds(group=3, window_min_pixels=0, dilated_min_cin_in_place=1,
-                      pixel_pointwise_max_pixels=0),
+                      pointwise_min_pixels=3),
     "portable": Thresholds(group=4, window_min_pixels=0, dilated_min_cin_in_place=1,
-                           pixel_pointwise_max_pixels=0),
+                           pointwise_min_pixels=4),
 }
 
 
@@ -110,8 +109,7 @@ def conv_driver(g: ConvGeom, block: int | None, arch: str) -> str:
     pixels = g.out_h * g.out_w
     if block and block < g.in_c:
         return "pointwise_blocks"
-    if pixels < t.group or (g.taps == 1 and pixels <= t.pixel_pointwise_max_pixels
-                            and g.in_c >= t.pixel_pointwise_min_cin):
+    if pixels < t.pointwise_min_pixels or (g.taps > 1 and pixels < t.group):
         return "pixel"
     if g.taps == 1:
         return "pointwise"

@@ -20,6 +20,7 @@ from importlib import resources
 
 import numpy as np
 
+from dtmm.core import drivers
 from dtmm.core.errors import ArgumentError
 from dtmm.core.geometry import PADDING_SAME, PADDING_VALID, out_size_and_padding
 
@@ -103,10 +104,9 @@ FEATURES = {
 # this many input channels the per-tap work outweighs the MACs (small-C_in class).
 TINY_PLANE_PIXELS = 4
 SMALL_C_IN = 8
-# Cortex-M55 (MVE) also sends 1x1 convs onto at most this many pixels with at least
-# this many input channels to the pixel driver's matrix-vector path
-# (DTMM_PIXEL_POINTWISE_MAX_PIXELS / _MIN_CIN in dtmm_conv_s8_support.h).
-PIXEL_POINTWISE = {"cortex-m55": (9, 64)}
+# Cortex-M55 (MVE) runs 1x1 convs onto any plane of DTMM_POINTWISE_MIN_PIXELS or
+# more pixels through its pointwise driver: only smaller ones are tiny there.
+TINY_POINTWISE_PIXELS = {"cortex-m55": drivers.THRESHOLDS["mve"].pointwise_min_pixels - 1}
 PATH_CLASSES = {"cmsis_nn": ("1x1_fast", "1x1", "general"),
                 "dtmm": ("tiny", "tiny_pointwise", "pointwise", "pointwise_strided",
                          "small_cin", "window", "pointwise_blocks")}
@@ -190,10 +190,9 @@ def class_masks(kernel: str, s: ConvShape, target: str | None = None) -> dict:
         # product per pixel, a larger kernel runs of kept taps.
         blocks = (np.asarray(s.block_width) < c_in) & (taps == 1)
         pixels = np.asarray(s.out_h) * np.asarray(s.out_w)
-        tiny = ~blocks & (pixels <= TINY_PLANE_PIXELS)
-        if target in PIXEL_POINTWISE:
-            most, least_c_in = PIXEL_POINTWISE[target]
-            tiny = tiny | (~blocks & (taps == 1) & (pixels <= most) & (c_in >= least_c_in))
+        tiny_pixels = np.where(taps == 1, TINY_POINTWISE_PIXELS.get(target, TINY_PLANE_PIXELS),
+                               TINY_PLANE_PIXELS)
+        tiny = ~blocks & (pixels <= tiny_pixels)
         one = ~blocks & ~tiny & (taps == 1)
         small = ~blocks & ~tiny & ~one & (c_in < SMALL_C_IN)
         return {"tiny": tiny & (taps > 1), "tiny_pointwise": tiny & (taps == 1),
