@@ -133,7 +133,6 @@ static __attribute__((noinline)) void dtmm_pixel_pointwise(const dtmm_geom* g, c
                              g->out_off, g->act_min, g->act_max, out + b);
   }
 }
-
 #else
 /* 1x1, one pixel, a channel at a time: its bit from a word read per 32 channels,
  * the arrays in locals (the byte stores to out may alias anything). */

@@ -7,9 +7,10 @@
  * and scattered as 4 bytes. Channels go in blocks of 32 (one bitmap word); a
  * block's pruned channels get their constant (the requantized bias, computed once
  * per block) by one copy of the block per pixel, which the kept channels then
- * overwrite: per pixel a pruned channel costs a byte of that copy.
- * (The 4-pixel groups of one channel it replaces were faster on no 1x1 layer of the
- * suite but 3: docs/kernels.md "Defaults".) */
+ * overwrite: per pixel a pruned channel costs a byte of that copy; 1-3 pruned
+ * channels of a block instead ride in one group of 4 rows with kept ones.
+ * (It replaced one kept channel x 4-pixel groups, which stay faster in 4 of the
+ * suite's 205 1x1 cells: docs/kernels.md "Defaults".) */
 #include "dtmm_conv_s8_drivers.h"
 
 #if defined(DTMM_ARCH_MVE)
@@ -82,8 +83,8 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
     uint32_t m = dtmm_bitmap_word(f->bitmap, f->bitmap_bytes, b >> 3) & all;
     const uint32_t pruned = ~m & all, p1 = pruned & (pruned - 1u), p2 = p1 & (p1 - 1u);
     if (pruned && !(p2 & (p2 - 1u)) && n >= 4) {
-      /* 1-3 pruned: they ride in one quad with the first q = 4 - pruned kept
-       * channels (lanes q..3, on dummy rows), so the block takes as many quads as
+      /* 1-3 pruned: they ride in one group with the first q = 4 - pruned kept
+       * channels (lanes q..3, on dummy rows), so the block takes as many groups as
        * with none pruned; their constants would cost more than the lanes they free */
       const uint32_t m1 = m & (m - 1u), m2 = m1 & (m1 - 1u);
       const int32_t q = 4 - (1 + (p1 != 0) + (p2 != 0));
@@ -94,7 +95,8 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
       w += q * c;
       m = q > 2 ? m2 & (m2 - 1u) : q > 1 ? m2 : m1;
     } else if (pruned) { /* their constants, then one copy of the block per pixel */
-      const mve_pred16_t p0 = vctp8q((uint32_t)n), p1 = vctp8q((uint32_t)(n > 16 ? n - 16 : 0));
+      const mve_pred16_t first16 = vctp8q((uint32_t)n);
+      const mve_pred16_t last16 = vctp8q((uint32_t)(n > 16 ? n - 16 : 0));
       int8x16_t k0, k1;
       int8_t* o = out + b;
       for (k = 0; k < n; k += 4) {
@@ -108,8 +110,8 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
       k0 = vldrbq_s8(consts);
       k1 = vldrbq_s8(consts + 16);
       for (k = pixels; k > 0; --k, o += out_c) {
-        vstrbq_p_s8(o, k0, p0);
-        vstrbq_p_s8(o + 16, k1, p1);
+        vstrbq_p_s8(o, k0, first16);
+        vstrbq_p_s8(o + 16, k1, last16);
       }
     }
     while (m) {
