@@ -68,7 +68,7 @@ DTMM_INLINE const int8_t* dtmm_channel_dot(const dtmm_geom* g, const dtmm_fwcs_f
  * the 4 sums scattered to their channels in a block of 32 int32 on the stack
  * (zeroed first, so a pruned channel's sum is 0). Per block (one bitmap word) the
  * channels are then requantized 4 at a time with their biases. */
-#define DTMM_PIXEL_BLOCK 32
+#define DTMM_PIXEL_BLOCK DTMM_WORD_CHANNELS
 
 /* out[k] = requantized acc[k] + bias[k], k < n: whole groups of
  * 4 unpredicated, then the last 1-3 channels predicated (pointers in locals: the

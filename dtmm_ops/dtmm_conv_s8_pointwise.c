@@ -12,17 +12,9 @@
 void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                        int8_t* out) {
   const int32_t c = g->in_c, out_c = g->out_c;
-  /* Stride 1 and as wide as the input: the plane is one line (1x1 has no padding,
-   * so in and out pixels correspond one to one); else one line per output row (an
-   * output narrower than the input leaves input columns unread). */
-  const int flat = g->sh == 1 && g->sw == 1 && g->out_w == g->in_w;
-  const int32_t lines = flat ? 1 : g->out_h;
-  const int32_t len = flat ? g->out_h * g->out_w : g->out_w;
-  /* Input steps (uint32: a stride may be huge when the output has one row or
-   * column; the step is then never used). */
-  const int32_t pitch = (int32_t)((uint32_t)g->sw * (uint32_t)c);
-  const int32_t line_in = (int32_t)((uint32_t)g->sh * (uint32_t)g->in_w * (uint32_t)c);
-  const int32_t line_out = g->out_w * out_c;
+  const dtmm_pw_lines L = dtmm_pointwise_lines(g);
+  const int32_t lines = L.lines, len = L.len, pitch = L.pitch;
+  const int32_t line_in = L.line_in, line_out = L.line_out;
   const int32_t rest = len % DTMM_P;
   const int32_t full = len / DTMM_P;
   /* the overlapping last group, when 2 or more pixels are left */

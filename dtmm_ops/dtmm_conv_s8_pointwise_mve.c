@@ -15,13 +15,13 @@
 
 #if defined(DTMM_ARCH_MVE)
 
-#define DTMM_POINTWISE_BLOCK 32
+#define DTMM_POINTWISE_BLOCK DTMM_WORD_CHANNELS
 
 /* The plane, as the row loops walk it. */
 typedef struct {
   const int8_t* in;
-  int32_t lines, len, c, out_c, off;
-  uint32_t pitch, line;
+  dtmm_pw_lines L;
+  int32_t c, out_c, off;
   int32x4_t lo, hi;
 } dtmm_pw_plane;
 
@@ -39,27 +39,28 @@ DTMM_INLINE void dtmm_pw_rows(const dtmm_pw_plane* P, const int8_t* w0, const in
   const int32x4_t sh = vldrwq_gather_shifted_offset_z_s32(shift, idx, p);
   const int32x4_t vm = vldrwq_gather_shifted_offset_z_s32(mult, idx, p);
   const int32x4_t left = vmaxq_s32(sh, zero), neg = vminq_s32(sh, zero);
+  const int32x4_t keep = vpselq_s32(vdupq_n_s32(-1), zero, summed);
   const int32_t c = P->c, out_c = P->out_c, off = P->off;
-  const uint32_t pitch = P->pitch;
+  const int32_t pitch = P->L.pitch;
   int32_t l, k;
-  for (l = 0; l < P->lines; ++l) {
-    const int8_t* xp = P->in + l * P->line;
-    for (k = P->len; k > 0; --k, xp += pitch, o += out_c) {
+  for (l = 0; l < P->L.lines; ++l) {
+    const int8_t* xp = P->in + l * P->L.line_in;
+    for (k = P->L.len; k > 0; --k, xp += pitch, o += out_c) {
       const int32x4_t sum = dtmm_mac_1x4_v(w0, w1, w2, w3, xp, c);
-      const int32x4_t v = mixed ? vaddq_m_s32(vb, sum, vb, summed) : vaddq_s32(sum, vb);
-      vstrbq_scatter_offset_p_s32(o, idx, dtmm_requant_x4(v, left, vm, neg, off, P->lo, P->hi),
-                                  p);
+      if (mixed) { /* all 4 lanes stored; the dummies' sums masked off, no predicate */
+        const int32x4_t v = vaddq_s32(vandq_s32(sum, keep), vb);
+        vstrbq_scatter_offset_s32(o, idx, dtmm_requant_x4(v, left, vm, neg, off, P->lo, P->hi));
+      } else {
+        vstrbq_scatter_offset_p_s32(o, idx,
+                                    dtmm_requant_x4(vaddq_s32(sum, vb), left, vm, neg, off,
+                                                    P->lo, P->hi), p);
+      }
     }
   }
 }
 
 void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                        int8_t* out) {
-  /* Stride 1 and as wide as the input: the plane is one line (1x1 has no padding,
-   * so in and out pixels correspond one to one); else one line per output row.
-   * uint32: a stride may be huge when the output has one row or column; the step
-   * past the last pixel is then never used. */
-  const int flat = g->sh == 1 && g->sw == 1 && g->out_w == g->in_w;
   const int32_t c = g->in_c, out_c = g->out_c, pixels = g->out_h * g->out_w;
   const int32x4_t zero = vdupq_n_s32(0);
   const int8_t* w = f->values;
@@ -67,13 +68,10 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
   int8_t consts[DTMM_POINTWISE_BLOCK];
   int32_t b, k;
   P.in = in;
-  P.lines = flat ? 1 : g->out_h;
-  P.len = flat ? pixels : g->out_w;
+  P.L = dtmm_pointwise_lines(g);
   P.c = c;
   P.out_c = out_c;
   P.off = g->out_off;
-  P.pitch = (uint32_t)g->sw * (uint32_t)c;
-  P.line = (uint32_t)g->sh * (uint32_t)g->in_w * (uint32_t)c;
   P.lo = vdupq_n_s32(g->act_min);
   P.hi = vdupq_n_s32(g->act_max);
   for (b = 0; b < out_c; b += DTMM_POINTWISE_BLOCK) {

@@ -814,6 +814,30 @@ DTMM_INLINE int dtmm_channel_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* 
 
 /* ---- px ---- */
 
+/* 1x1 kernels (no padding): the output plane as lines of pixels one input pitch
+ * apart, as the pointwise drivers walk it. Stride 1 and as wide as the input: one
+ * line (in and out pixels correspond one to one); else one line per output row (an
+ * output narrower than the input leaves input columns unread). Steps computed in
+ * uint32: a stride may be huge when the output has one row or column, and such a
+ * step is then never used. */
+typedef struct {
+  int32_t flat, lines, len, pitch, line_in, line_out;
+} dtmm_pw_lines;
+
+DTMM_INLINE dtmm_pw_lines dtmm_pointwise_lines(const dtmm_geom* g) {
+  dtmm_pw_lines L;
+  L.flat = g->sh == 1 && g->sw == 1 && g->out_w == g->in_w;
+  L.lines = L.flat ? 1 : g->out_h;
+  L.len = L.flat ? g->out_h * g->out_w : g->out_w;
+  L.pitch = (int32_t)((uint32_t)g->sw * (uint32_t)g->in_c);
+  L.line_in = (int32_t)((uint32_t)g->sh * (uint32_t)g->in_w * (uint32_t)g->in_c);
+  L.line_out = g->out_w * g->out_c;
+  return L;
+}
+
+/* Channels of one bitmap word (1x1 kernels: one bit per channel). */
+#define DTMM_WORD_CHANNELS 32
+
 /* The 32 bitmap bits from byte q on (bits past the bitmap read as 0; the
  * validated padding bits of the last byte are 0). */
 DTMM_INLINE uint32_t dtmm_bitmap_word(const uint8_t* bm, int32_t len, int32_t q) {
