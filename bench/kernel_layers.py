@@ -224,12 +224,20 @@ def _heldout() -> list[Layer]:
     # A fifth seed (px, drawn after the 1x1 one-pixel and small-plane paths were
     # written, not tuned on): 1x1 kernels onto planes of 1 .. 36 pixels.
     out += _draw(20261205, "hp", 8, kernels=[(1, 1)], sizes=[1, 2, 3, 4, 6])
+    # A sixth seed (hw, drawn after the MVE pixel driver's k > 1 path became fields
+    # by vector gathers plus one asm loop over the runs, not tuned on): k > 1 onto
+    # planes of 1 .. 3 output pixels (the pixel driver).
+    out += _draw(20261206, "hw", 8, kernels=[(3, 3), (5, 1), (1, 5), (3, 1), (5, 5), (2, 2),
+                                            (7, 1), (3, 2)],
+                 cins=[3, 8, 16, 24, 40, 64, 96, 128], sizes=[1, 2, 3], max_pixels=3)
     return out
 
 
-def _draw(seed, prefix, n, kernels=None, cins=None, dilations=None, sizes=None) -> list[Layer]:
-    """n shapes drawn from random.Random(seed) over the suite's kinds (names prefix0, prefix1, ... by
-    draw number; draws outside 2,000 .. 3,000,000 MACs are skipped)."""
+def _draw(seed, prefix, n, kernels=None, cins=None, dilations=None, sizes=None,
+          max_pixels=None) -> list[Layer]:
+    """n shapes drawn from random.Random(seed) over the suite's kinds (names prefix0,
+    prefix1, ... by draw number; draws outside 2,000 .. 3,000,000 MACs, or onto more than
+    max_pixels output pixels, are skipped)."""
     kernels = kernels or [(1, 1), (3, 3), (5, 5), (7, 7), (3, 1), (1, 3), (5, 1), (10, 4), (2, 2)]
     cins = cins or [1, 2, 3, 5, 12, 24, 40, 48, 72, 96, 144]
     rng = random.Random(seed)
@@ -251,6 +259,8 @@ def _draw(seed, prefix, n, kernels=None, cins=None, dilations=None, sizes=None) 
         i += 1
         oh, ow = lay.out_hw()
         if oh < 1 or ow < 1 or not 2_000 <= lay.macs() <= 3_000_000:
+            continue
+        if max_pixels and oh * ow > max_pixels:
             continue
         out.append(lay)
     return out

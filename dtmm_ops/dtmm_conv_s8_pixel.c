@@ -4,10 +4,10 @@
  *
  * One pixel at a time, its window read as [taps][C_in] bytes (in place when the
  * input already has that layout, else copied to scratch), so that every stretch of
- * consecutive kept taps of a channel is one dot product. On MVE the channels go 4
- * at a time: four scalar sums become one vector for the requantization, with the
- * 4 channels' multipliers and shifts loaded as vectors and one 4-byte store; a
- * fully pruned channel is then a lane that keeps its bias and costs nothing. */
+ * consecutive kept taps of a channel is one dot product. On MVE the channels go in
+ * blocks of 32 (a bitmap word for 1x1): the sums land in a block on the stack and
+ * are requantized 4 lanes at a time, with the multipliers and shifts loaded as
+ * vectors; a fully pruned channel keeps its bias and costs (almost) nothing. */
 #include "dtmm_conv_s8_drivers.h"
 
 /* The window of every pixel is contiguous in the input: all taps inside, and
@@ -70,10 +70,10 @@ DTMM_INLINE const int8_t* dtmm_channel_dot(const dtmm_geom* g, const dtmm_fwcs_f
  * channels are then requantized 4 at a time with their biases. */
 #define DTMM_PIXEL_BLOCK DTMM_WORD_CHANNELS
 
-/* out[k] = requantized acc[k] + bias[k], k < n: whole groups of
- * 4 unpredicated, then the last 1-3 channels predicated (pointers in locals: the
- * stores to out may alias anything). */
-DTMM_INLINE void dtmm_pixel_requant_block(const int32_t* acc, const int32_t* bias,
+/* out[k] = requantized acc[k] + bias[k] (add_bias 0, a constant at each call: acc
+ * holds it), k < n: whole groups of 4 unpredicated, then the last 1-3 channels
+ * predicated (pointers in locals: the stores to out may alias anything). */
+DTMM_INLINE void dtmm_pixel_requant_block(const int32_t* acc, int add_bias, const int32_t* bias,
                                           const int32_t* mult, const int32_t* shift,
                                           int32_t n, int32_t out_off, int32_t act_min,
                                           int32_t act_max, int8_t* out) {
@@ -82,7 +82,8 @@ DTMM_INLINE void dtmm_pixel_requant_block(const int32_t* acc, const int32_t* bia
   int32_t k;
   for (k = n >> 2; k > 0; --k) {
     const int32x4_t sh = vldrwq_s32(shift);
-    const int32x4_t v = vaddq_s32(vldrwq_s32(acc), vldrwq_s32(bias));
+    const int32x4_t v =
+        add_bias ? vaddq_s32(vldrwq_s32(acc), vldrwq_s32(bias)) : vldrwq_s32(acc);
     vstrbq_s32(out, dtmm_requant_x4(v, vmaxq_s32(sh, zero), vldrwq_s32(mult), vminq_s32(sh, zero),
                                     out_off, lo, hi));
     acc += 4, bias += 4, mult += 4, shift += 4, out += 4;
@@ -90,7 +91,8 @@ DTMM_INLINE void dtmm_pixel_requant_block(const int32_t* acc, const int32_t* bia
   if (n & 3) {
     const mve_pred16_t p = vctp32q((uint32_t)(n & 3));
     const int32x4_t sh = vldrwq_z_s32(shift, p);
-    const int32x4_t v = vaddq_s32(vldrwq_z_s32(acc, p), vldrwq_z_s32(bias, p));
+    const int32x4_t v =
+        add_bias ? vaddq_s32(vldrwq_z_s32(acc, p), vldrwq_z_s32(bias, p)) : vldrwq_z_s32(acc, p);
     vstrbq_p_s32(out, dtmm_requant_x4(v, vmaxq_s32(sh, zero), vldrwq_z_s32(mult, p),
                                       vminq_s32(sh, zero), out_off, lo, hi), p);
   }
@@ -129,7 +131,7 @@ static __attribute__((noinline)) void dtmm_pixel_pointwise(const dtmm_geom* g, c
         m = 0;
       }
     }
-    dtmm_pixel_requant_block(acc, f->bias + b, f->multiplier + b, f->shift + b, n,
+    dtmm_pixel_requant_block(acc, 1, f->bias + b, f->multiplier + b, f->shift + b, n,
                              g->out_off, g->act_min, g->act_max, out + b);
   }
 }
@@ -157,45 +159,108 @@ static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
 #endif
 
 #if defined(DTMM_ARCH_MVE)
-/* k > 1, MVE: per block of channels the sums (0 for a pruned channel), then the
- * block's requantization with the biases, 4 channels a vector. Out of line, as the
- * 1x1 path: only one of their blocks is on the stack. */
+/* fields[j] = the tap mask of channel j (bits pos + j * taps on, taps <= 25) bit-
+ * reversed, so tap 0 is bit 31; j < n, and fields has room for n rounded up to 4
+ * (the last group is stored whole). 4 channels a vector: the 4 bytes from each
+ * field's first byte by 4 byte gathers, shifted by its bit offset. A field's bytes
+ * past the bitmap are read from 4 bytes back instead (the shift grows by 8 a byte:
+ * the field stays in those 32 bits), so no group reads outside it. A bitmap of
+ * less than 4 bytes is read from a zero-padded copy. */
+static DTMM_NOINLINE void dtmm_pixel_fields(const uint8_t* bm, int32_t len, int32_t pos,
+                                            int32_t taps, int32_t n, uint32_t* fields) {
+  const uint32_t step = (uint32_t)(4 * taps);
+  uint32x4_t p = vmlaq_n_u32(vdupq_n_u32((uint32_t)pos), vidupq_n_u32(0, 1), (uint32_t)taps);
+  uint32x4_t last;
+  uint8_t padded[4] = {0, 0, 0, 0};
+  int32_t j;
+  if (len < 4) {
+    memcpy(padded, bm, (size_t)len);
+    bm = padded;
+    len = 4;
+  }
+  last = vdupq_n_u32((uint32_t)(len - 4));
+  for (j = 0; j < n; j += 4, p = vaddq_n_u32(p, step)) {
+    const uint32x4_t o = vminq_u32(vshrq_n_u32(p, 3), last);
+    const int32x4_t sh = vreinterpretq_s32_u32(vsubq_u32(p, vshlq_n_u32(o, 3)));
+    uint32x4_t v = vsliq_n_u32(vldrbq_gather_offset_u32(bm + 2, o),
+                               vldrbq_gather_offset_u32(bm + 3, o), 8);
+    v = vsliq_n_u32(vldrbq_gather_offset_u32(bm + 1, o), v, 8);
+    v = vsliq_n_u32(vldrbq_gather_offset_u32(bm, o), v, 8);
+    /* the bottom taps bits reversed (the rest zeroed), then up to bit 31 */
+    v = vshlq_r_u32(vbrsrq_n_u32(vshlq_u32(v, vnegq_s32(sh)), taps), 32 - taps);
+    vstrwq_u32(fields + j, v);
+  }
+}
+
+/* acc[j] = bias[j] + the kept taps of channel j . the window (contiguous), with the
+ * bit-reversed field of channel j in acc[j] on entry (j < n, n >= 1). One asm loop:
+ * a run is the leading ones after the leading zeros (CLZ, shift, CLZ of the
+ * complement), and its last shift sets the flags that end the channel. v walks the
+ * values; returns where it stops. */
+DTMM_INLINE const int8_t* dtmm_pixel_runs(int32_t* acc, const int32_t* bias, int32_t n,
+                                          const int8_t* v, const int8_t* win, int32_t c) {
+  int32_t* end = acc + n;
+  uint32_t m, t, len;
+  int32_t s;
+  const int8_t *x, *y;
+  __asm volatile(
+      "1:\n\t"
+      "ldr %[m], [%[acc]]\n\t"
+      "ldr %[s], [%[bias]], #4\n\t"
+      "cbz %[m], 4f\n\t"
+      "movs %[t], #0\n"
+      "2:\n\t"
+      "clz %[len], %[m]\n\t"        /* pruned taps before the run */
+      "lsl %[m], %[m], %[len]\n\t"
+      "add %[t], %[t], %[len]\n\t"  /* the run's first tap */
+      "mvn %[len], %[m]\n\t"
+      "clz %[len], %[len]\n\t"      /* its length (32: shifts m to 0) */
+      "lsls %[m], %[m], %[len]\n\t" /* Z: the channel's last run */
+      "mla %[x], %[t], %[c], %[win]\n\t"
+      "add %[t], %[t], %[len]\n\t"
+      "mul %[len], %[len], %[c]\n\t"
+      "mov %[y], %[v]\n\t"
+      "add %[v], %[v], %[len]\n\t"
+      "dlstp.8 lr, %[len]\n"
+      "3:\n\t"
+      "vldrb.8 q0, [%[y]], #16\n\t"
+      "vldrb.8 q1, [%[x]], #16\n\t"
+      "vmladava.s8 %[s], q1, q0\n\t"
+      "letp lr, 3b\n\t"
+      "bne 2b\n"
+      "4:\n\t"
+      "str %[s], [%[acc]], #4\n\t"
+      "cmp %[acc], %[end]\n\t"
+      "bne 1b\n"
+      : [acc] "+r"(acc), [bias] "+r"(bias), [v] "+r"(v), [m] "=&l"(m), [s] "=&Te"(s),
+        [t] "=&r"(t), [len] "=&r"(len), [x] "=&r"(x), [y] "=&r"(y)
+      : [end] "r"(end), [win] "r"(win), [c] "r"(c)
+      : "q0", "q1", "lr", "cc", "memory");
+  return v;
+}
+
+/* k > 1, MVE: per block of channels the sums from the biases (a pruned channel
+ * keeps its bias), then the block's requantization, 4 channels a vector. Out of
+ * line, as the 1x1 path: only one of their blocks is on the stack. */
 static __attribute__((noinline)) void dtmm_pixel_window(const dtmm_geom* g,
                                                         const dtmm_fwcs_filter* f,
                                                         const int8_t* win, int8_t* out) {
   const int8_t* w = f->values;
-  const uint8_t* bm = f->bitmap;
-  const int32_t out_c = g->out_c, taps = g->taps, c = g->in_c, len = f->bitmap_bytes;
-  const uint32_t field = taps <= 25 ? (1u << taps) - 1u : 0u;
+  const int32_t out_c = g->out_c, taps = g->taps, c = g->in_c;
   int32_t acc[DTMM_PIXEL_BLOCK], oc, j, pos = 0;
-  for (oc = 0; oc < out_c; oc += DTMM_PIXEL_BLOCK) {
+  for (oc = 0; oc < out_c; oc += DTMM_PIXEL_BLOCK, pos += DTMM_PIXEL_BLOCK * taps) {
     const int32_t n = out_c - oc < DTMM_PIXEL_BLOCK ? out_c - oc : DTMM_PIXEL_BLOCK;
-    if (field) { /* <= 25 taps: the field is one load, the sum stays in a register */
-      for (j = 0; j < n; ++j, pos += taps) {
-        int32_t s = 0, t, run;
-        uint32_t m;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        if ((pos >> 3) + 4 <= len) {
-          memcpy(&m, bm + (pos >> 3), 4);
-          m = (m >> (pos & 7)) & field;
-        } else
-#endif
-          m = dtmm_bits(bm, len, pos, taps);
-        while (m) {
-          run = dtmm_next_run_contig(&m, &t) * c;
-          s = dtmm_mac_1(w, win + t * c, run, s);
-          w += run;
-        }
-        acc[j] = s;
-      }
+    if (taps <= 25) { /* a field in 4 bytes: fields first, then one asm loop */
+      dtmm_pixel_fields(f->bitmap, f->bitmap_bytes, pos, taps, n, (uint32_t*)acc);
+      w = dtmm_pixel_runs(acc, f->bias + oc, n, w, win, c);
     } else {
-      for (j = 0; j < n; ++j, pos += taps) {
-        int32_t a = 0;
-        w = dtmm_channel_dot_long(g, f, pos, win, w, &a);
+      for (j = 0; j < n; ++j) {
+        int32_t a = f->bias[oc + j];
+        w = dtmm_channel_dot_long(g, f, pos + j * taps, win, w, &a);
         acc[j] = a;
       }
     }
-    dtmm_pixel_requant_block(acc, f->bias + oc, f->multiplier + oc, f->shift + oc, n,
+    dtmm_pixel_requant_block(acc, 0, f->bias + oc, f->multiplier + oc, f->shift + oc, n,
                              g->out_off, g->act_min, g->act_max, out + oc);
   }
 }
@@ -232,14 +297,11 @@ void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const in
 #endif
 }
 
-void dtmm_pixel_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
-                   int8_t* out, int8_t* scratch) {
-  const int contiguous = dtmm_window_contiguous(g);
+/* Every pixel of the plane, its window in place (contiguous) or copied to scratch. */
+static DTMM_NOINLINE void dtmm_pixel_plane(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                                           const int8_t* in, int8_t* out, int8_t* scratch,
+                                           int contiguous) {
   int32_t y, x;
-  if (contiguous && g->out_h == 1 && g->out_w == 1) { /* microWakeWord's convs */
-    dtmm_pixel_channels(g, f, in - (g->pt * g->in_w + g->pl) * g->in_c, out);
-    return;
-  }
   for (y = 0; y < g->out_h; ++y)
     for (x = 0; x < g->out_w; ++x) {
       const int8_t* win;
@@ -251,4 +313,16 @@ void dtmm_pixel_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* 
       }
       dtmm_pixel_channels(g, f, win, out + (y * g->out_w + x) * g->out_c);
     }
+}
+
+void dtmm_pixel_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
+                   int8_t* out, int8_t* scratch) {
+  const int contiguous = dtmm_window_contiguous(g);
+  /* One pixel whose window is the input (microWakeWord's convs): straight to the
+   * channels, without the plane loop's registers. */
+  if (contiguous && g->out_h == 1 && g->out_w == 1) {
+    dtmm_pixel_channels(g, f, in - (g->pt * g->in_w + g->pl) * g->in_c, out);
+    return;
+  }
+  dtmm_pixel_plane(g, f, in, out, scratch, contiguous);
 }

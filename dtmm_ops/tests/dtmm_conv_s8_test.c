@@ -964,25 +964,27 @@ static void test_window_shapes(void) {
 }
 
 /* 1x1 onto one pixel and onto planes (the pixel driver's sparse matrix-vector
- * product, px, and the MVE pointwise driver's 4 kept rows over every pixel): kept
- * channels from a 64-bit pattern repeated over the bitmap (bit b of the layer is
+ * product, px, and the MVE pointwise driver's 4 kept rows over every pixel), and
+ * k > 1 onto one pixel (the pixel driver's runs of kept taps): kept filterlets
+ * from a 64-bit pattern repeated over the bitmap (bit b of the layer is
  * bit b % 64), so that every branch is hit on purpose: all kept, all pruned, groups
  * of 4 kept channels across 32-channel blocks, the last 1, 2 or 3 kept channels of
  * a block, blocks with and without pruned channels, C_out not a multiple of 4 or
  * 32, C_in not a multiple of 16, planes on both sides of DTMM_POINTWISE_MIN_PIXELS,
  * strided planes (one line per output row). */
 static void run_pattern(const char* name, const layer_t* L, uint32_t seed, uint64_t pattern) {
-  const int32_t bits = L->d.output_c, c = L->d.input_c;
+  const int32_t taps = L->d.kernel_h * L->d.kernel_w;
+  const int32_t bits = L->d.output_c * taps, c = L->d.input_c;
   const int32_t in_n = L->d.input_h * L->d.input_w * c, w_n = bits * c;
   const int32_t out_n = L->d.output_h * L->d.output_w * L->d.output_c;
   int8_t* in = (int8_t*)alloc((size_t)in_n);
   int8_t* w = (int8_t*)alloc((size_t)w_n);
   int8_t* ref = (int8_t*)alloc((size_t)out_n);
   uint8_t* bitmap = (uint8_t*)alloc((size_t)(bits + 7) / 8);
-  int32_t* bias = (int32_t*)alloc(4u * (size_t)bits);
-  int32_t* folded = (int32_t*)alloc(4u * (size_t)bits);
-  int32_t* mult = (int32_t*)alloc(4u * (size_t)bits);
-  int32_t* shift = (int32_t*)alloc(4u * (size_t)bits);
+  int32_t* bias = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  int32_t* folded = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  int32_t* mult = (int32_t*)alloc(4u * (size_t)L->d.output_c);
+  int32_t* shift = (int32_t*)alloc(4u * (size_t)L->d.output_c);
   uint32_t s = seed;
   int32_t b;
   for (b = 0; b < in_n; ++b) in[b] = rng_i8(&s);
@@ -993,6 +995,8 @@ static void run_pattern(const char* name, const layer_t* L, uint32_t seed, uint6
       bitmap[b >> 3] |= (uint8_t)(1u << (b & 7));
     else
       memset(w + b * c, 0, (size_t)c);
+  }
+  for (b = 0; b < L->d.output_c; ++b) {
     /* per-channel constants that differ (lanes must not be mixed up) */
     bias[b] = (int32_t)(rng_next(&s) % 20001) - 10000;
     mult[b] = (1 << 30) + (int32_t)(rng_next(&s) % (1u << 29));
@@ -1037,6 +1041,38 @@ static void test_pixel_pointwise_shapes(void) {
                (long)t[0], (long)t[1], (long)t[2], (long)t[3], (long)t[4],
                (unsigned long)(patterns[j] >> 32), (unsigned long)(patterns[j] & 0xFFFFFFFFu));
       run_pattern(name, &L, 0x51ED2701u + (uint32_t)(t[5] * 131 + (int32_t)j), patterns[j]);
+    }
+  }
+}
+
+/* k > 1 onto one pixel (VALID, the window is the input: microWakeWord's convs):
+ * fields that start at every bit offset, end at the bitmap's last byte, or lie in
+ * a bitmap of fewer than 4 bytes; up to 25 taps (one field load) and past it. */
+static void test_pixel_window_shapes(void) {
+  static const int32_t shapes[][5] = {
+      /* kh, kw, c_in, c_out, seed */
+      {5, 1, 40, 32, 1}, {5, 1, 40, 30, 2}, {5, 1, 40, 64, 3}, {3, 1, 16, 1, 4},
+      {3, 3, 8, 2, 5},   {2, 1, 3, 3, 6},   {5, 5, 4, 9, 7},   {1, 7, 17, 37, 8},
+      {3, 2, 33, 70, 9}, {2, 2, 1, 13, 10}, {4, 3, 24, 5, 11}, {9, 3, 2, 6, 12},
+  };
+  static const uint64_t patterns[] = {
+      ~0ull, 0ull, 0x5555555555555555ull, 0x8000000080000000ull, 0x3333333333333333ull,
+      0x8001F00E6000001Bull, 0xFFFFFFF0FFFFFFFEull, 0x0123456789ABCDEFull,
+  };
+  size_t i, j;
+  char name[160];
+  for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
+    for (j = 0; j < sizeof(patterns) / sizeof(patterns[0]); ++j) {
+      const int32_t* t = shapes[i];
+      layer_t L;
+      arena_reset();
+      set_layer(&L, t[0], t[1], t[2], 1, 1, t[3], t[0], t[1]);
+      L.p.input_zero_point = -128 + (int32_t)((i * 7 + j) * 37 % 256);
+      L.p.output_offset = (int32_t)((i + 2 * j) * 31 % 256) - 128;
+      snprintf(name, sizeof(name), "pixel-win#%d %ldx%ld c%ld->%ld pattern %08lx%08lx", (int)i,
+               (long)t[0], (long)t[1], (long)t[2], (long)t[3],
+               (unsigned long)(patterns[j] >> 32), (unsigned long)(patterns[j] & 0xFFFFFFFFu));
+      run_pattern(name, &L, 0x2F6B1A53u + (uint32_t)(t[4] * 131 + (int32_t)j), patterns[j]);
     }
   }
 }
@@ -1281,6 +1317,7 @@ int main(int argc, char** argv) {
   test_driver_shapes();
   test_window_shapes();
   test_pixel_pointwise_shapes();
+  test_pixel_window_shapes();
   test_fixed_shapes();
   test_golden();
   test_random(cases);
