@@ -230,6 +230,11 @@ def _heldout() -> list[Layer]:
     out += _draw(20261206, "hw", 8, kernels=[(3, 3), (5, 1), (1, 5), (3, 1), (5, 5), (2, 2),
                                             (7, 1), (3, 2)],
                  cins=[3, 8, 16, 24, 40, 64, 96, 128], sizes=[1, 2, 3], max_pixels=3)
+    # A seventh seed (hx, drawn after the DSP pixel driver's widened windows were
+    # written for hw's misses, not tuned on): k > 1 onto 1 .. 2 output pixels.
+    out += _draw(20261207, "hx", 8, kernels=[(3, 3), (5, 1), (1, 5), (3, 1), (2, 2), (1, 3),
+                                            (4, 1), (7, 1)],
+                 cins=[4, 12, 20, 32, 48, 56, 80, 112, 6], sizes=[1, 2, 3, 4], max_pixels=2)
     return out
 
 

@@ -126,16 +126,18 @@ dtmm_status dtmm_conv_s8(const dtmm_conv_dims* dims, const dtmm_conv_params* par
                          int8_t* output, void* scratch) {
   dtmm_geom g;
   dtmm_driver driver;
-  int32_t b;
+  int32_t b, in_size, out_size;
   int8_t* scr = (int8_t*)scratch;
+  const int8_t* in = input;
+  int8_t* out = output;
   dtmm_make_geom(dims, params, &g);
   driver = dtmm_conv_s8_built_driver(&g, filter->block_size);
+  /* validated: both < 2^31; in locals, as the drivers get g's address */
+  in_size = g.in_h * g.in_w * g.in_c;
+  out_size = g.out_h * g.out_w * g.out_c;
   (void)scr; /* unused when only scratch-free drivers are built */
-  for (b = 0; b < dims->batches; ++b) {
-    /* validated: both products < 2^31 */
-    const int8_t* in = input + b * g.in_h * g.in_w * g.in_c;
-    int8_t* out = output + b * g.out_h * g.out_w * g.out_c;
-    (void)in, (void)out; /* unused when no driver is built */
+  (void)in, (void)out; /* unused when no driver is built */
+  for (b = 0; b < dims->batches; ++b, in += in_size, out += out_size) {
     /* Only the built drivers are referenced, so the linker drops the others. */
     switch (driver) {
 #if DTMM_BUILT(DTMM_USE_PIXEL)

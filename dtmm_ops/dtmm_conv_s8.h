@@ -128,7 +128,9 @@ dtmm_status dtmm_conv_s8_validate(const dtmm_conv_dims* dims,
  *
  * Depends only on dims/params; 0 for arguments dtmm_conv_s8_validate rejects.
  * 0 for 1x1 kernels (blocks or not) and for DSP/portable layers whose windows are
- * all read in place (then scratch may be NULL); otherwise up to P * K * C_in
+ * all read in place (then scratch may be NULL), except on DSP the 1-2 pixel layers
+ * of k > 1 with C_in a multiple of 4 and <= 25 taps: their windows widened to int16,
+ * 2 * K * C_in bytes a pixel; otherwise up to P * K * C_in
  * (K = kernel_h * kernel_w, P = 4 MVE/portable, 3 DSP: one int8 im2col row per
  * pixel of a group; the MVE window driver: its tap offsets and one dense filter,
  * 4 * K + K * C_in, if larger), rounded up to 4: never more than CMSIS-NN's

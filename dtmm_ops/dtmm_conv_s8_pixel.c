@@ -7,17 +7,35 @@
  * consecutive kept taps of a channel is one dot product. On MVE the channels go in
  * blocks of 32 (a bitmap word for 1x1): the sums land in a block on the stack and
  * are requantized 4 lanes at a time, with the multipliers and shifts loaded as
- * vectors; a fully pruned channel keeps its bias and costs (almost) nothing. */
+ * vectors; a fully pruned channel keeps its bias and costs (almost) nothing. On
+ * DSP (k > 1, C_in a multiple of 4) the windows of the 1-2 pixels are widened to
+ * int16 once, and each channel's runs and weight loads serve both pixels. */
 #include "dtmm_conv_s8_drivers.h"
 
 /* The window of every pixel is contiguous in the input: all taps inside, and
  * tap t at t * C_in from the first. */
-static int dtmm_window_contiguous(const dtmm_geom* g) {
+DTMM_INLINE int dtmm_window_contiguous(const dtmm_geom* g) {
   return !dtmm_has_border(g) && (g->ker_w == 1 || g->dw == 1) &&
          (g->ker_h == 1 || (int64_t)g->dh * g->in_w == g->ker_w);
 }
 
+#if defined(DTMM_ARCH_DSP)
+/* DSP, k > 1: windows of whole words (C_in a multiple of 4) and <= 25 taps (a field
+ * in one load) are widened once per pixel, for the MAC loops of dtmm_pixel_wide.
+ * Not 1x1: a lone pixel's C_in bytes serve only the kept channels' MACs (widening
+ * them cost more than it saved from s = .5 on, microWakeWord's 1x1), and 1x1
+ * layers keep needing no scratch. */
+DTMM_INLINE int dtmm_pixel_widens(const dtmm_geom* g) {
+  return (g->in_c & 3) == 0 && g->taps > 1 && g->taps <= 25;
+}
+#endif
+
 int32_t dtmm_pixel_s8_get_buffer_size(const dtmm_geom* g) {
+#if defined(DTMM_ARCH_DSP)
+  /* two widened windows (int16: 2 bytes a byte); a copied window lies in the second
+   * half of its pixel's (validated: 4 * taps * C_in fits) */
+  if (dtmm_pixel_widens(g)) return 2 * g->taps * g->in_c * (g->out_h * g->out_w > 1 ? 2 : 1);
+#endif
   return dtmm_window_contiguous(g) ? 0 : g->taps * g->in_c;
 }
 
@@ -266,6 +284,65 @@ static __attribute__((noinline)) void dtmm_pixel_window(const dtmm_geom* g,
 }
 #endif
 
+#if defined(DTMM_ARCH_DSP)
+/* Every channel over one or two (two, a constant at each call) widened windows x0
+ * and x0 + taps * C_in / 2 words, outputs at out and out + C_out: the field, its
+ * runs and the weight loads are shared by both pixels. */
+DTMM_INLINE void dtmm_pixel_wide(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                                 const uint32_t* x0, int two, int8_t* out) {
+  const int32_t c = g->in_c, taps = g->taps, out_c = g->out_c;
+  const uint32_t* x1 = x0 + ((taps * c) >> 1);
+  const int8_t* v = f->values;
+  int32_t oc, pos = 0, t;
+  for (oc = 0; oc < out_c; ++oc, pos += taps) {
+    int32_t s0 = f->bias[oc], s1 = s0;
+    uint32_t m = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, taps);
+    while (m) {
+      const int32_t run = dtmm_next_run_contig(&m, &t) * c, at = (t * c) >> 1;
+      if (two)
+        dtmm_mac_2_wide(v, x0 + at, x1 + at, run, &s0, &s1);
+      else
+        s0 = dtmm_mac_1_wide(v, x0 + at, run, s0);
+      v += run;
+    }
+    out[oc] = dtmm_requant_out(s0, f->multiplier[oc], f->shift[oc], g);
+    if (two) out[out_c + oc] = dtmm_requant_out(s1, f->multiplier[oc], f->shift[oc], g);
+  }
+}
+
+/* The plane (1-2 pixels: a tiny plane on DSP) two pixels at a time: each window,
+ * in place or copied (into the second half of its widened window's scratch, which
+ * widening forward never overtakes), widened into scratch. */
+static DTMM_NOINLINE void dtmm_pixel_plane_wide(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                                                const int8_t* in, int8_t* out,
+                                                int8_t* scratch) {
+  const int32_t n = g->taps * g->in_c, pixels = g->out_h * g->out_w;
+  const int contiguous = dtmm_window_contiguous(g);
+  uint32_t* wide = (uint32_t*)(void*)scratch; /* 4-byte aligned (contract) */
+  int32_t p, j;
+  for (p = 0; p < pixels; p += 2) {
+    const int32_t np = pixels - p < 2 ? pixels - p : 2;
+    for (j = 0; j < np; ++j) {
+      const int32_t y = (p + j) / g->out_w, x = (p + j) - y * g->out_w;
+      uint32_t* dst = wide + j * (n >> 1);
+      const int8_t* win;
+      if (contiguous) {
+        win = in + ((y * g->sh - g->pt) * g->in_w + (x * g->sw - g->pl)) * g->in_c;
+      } else {
+        int8_t* copy = (int8_t*)(void*)dst + n;
+        dtmm_im2col(g, in, y, x, copy);
+        win = copy;
+      }
+      dtmm_widen_s8(win, n, dst);
+    }
+    if (np == 2) /* two inlined bodies: one with a test per run was 6-16 % slower */
+      dtmm_pixel_wide(g, f, wide, 1, out + p * g->out_c);
+    else
+      dtmm_pixel_wide(g, f, wide, 0, out + p * g->out_c);
+  }
+}
+#endif
+
 #if defined(DTMM_ARCH_PORTABLE) /* only the portable pointwise driver has lone pixels */
 void dtmm_pixel_channels_1x1(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                              const int8_t* win, int8_t* out) {
@@ -299,8 +376,8 @@ void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const in
 
 /* Every pixel of the plane, its window in place (contiguous) or copied to scratch. */
 static DTMM_NOINLINE void dtmm_pixel_plane(const dtmm_geom* g, const dtmm_fwcs_filter* f,
-                                           const int8_t* in, int8_t* out, int8_t* scratch,
-                                           int contiguous) {
+                                           const int8_t* in, int8_t* out, int8_t* scratch) {
+  const int contiguous = dtmm_window_contiguous(g);
   int32_t y, x;
   for (y = 0; y < g->out_h; ++y)
     for (x = 0; x < g->out_w; ++x) {
@@ -317,12 +394,23 @@ static DTMM_NOINLINE void dtmm_pixel_plane(const dtmm_geom* g, const dtmm_fwcs_f
 
 void dtmm_pixel_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                    int8_t* out, int8_t* scratch) {
-  const int contiguous = dtmm_window_contiguous(g);
-  /* One pixel whose window is the input (microWakeWord's convs): straight to the
-   * channels, without the plane loop's registers. */
-  if (contiguous && g->out_h == 1 && g->out_w == 1) {
-    dtmm_pixel_channels(g, f, in - (g->pt * g->in_w + g->pl) * g->in_c, out);
+#if defined(DTMM_ARCH_DSP)
+  /* Widening costs about 2 instructions a window byte; it saves 0.5 a kept byte on
+   * one pixel, about 2.25 on two (one weight load and widening, one run decoding for
+   * both): it pays from 4 kept filterlets a tap on one pixel, from 1 on two
+   * (measured on both sides: microWakeWord's 5x1 and a 5x1 over 128 channels at
+   * s = .9, held-out hx30 at .9). */
+  if (dtmm_pixel_widens(g) &&
+      f->num_filterlets >= (g->out_h * g->out_w > 1 ? 1 : 4) * g->taps) {
+    dtmm_pixel_plane_wide(g, f, in, out, scratch);
     return;
   }
-  dtmm_pixel_plane(g, f, in, out, scratch, contiguous);
+#endif
+  /* One pixel whose window is the input (microWakeWord's convs): straight to the
+   * channels. A 1x1 window always is (validated: no padding, no trailing rows). */
+  if (g->out_h == 1 && g->out_w == 1 && (g->taps == 1 || dtmm_window_contiguous(g))) {
+    dtmm_pixel_channels(g, f, in, out); /* no border: no padding either */
+    return;
+  }
+  dtmm_pixel_plane(g, f, in, out, scratch);
 }

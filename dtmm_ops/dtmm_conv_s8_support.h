@@ -151,11 +151,14 @@ extern "C" {
 /* A layer as the drivers see it (one batch). Coordinates y*s - pad + k*d fit in
  * int32 (validated); byte offsets of the input fit too. */
 typedef struct {
-  int32_t in_h, in_w, in_c, out_h, out_w, out_c, ker_h, ker_w, taps;
+  /* in the order of dtmm_conv_dims and dtmm_conv_params, so that building it is a
+   * few block copies on every call */
+  int32_t in_h, in_w, in_c, out_h, out_w, out_c, ker_h, ker_w;
   int32_t sh, sw, dh, dw, pt, pl;
-  int32_t y_lo, y_hi, x_lo, x_hi; /* output pixels whose taps are all inside */
-  int32_t zp_in;                  /* read at padded taps (the bias is folded) */
+  int32_t zp_in; /* read at padded taps (the bias is folded) */
   int32_t out_off, act_min, act_max;
+  int32_t taps;
+  int32_t y_lo, y_hi, x_lo, x_hi; /* output pixels whose taps are all inside */
 } dtmm_geom;
 
 void dtmm_make_geom(const dtmm_conv_dims* d, const dtmm_conv_params* p, dtmm_geom* g);
@@ -651,6 +654,66 @@ DTMM_INLINE int32_t dtmm_mac_1(const int8_t* w, const int8_t* x, int32_t n, int3
   }
   while (rest-- > 0) s = (int32_t)((uint32_t)s + (uint32_t)(*w++ * *x++));
   return s;
+}
+
+/* Inputs widened once (dtmm_widen_s8), for the pixel driver, where one window
+ * serves every channel: n bytes (a multiple of 4) become n / 2 words, each 4 bytes
+ * as SXTB16 widens the weights, (x0, x2) then (x1, x3), so a MAC loop widens only
+ * its weights: 8 instructions per 4 MACs for one pixel (dtmm_mac_1: 10), 11 per 8
+ * for two (one weight load and widening for both). */
+DTMM_INLINE void dtmm_widen_s8(const int8_t* x, int32_t n, uint32_t* dst) {
+  for (; n > 0; n -= 4, x += 4, dst += 2) {
+    const uint32_t v = dtmm_read_u32(x);
+    dst[0] = __sxtb16(v);
+    dst[1] = dtmm_sxtb16_ror8(v);
+  }
+}
+
+/* s + w . x over n bytes (n a multiple of 4, n >= 4), x widened. */
+DTMM_INLINE int32_t dtmm_mac_1_wide(const int8_t* w, const uint32_t* x, int32_t n, int32_t s) {
+  int32_t quads = n >> 2;
+  uint32_t wv, w02, a, b;
+  __asm volatile(
+      "1:\n\t"
+      "ldr %[wv], [%[w]], #4\n\t"
+      "ldrd %[a], %[b], [%[x]], #8\n\t"
+      "sxtb16 %[w02], %[wv]\n\t"
+      "sxtb16 %[wv], %[wv], ror #8\n\t"
+      "smlad %[s], %[a], %[w02], %[s]\n\t"
+      "smlad %[s], %[b], %[wv], %[s]\n\t"
+      "subs %[q], %[q], #1\n\t"
+      "bne 1b\n"
+      : [s] "+r"(s), [w] "+r"(w), [x] "+r"(x), [q] "+r"(quads), [wv] "=&r"(wv),
+        [w02] "=&r"(w02), [a] "=&r"(a), [b] "=&r"(b)
+      : "i"(0) DTMM_ASM_READS(w) DTMM_ASM_READS(x)
+      : "cc" DTMM_ASM_MEMORY);
+  return s;
+}
+
+/* *s0 += w . x0, *s1 += w . x1 over n bytes (a multiple of 4, n >= 4), both widened. */
+DTMM_INLINE void dtmm_mac_2_wide(const int8_t* w, const uint32_t* x0, const uint32_t* x1,
+                                 int32_t n, int32_t* s0, int32_t* s1) {
+  int32_t quads = n >> 2, a0 = *s0, a1 = *s1;
+  uint32_t wv, w02, a, b;
+  __asm volatile(
+      "1:\n\t"
+      "ldr %[wv], [%[w]], #4\n\t"
+      "ldrd %[a], %[b], [%[x0]], #8\n\t"
+      "sxtb16 %[w02], %[wv]\n\t"
+      "sxtb16 %[wv], %[wv], ror #8\n\t"
+      "smlad %[a0], %[a], %[w02], %[a0]\n\t"
+      "smlad %[a0], %[b], %[wv], %[a0]\n\t"
+      "ldrd %[a], %[b], [%[x1]], #8\n\t"
+      "smlad %[a1], %[a], %[w02], %[a1]\n\t"
+      "smlad %[a1], %[b], %[wv], %[a1]\n\t"
+      "subs %[q], %[q], #1\n\t"
+      "bne 1b\n"
+      : [a0] "+r"(a0), [a1] "+r"(a1), [w] "+r"(w), [x0] "+r"(x0), [x1] "+r"(x1),
+        [q] "+r"(quads), [wv] "=&r"(wv), [w02] "=&r"(w02), [a] "=&r"(a), [b] "=&r"(b)
+      : "i"(0) DTMM_ASM_READS(w) DTMM_ASM_READS(x0) DTMM_ASM_READS(x1)
+      : "cc" DTMM_ASM_MEMORY);
+  *s0 = a0;
+  *s1 = a1;
 }
 
 /* Two channels x two pixels, a[0] = w0.x0, a[1] = w1.x0, a[2] = w0.x1, a[3] = w1.x1,

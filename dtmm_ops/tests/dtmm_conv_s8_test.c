@@ -1073,6 +1073,23 @@ static void test_pixel_window_shapes(void) {
                (long)t[0], (long)t[1], (long)t[2], (long)t[3],
                (unsigned long)(patterns[j] >> 32), (unsigned long)(patterns[j] & 0xFFFFFFFFu));
       run_pattern(name, &L, 0x2F6B1A53u + (uint32_t)(t[4] * 131 + (int32_t)j), patterns[j]);
+      /* Two output pixels (2x1), windows in place, and with a padded top row (copied
+       * windows: on DSP into the scratch they are widened in): the pixel driver's
+       * two-pixel path on DSP, its plane loop elsewhere. */
+      if (j % 3 == 0) {
+        int pad;
+        for (pad = 0; pad <= (t[0] > 1); ++pad) {
+          arena_reset();
+          set_layer(&L, t[0] + 1 - pad, t[1], t[2], 2, 1, t[3], t[0], t[1]);
+          L.p.pad_top = pad;
+          L.p.input_zero_point = -128 + (int32_t)((i * 5 + j) * 41 % 256);
+          snprintf(name, sizeof(name), "pixel-2px#%d %ldx%ld c%ld->%ld pad %d pattern %08lx%08lx",
+                   (int)i, (long)t[0], (long)t[1], (long)t[2], (long)t[3], pad,
+                   (unsigned long)(patterns[j] >> 32),
+                   (unsigned long)(patterns[j] & 0xFFFFFFFFu));
+          run_pattern(name, &L, 0x51C3D2E1u + (uint32_t)(t[4] * 173 + (int32_t)j), patterns[j]);
+        }
+      }
     }
   }
 }
