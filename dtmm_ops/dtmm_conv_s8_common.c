@@ -30,7 +30,7 @@ DTMM_INLINE void dtmm_interior(int32_t in, int32_t out, int32_t k, int32_t s, in
   *hi = h;
 }
 
-/* Field by field in the struct's order (gcc merges them into block copies). */
+/* Field by field in the struct's order (on MVE gcc merges them into vector copies). */
 void dtmm_make_geom(const dtmm_conv_dims* d, const dtmm_conv_params* p, dtmm_geom* g) {
   g->in_h = d->input_h;
   g->in_w = d->input_w;

@@ -13,10 +13,19 @@
 #include "dtmm_conv_s8_drivers.h"
 
 /* The window of every pixel is contiguous in the input: all taps inside, and
- * tap t at t * C_in from the first. */
+ * tap t at t * C_in from the first. A 1x1 window always is (validated: no padding,
+ * no trailing rows). */
 DTMM_INLINE int dtmm_window_contiguous(const dtmm_geom* g) {
-  return !dtmm_has_border(g) && (g->ker_w == 1 || g->dw == 1) &&
-         (g->ker_h == 1 || (int64_t)g->dh * g->in_w == g->ker_w);
+  return g->taps == 1 || (!dtmm_has_border(g) && (g->ker_w == 1 || g->dw == 1) &&
+                          (g->ker_h == 1 || (int64_t)g->dh * g->in_w == g->ker_w));
+}
+
+/* The window of output pixel (y, x): in place where contiguous, else copied to copy. */
+DTMM_INLINE const int8_t* dtmm_pixel_window_of(const dtmm_geom* g, const int8_t* in, int32_t y,
+                                               int32_t x, int contiguous, int8_t* copy) {
+  if (contiguous) return in + ((y * g->sh - g->pt) * g->in_w + (x * g->sw - g->pl)) * g->in_c;
+  dtmm_im2col(g, in, y, x, copy);
+  return copy;
 }
 
 #if defined(DTMM_ARCH_DSP)
@@ -325,15 +334,8 @@ static DTMM_NOINLINE void dtmm_pixel_plane_wide(const dtmm_geom* g, const dtmm_f
     for (j = 0; j < np; ++j) {
       const int32_t y = (p + j) / g->out_w, x = (p + j) - y * g->out_w;
       uint32_t* dst = wide + j * (n >> 1);
-      const int8_t* win;
-      if (contiguous) {
-        win = in + ((y * g->sh - g->pt) * g->in_w + (x * g->sw - g->pl)) * g->in_c;
-      } else {
-        int8_t* copy = (int8_t*)(void*)dst + n;
-        dtmm_im2col(g, in, y, x, copy);
-        win = copy;
-      }
-      dtmm_widen_s8(win, n, dst);
+      dtmm_widen_s8(dtmm_pixel_window_of(g, in, y, x, contiguous, (int8_t*)(void*)dst + n), n,
+                    dst);
     }
     if (np == 2) /* two inlined bodies: one with a test per run was 6-16 % slower */
       dtmm_pixel_wide(g, f, wide, 1, out + p * g->out_c);
@@ -380,16 +382,9 @@ static DTMM_NOINLINE void dtmm_pixel_plane(const dtmm_geom* g, const dtmm_fwcs_f
   const int contiguous = dtmm_window_contiguous(g);
   int32_t y, x;
   for (y = 0; y < g->out_h; ++y)
-    for (x = 0; x < g->out_w; ++x) {
-      const int8_t* win;
-      if (contiguous) {
-        win = in + ((y * g->sh - g->pt) * g->in_w + (x * g->sw - g->pl)) * g->in_c;
-      } else {
-        dtmm_im2col(g, in, y, x, scratch);
-        win = scratch;
-      }
-      dtmm_pixel_channels(g, f, win, out + (y * g->out_w + x) * g->out_c);
-    }
+    for (x = 0; x < g->out_w; ++x)
+      dtmm_pixel_channels(g, f, dtmm_pixel_window_of(g, in, y, x, contiguous, scratch),
+                          out + (y * g->out_w + x) * g->out_c);
 }
 
 void dtmm_pixel_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
@@ -407,8 +402,8 @@ void dtmm_pixel_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* 
   }
 #endif
   /* One pixel whose window is the input (microWakeWord's convs): straight to the
-   * channels. A 1x1 window always is (validated: no padding, no trailing rows). */
-  if (g->out_h == 1 && g->out_w == 1 && (g->taps == 1 || dtmm_window_contiguous(g))) {
+   * channels. */
+  if (g->out_h == 1 && g->out_w == 1 && dtmm_window_contiguous(g)) {
     dtmm_pixel_channels(g, f, in, out); /* no border: no padding either */
     return;
   }

@@ -151,8 +151,8 @@ extern "C" {
 /* A layer as the drivers see it (one batch). Coordinates y*s - pad + k*d fit in
  * int32 (validated); byte offsets of the input fit too. */
 typedef struct {
-  /* in the order of dtmm_conv_dims and dtmm_conv_params, so that building it is a
-   * few block copies on every call */
+  /* in the order of dtmm_conv_dims and dtmm_conv_params, so that building it on
+   * every call can be block copies (MVE: vector loads and stores) */
   int32_t in_h, in_w, in_c, out_h, out_w, out_c, ker_h, ker_w;
   int32_t sh, sw, dh, dw, pt, pl;
   int32_t zp_in; /* read at padded taps (the bias is folded) */
