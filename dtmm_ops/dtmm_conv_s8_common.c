@@ -120,24 +120,37 @@ void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x, int
     dtmm_im2col_dilated(g, in, y, ix0, k0, k1, dst);
     return;
   }
-  for (kh = 0; kh < g->ker_h; ++kh, dst += row) {
-    const int32_t iy = y * g->sh - g->pt + kh * g->dh;
-    if (iy < 0 || iy >= g->in_h || k0 >= k1) {
-      dtmm_fill(dst, zp, row);
-      continue;
+  {
+    /* Locals: the fills' and copies' asm clobbers memory, so fields would be
+     * reloaded per row. */
+    const int32_t ker_h = g->ker_h, in_h = g->in_h, in_w = g->in_w, dh = g->dh;
+    const int32_t left = k0 * c, mid = (k1 - k0) * c, right = row - left - mid;
+    int32_t iy = y * g->sh - g->pt;
+    if (ker_h > 1 && mid > 0 && left == 0 && right == 0 && (int64_t)dh * in_w == g->ker_w) {
+      /* Whole kernel rows that touch in the input (a kernel as wide as the input,
+       * or an input one pixel wide): the rows inside are one copy. */
+      int32_t lo = 0, hi = ker_h;
+      while (lo < hi && iy + lo * dh < 0) lo++;
+      while (hi > lo && iy + (hi - 1) * dh >= in_h) hi--;
+      dtmm_fill(dst, zp, lo * row);
+      if (hi > lo) dtmm_copy(dst + lo * row, in + ((iy + lo * dh) * in_w + ix0) * c, (hi - lo) * row);
+      dtmm_fill(dst + hi * row, zp, (ker_h - hi) * row);
+      return;
     }
-    dtmm_fill(dst, zp, k0 * c);
-    dtmm_copy(dst + k0 * c, in + (iy * g->in_w + ix0 + k0) * c, (k1 - k0) * c);
-    dtmm_fill(dst + k1 * c, zp, (g->ker_w - k1) * c);
+    for (kh = 0; kh < ker_h; ++kh, dst += row, iy += dh) {
+      if (iy < 0 || iy >= in_h || mid <= 0) {
+        dtmm_fill(dst, zp, row);
+        continue;
+      }
+      dtmm_fill(dst, zp, left);
+      dtmm_copy(dst + left, in + (iy * in_w + ix0 + k0) * c, mid);
+      dtmm_fill(dst + left + mid, zp, right);
+    }
   }
 }
 
-/* One pruned channel's constant into every pixel. */
-void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
-                              int32_t pixels, int32_t oc) {
-  const int32_t out_c = g->out_c;
-  const int8_t v = dtmm_requant_out(f->bias[oc], f->multiplier[oc], f->shift[oc], g);
-  int8_t* o = out + oc;
+/* v into one channel (at o) of every pixel. */
+static void dtmm_fill_value(int8_t* o, int32_t out_c, int32_t pixels, int8_t v) {
   int32_t i = pixels;
   for (; i >= 4; i -= 4) {
     o[0] = v;
@@ -151,6 +164,112 @@ void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* ou
     o += out_c;
   }
 }
+
+/* One pruned channel's constant into every pixel. */
+void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
+                       int32_t pixels, int32_t oc) {
+  dtmm_fill_value(out + oc, g->out_c, pixels,
+                  dtmm_requant_out(f->bias[oc], f->multiplier[oc], f->shift[oc], g));
+}
+
+#if defined(DTMM_ARCH_MVE)
+/* fields[j] = the tap mask of channel j (bits pos + j * taps on, taps <= 25) bit-
+ * reversed, so tap 0 is bit 31; j < n, and fields has room for n rounded up to 4
+ * (the last group is stored whole). 4 channels a vector: the 4 bytes from each
+ * field's first byte by 4 byte gathers, shifted by its bit offset. A field's bytes
+ * past the bitmap are read from 4 bytes back instead (the shift grows by 8 a byte:
+ * the field stays in those 32 bits), so no group reads outside it. A bitmap of
+ * less than 4 bytes is read from a zero-padded copy. */
+void dtmm_tap_fields(const uint8_t* bm, int32_t len, int32_t pos, int32_t taps, int32_t n,
+                     uint32_t* fields) {
+  const uint32_t step = (uint32_t)(4 * taps);
+  uint32x4_t p = vmlaq_n_u32(vdupq_n_u32((uint32_t)pos), vidupq_n_u32(0, 1), (uint32_t)taps);
+  uint32x4_t last;
+  uint8_t padded[4] = {0, 0, 0, 0};
+  int32_t j;
+  if (len < 4) {
+    memcpy(padded, bm, (size_t)len);
+    bm = padded;
+    len = 4;
+  }
+  last = vdupq_n_u32((uint32_t)(len - 4));
+  j = 0;
+  do { /* n >= 1: no test before the first group */
+    const uint32x4_t o = vminq_u32(vshrq_n_u32(p, 3), last);
+    const int32x4_t sh = vreinterpretq_s32_u32(vsubq_u32(p, vshlq_n_u32(o, 3)));
+    uint32x4_t v = vsliq_n_u32(vldrbq_gather_offset_u32(bm + 2, o),
+                               vldrbq_gather_offset_u32(bm + 3, o), 8);
+    v = vsliq_n_u32(vldrbq_gather_offset_u32(bm + 1, o), v, 8);
+    v = vsliq_n_u32(vldrbq_gather_offset_u32(bm, o), v, 8);
+    /* the bottom taps bits reversed (the rest zeroed), then up to bit 31 */
+    v = vshlq_r_u32(vbrsrq_n_u32(vshlq_u32(v, vnegq_s32(sh)), taps), 32 - taps);
+    vstrwq_u32(fields + j, v);
+    p = vaddq_n_u32(p, step);
+  } while ((j += 4) < n);
+}
+
+/* Pruned channels among 16 from which one predicated 16-byte store per pixel is
+ * cheaper than a byte store per pixel and channel (about 3.5 against 1.5
+ * instructions a pixel). */
+#define DTMM_FILL_VECTOR_MIN 3
+
+/* k > 1 on MVE: per block of 32 channels the fully pruned ones as byte-lane
+ * predicates (the tap masks from dtmm_tap_fields where they fit a word), their
+ * constants 4 lanes at a time, then per 16 channels one predicated 16-byte store
+ * per pixel that writes only the pruned channels' bytes (a byte store per pixel
+ * and channel where only 1-2 of the 16 are pruned). The scalar loop paid a field read, a
+ * requantization and a store per pixel for each pruned channel (~70 instructions
+ * a channel on an 8-pixel plane). */
+static void dtmm_fill_pruned_blocks(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                                    int8_t* out, int32_t pixels) {
+  const int32_t out_c = g->out_c, taps = g->taps;
+  const int32x4_t zero = vdupq_n_s32(0), lo = vdupq_n_s32(g->act_min),
+                  hi = vdupq_n_s32(g->act_max);
+  uint32_t fields[DTMM_WORD_CHANNELS];
+  int8_t pruned[DTMM_WORD_CHANNELS], consts[DTMM_WORD_CHANNELS];
+  int32_t oc, j, i;
+  for (oc = 0; oc < out_c; oc += DTMM_WORD_CHANNELS) {
+    const int32_t n = out_c - oc < DTMM_WORD_CHANNELS ? out_c - oc : DTMM_WORD_CHANNELS;
+    const mve_pred16_t in0 = vctp8q((uint32_t)n), in1 = vctp8q((uint32_t)(n > 16 ? n - 16 : 0));
+    mve_pred16_t p0, p1;
+    if (taps <= 25) {
+      dtmm_tap_fields(f->bitmap, f->bitmap_bytes, oc * taps, taps, n, fields);
+      for (j = 0; j < n; j += 4) /* 1 where the field is empty: CLZ 32 */
+        vstrbq_u32((uint8_t*)pruned + j, vshrq_n_u32(vclzq_u32(vldrwq_u32(fields + j)), 5));
+    } else {
+      for (j = 0; j < n; ++j) pruned[j] = (int8_t)dtmm_channel_pruned(g, f, oc + j);
+    }
+    p0 = vcmpneq_n_s8(vldrbq_z_s8(pruned, in0), 0);
+    p1 = vcmpneq_n_s8(vldrbq_z_s8(pruned + 16, in1), 0);
+    if ((p0 | p1) == 0) continue;
+    for (j = 0; j < n; j += 4) {
+      const mve_pred16_t p = vctp32q((uint32_t)(n - j));
+      const int32x4_t sh = vldrwq_z_s32(f->shift + oc + j, p);
+      vstrbq_p_s32(consts + j,
+                   dtmm_requant_x4(vldrwq_z_s32(f->bias + oc + j, p), vmaxq_s32(sh, zero),
+                                   vldrwq_z_s32(f->multiplier + oc + j, p),
+                                   vminq_s32(sh, zero), g->out_off, lo, hi),
+                   p);
+    }
+    for (j = 0; j < n; j += 16) { /* each half of the block */
+      const mve_pred16_t p = j ? p1 : p0;
+      const uint32_t count = (uint32_t)__builtin_popcount(p);
+      if (count >= DTMM_FILL_VECTOR_MIN) { /* one predicated store per pixel */
+        const int8x16_t k = vldrbq_z_s8(consts + j, p);
+        int8_t* o = out + oc + j;
+        for (i = pixels; i > 0; --i, o += out_c) vstrbq_p_s8(o, k, p);
+      } else if (count) { /* a store per pixel and pruned channel */
+        uint32_t m = p;
+        while (m) {
+          const int32_t k = DTMM_CTZ(m);
+          dtmm_fill_value(out + oc + j + k, out_c, pixels, consts[j + k]);
+          m &= m - 1u;
+        }
+      }
+    }
+  }
+}
+#endif
 
 void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
                       int32_t pixels) {
@@ -167,6 +286,10 @@ void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out
     }
     return;
   }
+#if defined(DTMM_ARCH_MVE)
+  dtmm_fill_pruned_blocks(g, f, out, pixels);
+#else
   for (oc = 0; oc < g->out_c; ++oc)
     if (dtmm_channel_pruned(g, f, oc)) dtmm_fill_channel(g, f, out, pixels, oc);
+#endif
 }

@@ -18,6 +18,10 @@ int32_t dtmm_im2col_s8_get_buffer_size(const dtmm_geom* g) {
 /* One group of np <= DTMM_P pixels (the rest of the DTMM_P rows repeat the last
  * pixel), rows rs bytes apart, all channels. The field of a kernel above 32 taps
  * is read 32 bits at a time; a run that crosses a word is two dot products. */
+/* Channels whose tap masks dtmm_tap_fields reads at a time (MVE, <= 25 taps): a
+ * stack block, as the group is on the window drivers' deepest call chain. */
+#define DTMM_IM2COL_FIELD_BLOCK 16
+
 #if defined(DTMM_ARCH_MVE) /* out of line: measured faster on MVE, slower on DSP */
 #define DTMM_IM2COL_GROUP_ATTR __attribute__((noinline))
 #else
@@ -32,6 +36,39 @@ static DTMM_IM2COL_GROUP_ATTR void dtmm_im2col_group(const dtmm_geom* g, const d
   const uint32x4_t offs = vldrwq_u32((const uint32_t*)oo);
   const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
   const int32_t out_off = g->out_off;
+#endif
+#if defined(DTMM_ARCH_MVE)
+  if (taps <= 25) { /* fields a block at a time, bit-reversed: a run is CLZ, CLZ of ~m */
+    uint32_t fields[DTMM_IM2COL_FIELD_BLOCK];
+    int32_t b, j;
+    for (b = 0; b < out_c; b += DTMM_IM2COL_FIELD_BLOCK) {
+      const int32_t n = out_c - b < DTMM_IM2COL_FIELD_BLOCK ? out_c - b : DTMM_IM2COL_FIELD_BLOCK;
+      dtmm_tap_fields(f->bitmap, f->bitmap_bytes, b * taps, taps, n, fields);
+      for (j = 0; j < n; ++j) {
+        uint32_t m = fields[j];
+        const int8_t* x = rows;
+        dtmm_acc acc;
+        if (!m) continue; /* fully pruned: constant written by the caller */
+        dtmm_acc_set(&acc, f->bias[b + j]);
+        do {
+          const uint32_t skip = (uint32_t)__builtin_clz(m);
+          uint32_t len;
+          m <<= skip;
+          len = (uint32_t)__builtin_clz(~m); /* <= 25: the low bits are zero */
+          m <<= len;
+          x += (int32_t)skip * c;
+          dtmm_mac_p(w, x, rs, (int32_t)len * c, &acc);
+          w += (int32_t)len * c;
+          x += (int32_t)len * c;
+        } while (m);
+        {
+          const dtmm_rq_x4 rq = dtmm_rq_channel(f->multiplier[b + j], f->shift[b + j]);
+          dtmm_store_p(&acc, np, &rq, out_off, lo, hi, out + b + j, offs);
+        }
+      }
+    }
+    return;
+  }
 #endif
   for (oc = 0; oc < out_c; ++oc, pos += taps) {
     dtmm_acc acc;

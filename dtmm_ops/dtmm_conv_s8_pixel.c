@@ -186,39 +186,6 @@ static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
 #endif
 
 #if defined(DTMM_ARCH_MVE)
-/* fields[j] = the tap mask of channel j (bits pos + j * taps on, taps <= 25) bit-
- * reversed, so tap 0 is bit 31; j < n, and fields has room for n rounded up to 4
- * (the last group is stored whole). 4 channels a vector: the 4 bytes from each
- * field's first byte by 4 byte gathers, shifted by its bit offset. A field's bytes
- * past the bitmap are read from 4 bytes back instead (the shift grows by 8 a byte:
- * the field stays in those 32 bits), so no group reads outside it. A bitmap of
- * less than 4 bytes is read from a zero-padded copy. */
-static DTMM_NOINLINE void dtmm_pixel_fields(const uint8_t* bm, int32_t len, int32_t pos,
-                                            int32_t taps, int32_t n, uint32_t* fields) {
-  const uint32_t step = (uint32_t)(4 * taps);
-  uint32x4_t p = vmlaq_n_u32(vdupq_n_u32((uint32_t)pos), vidupq_n_u32(0, 1), (uint32_t)taps);
-  uint32x4_t last;
-  uint8_t padded[4] = {0, 0, 0, 0};
-  int32_t j;
-  if (len < 4) {
-    memcpy(padded, bm, (size_t)len);
-    bm = padded;
-    len = 4;
-  }
-  last = vdupq_n_u32((uint32_t)(len - 4));
-  for (j = 0; j < n; j += 4, p = vaddq_n_u32(p, step)) {
-    const uint32x4_t o = vminq_u32(vshrq_n_u32(p, 3), last);
-    const int32x4_t sh = vreinterpretq_s32_u32(vsubq_u32(p, vshlq_n_u32(o, 3)));
-    uint32x4_t v = vsliq_n_u32(vldrbq_gather_offset_u32(bm + 2, o),
-                               vldrbq_gather_offset_u32(bm + 3, o), 8);
-    v = vsliq_n_u32(vldrbq_gather_offset_u32(bm + 1, o), v, 8);
-    v = vsliq_n_u32(vldrbq_gather_offset_u32(bm, o), v, 8);
-    /* the bottom taps bits reversed (the rest zeroed), then up to bit 31 */
-    v = vshlq_r_u32(vbrsrq_n_u32(vshlq_u32(v, vnegq_s32(sh)), taps), 32 - taps);
-    vstrwq_u32(fields + j, v);
-  }
-}
-
 /* acc[j] = bias[j] + the kept taps of channel j . the window (contiguous), with the
  * bit-reversed field of channel j in acc[j] on entry (j < n, n >= 1). One asm loop:
  * a run is the leading ones after the leading zeros (CLZ, shift, CLZ of the
@@ -278,7 +245,7 @@ static __attribute__((noinline)) void dtmm_pixel_window(const dtmm_geom* g,
   for (oc = 0; oc < out_c; oc += DTMM_PIXEL_BLOCK, pos += DTMM_PIXEL_BLOCK * taps) {
     const int32_t n = out_c - oc < DTMM_PIXEL_BLOCK ? out_c - oc : DTMM_PIXEL_BLOCK;
     if (taps <= 25) { /* a field in 4 bytes: fields first, then one asm loop */
-      dtmm_pixel_fields(f->bitmap, f->bitmap_bytes, pos, taps, n, (uint32_t*)acc);
+      dtmm_tap_fields(f->bitmap, f->bitmap_bytes, pos, taps, n, (uint32_t*)acc);
       w = dtmm_pixel_runs(acc, f->bias + oc, n, w, win, c);
     } else {
       for (j = 0; j < n; ++j) {

@@ -865,6 +865,14 @@ void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* ou
 void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
                       int32_t pixels);
 
+#if defined(DTMM_ARCH_MVE)
+/* fields[j] = the tap mask of channel j (bits pos + j * taps on, taps <= 25), bit-
+ * reversed so that tap 0 is bit 31, for j < n (n >= 1); fields has room for n rounded up to
+ * 4. Reads only inside the bitmap's len bytes. */
+void dtmm_tap_fields(const uint8_t* bm, int32_t len, int32_t pos, int32_t taps, int32_t n,
+                     uint32_t* fields);
+#endif
+
 /* True when output channel oc has no kept filterlet. */
 DTMM_INLINE int dtmm_channel_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                                     int32_t oc) {

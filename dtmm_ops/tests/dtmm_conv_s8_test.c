@@ -1094,6 +1094,43 @@ static void test_pixel_window_shapes(void) {
   }
 }
 
+/* The pruned channels' constants written up front (MVE: per 16 channels one
+ * predicated store per pixel, or a byte store per channel where 1-2 are pruned;
+ * the tap masks gathered, or read one channel at a time above 25 taps) and the
+ * im2col groups' tap masks read a block of channels at a time: layers of the
+ * im2col part and of windows it completes, C_out across 16- and 32-channel blocks
+ * and partial ones, over the 64-bit patterns of run_pattern. Rows merged in the
+ * im2col copy: kernels as wide as the input, inputs one pixel wide. */
+static void test_fill_shapes(void) {
+  static const int32_t shapes[][13] = {
+      /* h, w, c_in, c_out, kh, kw, sh, sw, dh, dw, valid, (unused), seed */
+      {8, 1, 32, 32, 3, 1, 1, 1, 1, 1, 0, 0, 1},  {1, 8, 16, 20, 1, 3, 1, 1, 1, 1, 0, 0, 2},
+      {4, 4, 32, 40, 3, 3, 1, 1, 1, 1, 1, 0, 3},  {12, 12, 16, 8, 3, 3, 1, 1, 1, 1, 0, 0, 4},
+      {10, 10, 16, 17, 7, 7, 1, 1, 1, 1, 0, 0, 5}, {12, 1, 24, 8, 5, 1, 1, 1, 2, 1, 1, 0, 6},
+      {6, 3, 8, 35, 3, 3, 1, 1, 1, 1, 0, 0, 7},   {7, 5, 12, 48, 3, 5, 2, 1, 1, 1, 0, 0, 8},
+  };
+  static const uint64_t patterns[] = {
+      ~0ull, 0ull, 0x5555555555555555ull, 0x8000000080000000ull, 0x0000F00000000F00ull,
+      0x8001F00E6000001Bull, 0x0123456789ABCDEFull,
+  };
+  size_t i, j;
+  char name[160];
+  for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
+    for (j = 0; j < sizeof(patterns) / sizeof(patterns[0]); ++j) {
+      const int32_t* t = shapes[i];
+      layer_t L;
+      arena_reset();
+      shape_layer(&L, t);
+      L.p.input_zero_point = -128 + (int32_t)((i * 11 + j) * 43 % 256);
+      L.p.output_offset = (int32_t)((i + 3 * j) * 29 % 256) - 128;
+      snprintf(name, sizeof(name), "fill#%d %ldx%ldx%ld->%ld k%ldx%ld pattern %08lx%08lx", (int)i,
+               (long)t[0], (long)t[1], (long)t[2], (long)t[3], (long)t[4], (long)t[5],
+               (unsigned long)(patterns[j] >> 32), (unsigned long)(patterns[j] & 0xFFFFFFFFu));
+      run_pattern(name, &L, 0x6A09E667u + (uint32_t)(t[12] * 151 + (int32_t)j), patterns[j]);
+    }
+  }
+}
+
 /* ------------------------------------------------ filterlet blocks (version 2) */
 
 /* Corruptions of a valid 1x1 block layer: 3 channels over C_in 32 at B = 8 (4
@@ -1335,6 +1372,7 @@ int main(int argc, char** argv) {
   test_window_shapes();
   test_pixel_pointwise_shapes();
   test_pixel_window_shapes();
+  test_fill_shapes();
   test_fixed_shapes();
   test_golden();
   test_random(cases);
