@@ -36,8 +36,6 @@ static DTMM_IM2COL_GROUP_ATTR void dtmm_im2col_group(const dtmm_geom* g, const d
   const uint32x4_t offs = vldrwq_u32((const uint32_t*)oo);
   const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
   const int32_t out_off = g->out_off;
-#endif
-#if defined(DTMM_ARCH_MVE)
   if (taps <= 25) { /* fields a block at a time, bit-reversed: a run is CLZ, CLZ of ~m */
     uint32_t fields[DTMM_IM2COL_FIELD_BLOCK];
     int32_t b, j;

@@ -97,34 +97,6 @@ DTMM_INLINE const int8_t* dtmm_channel_dot(const dtmm_geom* g, const dtmm_fwcs_f
  * channels are then requantized 4 at a time with their biases. */
 #define DTMM_PIXEL_BLOCK DTMM_WORD_CHANNELS
 
-/* out[k] = requantized acc[k] + bias[k] (add_bias 0, a constant at each call: acc
- * holds it), k < n: whole groups of 4 unpredicated, then the last 1-3 channels
- * predicated (pointers in locals: the stores to out may alias anything). */
-DTMM_INLINE void dtmm_pixel_requant_block(const int32_t* acc, int add_bias, const int32_t* bias,
-                                          const int32_t* mult, const int32_t* shift,
-                                          int32_t n, int32_t out_off, int32_t act_min,
-                                          int32_t act_max, int8_t* out) {
-  const int32x4_t lo = vdupq_n_s32(act_min), hi = vdupq_n_s32(act_max);
-  const int32x4_t zero = vdupq_n_s32(0);
-  int32_t k;
-  for (k = n >> 2; k > 0; --k) {
-    const int32x4_t sh = vldrwq_s32(shift);
-    const int32x4_t v =
-        add_bias ? vaddq_s32(vldrwq_s32(acc), vldrwq_s32(bias)) : vldrwq_s32(acc);
-    vstrbq_s32(out, dtmm_requant_x4(v, vmaxq_s32(sh, zero), vldrwq_s32(mult), vminq_s32(sh, zero),
-                                    out_off, lo, hi));
-    acc += 4, bias += 4, mult += 4, shift += 4, out += 4;
-  }
-  if (n & 3) {
-    const mve_pred16_t p = vctp32q((uint32_t)(n & 3));
-    const int32x4_t sh = vldrwq_z_s32(shift, p);
-    const int32x4_t v =
-        add_bias ? vaddq_s32(vldrwq_z_s32(acc, p), vldrwq_z_s32(bias, p)) : vldrwq_z_s32(acc, p);
-    vstrbq_p_s32(out, dtmm_requant_x4(v, vmaxq_s32(sh, zero), vldrwq_z_s32(mult, p),
-                                      vminq_s32(sh, zero), out_off, lo, hi), p);
-  }
-}
-
 /* Out of line: its block and registers stay out of the k > 1 loop around it. */
 static __attribute__((noinline)) void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                                  const int8_t* win, int8_t* out) {
@@ -158,7 +130,7 @@ static __attribute__((noinline)) void dtmm_pixel_pointwise(const dtmm_geom* g, c
         m = 0;
       }
     }
-    dtmm_pixel_requant_block(acc, 1, f->bias + b, f->multiplier + b, f->shift + b, n,
+    dtmm_requant_block_x4(acc, 1, f->bias + b, f->multiplier + b, f->shift + b, n,
                              g->out_off, g->act_min, g->act_max, out + b);
   }
 }
@@ -254,7 +226,7 @@ static __attribute__((noinline)) void dtmm_pixel_window(const dtmm_geom* g,
         acc[j] = a;
       }
     }
-    dtmm_pixel_requant_block(acc, 0, f->bias + oc, f->multiplier + oc, f->shift + oc, n,
+    dtmm_requant_block_x4(acc, 0, f->bias + oc, f->multiplier + oc, f->shift + oc, n,
                              g->out_off, g->act_min, g->act_max, out + oc);
   }
 }

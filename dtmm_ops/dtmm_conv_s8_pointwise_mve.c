@@ -93,6 +93,8 @@ void dtmm_pointwise_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8
       w += q * c;
       m = q > 2 ? m2 & (m2 - 1u) : q > 1 ? m2 : m1;
     } else if (pruned) { /* their constants, then one copy of the block per pixel */
+      /* The constants as dtmm_requant_block_x4 computes them; calling it (inline or
+       * out of line) cost this driver's loops 2-3 % at s = 0 in register allocation. */
       const mve_pred16_t first16 = vctp8q((uint32_t)n);
       const mve_pred16_t last16 = vctp8q((uint32_t)(n > 16 ? n - 16 : 0));
       int8x16_t k0, k1;

@@ -319,6 +319,34 @@ DTMM_INLINE dtmm_rq_x4 dtmm_rq_channel(int32_t mult, int32_t shift) {
   return r;
 }
 
+/* out[k] = requantized acc[k] + bias[k] (add_bias 0, a constant at each call: acc
+ * holds it; acc = bias, add_bias 0: the constants of pruned channels), k < n: whole groups of 4 unpredicated, then the last 1-3 channels
+ * predicated (pointers in locals: the stores to out may alias anything). */
+DTMM_INLINE void dtmm_requant_block_x4(const int32_t* acc, int add_bias, const int32_t* bias,
+                                       const int32_t* mult, const int32_t* shift, int32_t n,
+                                       int32_t out_off, int32_t act_min, int32_t act_max,
+                                       int8_t* out) {
+  const int32x4_t lo = vdupq_n_s32(act_min), hi = vdupq_n_s32(act_max);
+  const int32x4_t zero = vdupq_n_s32(0);
+  int32_t k;
+  for (k = n >> 2; k > 0; --k) {
+    const int32x4_t sh = vldrwq_s32(shift);
+    const int32x4_t v =
+        add_bias ? vaddq_s32(vldrwq_s32(acc), vldrwq_s32(bias)) : vldrwq_s32(acc);
+    vstrbq_s32(out, dtmm_requant_x4(v, vmaxq_s32(sh, zero), vldrwq_s32(mult), vminq_s32(sh, zero),
+                                    out_off, lo, hi));
+    acc += 4, bias += 4, mult += 4, shift += 4, out += 4;
+  }
+  if (n & 3) {
+    const mve_pred16_t p = vctp32q((uint32_t)(n & 3));
+    const int32x4_t sh = vldrwq_z_s32(shift, p);
+    const int32x4_t v =
+        add_bias ? vaddq_s32(vldrwq_z_s32(acc, p), vldrwq_z_s32(bias, p)) : vldrwq_z_s32(acc, p);
+    vstrbq_p_s32(out, dtmm_requant_x4(v, vmaxq_s32(sh, zero), vldrwq_z_s32(mult, p),
+                                      vminq_s32(sh, zero), out_off, lo, hi), p);
+  }
+}
+
 /* Four consecutive channels (lanes past `lanes` are don't-care). */
 DTMM_INLINE dtmm_rq_x4 dtmm_rq_channels(const int32_t* mult, const int32_t* shift,
                                         int32_t lanes) {

@@ -1048,6 +1048,15 @@ static void test_pixel_pointwise_shapes(void) {
 /* k > 1 onto one pixel (VALID, the window is the input: microWakeWord's convs):
  * fields that start at every bit offset, end at the bitmap's last byte, or lie in
  * a bitmap of fewer than 4 bytes; up to 25 taps (one field load) and past it. */
+/* Kept-filterlet patterns for run_pattern over k > 1 layers: all kept, all pruned,
+ * alternating taps, nearly all pruned, pairs, irregular, nearly all kept, mixed,
+ * sparse nibbles. */
+static const uint64_t k_tap_patterns[] = {
+    ~0ull, 0ull, 0x5555555555555555ull, 0x8000000080000000ull, 0x3333333333333333ull,
+    0x8001F00E6000001Bull, 0xFFFFFFF0FFFFFFFEull, 0x0123456789ABCDEFull, 0x0000F00000000F00ull,
+};
+#define DTMM_TAP_PATTERNS (sizeof(k_tap_patterns) / sizeof(k_tap_patterns[0]))
+
 static void test_pixel_window_shapes(void) {
   static const int32_t shapes[][5] = {
       /* kh, kw, c_in, c_out, seed */
@@ -1055,14 +1064,11 @@ static void test_pixel_window_shapes(void) {
       {3, 3, 8, 2, 5},   {2, 1, 3, 3, 6},   {5, 5, 4, 9, 7},   {1, 7, 17, 37, 8},
       {3, 2, 33, 70, 9}, {2, 2, 1, 13, 10}, {4, 3, 24, 5, 11}, {9, 3, 2, 6, 12},
   };
-  static const uint64_t patterns[] = {
-      ~0ull, 0ull, 0x5555555555555555ull, 0x8000000080000000ull, 0x3333333333333333ull,
-      0x8001F00E6000001Bull, 0xFFFFFFF0FFFFFFFEull, 0x0123456789ABCDEFull,
-  };
+  const uint64_t* patterns = k_tap_patterns;
   size_t i, j;
   char name[160];
   for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
-    for (j = 0; j < sizeof(patterns) / sizeof(patterns[0]); ++j) {
+    for (j = 0; j < DTMM_TAP_PATTERNS; ++j) {
       const int32_t* t = shapes[i];
       layer_t L;
       arena_reset();
@@ -1109,14 +1115,11 @@ static void test_fill_shapes(void) {
       {10, 10, 16, 17, 7, 7, 1, 1, 1, 1, 0, 0, 5}, {12, 1, 24, 8, 5, 1, 1, 1, 2, 1, 1, 0, 6},
       {6, 3, 8, 35, 3, 3, 1, 1, 1, 1, 0, 0, 7},   {7, 5, 12, 48, 3, 5, 2, 1, 1, 1, 0, 0, 8},
   };
-  static const uint64_t patterns[] = {
-      ~0ull, 0ull, 0x5555555555555555ull, 0x8000000080000000ull, 0x0000F00000000F00ull,
-      0x8001F00E6000001Bull, 0x0123456789ABCDEFull,
-  };
+  const uint64_t* patterns = k_tap_patterns;
   size_t i, j;
   char name[160];
   for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); ++i) {
-    for (j = 0; j < sizeof(patterns) / sizeof(patterns[0]); ++j) {
+    for (j = 0; j < DTMM_TAP_PATTERNS; ++j) {
       const int32_t* t = shapes[i];
       layer_t L;
       arena_reset();
