@@ -173,17 +173,17 @@ void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* ou
 }
 
 #if defined(DTMM_ARCH_MVE)
-/* fields[j] = the tap mask of channel j (bits pos + j * taps on, taps <= 25) bit-
- * reversed, so tap 0 is bit 31; j < n, and fields has room for n rounded up to 4
+/* fields[j] = nb <= 25 bits of channel j's tap mask (bits pos + j * stride on) bit-
+ * reversed, so the first is bit 31; j < n, and fields has room for n rounded up to 4
  * (the last group is stored whole). 4 channels a vector: the 4 bytes from each
  * field's first byte by 4 byte gathers, shifted by its bit offset. A field's bytes
  * past the bitmap are read from 4 bytes back instead (the shift grows by 8 a byte:
  * the field stays in those 32 bits), so no group reads outside it. A bitmap of
  * less than 4 bytes is read from a zero-padded copy. */
-void dtmm_tap_fields(const uint8_t* bm, int32_t len, int32_t pos, int32_t taps, int32_t n,
-                     uint32_t* fields) {
-  const uint32_t step = (uint32_t)(4 * taps);
-  uint32x4_t p = vmlaq_n_u32(vdupq_n_u32((uint32_t)pos), vidupq_n_u32(0, 1), (uint32_t)taps);
+void dtmm_tap_fields(const uint8_t* bm, int32_t len, int32_t pos, int32_t stride, int32_t nb,
+                     int32_t n, uint32_t* fields) {
+  const uint32_t step = (uint32_t)(4 * stride);
+  uint32x4_t p = vmlaq_n_u32(vdupq_n_u32((uint32_t)pos), vidupq_n_u32(0, 1), (uint32_t)stride);
   uint32x4_t last;
   uint8_t padded[4] = {0, 0, 0, 0};
   int32_t j;
@@ -201,8 +201,8 @@ void dtmm_tap_fields(const uint8_t* bm, int32_t len, int32_t pos, int32_t taps, 
                                vldrbq_gather_offset_u32(bm + 3, o), 8);
     v = vsliq_n_u32(vldrbq_gather_offset_u32(bm + 1, o), v, 8);
     v = vsliq_n_u32(vldrbq_gather_offset_u32(bm, o), v, 8);
-    /* the bottom taps bits reversed (the rest zeroed), then up to bit 31 */
-    v = vshlq_r_u32(vbrsrq_n_u32(vshlq_u32(v, vnegq_s32(sh)), taps), 32 - taps);
+    /* the bottom nb bits reversed (the rest zeroed), then up to bit 31 */
+    v = vshlq_r_u32(vbrsrq_n_u32(vshlq_u32(v, vnegq_s32(sh)), nb), 32 - nb);
     vstrwq_u32(fields + j, v);
     p = vaddq_n_u32(p, step);
   } while ((j += 4) < n);
@@ -240,7 +240,7 @@ static void dtmm_fill_pruned_blocks(const dtmm_geom* g, const dtmm_fwcs_filter* 
     const mve_pred16_t in0 = vctp8q((uint32_t)n), in1 = vctp8q((uint32_t)(n > 16 ? n - 16 : 0));
     mve_pred16_t p0, p1;
     if (taps <= 25) {
-      dtmm_tap_fields(f->bitmap, f->bitmap_bytes, oc * taps, taps, n, fields);
+      dtmm_tap_fields(f->bitmap, f->bitmap_bytes, oc * taps, taps, taps, n, fields);
       for (j = 0; j < n; j += 4) /* 1 where the field is empty: CLZ 32 */
         vstrbq_u32((uint8_t*)pruned + j, vshrq_n_u32(vclzq_u32(vldrwq_u32(fields + j)), 5));
     } else {

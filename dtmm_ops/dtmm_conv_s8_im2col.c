@@ -15,18 +15,79 @@ int32_t dtmm_im2col_s8_get_buffer_size(const dtmm_geom* g) {
   return DTMM_P * g->taps * g->in_c;
 }
 
-/* One group of np <= DTMM_P pixels (the rest of the DTMM_P rows repeat the last
- * pixel), rows rs bytes apart, all channels. The field of a kernel above 32 taps
- * is read 32 bits at a time; a run that crosses a word is two dot products. */
-/* Channels whose tap masks dtmm_tap_fields reads at a time (MVE, <= 25 taps): a
- * stack block, as the group is on the window drivers' deepest call chain. */
+/* Tap masks dtmm_tap_fields reads at a time (MVE): a stack block, as the group is
+ * on the window drivers' deepest call chain. A kernel above 25 taps is read in
+ * 2 or 4 pieces of <= 25 taps (up to 100 taps), for a half or a quarter of the
+ * channels at a time. */
 #define DTMM_IM2COL_FIELD_BLOCK 16
+#define DTMM_IM2COL_PIECE_TAPS 25
 
-#if defined(DTMM_ARCH_MVE) /* out of line: measured faster on MVE, slower on DSP */
-#define DTMM_IM2COL_GROUP_ATTR __attribute__((noinline))
+#if defined(DTMM_ARCH_MVE)
+/* Bit j set where fields[j] != 0, j < n <= 16: the channels with a kept tap, so
+ * that the group's channel loop never visits a fully pruned one (a visit cost 13
+ * instructions: the loop's state lives on the stack around the MAC asm). */
+DTMM_INLINE uint32_t dtmm_kept_fields(const uint32_t* fields, int32_t n) {
+  uint8_t empty[DTMM_IM2COL_FIELD_BLOCK];
+  int32_t j;
+  for (j = 0; j < n; j += 4) /* 1 where the field is empty: CLZ 32 */
+    vstrbq_u32(empty + j, vshrq_n_u32(vclzq_u32(vldrwq_u32(fields + j)), 5));
+  return vcmpeqq_m_n_u8(vldrbq_z_u8(empty, vctp8q((uint32_t)n)), 0, vctp8q((uint32_t)n));
+}
+
+/* One group, 25 < taps <= 100 (MVE): each channel's tap mask in 2 or 4 pieces of
+ * <= 25 taps, a run that crosses pieces is two; a half or a quarter of the block
+ * of channels at a time; only channels with a kept tap are visited, and each
+ * piece's runs are one asm loop (dtmm_mac_p_mask: about 4 runs a piece at s = .5,
+ * where it saves 4-5 instructions a run). Its own function, called instead of
+ * dtmm_im2col_group: in there its registers slowed the <= 25-tap loop by 1-3 %
+ * (whose C run loop is faster on short kernels' one or two runs a channel). */
+static __attribute__((noinline)) void dtmm_im2col_group_pieces(
+    const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* rows, int32_t np, int8_t* out,
+    const int32_t* oo) {
+  const uint32x4_t offs = vldrwq_u32((const uint32_t*)oo);
+  const int32_t c = g->in_c, rs = g->taps * c, taps = g->taps, out_c = g->out_c;
+  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
+  const int32_t out_off = g->out_off;
+  const int8_t* w = f->values;
+  uint32_t fields[DTMM_IM2COL_FIELD_BLOCK];
+  int32_t b, j, k;
+  const int32_t pieces = taps <= 2 * DTMM_IM2COL_PIECE_TAPS ? 2 : 4;
+  const int32_t block = DTMM_IM2COL_FIELD_BLOCK / pieces;
+  const int32_t nb = (taps + pieces - 1) / pieces; /* the last piece may be shorter */
+  for (b = 0; b < out_c; b += block) {
+    const int32_t n = out_c - b < block ? out_c - b : block;
+    uint32_t kept = 0;
+    for (k = 0; k < pieces; ++k) {
+      const int32_t t0 = k * nb;
+      dtmm_tap_fields(f->bitmap, f->bitmap_bytes, b * taps + t0, taps,
+                      taps - t0 < nb ? taps - t0 : nb, n, fields + k * block);
+      kept |= dtmm_kept_fields(fields + k * block, n);
+    }
+    while (kept) {
+      dtmm_acc acc;
+      j = DTMM_CTZ(kept);
+      kept &= kept - 1u;
+      dtmm_acc_set(&acc, f->bias[b + j]);
+      for (k = 0; k < pieces; ++k) {
+        const uint32_t m = fields[k * block + j];
+        if (m) w = dtmm_mac_p_mask(m, w, rows + k * nb * c, c, rs, &acc);
+      }
+      {
+        const dtmm_rq_x4 rq = dtmm_rq_channel(f->multiplier[b + j], f->shift[b + j]);
+        dtmm_store_p(&acc, np, &rq, out_off, lo, hi, out + b + j, offs);
+      }
+    }
+  }
+}
+
+#define DTMM_IM2COL_GROUP_ATTR __attribute__((noinline)) /* measured faster on MVE */
 #else
-#define DTMM_IM2COL_GROUP_ATTR
+#define DTMM_IM2COL_GROUP_ATTR /* slower out of line on DSP */
 #endif
+/* One group of np <= DTMM_P pixels (the rest of the DTMM_P rows repeat the last
+ * pixel), rows rs bytes apart, all channels. The field of a kernel above 31 taps
+ * (on MVE: above 100, dtmm_im2col_group_pieces takes 26-100) is read 32 bits at a
+ * time; a run that crosses a word is two dot products. */
 static DTMM_IM2COL_GROUP_ATTR void dtmm_im2col_group(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                               const int8_t* rows, int32_t np, int8_t* out, const int32_t* oo) {
   const int32_t c = g->in_c, rs = g->taps * c, taps = g->taps, out_c = g->out_c;
@@ -36,29 +97,17 @@ static DTMM_IM2COL_GROUP_ATTR void dtmm_im2col_group(const dtmm_geom* g, const d
   const uint32x4_t offs = vldrwq_u32((const uint32_t*)oo);
   const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
   const int32_t out_off = g->out_off;
-  if (taps <= 25) { /* fields a block at a time, bit-reversed: a run is CLZ, CLZ of ~m */
-    uint32_t fields[DTMM_IM2COL_FIELD_BLOCK];
-    int32_t b, j;
+  uint32_t fields[DTMM_IM2COL_FIELD_BLOCK];
+  int32_t b, j;
+  if (taps <= DTMM_IM2COL_PIECE_TAPS) { /* one field a channel, a block of 16 */
     for (b = 0; b < out_c; b += DTMM_IM2COL_FIELD_BLOCK) {
       const int32_t n = out_c - b < DTMM_IM2COL_FIELD_BLOCK ? out_c - b : DTMM_IM2COL_FIELD_BLOCK;
-      dtmm_tap_fields(f->bitmap, f->bitmap_bytes, b * taps, taps, n, fields);
+      dtmm_tap_fields(f->bitmap, f->bitmap_bytes, b * taps, taps, taps, n, fields);
       for (j = 0; j < n; ++j) {
-        uint32_t m = fields[j];
-        const int8_t* x = rows;
         dtmm_acc acc;
-        if (!m) continue; /* fully pruned: constant written by the caller */
+        if (!fields[j]) continue; /* fully pruned: constant written by the caller */
         dtmm_acc_set(&acc, f->bias[b + j]);
-        do {
-          const uint32_t skip = (uint32_t)__builtin_clz(m);
-          uint32_t len;
-          m <<= skip;
-          len = (uint32_t)__builtin_clz(~m); /* <= 25: the low bits are zero */
-          m <<= len;
-          x += (int32_t)skip * c;
-          dtmm_mac_p(w, x, rs, (int32_t)len * c, &acc);
-          w += (int32_t)len * c;
-          x += (int32_t)len * c;
-        } while (m);
+        w = dtmm_mac_p_runs(fields[j], w, rows, c, rs, &acc);
         {
           const dtmm_rq_x4 rq = dtmm_rq_channel(f->multiplier[b + j], f->shift[b + j]);
           dtmm_store_p(&acc, np, &rq, out_off, lo, hi, out + b + j, offs);
@@ -141,6 +190,11 @@ void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t*
       if (j < np) dtmm_im2col(g, in, py[j], px[j], scratch + j * rs);
       else memcpy(scratch + j * rs, scratch + (np - 1) * rs, (size_t)rs);
     }
-    dtmm_im2col_group(g, f, scratch, np, out, oo);
+#if defined(DTMM_ARCH_MVE)
+    if (g->taps > DTMM_IM2COL_PIECE_TAPS && g->taps <= 4 * DTMM_IM2COL_PIECE_TAPS)
+      dtmm_im2col_group_pieces(g, f, scratch, np, out, oo);
+    else
+#endif
+      dtmm_im2col_group(g, f, scratch, np, out, oo);
   }
 }

@@ -217,7 +217,7 @@ static __attribute__((noinline)) void dtmm_pixel_window(const dtmm_geom* g,
   for (oc = 0; oc < out_c; oc += DTMM_PIXEL_BLOCK, pos += DTMM_PIXEL_BLOCK * taps) {
     const int32_t n = out_c - oc < DTMM_PIXEL_BLOCK ? out_c - oc : DTMM_PIXEL_BLOCK;
     if (taps <= 25) { /* a field in 4 bytes: fields first, then one asm loop */
-      dtmm_tap_fields(f->bitmap, f->bitmap_bytes, pos, taps, n, (uint32_t*)acc);
+      dtmm_tap_fields(f->bitmap, f->bitmap_bytes, pos, taps, taps, n, (uint32_t*)acc);
       w = dtmm_pixel_runs(acc, f->bias + oc, n, w, win, c);
     } else {
       for (j = 0; j < n; ++j) {

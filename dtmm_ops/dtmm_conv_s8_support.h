@@ -435,6 +435,81 @@ DTMM_INLINE void dtmm_mac_p(const int8_t* w, const int8_t* x0, int32_t pitch, in
   acc->a[3] = s3;
 }
 
+/* Every run of a tap mask m over the DTMM_P im2col rows from x, rows rs apart, c
+ * bytes a tap: m bit-reversed (tap 0 is bit 31, m != 0, at most 25 bits, so a run
+ * is CLZ, then CLZ of ~m), w the mask's kept filterlets in order; returns w past
+ * them. dtmm_mac_p_runs: the compiler's loop (its spills cost 21-22 instructions a
+ * run besides dtmm_mac_p's 9 a 16-byte step, little around it); dtmm_mac_p_mask:
+ * one asm loop, 17 a run, but it needs every register, so the caller's state goes
+ * to the stack around it (rs is read from there each run). The last shift's flags
+ * end the loop. */
+DTMM_INLINE const int8_t* dtmm_mac_p_runs(uint32_t m, const int8_t* w, const int8_t* x,
+                                          int32_t c, int32_t rs, dtmm_acc* acc) {
+  do {
+    const uint32_t skip = (uint32_t)__builtin_clz(m);
+    uint32_t len;
+    m <<= skip;
+    len = (uint32_t)__builtin_clz(~m);
+    m <<= len;
+    x += (int32_t)skip * c;
+    dtmm_mac_p(w, x, rs, (int32_t)len * c, acc);
+    w += (int32_t)len * c;
+    x += (int32_t)len * c;
+  } while (m);
+  return w;
+}
+
+DTMM_INLINE const int8_t* dtmm_mac_p_mask(uint32_t m, const int8_t* w, const int8_t* x,
+                                          int32_t c, int32_t rs, dtmm_acc* acc) {
+#if !defined(__OPTIMIZE__) /* gcc -O0 keeps r7 for the frame: too few registers left */
+  return dtmm_mac_p_runs(m, w, x, c, rs, acc);
+#else
+  int32_t s0 = acc->a[0], s1 = acc->a[1], s2 = acc->a[2], s3 = acc->a[3], len;
+  const int8_t *x0, *x1, *x2, *x3;
+  __asm volatile(
+      "1:\n\t"
+      "clz %[len], %[m]\n\t"
+      "lsls %[m], %[m], %[len]\n\t"
+      "mla %[x], %[len], %[c], %[x]\n\t"
+      "mvn %[len], %[m]\n\t"
+      "clz %[len], %[len]\n\t"
+      "lsls %[m], %[m], %[len]\n\t" /* Z: the last run */
+      "mul %[len], %[len], %[c]\n\t"
+      "ldr %[x3], %[rs]\n\t"
+      "mov %[x0], %[x]\n\t"
+      "add %[x1], %[x], %[x3]\n\t"
+      "add %[x2], %[x1], %[x3]\n\t"
+      "add %[x3], %[x2], %[x3]\n\t"
+      "add %[x], %[x], %[len]\n\t"
+      "dlstp.8 lr, %[len]\n\t"
+      "add %[len], %[w], %[len]\n" /* the weights past the run (the loop's w is
+                                        16 bytes a step) */
+      "2:\n\t"
+      "vldrb.8 q0, [%[w]], #16\n\t"
+      "vldrb.8 q1, [%[x0]], #16\n\t"
+      "vmladava.s8 %[s0], q1, q0\n\t"
+      "vldrb.8 q1, [%[x1]], #16\n\t"
+      "vmladava.s8 %[s1], q1, q0\n\t"
+      "vldrb.8 q1, [%[x2]], #16\n\t"
+      "vmladava.s8 %[s2], q1, q0\n\t"
+      "vldrb.8 q1, [%[x3]], #16\n\t"
+      "vmladava.s8 %[s3], q1, q0\n\t"
+      "letp lr, 2b\n\t"
+      "mov %[w], %[len]\n\t"
+      "bne 1b\n"
+      : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [m] "+r"(m),
+        [w] "+r"(w), [x] "+r"(x), [len] "=&r"(len), [x0] "=&r"(x0), [x1] "=&r"(x1),
+        [x2] "=&r"(x2), [x3] "=&r"(x3)
+      : [c] "r"(c), [rs] "m"(rs)
+      : "q0", "q1", "lr", "cc", "memory");
+  acc->a[0] = s0;
+  acc->a[1] = s1;
+  acc->a[2] = s2;
+  acc->a[3] = s3;
+  return w;
+#endif
+}
+
 DTMM_INLINE int32_t dtmm_mac_1(const int8_t* w, const int8_t* x, int32_t n, int32_t s) {
   __asm volatile(
       "dlstp.8 lr, %[n]\n"
@@ -894,11 +969,11 @@ void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out
                       int32_t pixels);
 
 #if defined(DTMM_ARCH_MVE)
-/* fields[j] = the tap mask of channel j (bits pos + j * taps on, taps <= 25), bit-
- * reversed so that tap 0 is bit 31, for j < n (n >= 1); fields has room for n rounded up to
- * 4. Reads only inside the bitmap's len bytes. */
-void dtmm_tap_fields(const uint8_t* bm, int32_t len, int32_t pos, int32_t taps, int32_t n,
-                     uint32_t* fields);
+/* fields[j] = nb <= 25 bits of channel j's tap mask from bit pos + j * stride, bit-
+ * reversed so that the first is bit 31, for j < n (n >= 1); fields has room for n
+ * rounded up to 4. Reads only inside the bitmap's len bytes. */
+void dtmm_tap_fields(const uint8_t* bm, int32_t len, int32_t pos, int32_t stride, int32_t nb,
+                     int32_t n, uint32_t* fields);
 #endif
 
 /* True when output channel oc has no kept filterlet. */

@@ -1103,7 +1103,8 @@ static void test_pixel_window_shapes(void) {
 /* The pruned channels' constants written up front (MVE: per 16 channels one
  * predicated store per pixel, or a byte store per channel where 1-2 are pruned;
  * the tap masks gathered, or read one channel at a time above 25 taps) and the
- * im2col groups' tap masks read a block of channels at a time: layers of the
+ * im2col groups' tap masks read a block of channels at a time (in pieces above
+ * 25 taps): layers of the
  * im2col part and of windows it completes, C_out across 16- and 32-channel blocks
  * and partial ones, over the 64-bit patterns of run_pattern. Rows merged in the
  * im2col copy: kernels as wide as the input, inputs one pixel wide. */
@@ -1114,6 +1115,11 @@ static void test_fill_shapes(void) {
       {4, 4, 32, 40, 3, 3, 1, 1, 1, 1, 1, 0, 3},  {12, 12, 16, 8, 3, 3, 1, 1, 1, 1, 0, 0, 4},
       {10, 10, 16, 17, 7, 7, 1, 1, 1, 1, 0, 0, 5}, {12, 1, 24, 8, 5, 1, 1, 1, 2, 1, 1, 0, 6},
       {6, 3, 8, 35, 3, 3, 1, 1, 1, 1, 0, 0, 7},   {7, 5, 12, 48, 3, 5, 2, 1, 1, 1, 0, 0, 8},
+      /* above 25 taps: 2 pieces (49, 40, 26 taps), 4 (81; 51: a shorter last
+       * piece), above 100 taps (121: one word at a time) */
+      {9, 9, 16, 9, 7, 7, 1, 1, 1, 1, 0, 0, 9},   {12, 6, 8, 21, 10, 4, 1, 1, 1, 1, 0, 0, 10},
+      {5, 30, 5, 7, 2, 13, 2, 1, 1, 2, 0, 0, 11}, {10, 10, 4, 6, 9, 9, 1, 1, 1, 1, 0, 0, 12},
+      {6, 20, 3, 37, 3, 17, 1, 1, 1, 1, 0, 0, 13}, {12, 12, 2, 5, 11, 11, 1, 1, 1, 1, 0, 0, 14},
   };
   const uint64_t* patterns = k_tap_patterns;
   size_t i, j;
