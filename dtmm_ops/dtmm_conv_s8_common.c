@@ -241,8 +241,7 @@ static void dtmm_fill_pruned_blocks(const dtmm_geom* g, const dtmm_fwcs_filter* 
     mve_pred16_t p0, p1;
     if (taps <= 25) {
       dtmm_tap_fields(f->bitmap, f->bitmap_bytes, oc * taps, taps, taps, n, fields);
-      for (j = 0; j < n; j += 4) /* 1 where the field is empty: CLZ 32 */
-        vstrbq_u32((uint8_t*)pruned + j, vshrq_n_u32(vclzq_u32(vldrwq_u32(fields + j)), 5));
+      dtmm_empty_fields(fields, n, (uint8_t*)pruned);
     } else {
       for (j = 0; j < n; ++j) pruned[j] = (int8_t)dtmm_channel_pruned(g, f, oc + j);
     }

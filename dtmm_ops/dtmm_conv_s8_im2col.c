@@ -28,9 +28,7 @@ int32_t dtmm_im2col_s8_get_buffer_size(const dtmm_geom* g) {
  * instructions: the loop's state lives on the stack around the MAC asm). */
 DTMM_INLINE uint32_t dtmm_kept_fields(const uint32_t* fields, int32_t n) {
   uint8_t empty[DTMM_IM2COL_FIELD_BLOCK];
-  int32_t j;
-  for (j = 0; j < n; j += 4) /* 1 where the field is empty: CLZ 32 */
-    vstrbq_u32(empty + j, vshrq_n_u32(vclzq_u32(vldrwq_u32(fields + j)), 5));
+  dtmm_empty_fields(fields, n, empty);
   return vcmpeqq_m_n_u8(vldrbq_z_u8(empty, vctp8q((uint32_t)n)), 0, vctp8q((uint32_t)n));
 }
 
@@ -84,6 +82,7 @@ static __attribute__((noinline)) void dtmm_im2col_group_pieces(
 #else
 #define DTMM_IM2COL_GROUP_ATTR /* slower out of line on DSP */
 #endif
+
 /* One group of np <= DTMM_P pixels (the rest of the DTMM_P rows repeat the last
  * pixel), rows rs bytes apart, all channels. The field of a kernel above 31 taps
  * (on MVE: above 100, dtmm_im2col_group_pieces takes 26-100) is read 32 bits at a
@@ -159,6 +158,9 @@ static DTMM_IM2COL_GROUP_ATTR void dtmm_im2col_group(const dtmm_geom* g, const d
 void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                     int8_t* out, int8_t* scratch, dtmm_pixel_done done, const void* ctx) {
   const int32_t rs = g->taps * g->in_c;
+#if defined(DTMM_ARCH_MVE)
+  const int in_pieces = g->taps > DTMM_IM2COL_PIECE_TAPS && g->taps <= 4 * DTMM_IM2COL_PIECE_TAPS;
+#endif
   int32_t y = 0, x = 0, j;
   for (;;) {
     int32_t py[DTMM_P], px[DTMM_P], oo[DTMM_P];
@@ -191,7 +193,7 @@ void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t*
       else memcpy(scratch + j * rs, scratch + (np - 1) * rs, (size_t)rs);
     }
 #if defined(DTMM_ARCH_MVE)
-    if (g->taps > DTMM_IM2COL_PIECE_TAPS && g->taps <= 4 * DTMM_IM2COL_PIECE_TAPS)
+    if (in_pieces)
       dtmm_im2col_group_pieces(g, f, scratch, np, out, oo);
     else
 #endif

@@ -402,6 +402,22 @@ DTMM_INLINE void dtmm_acc_set(dtmm_acc* acc, int32_t v) {
 
 #if defined(DTMM_ARCH_MVE)
 
+/* The loop of every 4-pixel MVE MAC (dtmm_mac_p, dtmm_mac_p_mask, dtmm_mac_runs_x4, the
+ * rectangles' row loop), asm text after its DLSTP: per 16 bytes one weight load for the
+ * 4 rows; the asm's operands w, x0..x3 (advanced) and s0..s3 (even registers). */
+#define DTMM_MVE_MAC4_LOOP                                                           \
+  "2:\n\t"                                                                        \
+  "vldrb.8 q0, [%[w]], #16\n\t"                                                   \
+  "vldrb.8 q1, [%[x0]], #16\n\t"                                                  \
+  "vmladava.s8 %[s0], q1, q0\n\t"                                                 \
+  "vldrb.8 q1, [%[x1]], #16\n\t"                                                  \
+  "vmladava.s8 %[s1], q1, q0\n\t"                                                 \
+  "vldrb.8 q1, [%[x2]], #16\n\t"                                                  \
+  "vmladava.s8 %[s2], q1, q0\n\t"                                                 \
+  "vldrb.8 q1, [%[x3]], #16\n\t"                                                  \
+  "vmladava.s8 %[s3], q1, q0\n\t"                                                 \
+  "letp lr, 2b\n\t"
+
 /* Tail-predicated loop (DLSTP/LETP): lanes past n are inactive and not read. The
  * weights are loaded once per 16 bytes and used for the 4 pixels; VMLADAVA
  * accumulates into even registers ("Te"). */
@@ -414,17 +430,7 @@ DTMM_INLINE void dtmm_mac_p(const int8_t* w, const int8_t* x0, int32_t pitch, in
       "add %[x2], %[x1], %[rs]\n\t"
       "add %[x3], %[x2], %[rs]\n\t"
       "dlstp.8 lr, %[n]\n"
-      "1:\n\t"
-      "vldrb.8 q0, [%[w]], #16\n\t"
-      "vldrb.8 q1, [%[x0]], #16\n\t"
-      "vmladava.s8 %[s0], q1, q0\n\t"
-      "vldrb.8 q1, [%[x1]], #16\n\t"
-      "vmladava.s8 %[s1], q1, q0\n\t"
-      "vldrb.8 q1, [%[x2]], #16\n\t"
-      "vmladava.s8 %[s2], q1, q0\n\t"
-      "vldrb.8 q1, [%[x3]], #16\n\t"
-      "vmladava.s8 %[s3], q1, q0\n\t"
-      "letp lr, 1b\n"
+      DTMM_MVE_MAC4_LOOP
       : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [w] "+r"(w),
         [x0] "+r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3)
       : [n] "r"(n), [rs] "r"(pitch) DTMM_ASM_READS(w) DTMM_ASM_READS(x0)
@@ -484,17 +490,7 @@ DTMM_INLINE const int8_t* dtmm_mac_p_mask(uint32_t m, const int8_t* w, const int
       "dlstp.8 lr, %[len]\n\t"
       "add %[len], %[w], %[len]\n" /* the weights past the run (the loop's w is
                                         16 bytes a step) */
-      "2:\n\t"
-      "vldrb.8 q0, [%[w]], #16\n\t"
-      "vldrb.8 q1, [%[x0]], #16\n\t"
-      "vmladava.s8 %[s0], q1, q0\n\t"
-      "vldrb.8 q1, [%[x1]], #16\n\t"
-      "vmladava.s8 %[s1], q1, q0\n\t"
-      "vldrb.8 q1, [%[x2]], #16\n\t"
-      "vmladava.s8 %[s2], q1, q0\n\t"
-      "vldrb.8 q1, [%[x3]], #16\n\t"
-      "vmladava.s8 %[s3], q1, q0\n\t"
-      "letp lr, 2b\n\t"
+      DTMM_MVE_MAC4_LOOP
       "mov %[w], %[len]\n\t"
       "bne 1b\n"
       : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [m] "+r"(m),
@@ -613,17 +609,7 @@ DTMM_INLINE int32x4_t dtmm_mac_runs_x4(const dtmm_run* tb, const int8_t* p, int3
       "add %[x3], %[p]\n\t"
       "adds %[tb], #24\n\t"
       "dlstp.8 lr, %[n]\n"
-      "2:\n\t"
-      "vldrb.8 q0, [%[w]], #16\n\t"
-      "vldrb.8 q1, [%[x0]], #16\n\t"
-      "vmladava.s8 %[s0], q1, q0\n\t"
-      "vldrb.8 q1, [%[x1]], #16\n\t"
-      "vmladava.s8 %[s1], q1, q0\n\t"
-      "vldrb.8 q1, [%[x2]], #16\n\t"
-      "vmladava.s8 %[s2], q1, q0\n\t"
-      "vldrb.8 q1, [%[x3]], #16\n\t"
-      "vmladava.s8 %[s3], q1, q0\n\t"
-      "letp lr, 2b\n\t"
+      DTMM_MVE_MAC4_LOOP
       "ldrd %[n], %[w], [%[tb], #16]\n\t"
       "cmp %[n], #0\n\t"
       "bne 1b\n"
@@ -974,6 +960,14 @@ void dtmm_fill_pruned(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out
  * rounded up to 4. Reads only inside the bitmap's len bytes. */
 void dtmm_tap_fields(const uint8_t* bm, int32_t len, int32_t pos, int32_t stride, int32_t nb,
                      int32_t n, uint32_t* fields);
+
+/* empty[j] = 1 where fields[j] == 0 (a fully pruned channel), 0 elsewhere, for j < n
+ * rounded up to 4: dtmm_tap_fields' output narrowed to a byte a channel. */
+DTMM_INLINE void dtmm_empty_fields(const uint32_t* fields, int32_t n, uint8_t* empty) {
+  int32_t j;
+  for (j = 0; j < n; j += 4) /* CLZ 32 >> 5 */
+    vstrbq_u32(empty + j, vshrq_n_u32(vclzq_u32(vldrwq_u32(fields + j)), 5));
+}
 #endif
 
 /* True when output channel oc has no kept filterlet. */
