@@ -235,14 +235,19 @@ def _heldout() -> list[Layer]:
     out += _draw(20261207, "hx", 8, kernels=[(3, 3), (5, 1), (1, 5), (3, 1), (2, 2), (1, 3),
                                             (4, 1), (7, 1)],
                  cins=[4, 12, 20, 32, 48, 56, 80, 112, 6], sizes=[1, 2, 3, 4], max_pixels=2)
+    # An eighth seed (hk, drawn after the MVE im2col path for kernels of 26-100 taps
+    # was written, not tuned on): kernels of 26-100 taps onto planes of >= 4 pixels.
+    out += _draw(20261208, "hk", 8, kernels=[(7, 7), (10, 4), (6, 6), (5, 7), (9, 9), (4, 10),
+                                            (3, 9), (8, 5)],
+                 cins=[8, 12, 16, 24, 32, 48, 64], sizes=[6, 8, 10, 12, 16, 20], min_pixels=4)
     return out
 
 
 def _draw(seed, prefix, n, kernels=None, cins=None, dilations=None, sizes=None,
-          max_pixels=None) -> list[Layer]:
+          max_pixels=None, min_pixels=None) -> list[Layer]:
     """n shapes drawn from random.Random(seed) over the suite's kinds (names prefix0,
     prefix1, ... by draw number; draws outside 2,000 .. 3,000,000 MACs, or onto more than
-    max_pixels output pixels, are skipped)."""
+    max_pixels or fewer than min_pixels output pixels, are skipped)."""
     kernels = kernels or [(1, 1), (3, 3), (5, 5), (7, 7), (3, 1), (1, 3), (5, 1), (10, 4), (2, 2)]
     cins = cins or [1, 2, 3, 5, 12, 24, 40, 48, 72, 96, 144]
     rng = random.Random(seed)
@@ -266,6 +271,8 @@ def _draw(seed, prefix, n, kernels=None, cins=None, dilations=None, sizes=None,
         if oh < 1 or ow < 1 or not 2_000 <= lay.macs() <= 3_000_000:
             continue
         if max_pixels and oh * ow > max_pixels:
+            continue
+        if min_pixels and oh * ow < min_pixels:
             continue
         out.append(lay)
     return out

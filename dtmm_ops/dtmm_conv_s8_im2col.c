@@ -16,9 +16,9 @@ int32_t dtmm_im2col_s8_get_buffer_size(const dtmm_geom* g) {
 }
 
 /* Tap masks dtmm_tap_fields reads at a time (MVE): a stack block, as the group is
- * on the window drivers' deepest call chain. A kernel above 25 taps is read in
- * 2 or 4 pieces of <= 25 taps (up to 100 taps), for a half or a quarter of the
- * channels at a time. */
+ * on the window drivers' deepest call chain. A kernel of 32-100 taps is read
+ * in 2 or 4 pieces of <= 25 taps, for a half or a quarter of the channels at a
+ * time. */
 #define DTMM_IM2COL_FIELD_BLOCK 16
 #define DTMM_IM2COL_PIECE_TAPS 25
 
@@ -32,7 +32,7 @@ DTMM_INLINE uint32_t dtmm_kept_fields(const uint32_t* fields, int32_t n) {
   return vcmpeqq_m_n_u8(vldrbq_z_u8(empty, vctp8q((uint32_t)n)), 0, vctp8q((uint32_t)n));
 }
 
-/* One group, 25 < taps <= 100 (MVE): each channel's tap mask in 2 or 4 pieces of
+/* One group, 31 < taps <= 100 (MVE): each channel's tap mask in 2 or 4 pieces of
  * <= 25 taps, a run that crosses pieces is two; a half or a quarter of the block
  * of channels at a time; only channels with a kept tap are visited, and each
  * piece's runs are one asm loop (dtmm_mac_p_mask: about 4 runs a piece at s = .5,
@@ -85,7 +85,7 @@ static __attribute__((noinline)) void dtmm_im2col_group_pieces(
 
 /* One group of np <= DTMM_P pixels (the rest of the DTMM_P rows repeat the last
  * pixel), rows rs bytes apart, all channels. The field of a kernel above 31 taps
- * (on MVE: above 100, dtmm_im2col_group_pieces takes 26-100) is read 32 bits at a
+ * (on MVE: above 100, dtmm_im2col_group_pieces takes 32-100) is read 32 bits at a
  * time; a run that crosses a word is two dot products. */
 static DTMM_IM2COL_GROUP_ATTR void dtmm_im2col_group(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                               const int8_t* rows, int32_t np, int8_t* out, const int32_t* oo) {
@@ -159,7 +159,9 @@ void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t*
                     int8_t* out, int8_t* scratch, dtmm_pixel_done done, const void* ctx) {
   const int32_t rs = g->taps * g->in_c;
 #if defined(DTMM_ARCH_MVE)
-  const int in_pieces = g->taps > DTMM_IM2COL_PIECE_TAPS && g->taps <= 4 * DTMM_IM2COL_PIECE_TAPS;
+  /* up to 31 taps the mask is one word of dtmm_bits: 2 pieces were 3-18 % slower
+   * (held-out hk9, 27 taps) */
+  const int in_pieces = g->taps > 31 && g->taps <= 4 * DTMM_IM2COL_PIECE_TAPS;
 #endif
   int32_t y = 0, x = 0, j;
   for (;;) {
