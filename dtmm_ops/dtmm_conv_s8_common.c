@@ -137,7 +137,8 @@ void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x, int
       dtmm_fill(dst + hi * row, zp, (ker_h - hi) * row);
       return;
     }
-    for (kh = 0; kh < ker_h; ++kh, dst += row, iy += dh) {
+    /* iy steps in uint32: past the last row it may leave int32 (never used then) */
+    for (kh = 0; kh < ker_h; ++kh, dst += row, iy = (int32_t)((uint32_t)iy + (uint32_t)dh)) {
       if (iy < 0 || iy >= in_h || mid <= 0) {
         dtmm_fill(dst, zp, row);
         continue;
