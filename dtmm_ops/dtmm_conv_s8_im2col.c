@@ -2,7 +2,9 @@
  * DTMM_P at a time; each group's windows are copied to DTMM_P rows of
  * [taps][C_in] bytes in scratch (zp_in at padded taps, as the bias is folded), so
  * that every stretch of consecutive kept taps of a channel, across kernel rows
- * and dilation gaps, is one dot product over the DTMM_P rows (one dtmm_mac_p).
+ * and dilation gaps, is one dot product over the DTMM_P rows (one dtmm_mac_p; on
+ * MVE with C_in a multiple of 16 the rows are interleaved 16 bytes at a time, so
+ * one pointer reads all 4: dtmm_im2col_interleaved, dtmm_mac_il_runs).
  * Output channel inner: its bitmap field is read per group, a fully pruned
  * channel is skipped (its constant is written by the caller).
  * Used alone for kernels above DTMM_MAX_TAPS taps, in-place runs that would not
@@ -70,6 +72,39 @@ static __attribute__((noinline)) void dtmm_im2col_group_pieces(
         const uint32_t m = fields[k * block + j];
         if (m) w = dtmm_mac_p_mask(m, w, rows + k * nb * c, c, rs, &acc);
       }
+      {
+        const dtmm_rq_x4 rq = dtmm_rq_channel(f->multiplier[b + j], f->shift[b + j]);
+        dtmm_store_p(&acc, np, &rq, out_off, lo, hi, out + b + j, offs);
+      }
+    }
+  }
+}
+
+/* One group, taps <= 25 and C_in a multiple of 16 (MVE), over 4 interleaved rows
+ * (dtmm_im2col_interleaved): each run is one dtmm_mac_il_runs step, 9 instructions
+ * besides its MAC steps where dtmm_mac_p_runs' spills cost about 20. */
+static __attribute__((noinline)) void dtmm_im2col_group_il(const dtmm_geom* g,
+                                                           const dtmm_fwcs_filter* f,
+                                                           const int8_t* rows, int32_t np,
+                                                           int8_t* out, const int32_t* oo) {
+  const uint32x4_t offs = vldrwq_u32((const uint32_t*)oo);
+  const int32_t c = g->in_c, taps = g->taps, out_c = g->out_c;
+  const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
+  const int32_t out_off = g->out_off;
+  const int8_t* w = f->values;
+  uint32_t fields[DTMM_IM2COL_FIELD_BLOCK];
+  int32_t b, j;
+  for (b = 0; b < out_c; b += DTMM_IM2COL_FIELD_BLOCK) {
+    const int32_t n = out_c - b < DTMM_IM2COL_FIELD_BLOCK ? out_c - b : DTMM_IM2COL_FIELD_BLOCK;
+    uint32_t kept;
+    dtmm_tap_fields(f->bitmap, f->bitmap_bytes, b * taps, taps, taps, n, fields);
+    kept = dtmm_kept_fields(fields, n);
+    while (kept) {
+      dtmm_acc acc;
+      j = DTMM_CTZ(kept);
+      kept &= kept - 1u;
+      dtmm_acc_set(&acc, f->bias[b + j]);
+      w = dtmm_mac_il_runs(fields[j], w, rows, c, &acc);
       {
         const dtmm_rq_x4 rq = dtmm_rq_channel(f->multiplier[b + j], f->shift[b + j]);
         dtmm_store_p(&acc, np, &rq, out_off, lo, hi, out + b + j, offs);
@@ -155,36 +190,83 @@ static DTMM_IM2COL_GROUP_ATTR void dtmm_im2col_group(const dtmm_geom* g, const d
   }
 }
 
+/* The next group of up to DTMM_P pixels from (*y, *x) in raster order, skipping
+ * those the caller's driver computed; returns how many (0: the plane is done). */
+DTMM_INLINE int32_t dtmm_next_group(const dtmm_geom* g, dtmm_pixel_done done, const void* ctx,
+                                    int32_t* y, int32_t* x, int32_t* py, int32_t* px) {
+  int32_t np = 0;
+  while (np < DTMM_P && *y < g->out_h) {
+    int32_t skip;
+    if (!done || (skip = done(g, ctx, *y, *x)) == 0) {
+      py[np] = *y;
+      px[np] = *x;
+      np++;
+    } else {
+      *x += skip - 1; /* computed by the caller's driver, up to the end of the row */
+    }
+    if (++*x >= g->out_w) {
+      *x = 0;
+      ++*y;
+    }
+  }
+  return np;
+}
+
+/* A lone pixel (a corner): one dot per run, not DTMM_P. */
+DTMM_INLINE void dtmm_im2col_lone(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                                  const int8_t* in, int32_t y, int32_t x, int8_t* out,
+                                  int8_t* scratch) {
+  dtmm_im2col(g, in, y, x, scratch);
+  dtmm_pixel_channels(g, f, scratch, out + (y * g->out_w + x) * g->out_c);
+}
+
+#if defined(DTMM_ARCH_MVE)
+/* dtmm_im2col_s8 for C_in a multiple of 16 and <= 25 taps: each group's windows
+ * into 4 interleaved rows (dtmm_im2col_interleaved), then dtmm_im2col_group_il. A
+ * loop of its own: a test per group inside dtmm_im2col_s8 cost the other groups
+ * 7 instructions each. A short group's rows past np keep what scratch held: their
+ * lanes are computed but never stored. */
+static void dtmm_im2col_s8_il(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
+                              int8_t* out, int8_t* scratch, dtmm_pixel_done done,
+                              const void* ctx) {
+  int32_t y = 0, x = 0, j;
+  for (;;) {
+    int32_t py[DTMM_P], px[DTMM_P], oo[DTMM_P];
+    const int32_t np = dtmm_next_group(g, done, ctx, &y, &x, py, px);
+    if (np == 0) break;
+    if (np == 1) {
+      dtmm_im2col_lone(g, f, in, py[0], px[0], out, scratch);
+      continue;
+    }
+    for (j = 0; j < DTMM_P; ++j) {
+      const int32_t jj = j < np ? j : np - 1;
+      oo[j] = (py[jj] * g->out_w + px[jj]) * g->out_c;
+      if (j < np) dtmm_im2col_interleaved(g, in, py[j], px[j], scratch + 16 * j);
+    }
+    dtmm_im2col_group_il(g, f, scratch, np, out, oo);
+  }
+}
+#endif
+
 void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                     int8_t* out, int8_t* scratch, dtmm_pixel_done done, const void* ctx) {
   const int32_t rs = g->taps * g->in_c;
+  int32_t y = 0, x = 0, j;
 #if defined(DTMM_ARCH_MVE)
   /* up to 31 taps the mask is one word of dtmm_bits: 2 pieces were 3-18 % slower
    * (held-out hk9, 27 taps) */
   const int in_pieces = g->taps > 31 && g->taps <= 4 * DTMM_IM2COL_PIECE_TAPS;
+  if (g->in_c % 16 == 0 && g->taps <= DTMM_IM2COL_PIECE_TAPS) {
+    dtmm_im2col_s8_il(g, f, in, out, scratch, done, ctx);
+    return;
+  }
 #endif
-  int32_t y = 0, x = 0, j;
   for (;;) {
     int32_t py[DTMM_P], px[DTMM_P], oo[DTMM_P];
-    int32_t np = 0;
-    while (np < DTMM_P && y < g->out_h) {
-      int32_t skip;
-      if (!done || (skip = done(g, ctx, y, x)) == 0) {
-        py[np] = y;
-        px[np] = x;
-        np++;
-      } else {
-        x += skip - 1; /* computed by the caller's driver, up to the end of the row */
-      }
-      if (++x >= g->out_w) {
-        x = 0;
-        ++y;
-      }
-    }
+    const int32_t np = dtmm_next_group(g, done, ctx, &y, &x, py, px);
     if (np == 0) break;
-    if (np == 1) { /* a lone pixel (a corner): one dot per run, not DTMM_P */
-      dtmm_im2col(g, in, py[0], px[0], scratch);
-      dtmm_pixel_channels(g, f, scratch, out + (py[0] * g->out_w + px[0]) * g->out_c);
+    if (np == 1) {
+      dtmm_im2col_lone(g, f, in, py[0], px[0], out, scratch);
       continue;
     }
     for (j = 0; j < DTMM_P; ++j) {

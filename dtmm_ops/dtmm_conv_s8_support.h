@@ -506,6 +506,48 @@ DTMM_INLINE const int8_t* dtmm_mac_p_mask(uint32_t m, const int8_t* w, const int
 #endif
 }
 
+/* dtmm_mac_p_mask over 4 interleaved im2col rows (dtmm_im2col_interleaved: their
+ * 16-byte chunks in turn, so one pointer with immediate offsets reads all 4) of c
+ * bytes a tap, c a multiple of 16: a run starts on a chunk and ends on one, so
+ * the loop leaves w and x exactly past it. 9 instructions a run besides the
+ * MAC steps, and no register to spill. */
+DTMM_INLINE const int8_t* dtmm_mac_il_runs(uint32_t m, const int8_t* w, const int8_t* x,
+                                           int32_t c, dtmm_acc* acc) {
+  int32_t s0 = acc->a[0], s1 = acc->a[1], s2 = acc->a[2], s3 = acc->a[3];
+  uint32_t len;
+  __asm volatile(
+      "1:\n\t"
+      "clz %[len], %[m]\n\t"
+      "lsls %[m], %[m], %[len]\n\t"
+      "mla %[x], %[len], %[c4], %[x]\n\t" /* past the pruned taps */
+      "mvn %[len], %[m]\n\t"
+      "clz %[len], %[len]\n\t"
+      "lsls %[m], %[m], %[len]\n\t" /* Z: the last run */
+      "mul %[len], %[len], %[c]\n\t"
+      "dlstp.8 lr, %[len]\n"
+      "2:\n\t"
+      "vldrb.8 q0, [%[w]], #16\n\t"
+      "vldrb.8 q1, [%[x], #16]\n\t"
+      "vmladava.s8 %[s1], q1, q0\n\t"
+      "vldrb.8 q1, [%[x], #32]\n\t"
+      "vmladava.s8 %[s2], q1, q0\n\t"
+      "vldrb.8 q1, [%[x], #48]\n\t"
+      "vmladava.s8 %[s3], q1, q0\n\t"
+      "vldrb.8 q1, [%[x]], #64\n\t"
+      "vmladava.s8 %[s0], q1, q0\n\t"
+      "letp lr, 2b\n\t"
+      "bne 1b\n"
+      : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [m] "+r"(m),
+        [w] "+r"(w), [x] "+r"(x), [len] "=&r"(len)
+      : [c] "r"(c), [c4] "r"(4 * c) DTMM_ASM_READS(w) DTMM_ASM_READS(x)
+      : "q0", "q1", "lr", "cc" DTMM_ASM_MEMORY);
+  acc->a[0] = s0;
+  acc->a[1] = s1;
+  acc->a[2] = s2;
+  acc->a[3] = s3;
+  return w;
+}
+
 DTMM_INLINE int32_t dtmm_mac_1(const int8_t* w, const int8_t* x, int32_t n, int32_t s) {
   __asm volatile(
       "dlstp.8 lr, %[n]\n"
@@ -945,6 +987,14 @@ uint32_t dtmm_tap_table(const dtmm_geom* g, int32_t* off);
 /* Copies the window of output pixel (y, x) to dst as [taps][C_in], zp_in at padded
  * taps. */
 void dtmm_im2col(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x, int8_t* dst);
+
+#if defined(DTMM_ARCH_MVE)
+/* The same window as row j of 4 interleaved rows at dst - 16 * j: each 16-byte chunk
+ * k of the row at dst + 64 * k (C_in a multiple of 16), as dtmm_mac_il_runs reads
+ * them. */
+void dtmm_im2col_interleaved(const dtmm_geom* g, const int8_t* in, int32_t y, int32_t x,
+                             int8_t* dst);
+#endif
 
 /* Writes requantize(bias) of channel oc to every pixel. */
 void dtmm_fill_channel(const dtmm_geom* g, const dtmm_fwcs_filter* f, int8_t* out,
