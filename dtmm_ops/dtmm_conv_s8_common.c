@@ -71,32 +71,22 @@ uint32_t dtmm_tap_table(const dtmm_geom* g, int32_t* off) {
 }
 
 #if defined(DTMM_ARCH_MVE)
-/* dtmm_copy / dtmm_fill into one of 4 interleaved im2col rows (il: 16-byte chunks 64
+/* dtmm_copy / dtmm_fill into one of 4 interleaved im2col rows (16-byte chunks 64
  * bytes apart; n and dst's offset multiples of 16). */
 DTMM_INLINE void dtmm_copy_il(int8_t* dst, const int8_t* src, int32_t n) {
   if (n <= 0) return;
-  __asm volatile(
-      "dlstp.8 lr, %[n]\n"
-      "1:\n\t"
-      "vldrb.8 q0, [%[s]], #16\n\t"
-      "vstrb.8 q0, [%[d]], #64\n\t"
-      "letp lr, 1b\n"
-      : [s] "+r"(src), [d] "+r"(dst)
-      : [n] "r"(n)
-      : "q0", "lr", "memory");
+  __asm volatile(DTMM_MVE_COPY_LOOP(64)
+                 : [s] "+r"(src), [d] "+r"(dst)
+                 : [n] "r"(n)
+                 : "q0", "lr", "memory");
 }
 
 DTMM_INLINE void dtmm_fill_il(int8_t* dst, int8_t v, int32_t n) {
   if (n <= 0) return;
-  __asm volatile(
-      "vdup.8 q0, %[v]\n\t"
-      "dlstp.8 lr, %[n]\n"
-      "1:\n\t"
-      "vstrb.8 q0, [%[d]], #64\n\t"
-      "letp lr, 1b\n"
-      : [d] "+r"(dst)
-      : [n] "r"(n), [v] "r"((int32_t)v)
-      : "q0", "lr", "memory");
+  __asm volatile(DTMM_MVE_FILL_LOOP(64)
+                 : [d] "+r"(dst)
+                 : [n] "r"(n), [v] "r"((int32_t)v)
+                 : "q0", "lr", "memory");
 }
 #endif
 

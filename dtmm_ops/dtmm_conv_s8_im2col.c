@@ -220,46 +220,21 @@ DTMM_INLINE void dtmm_im2col_lone(const dtmm_geom* g, const dtmm_fwcs_filter* f,
   dtmm_pixel_channels(g, f, scratch, out + (y * g->out_w + x) * g->out_c);
 }
 
-#if defined(DTMM_ARCH_MVE)
-/* dtmm_im2col_s8 for C_in a multiple of 16 and <= 25 taps: each group's windows
- * into 4 interleaved rows (dtmm_im2col_interleaved), then dtmm_im2col_group_il. A
- * loop of its own: a test per group inside dtmm_im2col_s8 cost the other groups
- * 7 instructions each. A short group's rows past np keep what scratch held: their
- * lanes are computed but never stored. */
-static void dtmm_im2col_s8_il(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
-                              int8_t* out, int8_t* scratch, dtmm_pixel_done done,
-                              const void* ctx) {
-  int32_t y = 0, x = 0, j;
-  for (;;) {
-    int32_t py[DTMM_P], px[DTMM_P], oo[DTMM_P];
-    const int32_t np = dtmm_next_group(g, done, ctx, &y, &x, py, px);
-    if (np == 0) break;
-    if (np == 1) {
-      dtmm_im2col_lone(g, f, in, py[0], px[0], out, scratch);
-      continue;
-    }
-    for (j = 0; j < DTMM_P; ++j) {
-      const int32_t jj = j < np ? j : np - 1;
-      oo[j] = (py[jj] * g->out_w + px[jj]) * g->out_c;
-      if (j < np) dtmm_im2col_interleaved(g, in, py[j], px[j], scratch + 16 * j);
-    }
-    dtmm_im2col_group_il(g, f, scratch, np, out, oo);
-  }
-}
-#endif
-
-void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
-                    int8_t* out, int8_t* scratch, dtmm_pixel_done done, const void* ctx) {
+/* The plane group by group: the group's windows to scratch, then its channels. il
+ * (MVE, C_in a multiple of 16, <= 25 taps): the windows into 4 interleaved rows
+ * (dtmm_im2col_interleaved) for dtmm_im2col_group_il; a short group's rows past np
+ * keep what scratch held (their lanes are computed but never stored). */
+DTMM_INLINE void dtmm_im2col_groups(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                                    const int8_t* in, int8_t* out, int8_t* scratch,
+                                    dtmm_pixel_done done, const void* ctx, int il) {
   const int32_t rs = g->taps * g->in_c;
   int32_t y = 0, x = 0, j;
 #if defined(DTMM_ARCH_MVE)
   /* up to 31 taps the mask is one word of dtmm_bits: 2 pieces were 3-18 % slower
    * (held-out hk9, 27 taps) */
   const int in_pieces = g->taps > 31 && g->taps <= 4 * DTMM_IM2COL_PIECE_TAPS;
-  if (g->in_c % 16 == 0 && g->taps <= DTMM_IM2COL_PIECE_TAPS) {
-    dtmm_im2col_s8_il(g, f, in, out, scratch, done, ctx);
-    return;
-  }
+#else
+  (void)il;
 #endif
   for (;;) {
     int32_t py[DTMM_P], px[DTMM_P], oo[DTMM_P];
@@ -273,14 +248,43 @@ void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t*
       /* A short group repeats its last pixel; only np outputs are stored. */
       const int32_t jj = j < np ? j : np - 1;
       oo[j] = (py[jj] * g->out_w + px[jj]) * g->out_c;
+#if defined(DTMM_ARCH_MVE)
+      if (il) {
+        if (j < np) dtmm_im2col_interleaved(g, in, py[j], px[j], scratch + 16 * j);
+        continue;
+      }
+#endif
       if (j < np) dtmm_im2col(g, in, py[j], px[j], scratch + j * rs);
       else memcpy(scratch + j * rs, scratch + (np - 1) * rs, (size_t)rs);
     }
 #if defined(DTMM_ARCH_MVE)
-    if (in_pieces)
+    if (il)
+      dtmm_im2col_group_il(g, f, scratch, np, out, oo);
+    else if (in_pieces)
       dtmm_im2col_group_pieces(g, f, scratch, np, out, oo);
     else
 #endif
       dtmm_im2col_group(g, f, scratch, np, out, oo);
   }
+}
+
+#if defined(DTMM_ARCH_MVE)
+/* The interleaved groups as a loop of their own: a test per group in the other
+ * loop cost its groups 7 instructions each. */
+static void dtmm_im2col_s8_il(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
+                              int8_t* out, int8_t* scratch, dtmm_pixel_done done,
+                              const void* ctx) {
+  dtmm_im2col_groups(g, f, in, out, scratch, done, ctx, 1);
+}
+#endif
+
+void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
+                    int8_t* out, int8_t* scratch, dtmm_pixel_done done, const void* ctx) {
+#if defined(DTMM_ARCH_MVE)
+  if (g->in_c % 16 == 0 && g->taps <= DTMM_IM2COL_PIECE_TAPS) {
+    dtmm_im2col_s8_il(g, f, in, out, scratch, done, ctx);
+    return;
+  }
+#endif
+  dtmm_im2col_groups(g, f, in, out, scratch, done, ctx, 0);
 }

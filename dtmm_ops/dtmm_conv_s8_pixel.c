@@ -158,6 +158,29 @@ static void dtmm_pixel_pointwise(const dtmm_geom* g, const dtmm_fwcs_filter* f,
 #endif
 
 #if defined(DTMM_ARCH_MVE)
+/* The asm text of dtmm_pixel_runs and dtmm_pixel_runs_x16 around what differs: per
+ * channel its field (m, from acc) and bias (s), at_channel, then per run the text
+ * `run` (it sets x to the window at the run, the values pointer `vals` and len to
+ * its bytes, and the Z flag on the channel's last run) and the run's MAC loop;
+ * the sum goes to acc over the field. */
+#define DTMM_PIXEL_RUNS_ASM(at_channel, run, vals)                                 \
+  "1:\n\t"                                                                         \
+  "ldr %[m], [%[acc]]\n\t"                                                         \
+  "ldr %[s], [%[bias]], #4\n\t"                                                    \
+  "cbz %[m], 4f\n\t" at_channel                                                    \
+  "2:\n\t" run                                                                     \
+  "dlstp.8 lr, %[len]\n"                                                           \
+  "3:\n\t"                                                                         \
+  "vldrb.8 q0, [%[" #vals "]], #16\n\t"                                            \
+  "vldrb.8 q1, [%[x]], #16\n\t"                                                    \
+  "vmladava.s8 %[s], q1, q0\n\t"                                                   \
+  "letp lr, 3b\n\t"                                                                \
+  "bne 2b\n"                                                                       \
+  "4:\n\t"                                                                         \
+  "str %[s], [%[acc]], #4\n\t"                                                     \
+  "cmp %[acc], %[end]\n\t"                                                         \
+  "bne 1b\n"
+
 /* acc[j] = bias[j] + the kept taps of channel j . the window (contiguous), with the
  * bit-reversed field of channel j in acc[j] on entry (j < n, n >= 1). One asm loop:
  * a run is the leading ones after the leading zeros (CLZ, shift, CLZ of the
@@ -170,34 +193,20 @@ DTMM_INLINE const int8_t* dtmm_pixel_runs(int32_t* acc, const int32_t* bias, int
   int32_t s;
   const int8_t *x, *y;
   __asm volatile(
-      "1:\n\t"
-      "ldr %[m], [%[acc]]\n\t"
-      "ldr %[s], [%[bias]], #4\n\t"
-      "cbz %[m], 4f\n\t"
-      "movs %[t], #0\n"
-      "2:\n\t"
-      "clz %[len], %[m]\n\t"        /* pruned taps before the run */
-      "lsl %[m], %[m], %[len]\n\t"
-      "add %[t], %[t], %[len]\n\t"  /* the run's first tap */
-      "mvn %[len], %[m]\n\t"
-      "clz %[len], %[len]\n\t"      /* its length (32: shifts m to 0) */
-      "lsls %[m], %[m], %[len]\n\t" /* Z: the channel's last run */
-      "mla %[x], %[t], %[c], %[win]\n\t"
-      "add %[t], %[t], %[len]\n\t"
-      "mul %[len], %[len], %[c]\n\t"
-      "mov %[y], %[v]\n\t"
-      "add %[v], %[v], %[len]\n\t"
-      "dlstp.8 lr, %[len]\n"
-      "3:\n\t"
-      "vldrb.8 q0, [%[y]], #16\n\t"
-      "vldrb.8 q1, [%[x]], #16\n\t"
-      "vmladava.s8 %[s], q1, q0\n\t"
-      "letp lr, 3b\n\t"
-      "bne 2b\n"
-      "4:\n\t"
-      "str %[s], [%[acc]], #4\n\t"
-      "cmp %[acc], %[end]\n\t"
-      "bne 1b\n"
+      DTMM_PIXEL_RUNS_ASM(
+          "movs %[t], #0\n",
+          "clz %[len], %[m]\n\t"       /* pruned taps before the run */
+          "lsl %[m], %[m], %[len]\n\t"
+          "add %[t], %[t], %[len]\n\t" /* the run's first tap */
+          "mvn %[len], %[m]\n\t"
+          "clz %[len], %[len]\n\t"      /* its length (32: shifts m to 0) */
+          "lsls %[m], %[m], %[len]\n\t" /* Z: the channel's last run */
+          "mla %[x], %[t], %[c], %[win]\n\t"
+          "add %[t], %[t], %[len]\n\t"
+          "mul %[len], %[len], %[c]\n\t"
+          "mov %[y], %[v]\n\t"
+          "add %[v], %[v], %[len]\n\t",
+          y)
       : [acc] "+r"(acc), [bias] "+r"(bias), [v] "+r"(v), [m] "=&l"(m), [s] "=&Te"(s),
         [t] "=&r"(t), [len] "=&r"(len), [x] "=&r"(x), [y] "=&r"(y)
       : [end] "r"(end), [win] "r"(win), [c] "r"(c)
@@ -215,30 +224,16 @@ DTMM_INLINE const int8_t* dtmm_pixel_runs_x16(int32_t* acc, const int32_t* bias,
   int32_t s;
   const int8_t* x;
   __asm volatile(
-      "1:\n\t"
-      "ldr %[m], [%[acc]]\n\t"
-      "ldr %[s], [%[bias]], #4\n\t"
-      "cbz %[m], 4f\n\t"
-      "mov %[x], %[win]\n"
-      "2:\n\t"
-      "clz %[len], %[m]\n\t" /* pruned taps before the run */
-      "lsl %[m], %[m], %[len]\n\t"
-      "mla %[x], %[len], %[c], %[x]\n\t"
-      "mvn %[len], %[m]\n\t"
-      "clz %[len], %[len]\n\t"      /* its length (32: shifts m to 0) */
-      "lsls %[m], %[m], %[len]\n\t" /* Z: the channel's last run */
-      "mul %[len], %[len], %[c]\n\t"
-      "dlstp.8 lr, %[len]\n"
-      "3:\n\t"
-      "vldrb.8 q0, [%[v]], #16\n\t"
-      "vldrb.8 q1, [%[x]], #16\n\t"
-      "vmladava.s8 %[s], q1, q0\n\t"
-      "letp lr, 3b\n\t"
-      "bne 2b\n"
-      "4:\n\t"
-      "str %[s], [%[acc]], #4\n\t"
-      "cmp %[acc], %[end]\n\t"
-      "bne 1b\n"
+      DTMM_PIXEL_RUNS_ASM(
+          "mov %[x], %[win]\n",
+          "clz %[len], %[m]\n\t" /* pruned taps before the run */
+          "lsl %[m], %[m], %[len]\n\t"
+          "mla %[x], %[len], %[c], %[x]\n\t"
+          "mvn %[len], %[m]\n\t"
+          "clz %[len], %[len]\n\t"      /* its length (32: shifts m to 0) */
+          "lsls %[m], %[m], %[len]\n\t" /* Z: the channel's last run */
+          "mul %[len], %[len], %[c]\n\t",
+          v)
       : [acc] "+r"(acc), [bias] "+r"(bias), [v] "+r"(v), [m] "=&l"(m), [s] "=&Te"(s),
         [len] "=&r"(len), [x] "=&r"(x)
       : [end] "r"(end), [win] "r"(win), [c] "r"(c)
@@ -250,7 +245,7 @@ DTMM_INLINE const int8_t* dtmm_pixel_runs_x16(int32_t* acc, const int32_t* bias,
  * keeps its bias), then the block's requantization, 4 channels a vector. Out of
  * line, as the 1x1 path: only one of their blocks is on the stack. The run loop's
  * test per block costs C_in % 16 != 0 layers about 6 instructions a call; a copy
- * of the function per loop would cost 590 B. */
+ * of the function per loop would cost 478 B. */
 static __attribute__((noinline)) void dtmm_pixel_window(const dtmm_geom* g,
                                                         const dtmm_fwcs_filter* f,
                                                         const int8_t* win, int8_t* out) {

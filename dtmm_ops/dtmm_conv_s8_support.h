@@ -418,6 +418,19 @@ DTMM_INLINE void dtmm_acc_set(dtmm_acc* acc, int32_t v) {
   "vmladava.s8 %[s3], q1, q0\n\t"                                                 \
   "letp lr, 2b\n\t"
 
+/* The next run of a bit-reversed tap mask (operand m, != 0), asm text: x advanced
+ * past the pruned taps before it (operand tap_step bytes a tap), len its bytes (c
+ * a tap), m shifted past it; the last shift's Z flag is set on the mask's last
+ * run. */
+#define DTMM_MVE_NEXT_RUN(tap_step)                                                \
+  "clz %[len], %[m]\n\t"                                                           \
+  "lsls %[m], %[m], %[len]\n\t"                                                    \
+  "mla %[x], %[len], %[" #tap_step "], %[x]\n\t"                                   \
+  "mvn %[len], %[m]\n\t"                                                           \
+  "clz %[len], %[len]\n\t"                                                         \
+  "lsls %[m], %[m], %[len]\n\t"                                                    \
+  "mul %[len], %[len], %[c]\n\t"
+
 /* Tail-predicated loop (DLSTP/LETP): lanes past n are inactive and not read. The
  * weights are loaded once per 16 bytes and used for the 4 pixels; VMLADAVA
  * accumulates into even registers ("Te"). */
@@ -474,13 +487,7 @@ DTMM_INLINE const int8_t* dtmm_mac_p_mask(uint32_t m, const int8_t* w, const int
   const int8_t *x0, *x1, *x2, *x3;
   __asm volatile(
       "1:\n\t"
-      "clz %[len], %[m]\n\t"
-      "lsls %[m], %[m], %[len]\n\t"
-      "mla %[x], %[len], %[c], %[x]\n\t"
-      "mvn %[len], %[m]\n\t"
-      "clz %[len], %[len]\n\t"
-      "lsls %[m], %[m], %[len]\n\t" /* Z: the last run */
-      "mul %[len], %[len], %[c]\n\t"
+      DTMM_MVE_NEXT_RUN(c)
       "ldr %[x3], %[rs]\n\t"
       "mov %[x0], %[x]\n\t"
       "add %[x1], %[x], %[x3]\n\t"
@@ -517,13 +524,7 @@ DTMM_INLINE const int8_t* dtmm_mac_il_runs(uint32_t m, const int8_t* w, const in
   uint32_t len;
   __asm volatile(
       "1:\n\t"
-      "clz %[len], %[m]\n\t"
-      "lsls %[m], %[m], %[len]\n\t"
-      "mla %[x], %[len], %[c4], %[x]\n\t" /* past the pruned taps */
-      "mvn %[len], %[m]\n\t"
-      "clz %[len], %[len]\n\t"
-      "lsls %[m], %[m], %[len]\n\t" /* Z: the last run */
-      "mul %[len], %[len], %[c]\n\t"
+      DTMM_MVE_NEXT_RUN(c4) /* x: 4 bytes a byte of a row */
       "dlstp.8 lr, %[len]\n"
       "2:\n\t"
       "vldrb.8 q0, [%[w]], #16\n\t"
@@ -921,17 +922,30 @@ DTMM_INLINE void dtmm_store_p(const dtmm_acc* acc, int32_t np, int32_t mult, int
 
 /* --------------------------------------------------------- shared helpers */
 
+#if defined(DTMM_ARCH_MVE)
+/* The MVE copy and fill loops, asm text: n bytes (operand n) from s, or of q0 = v,
+ * to d, which advances `step` bytes per 16 (16: contiguous; 64: one of 4
+ * interleaved im2col rows, dtmm_im2col_interleaved). */
+#define DTMM_MVE_COPY_LOOP(step)                                                   \
+  "dlstp.8 lr, %[n]\n"                                                             \
+  "1:\n\t"                                                                         \
+  "vldrb.8 q0, [%[s]], #16\n\t"                                                    \
+  "vstrb.8 q0, [%[d]], #" #step "\n\t"                                             \
+  "letp lr, 1b\n"
+#define DTMM_MVE_FILL_LOOP(step)                                                   \
+  "vdup.8 q0, %[v]\n\t"                                                            \
+  "dlstp.8 lr, %[n]\n"                                                             \
+  "1:\n\t"                                                                         \
+  "vstrb.8 q0, [%[d]], #" #step "\n\t"                                             \
+  "letp lr, 1b\n"
+#endif
+
 /* Small copies and fills inline: a kernel row of C_in 1 is a few bytes, where a
  * library call costs more than the copy (word loops: gcc keeps them inline). */
 DTMM_INLINE void dtmm_copy(int8_t* dst, const int8_t* src, int32_t n) {
 #if defined(DTMM_ARCH_MVE)
   if (n <= 0) return;
-  __asm volatile(
-      "dlstp.8 lr, %[n]\n"
-      "1:\n\t"
-      "vldrb.8 q0, [%[s]], #16\n\t"
-      "vstrb.8 q0, [%[d]], #16\n\t"
-      "letp lr, 1b\n"
+  __asm volatile(DTMM_MVE_COPY_LOOP(16)
       : [s] "+r"(src), [d] "+r"(dst)
       : [n] "r"(n)
       : "q0", "lr", "memory");
@@ -953,12 +967,7 @@ DTMM_INLINE void dtmm_copy(int8_t* dst, const int8_t* src, int32_t n) {
 DTMM_INLINE void dtmm_fill(int8_t* dst, int8_t v, int32_t n) {
 #if defined(DTMM_ARCH_MVE)
   if (n <= 0) return;
-  __asm volatile(
-      "vdup.8 q0, %[v]\n\t"
-      "dlstp.8 lr, %[n]\n"
-      "1:\n\t"
-      "vstrb.8 q0, [%[d]], #16\n\t"
-      "letp lr, 1b\n"
+  __asm volatile(DTMM_MVE_FILL_LOOP(16)
       : [d] "+r"(dst)
       : [n] "r"(n), [v] "r"((int32_t)v)
       : "q0", "lr", "memory");
