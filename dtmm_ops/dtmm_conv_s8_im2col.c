@@ -270,7 +270,9 @@ DTMM_INLINE void dtmm_im2col_groups(const dtmm_geom* g, const dtmm_fwcs_filter* 
 
 #if defined(DTMM_ARCH_MVE)
 /* The interleaved groups as a loop of their own: a test per group in the other
- * loop cost its groups 7 instructions each. */
+ * loop cost its groups 7 instructions each. A function of its own too: calling
+ * dtmm_im2col_groups(..., 1) straight from dtmm_im2col_s8 compiled to up to 0.14 %
+ * more instructions on M55 (sw_p4). */
 static void dtmm_im2col_s8_il(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                               int8_t* out, int8_t* scratch, dtmm_pixel_done done,
                               const void* ctx) {
