@@ -240,11 +240,23 @@ def _heldout() -> list[Layer]:
     out += _draw(20261208, "hk", 8, kernels=[(7, 7), (10, 4), (6, 6), (5, 7), (9, 9), (4, 10),
                                             (3, 9), (8, 5)],
                  cins=[8, 12, 16, 24, 32, 48, 64], sizes=[6, 8, 10, 12, 16, 20], min_pixels=4)
+    # A ninth seed (he, drawn after the MVE window driver first left short edges to
+    # the interleaved im2col rows): kernels <= 25 taps over C_in a multiple of 16
+    # onto planes of more than 16 pixels (the window driver). he10 (C_in 48 onto 8
+    # channels) lost there; the rule became C_in <= C_out on a sweep of its own.
+    out += _draw(20261209, "he", 8, kernels=[(3, 3), (5, 5), (2, 2), (3, 1), (1, 3), (5, 1)],
+                 cins=[16, 32, 48, 64, 96, 128], sizes=[5, 7, 9, 10, 12, 14, 17, 20],
+                 min_pixels=17)
+    # A tenth seed (hf, drawn after that rule, not tuned on): the same kinds, SAME
+    # padding (the edges), C_in 16 .. 48 so that most draws have C_in <= C_out.
+    out += _draw(20261210, "hf", 8, kernels=[(3, 3), (5, 5), (2, 2), (3, 1), (1, 3)],
+                 cins=[16, 32, 48], sizes=[5, 7, 9, 10, 12, 14, 17, 20], min_pixels=17,
+                 paddings=["SAME"])
     return out
 
 
 def _draw(seed, prefix, n, kernels=None, cins=None, dilations=None, sizes=None,
-          max_pixels=None, min_pixels=None) -> list[Layer]:
+          max_pixels=None, min_pixels=None, paddings=None) -> list[Layer]:
     """n shapes drawn from random.Random(seed) over the suite's kinds (names prefix0,
     prefix1, ... by draw number; draws outside 2,000 .. 3,000,000 MACs, or onto more than
     max_pixels or fewer than min_pixels output pixels, are skipped)."""
@@ -260,7 +272,7 @@ def _draw(seed, prefix, n, kernels=None, cins=None, dilations=None, sizes=None,
         s = rng.choice([1, 1, 2])
         d = (rng.choice(dilations) if dilations else rng.choice([1, 1, 1, 2])) \
             if max(kh, kw) > 1 else 1
-        padding = rng.choice(["SAME", "VALID"])
+        padding = rng.choice(paddings or ["SAME", "VALID"])
         h = rng.choice(sizes or [1, 3, 5, 7, 12, 20, 28])
         w = 1 if kw == 1 and rng.random() < 0.3 else rng.choice(sizes or [1, 3, 6, 10, 14, 24])
         h, w = max(h, (kh - 1) * d + 1), max(w, (kw - 1) * d + 1)

@@ -22,7 +22,6 @@ int32_t dtmm_im2col_s8_get_buffer_size(const dtmm_geom* g) {
  * in 2 or 4 pieces of <= 25 taps, for a half or a quarter of the channels at a
  * time. */
 #define DTMM_IM2COL_FIELD_BLOCK 16
-#define DTMM_IM2COL_PIECE_TAPS 25
 
 #if defined(DTMM_ARCH_MVE)
 /* Bit j set where fields[j] != 0, j < n <= 16: the channels with a kept tap, so
@@ -283,7 +282,7 @@ static void dtmm_im2col_s8_il(const dtmm_geom* g, const dtmm_fwcs_filter* f, con
 void dtmm_im2col_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* in,
                     int8_t* out, int8_t* scratch, dtmm_pixel_done done, const void* ctx) {
 #if defined(DTMM_ARCH_MVE)
-  if (g->in_c % 16 == 0 && g->taps <= DTMM_IM2COL_PIECE_TAPS) {
+  if (DTMM_IM2COL_INTERLEAVED(g)) {
     dtmm_im2col_s8_il(g, f, in, out, scratch, done, ctx);
     return;
   }

@@ -11,7 +11,8 @@
  * the last block of a row or column overlaps its neighbour and a rectangle
  * narrower than the block repeats its last pixel, so every group has 4 pixels,
  * one dtmm_mac_runs_x4 each. Rectangles whose blocks would be at most 3/4 full
- * (corners, short edges) are left to dtmm_im2col_s8. */
+ * (corners, short edges), and edges of 1-2 blocks where the im2col rows are
+ * interleaved and C_in <= C_out, are left to dtmm_im2col_s8. */
 #include "dtmm_conv_s8_drivers.h"
 
 #if defined(DTMM_ARCH_MVE)
@@ -57,13 +58,23 @@ static int32_t dtmm_block_w(int32_t wid, int32_t hgt, int32_t* blocks) {
   return bw;
 }
 
-/* A rectangle whose blocks would be at most 3/4 full goes to the im2col part,
- * where its pixels share groups with others. */
-static int dtmm_rect_ok(int32_t wid, int32_t hgt) {
+/* A rectangle whose blocks would be at most 3/4 full, or fewer than min_blocks,
+ * goes to the im2col part, where its pixels share groups with others. */
+DTMM_INLINE int dtmm_rect_ok(int32_t wid, int32_t hgt, int32_t min_blocks) {
   int32_t blocks;
   (void)dtmm_block_w(wid, hgt, &blocks);
-  return 4 * wid * hgt > 3 * 4 * blocks;
+  return 4 * wid * hgt > 3 * 4 * blocks && blocks >= min_blocks;
 }
+
+/* Edges (border row or column classes) of fewer blocks than this go to the im2col
+ * part too where its rows are interleaved and C_in <= C_out: there a run costs
+ * less than the run table an own rectangle builds per channel for one or two
+ * blocks, and the rows' copy (C_in bytes a tap) is shared by at least as many
+ * channels (ResNet-8's 3x3 stride-2 conv onto 8x8: -7 .. -9 %); docs/kernels.md
+ * "Defaults". */
+#ifndef DTMM_EDGE_MIN_BLOCKS
+#define DTMM_EDGE_MIN_BLOCKS 3
+#endif
 
 /* Which rectangles are computed here, by kind: bit (ybord * 2 + xbord) is set when
  * the rectangles with a border row (ybord) / column (xbord) class are (border
@@ -71,10 +82,12 @@ static int dtmm_rect_ok(int32_t wid, int32_t hgt) {
 static uint32_t dtmm_rect_kinds(const dtmm_geom* g) {
   const int32_t hi = g->y_hi - g->y_lo, wi = g->x_hi - g->x_lo;
   const int yb = hi < g->out_h, xb = wi < g->out_w; /* border rows / columns exist */
-  return (uint32_t)((hi == 0 || wi == 0 || dtmm_rect_ok(wi, hi)) |
-                    ((hi == 0 || !xb || dtmm_rect_ok(1, hi)) << 1) |
-                    ((!yb || wi == 0 || dtmm_rect_ok(wi, 1)) << 2) |
-                    ((!yb || !xb || dtmm_rect_ok(1, 1)) << 3));
+  const int32_t edge_min =
+      DTMM_IM2COL_INTERLEAVED(g) && g->in_c <= g->out_c ? DTMM_EDGE_MIN_BLOCKS : 1;
+  return (uint32_t)((hi == 0 || wi == 0 || dtmm_rect_ok(wi, hi, 1)) |
+                    ((hi == 0 || !xb || dtmm_rect_ok(1, hi, edge_min)) << 1) |
+                    ((!yb || wi == 0 || dtmm_rect_ok(wi, 1, edge_min)) << 2) |
+                    ((!yb || !xb) << 3)); /* a corner fills a quarter block */
 }
 
 /* The pixels of row y from x on to the end of x's class when the rectangles

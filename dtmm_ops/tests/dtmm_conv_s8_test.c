@@ -535,6 +535,9 @@ static void test_fixed_shapes(void) {
       /* interior lines of 11 and 27 pixels: an overlapping last group */
       {4, 13, 16, 6, 3, 3, 1, 1, 0, 50},   {29, 1, 16, 5, 3, 1, 1, 1, 1, 60},
       {29, 2, 20, 3, 3, 1, 1, 1, 1, 100},
+      /* MVE window driver: one-block edges left to the interleaved im2col rows
+       * (C_in <= C_out), beside corners and (1x3) as the only im2col pixels */
+      {10, 10, 16, 16, 3, 3, 2, 2, 0, 60}, {4, 14, 16, 32, 1, 3, 1, 1, 0, 50},
   };
   uint32_t s = 0xC0FFEEu;
   size_t i;
