@@ -19,9 +19,10 @@ application has them anyway. Worst-case stack: gcc -fstack-usage frame sizes
 along the deepest call chain from each entry point (call graph from the linked
 image's disassembly; C library frames from their prologues).
 
-Driver sets: the same image for every subset of the conv drivers
-(-DDTMM_CONV_DRIVERS, dtmm_conv_s8.h; only the two dispatchers depend on it), -O2:
-the .text an image links when its model needs only those drivers.
+Driver sets: the same image for every subset of the conv drivers, and where im2col
+is built for every subset of its Helium paths (-DDTMM_CONV_DRIVERS, dtmm_conv_s8.h;
+only the files of drivers.DISPATCH_SOURCES depend on it), -O2: the .text an image
+links when its model needs only those.
 
 Writes DIR/kernels_size.csv, DIR/kernels_size.md and DIR/kernels_size_sets.csv.
 """
@@ -198,6 +199,14 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     lib = sorted((ROOT / "dtmm_ops").glob("dtmm_*.c"))
     rows, set_rows = [], []
+    # every subset of the drivers; where im2col is built (alone or under window),
+    # with each subset of its paths too
+    im2col_bits = drivers.DRIVERS["im2col"] | drivers.DRIVERS["window"]
+    path_bits = list(drivers.PATHS.values())
+    path_sets = [sum(b for i, b in enumerate(path_bits) if k >> i & 1)
+                 for k in range(1 << len(path_bits))]
+    set_masks = [m | p for m in range(1 << len(drivers.DRIVERS))
+                 for p in (path_sets if m & im2col_bits else (0,))]
     with tempfile.TemporaryDirectory(prefix="dtmm_size_") as tmp:
         for t in args.targets.split(","):
             flags, ld, short = TARGETS[t]
@@ -219,8 +228,8 @@ def main():
                           f"stack {r['stack']:,} B (C library: {r['libc'] or '-'})", flush=True)
             if not args.no_driver_sets:
                 full = pathlib.Path(tmp) / f"{t}-O2dtmm"
-                for mask in range(1 << len(drivers.DRIVERS)):
-                    names = [n for n, bit in drivers.DRIVERS.items() if mask & bit]
+                for mask in set_masks:
+                    names = [n for n, bit in drivers.NAMES.items() if mask & bit]
                     r = measure("dtmm", lib, [ROOT / "dtmm_ops"], [*flags, "-O2"], ld,
                                 pathlib.Path(tmp) / f"{t}-set{mask}", DTMM_MAIN,
                                 defines=[f"-DDTMM_CONV_DRIVERS={mask}"], reuse=full)
@@ -229,7 +238,7 @@ def main():
                 print(f"{short} -O2 dtmm driver sets: .text "
                       f"{min(x['text'] for x in set_rows if x['target'] == t):,} - "
                       f"{max(x['text'] for x in set_rows if x['target'] == t):,} B "
-                      f"over {1 << len(drivers.DRIVERS)} subsets", flush=True)
+                      f"over {len(set_masks)} sets", flush=True)
     with open(args.out / "kernels_size.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["target", "opt", "component", "text_bytes", "driver_text_bytes",

@@ -386,11 +386,12 @@ TfLiteStatus PrepareLayer(TfLiteContext* context, OpData* data, const TfLiteTens
   p.output_offset = output_zp;
 
   int32_t preferred = 0;
-  const int32_t driver = dtmm_conv_s8_driver(&d, &p, filter.block_size, &preferred);
+  const int32_t used = dtmm_conv_s8_driver(&d, &p, filter.block_size, &preferred);
   const dtmm_status status = dtmm_conv_s8_validate(&d, &p, &filter);
   if (status == DTMM_ERR_UNSUPPORTED) {
     MicroPrintf("DTMM_CONV_2D: this build has no driver for the layer: it needs '%s', "
-                "left out of DTMM_CONV_DRIVERS", dtmm_conv_s8_driver_name(preferred));
+                "left out of DTMM_CONV_DRIVERS",
+                dtmm_conv_s8_driver_name(preferred & DTMM_USE_ALL_DRIVERS));
     return kTfLiteError;
   }
   if (status != DTMM_OK) {
@@ -398,11 +399,13 @@ TfLiteStatus PrepareLayer(TfLiteContext* context, OpData* data, const TfLiteTens
                 static_cast<int>(status));
     return kTfLiteError;
   }
-  if (driver != preferred) {
-    // Same output, more instructions: say so once per op, in Prepare.
-    MicroPrintf("DTMM_CONV_2D: the '%s' driver is left out of DTMM_CONV_DRIVERS; the "
-                "layer runs through '%s' (same output, slower)",
-                dtmm_conv_s8_driver_name(preferred), dtmm_conv_s8_driver_name(driver));
+  // Same output, more instructions: say so once per op, in Prepare.
+  for (int32_t bit = 1; bit <= DTMM_USE_ALL; bit <<= 1) {
+    if (preferred & ~used & bit) {
+      MicroPrintf("DTMM_CONV_2D: '%s' is left out of DTMM_CONV_DRIVERS; the layer runs "
+                  "through '%s' (same output, slower)", dtmm_conv_s8_driver_name(bit),
+                  dtmm_conv_s8_driver_name(used & DTMM_USE_ALL_DRIVERS));
+    }
   }
 
   const int32_t scratch_bytes = dtmm_conv_s8_get_buffer_size(&d, &p);

@@ -83,10 +83,10 @@ dtmm_driver dtmm_conv_s8_choose(const dtmm_geom* g, int32_t block_size) {
  * layer; im2col any filterlet (B = C_in) layer. */
 dtmm_driver dtmm_conv_s8_built_driver(const dtmm_geom* g, int32_t block_size) {
   const dtmm_driver chosen = dtmm_conv_s8_choose(g, block_size);
-#if DTMM_BUILT_DRIVERS == DTMM_USE_ALL
-  return chosen; /* the default build: not one instruction more per call */
+#if DTMM_BUILT_DRIVERS == DTMM_USE_ALL_DRIVERS
+  return chosen; /* every driver built: not one instruction more per call */
 #else
-  if (DTMM_BUILT(DTMM_DRIVER_BIT(chosen))) return chosen;
+  if (DTMM_BUILT_DRIVERS & DTMM_DRIVER_BIT(chosen)) return chosen;
   if (chosen == DTMM_DRIVER_POINTWISE_BLOCKS) return DTMM_DRIVER_NONE;
   if (chosen == DTMM_DRIVER_PIXEL && g->taps == 1 && DTMM_BUILT(DTMM_USE_POINTWISE))
     return DTMM_DRIVER_POINTWISE;
@@ -94,8 +94,19 @@ dtmm_driver dtmm_conv_s8_built_driver(const dtmm_geom* g, int32_t block_size) {
 #endif
 }
 
-static int32_t dtmm_driver_use_bit(dtmm_driver d) {
-  return d == DTMM_DRIVER_NONE ? 0 : DTMM_DRIVER_BIT(d);
+/* The DTMM_USE_* bits of the code driver d runs the layer with where `built` is
+ * built: its own, and the im2col paths its shape takes (the window drivers' leftover
+ * pixels go through im2col too, so they may). */
+static DTMM_SIZE_OPT int32_t dtmm_use_bits(const dtmm_geom* g, dtmm_driver d, int32_t built) {
+  int32_t bits;
+  (void)g; /* the path predicates are 0 off MVE */
+  if (d == DTMM_DRIVER_NONE) return 0;
+  bits = DTMM_DRIVER_BIT(d);
+  if (d == DTMM_DRIVER_IM2COL || d == DTMM_DRIVER_WINDOW) {
+    if (DTMM_IM2COL_INTERLEAVED_SHAPE(g)) bits |= DTMM_USE_IM2COL_INTERLEAVED & built;
+    if (DTMM_IM2COL_LARGE_SHAPE(g)) bits |= DTMM_USE_IM2COL_LARGE & built;
+  }
+  return bits;
 }
 
 DTMM_SIZE_OPT int32_t dtmm_conv_s8_driver(const dtmm_conv_dims* dims,
@@ -105,8 +116,8 @@ DTMM_SIZE_OPT int32_t dtmm_conv_s8_driver(const dtmm_conv_dims* dims,
   if (preferred) *preferred = 0;
   if (dtmm_check_shape(dims, params) != DTMM_OK) return 0;
   dtmm_make_geom(dims, params, &g);
-  if (preferred) *preferred = dtmm_driver_use_bit(dtmm_conv_s8_choose(&g, block_size));
-  return dtmm_driver_use_bit(dtmm_conv_s8_built_driver(&g, block_size));
+  if (preferred) *preferred = dtmm_use_bits(&g, dtmm_conv_s8_choose(&g, block_size), DTMM_USE_ALL);
+  return dtmm_use_bits(&g, dtmm_conv_s8_built_driver(&g, block_size), DTMM_BUILT_CODE);
 }
 
 DTMM_SIZE_OPT const char* dtmm_conv_s8_driver_name(int32_t driver) {
@@ -117,6 +128,8 @@ DTMM_SIZE_OPT const char* dtmm_conv_s8_driver_name(int32_t driver) {
     case DTMM_USE_IM2COL: return "im2col";
     case DTMM_USE_WINDOW: return "window";
     case DTMM_USE_POINTWISE_BLOCKS: return "pointwise_blocks";
+    case DTMM_USE_IM2COL_INTERLEAVED: return "im2col_interleaved";
+    case DTMM_USE_IM2COL_LARGE: return "im2col_large";
     default: return "none";
   }
 }
@@ -171,7 +184,7 @@ dtmm_status dtmm_conv_s8(const dtmm_conv_dims* dims, const dtmm_conv_params* par
         dtmm_pointwise_blocks_s8(&g, filter, filter->block_size, in, out);
         break;
 #endif
-#if DTMM_BUILT_DRIVERS != DTMM_USE_ALL
+#if DTMM_BUILT_DRIVERS != DTMM_USE_ALL_DRIVERS
       default: /* DTMM_DRIVER_NONE: validation rejected the layer */
         return DTMM_ERR_UNSUPPORTED;
 #else

@@ -46,6 +46,12 @@ typedef enum {
  * built one that computes it (a 1x1 pixel layer through pointwise, the rest through
  * im2col: same bytes, more instructions); where none is built, validation fails
  * with DTMM_ERR_UNSUPPORTED (block-sparse 1x1 layers need DTMM_USE_POINTWISE_BLOCKS).
+ * Two more bits are paths of the im2col part (alone or under the window drivers)
+ * that only Helium (MVE) builds compile, each 0.7-1.9 KB: DTMM_USE_IM2COL_INTERLEAVED
+ * (C_in a multiple of 16, at most 25 taps: rows interleaved 16 bytes at a time) and
+ * DTMM_USE_IM2COL_LARGE (kernels of 32-100 taps, tap masks read in pieces). Left
+ * out, those layers run through the general im2col rows (same bytes, more
+ * instructions); named without im2col or window, they are a build error.
  * Every file of the library must see the same value. */
 #define DTMM_USE_PIXEL 1
 #define DTMM_USE_POINTWISE 2
@@ -53,7 +59,11 @@ typedef enum {
 #define DTMM_USE_IM2COL 8
 #define DTMM_USE_WINDOW 16
 #define DTMM_USE_POINTWISE_BLOCKS 32
-#define DTMM_USE_ALL 63
+#define DTMM_USE_ALL_DRIVERS 63
+#define DTMM_USE_IM2COL_INTERLEAVED 64
+#define DTMM_USE_IM2COL_LARGE 128
+#define DTMM_USE_IM2COL_PATHS (DTMM_USE_IM2COL_INTERLEAVED + DTMM_USE_IM2COL_LARGE)
+#define DTMM_USE_ALL 255
 #ifndef DTMM_CONV_DRIVERS
 #define DTMM_CONV_DRIVERS DTMM_USE_ALL
 #endif
@@ -145,19 +155,21 @@ int32_t dtmm_conv_s8_get_buffer_size(const dtmm_conv_dims* dims,
                                      const dtmm_conv_params* params);
 
 /**
- * @brief The driver dtmm_conv_s8 runs for a layer in this build, as a DTMM_USE_*
- * bit (0: none of the built drivers runs it, or dims/params are invalid).
+ * @brief The code dtmm_conv_s8 runs a layer with in this build, as DTMM_USE_* bits:
+ * the driver's and those of the im2col paths it may take (0: none of the built
+ * drivers runs it, or dims/params are invalid).
  *
  * @param[in]  block_size  as dtmm_fwcs_filter's (0 = input_c)
- * @param[out] preferred   (may be NULL) the driver it would run with every driver
- *                         built: a different value means the layer runs slower here
- *                         than it could (TFLM's op says so in Prepare)
+ * @param[out] preferred   (may be NULL) the same with every driver and path built: a
+ *                         bit in it but not in the result is code the layer would
+ *                         run faster with (TFLM's op says so in Prepare)
  */
 int32_t dtmm_conv_s8_driver(const dtmm_conv_dims* dims, const dtmm_conv_params* params,
                             int32_t block_size, int32_t* preferred);
 
-/* "pixel", "pointwise", "expanded", "im2col", "window", "pointwise_blocks" for one
- * DTMM_USE_* bit (the names of TFLM make's DTMM_CONV_DRIVERS), "none" otherwise. */
+/* "pixel", "pointwise", "expanded", "im2col", "window", "pointwise_blocks",
+ * "im2col_interleaved", "im2col_large" for one DTMM_USE_* bit (the names of TFLM
+ * make's DTMM_CONV_DRIVERS), "none" otherwise. */
 const char* dtmm_conv_s8_driver_name(int32_t driver);
 
 /**

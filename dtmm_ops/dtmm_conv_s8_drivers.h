@@ -24,12 +24,17 @@ typedef enum {
 } dtmm_driver;
 #define DTMM_DRIVER_BIT(driver) (1 << (driver))
 
-/* The drivers this build links: DTMM_CONV_DRIVERS, plus im2col under the window
- * drivers (their borders). */
-#define DTMM_BUILT_DRIVERS \
-  ((DTMM_CONV_DRIVERS) | (((DTMM_CONV_DRIVERS) & DTMM_USE_WINDOW) ? DTMM_USE_IM2COL : 0))
+/* The drivers this build links: those of DTMM_CONV_DRIVERS, plus im2col under the
+ * window drivers (their borders); with the im2col paths it names, its code. */
+#define DTMM_BUILT_DRIVERS                        \
+  (((DTMM_CONV_DRIVERS) & DTMM_USE_ALL_DRIVERS) | \
+   (((DTMM_CONV_DRIVERS) & DTMM_USE_WINDOW) ? DTMM_USE_IM2COL : 0))
+#define DTMM_BUILT_CODE (DTMM_BUILT_DRIVERS | ((DTMM_CONV_DRIVERS) & DTMM_USE_IM2COL_PATHS))
 /* Whether the DTMM_USE_* bits `use` are built (usable in #if). */
-#define DTMM_BUILT(use) ((DTMM_BUILT_DRIVERS & (use)) != 0)
+#define DTMM_BUILT(use) ((DTMM_BUILT_CODE & (use)) != 0)
+#if DTMM_BUILT(DTMM_USE_IM2COL_PATHS) && !DTMM_BUILT(DTMM_USE_IM2COL)
+#error "DTMM_CONV_DRIVERS: im2col_interleaved / im2col_large are paths of im2col: name im2col or window too"
+#endif
 
 /* The dims/params part of dtmm_conv_s8_validate (no filter needed). */
 dtmm_status dtmm_check_shape(const dtmm_conv_dims* dims, const dtmm_conv_params* params);
@@ -87,15 +92,25 @@ int32_t dtmm_im2col_s8_get_buffer_size(const dtmm_geom* g);
  * are read in 2 or 4 pieces). */
 #define DTMM_IM2COL_PIECE_TAPS 25
 
-/* MVE: dtmm_im2col_s8 interleaves its 4 rows 16 bytes at a time (one pointer reads
- * the 4 pixels' rows: a run costs 9 instructions instead of ~20). A macro: as an
- * inline function the test compiled to another block order in dtmm_im2col_s8, up
- * to 160 instructions a call more. */
+/* The MVE paths of dtmm_im2col_s8 (DTMM_USE_IM2COL_*), by shape: interleaved, its 4
+ * rows 16 bytes at a time (one pointer reads the 4 pixels' rows: a run costs 9
+ * instructions instead of ~20); large, a kernel of 32-100 taps whose tap masks are
+ * read in pieces (up to 31 taps a mask is one word of dtmm_bits: 2 pieces were 3-18 %
+ * slower on held-out hk9, 27 taps). Macros: as an inline function the first test
+ * compiled to another block order in dtmm_im2col_s8, up to 160 instructions a call
+ * more. */
 #if defined(DTMM_ARCH_MVE)
-#define DTMM_IM2COL_INTERLEAVED(g) ((g)->in_c % 16 == 0 && (g)->taps <= DTMM_IM2COL_PIECE_TAPS)
+#define DTMM_IM2COL_INTERLEAVED_SHAPE(g) \
+  ((g)->in_c % 16 == 0 && (g)->taps <= DTMM_IM2COL_PIECE_TAPS)
+#define DTMM_IM2COL_LARGE_SHAPE(g) ((g)->taps > 31 && (g)->taps <= 4 * DTMM_IM2COL_PIECE_TAPS)
 #else
-#define DTMM_IM2COL_INTERLEAVED(g) 0
+#define DTMM_IM2COL_INTERLEAVED_SHAPE(g) 0
+#define DTMM_IM2COL_LARGE_SHAPE(g) 0
 #endif
+/* Whether dtmm_im2col_s8 takes them in this build (a path left out: the general rows). */
+#define DTMM_IM2COL_INTERLEAVED(g) \
+  (DTMM_BUILT(DTMM_USE_IM2COL_INTERLEAVED) && DTMM_IM2COL_INTERLEAVED_SHAPE(g))
+#define DTMM_IM2COL_LARGE(g) (DTMM_BUILT(DTMM_USE_IM2COL_LARGE) && DTMM_IM2COL_LARGE_SHAPE(g))
 
 /* In-place windows for kernels of up to DTMM_MAX_TAPS taps; the pixels they leave
  * go through dtmm_im2col_s8. */

@@ -229,9 +229,7 @@ DTMM_INLINE void dtmm_im2col_groups(const dtmm_geom* g, const dtmm_fwcs_filter* 
   const int32_t rs = g->taps * g->in_c;
   int32_t y = 0, x = 0, j;
 #if defined(DTMM_ARCH_MVE)
-  /* up to 31 taps the mask is one word of dtmm_bits: 2 pieces were 3-18 % slower
-   * (held-out hk9, 27 taps) */
-  const int in_pieces = g->taps > 31 && g->taps <= 4 * DTMM_IM2COL_PIECE_TAPS;
+  const int in_pieces = DTMM_IM2COL_LARGE(g);
 #else
   (void)il;
 #endif

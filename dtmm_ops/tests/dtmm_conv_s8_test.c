@@ -248,18 +248,27 @@ static int build_runs(const dtmm_conv_dims* d, const dtmm_conv_params* p, int32_
   const int32_t built =
       (DTMM_CONV_DRIVERS) | (((DTMM_CONV_DRIVERS) & DTMM_USE_WINDOW) ? DTMM_USE_IM2COL : 0);
   int32_t preferred = -1, want;
-  const int32_t driver = dtmm_conv_s8_driver(d, p, bk, &preferred);
-  if (built & preferred)
-    want = preferred;
-  else if (preferred == DTMM_USE_POINTWISE_BLOCKS)
+  const int32_t used = dtmm_conv_s8_driver(d, p, bk, &preferred);
+  const int32_t driver = used & DTMM_USE_ALL_DRIVERS, best = preferred & DTMM_USE_ALL_DRIVERS;
+  if (built & best)
+    want = best;
+  else if (best == DTMM_USE_POINTWISE_BLOCKS)
     want = 0;
-  else if (preferred == DTMM_USE_PIXEL && d->kernel_h * d->kernel_w == 1 &&
+  else if (best == DTMM_USE_PIXEL && d->kernel_h * d->kernel_w == 1 &&
            (built & DTMM_USE_POINTWISE))
     want = DTMM_USE_POINTWISE;
   else
     want = (built & DTMM_USE_IM2COL) ? DTMM_USE_IM2COL : 0;
   check(driver == want, "dtmm_conv_s8_driver disagrees with the documented fallback",
-        dtmm_conv_s8_driver_name(preferred));
+        dtmm_conv_s8_driver_name(best));
+  /* the im2col paths: only built ones, and where the driver is the preferred one,
+   * every built one the layer would take */
+  check((used & ~built) == 0, "dtmm_conv_s8_driver names code this build lacks",
+        dtmm_conv_s8_driver_name(best));
+  if (driver == best)
+    check((used & DTMM_USE_IM2COL_PATHS) == (preferred & built & DTMM_USE_IM2COL_PATHS),
+          "dtmm_conv_s8_driver's im2col paths disagree with the preferred ones",
+          dtmm_conv_s8_driver_name(best));
   return want != 0;
 }
 
@@ -1362,12 +1371,15 @@ static void test_driver_golden(void) {
     const int32_t want = c->portable;
 #endif
     int32_t preferred = -1;
-    char msg[160];
+    char msg[200];
     (void)dtmm_conv_s8_driver(&d, &p, c->block, &preferred);
-    sprintf(msg, "case %d (%dx%dx%d -> %dx%d, %dx%d s%d d%d,%d B%d): C picks %s, Python %s", i,
-            (int)c->h, (int)c->w, (int)c->c_in, (int)c->out_h, (int)c->out_w, (int)c->kh,
+    sprintf(msg,
+            "case %d (%dx%dx%d -> %dx%d, %dx%d s%d d%d,%d B%d): C picks %s (DTMM_USE_* %d), "
+            "Python %s (%d)",
+            i, (int)c->h, (int)c->w, (int)c->c_in, (int)c->out_h, (int)c->out_w, (int)c->kh,
             (int)c->kw, (int)c->sh, (int)c->dh, (int)c->dw, (int)c->block,
-            dtmm_conv_s8_driver_name(preferred), dtmm_conv_s8_driver_name(want));
+            dtmm_conv_s8_driver_name(preferred & DTMM_USE_ALL_DRIVERS), (int)preferred,
+            dtmm_conv_s8_driver_name(want & DTMM_USE_ALL_DRIVERS), (int)want);
     check(preferred == want, msg, "driver golden");
   }
 }
@@ -1377,7 +1389,7 @@ int main(int argc, char** argv) {
   if (argc > 1) cases = atoi(argv[1]);
   /* The validator's field checks use layers every driver set need not run; with
    * fewer drivers, run_case checks every layer's DTMM_OK / DTMM_ERR_UNSUPPORTED. */
-  if ((DTMM_CONV_DRIVERS) == DTMM_USE_ALL) test_validation();
+  if (((DTMM_CONV_DRIVERS) & DTMM_USE_ALL_DRIVERS) == DTMM_USE_ALL_DRIVERS) test_validation();
   test_regressions();
   test_driver_golden();
   test_driver_shapes();
@@ -1388,7 +1400,7 @@ int main(int argc, char** argv) {
   test_fixed_shapes();
   test_golden();
   test_random(cases);
-  if ((DTMM_CONV_DRIVERS) == DTMM_USE_ALL) test_block_validation();
+  if (((DTMM_CONV_DRIVERS) & DTMM_USE_ALL_DRIVERS) == DTMM_USE_ALL_DRIVERS) test_block_validation();
   test_block_shapes(cases / 5);
   printf("dtmm_conv_s8_test (%s path, drivers 0x%02x): %d passed, %d failed\n",
 #if defined(DTMM_FORCE_PORTABLE)

@@ -120,7 +120,7 @@ class ConversionReport:
             n = sum(code[t][op] for op in added) - sum(code[t].get(op, 0) for op in dropped)
             # DTMM_CONV_2D's figure links every conv driver; the build the driver
             # line names links only the model's
-            every = size.conv_kernel_bytes(t, drivers.DRIVERS)
+            every = size.conv_kernel_bytes(t, drivers.NAMES)
             only = size.conv_kernel_bytes(t, self.drivers[t]) if t in self.drivers else None
             if contract.CONV_2D.custom_code in added and every is not None and only is not None:
                 n -= every - only

@@ -59,6 +59,23 @@ def test_predicates(geom, block, arch, want):
     assert drivers.conv_driver(geom, block, arch) == want
 
 
+@pytest.mark.parametrize("geom, driver, arch, want", [
+    (g(), "window", "cortex-m55", ("im2col_interleaved",)),     # C_in 32, 9 taps
+    (g(), "window", "cortex-m4", ()),                           # MVE only
+    (g(in_c=24), "im2col", "cortex-m55", ()),                   # not a multiple of 16
+    (g(ker_h=5, ker_w=5), "im2col", "cortex-m55", ("im2col_interleaved",)),  # 25 taps
+    (g(ker_h=2, ker_w=13), "im2col", "cortex-m55", ()),         # 26 taps: neither
+    (g(ker_h=1, ker_w=31), "im2col", "cortex-m55", ()),         # one word of dtmm_bits
+    (g(ker_h=4, ker_w=8), "window", "cortex-m55", ("im2col_large",)),  # 32: leftovers
+    (g(ker_h=10, ker_w=10, in_c=3), "im2col", "cortex-m55", ("im2col_large",)),
+    (g(ker_h=1, ker_w=101), "im2col", "cortex-m55", ()),        # above 100: general
+    (g(), "pixel", "cortex-m55", ()),                           # no im2col rows
+    (g(ker_h=7, ker_w=7), "expanded", "cortex-m55", ()),
+])
+def test_im2col_paths(geom, driver, arch, want):
+    assert drivers.conv_paths(geom, driver, arch) == want
+
+
 def test_targets_and_flags():
     assert drivers.arch_of_target("cortex-m7") == "dsp"
     assert drivers.arch_of_target("mve") == "mve"
@@ -67,6 +84,11 @@ def test_targets_and_flags():
     assert drivers.built(["window", "pixel"]) == ("pixel", "im2col", "window")
     with pytest.raises(ArgumentError, match="unknown conv driver"):
         drivers.built(["rect"])
+    assert drivers.built(["im2col_large", "window"]) == ("im2col", "window", "im2col_large")
+    with pytest.raises(ArgumentError, match="im2col_interleaved: paths of im2col"):
+        drivers.built(["pixel", "im2col_interleaved"])
+    assert (drivers.copt_flag(("window", "im2col_interleaved"))
+            == "-DDTMM_CONV_DRIVERS=DTMM_USE_WINDOW+DTMM_USE_IM2COL_INTERLEAVED")
     names = ("pointwise", "window")
     assert drivers.make_flag(names) == 'DTMM_CONV_DRIVERS="pointwise window"'
     assert drivers.copt_flag(names) == "-DDTMM_CONV_DRIVERS=DTMM_USE_POINTWISE+DTMM_USE_WINDOW"
@@ -81,4 +103,7 @@ def test_model_drivers_of_a_converted_model():
                                ConvConfig(c_in=16, c_out=8, kh=1, kw=1, h=8, w=8)])
     out, _ = convert_model(buf, always=True)
     assert drivers.model_drivers(out, "cortex-m4") == ("pointwise", "window")
+    # C_in 16 through the window drivers: their leftovers take the interleaved rows
+    assert drivers.model_drivers(out, "cortex-m55") == ("pointwise", "window",
+                                                       "im2col_interleaved")
     assert drivers.model_drivers(buf, "cortex-m4") == ()  # no DTMM op yet

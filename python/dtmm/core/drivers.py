@@ -1,14 +1,16 @@
 """Which kernel driver of dtmm_conv_s8 runs each DTMM_CONV_2D, per target.
 
     drivers.conv_driver(geom, block, "cortex-m55")   # "pixel", "window", ...
+    drivers.conv_paths(geom, "window", "cortex-m55")  # ("im2col_interleaved",)
     drivers.model_drivers(model, "cortex-m4")         # ("pointwise", "window")
     drivers.make_flag(names)                          # DTMM_CONV_DRIVERS="pointwise window"
 
-An image links only the drivers its build names in DTMM_CONV_DRIVERS
-(dtmm_ops/dtmm_conv_s8.h, docs/kernels.md "Driver sets"); this module is the exact
-mirror of dtmm_conv_s8_choose (dtmm_ops/dtmm_conv_s8.c) with the thresholds of
-dtmm_conv_s8_support.h per architecture, checked against the C on every
-architecture by dtmm_ops/tests/dtmm_driver_golden.h (dtmm_ops/tests/gen_driver_golden.py).
+An image links only the drivers (and the Helium im2col paths) its build names in
+DTMM_CONV_DRIVERS (dtmm_ops/dtmm_conv_s8.h, docs/kernels.md "Driver sets"); this
+module is the exact mirror of dtmm_conv_s8_choose (dtmm_ops/dtmm_conv_s8.c) with the
+thresholds of dtmm_conv_s8_support.h per architecture and of the path predicates of
+dtmm_conv_s8_drivers.h, checked against the C on every architecture by
+dtmm_ops/tests/dtmm_driver_golden.h (dtmm_ops/tests/gen_driver_golden.py).
 """
 
 from __future__ import annotations
@@ -20,13 +22,25 @@ from dtmm.core.errors import ArgumentError
 # DTMM_USE_* bits of dtmm_conv_s8.h, in their order (also TFLM make's names).
 DRIVERS = {"pixel": 1, "pointwise": 2, "expanded": 4, "im2col": 8, "window": 16,
            "pointwise_blocks": 32}
+# Paths of the im2col part that only MVE builds compile (DTMM_USE_IM2COL_*): a build
+# names them beside im2col or window; left out, their layers take the general rows.
+PATHS = {"im2col_interleaved": 64, "im2col_large": 128}
+# Every name DTMM_CONV_DRIVERS takes, with its DTMM_USE_* bit.
+NAMES = {**DRIVERS, **PATHS}
 # The kernel files whose code depends on DTMM_CONV_DRIVERS (the dispatchers of
-# Eval and of the scratch size): what a build of another set recompiles.
-DISPATCH_SOURCES = ("dtmm_conv_s8.c", "dtmm_conv_s8_get_buffer_size.c")
+# Eval and of the scratch size; im2col and the MVE window driver for the paths):
+# what a build of another set recompiles.
+DISPATCH_SOURCES = ("dtmm_conv_s8.c", "dtmm_conv_s8_get_buffer_size.c",
+                    "dtmm_conv_s8_im2col.c", "dtmm_conv_s8_rect.c")
 
 # The architecture dtmm_conv_s8_support.h compiles for each target.
 ARCH_OF_TARGET = {"cortex-m4": "dsp", "cortex-m7": "dsp", "cortex-m33": "dsp",
                   "cortex-m55": "mve", "cortex-m85": "mve", "x86": "portable"}
+
+
+# DTMM_IM2COL_PIECE_TAPS (dtmm_conv_s8_drivers.h): tap masks of up to this many taps
+# are one field a channel in the im2col rows; 32-100 taps are read in pieces.
+IM2COL_PIECE_TAPS = 25
 
 
 @dataclass(frozen=True)
@@ -125,16 +139,35 @@ def conv_driver(g: ConvGeom, block: int | None, arch: str) -> str:
     return "window"
 
 
+def conv_paths(g: ConvGeom, driver: str, arch: str) -> tuple:
+    """The im2col paths (PATHS) a layer run by `driver` takes on `arch` with every
+    path built: the shape predicates of dtmm_conv_s8_drivers.h, for im2col and for
+    the window drivers, whose leftover pixels go through im2col (a window layer whose
+    rectangles leave none still counts, as dtmm_conv_s8_driver counts it)."""
+    if arch_of_target(arch) != "mve" or driver not in ("im2col", "window"):
+        return ()
+    out = []
+    if g.in_c % 16 == 0 and g.taps <= IM2COL_PIECE_TAPS:
+        out.append("im2col_interleaved")
+    if 31 < g.taps <= 4 * IM2COL_PIECE_TAPS:
+        out.append("im2col_large")
+    return tuple(out)
+
+
 def built(names) -> tuple:
-    """The drivers a build of `names` links: window brings im2col (its borders)."""
+    """The drivers and paths a build of `names` links: window brings im2col (its
+    borders); a path needs im2col or window."""
     out = set(names)
-    unknown = out - set(DRIVERS)
+    unknown = out - set(NAMES)
     if unknown:
         raise ArgumentError(f"unknown conv driver(s) {', '.join(sorted(unknown))} "
-                            f"(known: {', '.join(DRIVERS)})")
+                            f"(known: {', '.join(NAMES)})")
     if "window" in out:
         out.add("im2col")
-    return tuple(n for n in DRIVERS if n in out)
+    if out & set(PATHS) and "im2col" not in out:
+        raise ArgumentError(f"{', '.join(sorted(out & set(PATHS)))}: paths of im2col, "
+                            "name im2col or window too")
+    return tuple(n for n in NAMES if n in out)
 
 
 def dtmm_op_geom(d) -> ConvGeom:
@@ -151,10 +184,10 @@ def op_driver(d, target: str) -> str:
 
 
 def model_drivers(model, target: str) -> tuple:
-    """The drivers the DTMM_CONV_2D ops of `model` (a dtmm.core.tflite.Model, the
-    bytes of a .tflite or its path) take on `target`, in DTMM_USE_* order; () when
-    it has none. Exactly what DTMM_CONV_DRIVERS must name for no layer to run
-    slower than with every driver."""
+    """The drivers and im2col paths the DTMM_CONV_2D ops of `model` (a
+    dtmm.core.tflite.Model, the bytes of a .tflite or its path) take on `target`, in
+    DTMM_USE_* order; () when it has none. Exactly what DTMM_CONV_DRIVERS must name
+    for no layer to run slower than with every driver."""
     from dtmm.core.ops import is_dtmm, read_dtmm
     from dtmm.core.tflite import Model
 
@@ -163,10 +196,14 @@ def model_drivers(model, target: str) -> tuple:
             with open(model, "rb") as fh:
                 model = fh.read()
         model = Model.read(bytes(model))
-    names = {op_driver(read_dtmm(model, si, oi), target)
-             for si, sg in enumerate(model.subgraphs)
-             for oi, op in enumerate(sg.operators) if is_dtmm(op)}
-    return tuple(n for n in DRIVERS if n in names)
+    names = set()
+    for si, sg in enumerate(model.subgraphs):
+        for oi, op in enumerate(sg.operators):
+            if is_dtmm(op):
+                d = read_dtmm(model, si, oi)
+                driver = op_driver(d, target)
+                names.update((driver, *conv_paths(dtmm_op_geom(d), driver, target)))
+    return tuple(n for n in NAMES if n in names)
 
 
 def make_flag(names) -> str:
