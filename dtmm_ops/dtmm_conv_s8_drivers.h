@@ -57,6 +57,12 @@ int32_t dtmm_pixel_s8_get_buffer_size(const dtmm_geom* g);
  * out points at the pixel's channel 0. Fully pruned channels are written too. */
 void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* w,
                          int8_t* out);
+/* The same through the tap masks' runs only (any kernel, 1x1 too: one run a kept
+ * channel): what im2col's lone pixels call (off MVE: where the pixel driver is left
+ * out), so that the im2col and window drivers do not link the pixel driver's 1x1 path
+ * for the 1x1 layers they run only as a fallback. */
+void dtmm_pixel_channels_k(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* w,
+                           int8_t* out);
 /* The same for a 1x1 kernel (w: the pixel's C_in inputs): what the portable
  * pointwise driver calls for its lone pixels, so a build without the pixel driver
  * does not link its k > 1 paths. */

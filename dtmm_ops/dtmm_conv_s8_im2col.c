@@ -10,7 +10,7 @@
  * Used alone for kernels above DTMM_MAX_TAPS taps, in-place runs that would not
  * fit the window drivers' tables, short kernel rows, dilated kernels over few
  * channels and small 2-D planes (dtmm_conv_s8_choose), and for the pixels the
- * window drivers leave; a lone leftover pixel goes through dtmm_pixel_channels. */
+ * window drivers leave; a lone leftover pixel goes through dtmm_pixel_channels_k. */
 #include "dtmm_conv_s8_drivers.h"
 
 int32_t dtmm_im2col_s8_get_buffer_size(const dtmm_geom* g) {
@@ -211,12 +211,18 @@ DTMM_INLINE int32_t dtmm_next_group(const dtmm_geom* g, dtmm_pixel_done done, co
   return np;
 }
 
-/* A lone pixel (a corner): one dot per run, not DTMM_P. */
+/* A lone pixel (a corner): one dot per run, not DTMM_P. Through the runs only, so
+ * that a build without the pixel driver does not link its 1x1 path (M55: 942 B); off
+ * MVE a build with it shares its copy of the loop. */
 DTMM_INLINE void dtmm_im2col_lone(const dtmm_geom* g, const dtmm_fwcs_filter* f,
                                   const int8_t* in, int32_t y, int32_t x, int8_t* out,
                                   int8_t* scratch) {
   dtmm_im2col(g, in, y, x, scratch);
+#if DTMM_BUILT(DTMM_USE_PIXEL) && !defined(DTMM_ARCH_MVE)
   dtmm_pixel_channels(g, f, scratch, out + (y * g->out_w + x) * g->out_c);
+#else
+  dtmm_pixel_channels_k(g, f, scratch, out + (y * g->out_w + x) * g->out_c);
+#endif
 }
 
 /* The plane group by group: the group's windows to scratch, then its channels. il

@@ -246,9 +246,9 @@ DTMM_INLINE const int8_t* dtmm_pixel_runs_x16(int32_t* acc, const int32_t* bias,
  * line, as the 1x1 path: only one of their blocks is on the stack. The run loop's
  * test per block costs C_in % 16 != 0 layers about 6 instructions a call; a copy
  * of the function per loop would cost 478 B. */
-static __attribute__((noinline)) void dtmm_pixel_window(const dtmm_geom* g,
-                                                        const dtmm_fwcs_filter* f,
-                                                        const int8_t* win, int8_t* out) {
+__attribute__((noinline)) void dtmm_pixel_channels_k(const dtmm_geom* g,
+                                                     const dtmm_fwcs_filter* f,
+                                                     const int8_t* win, int8_t* out) {
   const int8_t* w = f->values;
   const int32_t out_c = g->out_c, taps = g->taps, c = g->in_c;
   int32_t acc[DTMM_PIXEL_BLOCK], oc, j, pos = 0;
@@ -332,6 +332,31 @@ void dtmm_pixel_channels_1x1(const dtmm_geom* g, const dtmm_fwcs_filter* f,
 }
 #endif
 
+#if !defined(DTMM_ARCH_MVE)
+/* Every channel through its runs (DSP, portable). */
+DTMM_INLINE void dtmm_pixel_runs_each(const dtmm_geom* g, const dtmm_fwcs_filter* f,
+                                      const int8_t* win, int8_t* out) {
+  const int8_t* w = f->values;
+  const int32_t out_c = g->out_c, taps = g->taps;
+  int32_t oc;
+  for (oc = 0; oc < out_c; ++oc) {
+    int32_t s = f->bias[oc];
+    int32_t a = s; /* s itself stays in a register */
+    w = dtmm_channel_dot(g, f, oc * taps, win, w, &a);
+    s = a;
+    out[oc] = dtmm_requant_out(s, f->multiplier[oc], f->shift[oc], g);
+  }
+}
+
+/* A copy of its own for builds without the pixel driver (dtmm_im2col_lone): the
+ * pixel driver's k > 1 loop stays inlined in dtmm_pixel_channels beside its 1x1 one
+ * (calling this from there cost microWakeWord's 1x1 layers up to 2 % on M4). */
+void dtmm_pixel_channels_k(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* win,
+                           int8_t* out) {
+  dtmm_pixel_runs_each(g, f, win, out);
+}
+#endif
+
 void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const int8_t* win,
                          int8_t* out) {
   if (g->taps == 1) {
@@ -339,20 +364,9 @@ void dtmm_pixel_channels(const dtmm_geom* g, const dtmm_fwcs_filter* f, const in
     return;
   }
 #if defined(DTMM_ARCH_MVE)
-  dtmm_pixel_window(g, f, win, out);
+  dtmm_pixel_channels_k(g, f, win, out);
 #else
-  {
-    const int8_t* w = f->values;
-    const int32_t out_c = g->out_c, taps = g->taps;
-    int32_t oc;
-    for (oc = 0; oc < out_c; ++oc) {
-      int32_t s = f->bias[oc];
-      int32_t a = s; /* s itself stays in a register */
-      w = dtmm_channel_dot(g, f, oc * taps, win, w, &a);
-      s = a;
-      out[oc] = dtmm_requant_out(s, f->multiplier[oc], f->shift[oc], g);
-    }
-  }
+  dtmm_pixel_runs_each(g, f, win, out);
 #endif
 }
 
