@@ -4,13 +4,14 @@
  * each stretch of them is one dense run. Kept channels outermost: their runs are
  * merged once per channel into a small stack table, then groups of DTMM_P pixels
  * along each line of the output (the whole plane at stride 1), all runs of the
- * table per group (MVE: dtmm_mac_runs_x4, one vector requantization; DSP and
- * portable: dtmm_mac_p per run), so the run bookkeeping is paid once per channel,
+ * table per group (MVE: the support header's dtmm_groups_x4 over the table as
+ * moves, one vector requantization; DSP and portable: dtmm_mac_p per run), so the
+ * run bookkeeping is paid once per channel,
  * not once per group. A channel with more runs than the table holds walks its
  * bitmap per group instead. Fully pruned channels get their constant. A line's
  * last group overlaps its neighbour when 2 or more pixels are left; a single
  * leftover pixel (or a line shorter than a group) goes through dtmm_mac_1 per run.
- * Needs no scratch; stack: the run table (MVE 17 * 24 bytes, the runs converted in
+ * Needs no scratch; stack: the run table (MVE 17 * 12 bytes, the runs converted in
  * place; else 16 * 8). */
 #include "dtmm_conv_s8_drivers.h"
 
@@ -280,14 +281,15 @@ void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
   dtmm_blk_lines L;
   int32_t oc, l, i, rest;
 #if defined(DTMM_ARCH_MVE)
-  /* The runs, then (converted in place, last first) the table as
-   * dtmm_mac_runs_x4 reads it: one stack array for both. */
+  /* The runs, then (converted in place, last first) the table as moves for
+   * dtmm_groups_x4: one stack array for both. */
   union {
-    dtmm_run x[DTMM_BLK_MAX_RUNS + 1];
+    dtmm_move_run x[DTMM_BLK_MAX_RUNS + 1];
     dtmm_blk_run b[DTMM_BLK_MAX_RUNS];
   } table;
-  dtmm_run* const xt = table.x;
+  dtmm_move_run* const xt = table.x;
   dtmm_blk_run* const tb = table.b;
+  dtmm_groups_x4_args ga;
   const uint32_t offs_u[4] = {0, (uint32_t)out_c, 2u * (uint32_t)out_c, 3u * (uint32_t)out_c};
   const uint32x4_t offs = vld1q_u32(offs_u);
   const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
@@ -347,39 +349,48 @@ void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
     }
 #if defined(DTMM_ARCH_MVE)
     if (nr > 0) {
-      /* Last run first: entry r of xt covers runs 3r..3r+2 of tb, all read already
-       * (r >= 1) or read just before (r = 0). */
+      /* Last run first: entry r (bytes 12r..12r+11) needs runs r and r - 1 (bytes
+       * 8r - 8..8r + 7), of which only run r lies under it, read just before; the
+       * moves as dtmm_moves_add computes them, the end marker on to the next group
+       * DTMM_P pixels on. */
       const int8_t* wr = w + kept_bytes;
+      const uint32_t c_first = (uint32_t)tb[0].c0,
+                     end = (uint32_t)tb[nr - 1].c0 + (((uint32_t)tb[nr - 1].n + 15u) & ~15u);
+      xt[nr].d = (int32_t)((uint32_t)DTMM_P * (uint32_t)L.pitch + c_first - end);
       xt[nr].n = 0;
-      xt[nr].w = NULL;
       for (r = nr - 1; r >= 0; --r) {
-        const int32_t c0 = tb[r].c0, n = tb[r].n;
-        int32_t j;
+        const uint32_t c0 = (uint32_t)tb[r].c0;
+        const int32_t n = tb[r].n;
+        const uint32_t prev =
+            r > 0 ? (uint32_t)tb[r - 1].c0 + (((uint32_t)tb[r - 1].n + 15u) & ~15u) : 0;
         wr -= n;
-        for (j = 0; j < 4; ++j) xt[r].o[j] = c0 + j * L.pitch;
+        xt[r].d = (int32_t)(c0 - prev);
         xt[r].n = n;
         xt[r].w = wr;
       }
+      dtmm_groups_x4_table(&ga, xt);
+      ga.acc[0] = ga.acc[1] = q.bias;
+      ga.step_o = (uint32_t)(DTMM_P * out_c);
+      ga.out_off = g->out_off;
     }
 #endif
     for (l = 0; l < L.lines; ++l) {
       const int8_t* x = in + l * L.line_in;
       int8_t* o = out + l * L.line_out + oc;
 #if defined(DTMM_ARCH_MVE)
-      if (nr > 0) { /* the hot loop: pointers stepped, constants in registers */
-        const int32x4_t left = q.rq.left, mul = q.rq.mult, neg = q.rq.neg;
-        const int32_t step_in = DTMM_P * L.pitch, step_out = DTMM_P * out_c;
-        const int32_t bias = q.bias, off = g->out_off;
-        const int8_t* xp = x;
-        int8_t* op = o;
-        for (i = 0; i < L.full; ++i, xp += step_in, op += step_out) {
-          const int32x4_t v = dtmm_mac_runs_x4(xt, xp, bias);
-          vstrbq_scatter_offset_s32(op, offs, dtmm_requant_x4(v, left, mul, neg, off, lo, hi));
-        }
-        if (L.groups > L.full) { /* the overlapping last group */
-          const int32x4_t v = dtmm_mac_runs_x4(xt, x + L.last * L.pitch, bias);
-          vstrbq_scatter_offset_s32(o + L.last * out_c, offs,
-                                    dtmm_requant_x4(v, left, mul, neg, off, lo, hi));
+      if (nr > 0) { /* the hot loop: the line's groups, then the overlapping last one */
+        dtmm_ptrs_x4 xp;
+        const uintptr_t x0 = (uintptr_t)x + (uint32_t)xt[0].d;
+        xp.x[0] = x0;
+        xp.x[1] = x0 + (uint32_t)L.pitch;
+        xp.x[2] = x0 + 2u * (uint32_t)L.pitch;
+        xp.x[3] = x0 + 3u * (uint32_t)L.pitch;
+        dtmm_groups_x4(&ga, &xp, o, (uintptr_t)o + (uintptr_t)L.full * ga.step_o, &q.rq, lo, hi,
+                       offs);
+        if (L.groups > L.full) {
+          dtmm_ptrs_move(&xp, (uintptr_t)(L.last - L.full * DTMM_P) * (uint32_t)L.pitch);
+          dtmm_groups_x4(&ga, &xp, o + L.last * out_c,
+                         (uintptr_t)(o + L.last * out_c) + ga.step_o, &q.rq, lo, hi, offs);
         }
         continue;
       }
@@ -389,9 +400,7 @@ void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
         const int8_t* xp = x + px * L.pitch;
 #if defined(DTMM_ARCH_MVE)
         int32x4_t v;
-        if (nr > 0) {
-          v = dtmm_mac_runs_x4(xt, xp, q.bias);
-        } else {
+        { /* nr < 0: more runs than the table */
           dtmm_acc acc;
           dtmm_acc_set(&acc, q.bias);
           dtmm_blk_group_walk(f, oc, nb, bk, w, xp, L.pitch, &acc);

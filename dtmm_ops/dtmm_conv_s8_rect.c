@@ -112,180 +112,27 @@ int32_t dtmm_window_s8_get_buffer_size(const dtmm_geom* g) {
   return rect > rows ? rect : rows;
 }
 
-/* One entry of a rectangle channel's run table: the 4 pixel pointers move d bytes,
- * then (n > 0) each multiplies n bytes against w, which leaves it 16 * ceil(n / 16)
- * bytes on (the MAC loop's post-increment). The table ends with n == 0, whose d
- * moves the pointers on to the next group's first run; the first entry's d is that
- * run's offset, where the pointers start (the group loop does not read it). Moves
- * instead of offsets per pixel leave the loop no origin to add: 8 instructions a
- * run plus 12 a group (the first run and the end marker), was 12 a run plus 3. */
+/* A channel's move table being built (dtmm_moves) and the last tap added (-2
+ * after a padded one). */
 typedef struct {
-  int32_t d;
-  int32_t n;
-  const int8_t* w;
-} dtmm_rect_run;
-
-/* A run table being built: its runs, the last tap added (-2 after a padded one),
- * the last run's offset from the group's first pixel and its bytes. */
-typedef struct {
-  int32_t nr, last;
-  uint32_t o_last, n_last;
+  dtmm_moves m;
+  int32_t last;
 } dtmm_rect_build;
 
 DTMM_INLINE void dtmm_rect_start(dtmm_rect_build* b) {
-  b->nr = 0;
+  dtmm_moves_start(&b->m);
   b->last = -2;
-  b->o_last = b->n_last = 0;
-}
-
-/* Offset of the pointers after the last run (uint32: wrapping; only pointers at
- * in-bounds taps are read). */
-DTMM_INLINE uint32_t dtmm_rect_end(const dtmm_rect_build* b) {
-  return b->o_last + ((b->n_last + 15u) & ~15u);
 }
 
 /* Appends in-bounds tap t (weights wt), merged into the last run when it continues
- * it in the input (a run's move is final once the next one starts; the first
- * run's d is its offset, where the pointers start). */
-DTMM_INLINE void dtmm_rect_add(dtmm_rect_run* tb, dtmm_rect_build* b, int32_t t, uint32_t cont,
+ * it in the input. */
+DTMM_INLINE void dtmm_rect_add(dtmm_move_run* tb, dtmm_rect_build* b, int32_t t, uint32_t cont,
                                const int32_t* off_in, int32_t in_c, const int8_t* wt) {
-  if (b->last == t - 1 && ((cont >> t) & 1u)) {
-    b->n_last += (uint32_t)in_c;
-    tb[b->nr - 1].n = (int32_t)b->n_last;
-  } else {
-    const uint32_t o = (uint32_t)off_in[t];
-    dtmm_rect_run* r = &tb[b->nr++];
-    r->d = (int32_t)(o - dtmm_rect_end(b));
-    r->n = in_c;
-    r->w = wt;
-    b->o_last = o;
-    b->n_last = (uint32_t)in_c;
-  }
+  if (b->last == t - 1 && ((cont >> t) & 1u))
+    dtmm_moves_extend(tb, &b->m, in_c);
+  else
+    dtmm_moves_add(tb, &b->m, (uint32_t)off_in[t], in_c, wt);
   b->last = t;
-}
-
-/* The end marker (at least one run): on to the first run of the group step bytes
- * on. */
-DTMM_INLINE void dtmm_rect_close(dtmm_rect_run* tb, const dtmm_rect_build* b, uint32_t step) {
-  tb[b->nr].d = (int32_t)(step + (uint32_t)tb[0].d - dtmm_rect_end(b));
-  tb[b->nr].n = 0;
-}
-
-/* The 4 pixel pointers of the group loop, carried from one call to the next. */
-typedef struct {
-  uintptr_t x[4];
-} dtmm_rect_ptrs;
-
-DTMM_INLINE void dtmm_rect_move(dtmm_rect_ptrs* x, uintptr_t d) {
-  x->x[0] += d;
-  x->x[1] += d;
-  x->x[2] += d;
-  x->x[3] += d;
-}
-
-/* What the group loop reads from memory (the stack: no register needed). */
-typedef struct {
-  int32_t acc[2];            /* the start value, twice: two LDRD set the 4 sums */
-  struct {
-    int32_t n;               /* the first run's bytes (> 0) and weights: one LDRD */
-    const int8_t* w;
-  } first;
-  const dtmm_rect_run* tb1;  /* the table from its second entry */
-  uint32_t step_o;           /* output bytes from one group to the next */
-  int32_t out_off;
-} dtmm_rect_loop;
-
-/* The group loop's end: a register, but at -Os, where gcc 12 then finds none. */
-#if defined(__OPTIMIZE_SIZE__)
-#define DTMM_RECT_END "m"
-#define DTMM_RECT_CMP_END "ldr %[w], %[oe]\n\tcmp %[og], %[w]\n\t"
-#else
-#define DTMM_RECT_END "r"
-#define DTMM_RECT_CMP_END "cmp %[og], %[oe]\n\t"
-#endif
-
-/* Groups from the pointers x (outputs og, og + step_o, ...) until og reaches og_end
- * (at least one group): per group every run of the table, requantized as
- * dtmm_requant_x4 and stored as its 4 bytes; x is left at the next group. One asm
- * loop: the compiler's loop spilled the sums' start value, the table, the steps
- * and the clamp around the run loop's 13 registers. */
-DTMM_INLINE void dtmm_rect_groups(const dtmm_rect_loop* L, dtmm_rect_ptrs* xp, int8_t* og,
-                                  uintptr_t og_end, const dtmm_rq_x4* rq, int32x4_t lo,
-                                  int32x4_t hi, uint32x4_t ov) {
-#if defined(__GNUC__) && defined(__OPTIMIZE__) /* -O0 keeps r7 as frame pointer */
-  int32_t s0, s1, s2, s3;
-  const dtmm_rect_run* tb;
-  const int8_t* w;
-  uintptr_t x0 = xp->x[0], x1 = xp->x[1], x2 = xp->x[2], x3 = xp->x[3];
-  __asm volatile(
-      "0:\n\t"
-      "ldrd %[s0], %[s1], %[acc]\n\t"
-      "ldrd %[s2], %[s3], %[acc]\n\t"
-      "ldr %[tb], %[tb1]\n\t"
-      "ldrd lr, %[w], %[first]\n\t"
-      "dlstp.8 lr, lr\n"
-      DTMM_MVE_MAC4_LOOP
-      "ldr %[w], [%[tb]], #12\n\t"
-      "add %[x0], %[w]\n\t"
-      "add %[x1], %[w]\n\t"
-      "add %[x2], %[w]\n\t"
-      "add %[x3], %[w]\n\t"
-      "ldrd lr, %[w], [%[tb], #-8]\n\t"
-      "wlstp.8 lr, lr, 3f\n\t"
-      "b 2b\n"
-      "3:\n\t"
-      "vmov q0[2], q0[0], %[s0], %[s2]\n\t"
-      "vmov q0[3], q0[1], %[s1], %[s3]\n\t"
-      "vshl.s32 q0, q0, %q[left]\n\t"
-      "vqrdmulh.s32 q0, q0, %q[mult]\n\t"
-      "vand q1, q0, %q[neg]\n\t"
-      "vshr.s32 q1, q1, #31\n\t"
-      "vqadd.s32 q0, q0, q1\n\t"
-      "vrshl.s32 q0, q0, %q[neg]\n\t"
-      "ldr %[w], %[off]\n\t"
-      "vadd.i32 q0, q0, %[w]\n\t"
-      "vmax.s32 q0, q0, %q[lo]\n\t"
-      "vmin.s32 q0, q0, %q[hi]\n\t"
-      "vstrb.32 q0, [%[og], %q[ov]]\n\t"
-      "ldr %[w], %[so]\n\t"
-      "add %[og], %[w]\n\t"
-      DTMM_RECT_CMP_END
-      "bne 0b\n"
-      : [s0] "=&Te"(s0), [s1] "=&Te"(s1), [s2] "=&Te"(s2), [s3] "=&Te"(s3), [tb] "=&r"(tb),
-        [w] "=&r"(w), [x0] "+r"(x0), [x1] "+r"(x1), [x2] "+r"(x2), [x3] "+r"(x3),
-        [og] "+r"(og)
-      : [acc] "m"(L->acc), [first] "m"(L->first), [tb1] "m"(L->tb1), [off] "m"(L->out_off),
-        [so] "m"(L->step_o), [oe] DTMM_RECT_END(og_end), [left] "w"(rq->left),
-        [mult] "w"(rq->mult), [neg] "w"(rq->neg), [lo] "w"(lo), [hi] "w"(hi), [ov] "w"(ov)
-      : "q0", "q1", "lr", "cc", "memory");
-  xp->x[0] = x0;
-  xp->x[1] = x1;
-  xp->x[2] = x2;
-  xp->x[3] = x3;
-#else
-  do {
-    int32_t s[4] = {L->acc[0], L->acc[0], L->acc[0], L->acc[0]};
-    const dtmm_rect_run* r = L->tb1;
-    int32_t n = L->first.n, j, k;
-    const int8_t* w = L->first.w;
-    for (;;) {
-      for (j = 0; j < 4; ++j) {
-        const int8_t* x = (const int8_t*)xp->x[j];
-        for (k = 0; k < n; ++k) s[j] += (int32_t)x[k] * w[k];
-      }
-      dtmm_rect_move(xp, (uintptr_t)(((uint32_t)n + 15u) & ~15u));
-      dtmm_rect_move(xp, (uintptr_t)(uint32_t)r->d);
-      n = r->n;
-      w = r->w;
-      ++r;
-      if (n == 0) break;
-    }
-    vstrbq_scatter_offset_s32(og, ov,
-                              dtmm_requant_x4(vldrwq_s32(s), rq->left, rq->mult, rq->neg,
-                                              L->out_off, lo, hi));
-    og += L->step_o;
-  } while ((uintptr_t)og != og_end);
-#endif
 }
 
 /* One rectangle [y0, y1) x [x0, x1), all channels. Out of line: its run table
@@ -297,7 +144,7 @@ static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_f
   int32_t* off_in = (int32_t*)(void*)scratch; /* scratch is aligned */
   const uint32_t cont = dtmm_tap_table(g, off_in);
   /* the runs of a channel (dtmm_conv_s8_choose bounds them), plus the end marker */
-  dtmm_rect_run tb[DTMM_MAX_RUNS + 1];
+  dtmm_move_run tb[DTMM_MAX_RUNS + 1];
   const int32_t taps = g->taps, in_c = g->in_c, out_c = g->out_c;
   const uint32_t zp = (uint32_t)g->zp_in;
   /* Byte steps inside the input; used only between pixels of one class, where
@@ -322,7 +169,7 @@ static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_f
   uint32_t vm = 0;
   const int8_t* w = f->values;
   uint32x4_t ov;
-  dtmm_rect_loop lp;
+  dtmm_groups_x4_args lp;
   uintptr_t last_i, last_o; /* the last block of a row from the row's first */
   uintptr_t to_last, to_row, to_last_row;
   uintptr_t org[4]; /* the first block's pixels in the input */
@@ -388,7 +235,7 @@ static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_f
       mv &= mv - 1u;
       dtmm_rect_add(tb, &bd, t, cont, off_in, in_c, wx + t * in_c);
     }
-    for (j = 0; j < bd.nr; ++j) cost_dense += dtmm_run_cost(tb[j].n);
+    for (j = 0; j < bd.m.nr; ++j) cost_dense += dtmm_run_cost(tb[j].n);
   }
   for (oc = 0; oc < out_c; ++oc, pos += taps) {
     const uint32_t m0 = dtmm_bits(f->bitmap, f->bitmap_bytes, pos, taps);
@@ -416,8 +263,8 @@ static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_f
       w += in_c;
     }
     if (pend) acc0 += zp * (uint32_t)dtmm_wsum(w - pend, pend);
-    if (dense_ok && br.nr > 0) {
-      for (j = 0; j < br.nr; ++j) cost += dtmm_run_cost(tb[j].n);
+    if (dense_ok && br.m.nr > 0) {
+      for (j = 0; j < br.m.nr; ++j) cost += dtmm_run_cost(tb[j].n);
       if (cost_dense < cost) { /* expand: the table becomes the dense one */
         uint32_t mk = m0;
         const int8_t* v = w0;
@@ -442,8 +289,8 @@ static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_f
     {
       const dtmm_rq_x4 rq = dtmm_rq_channel(f->multiplier[oc], f->shift[oc]);
       uintptr_t orow = (uintptr_t)(out + (y0 * g->out_w + x0) * out_c + oc);
-      dtmm_rect_ptrs xp;
-      if (br.nr == 0) {
+      dtmm_ptrs_x4 xp;
+      if (br.m.nr == 0) {
         /* No in-bounds kept tap (a pruned filter, or all kept taps padded): one
          * constant for the whole rectangle, requantized once. */
         const int32x4_t v = dtmm_requant_x4(vdupq_n_s32((int32_t)acc0), rq.left, rq.mult, rq.neg,
@@ -458,25 +305,23 @@ static __attribute__((noinline)) void dtmm_rect(const dtmm_geom* g, const dtmm_f
         }
         continue;
       }
-      dtmm_rect_close(tb, &br, in_step_i);
+      dtmm_moves_close(tb, &br.m, in_step_i);
       for (j = 0; j < 4; ++j) xp.x[j] = org[j] + (uint32_t)tb[0].d;
       lp.acc[0] = lp.acc[1] = (int32_t)acc0;
-      lp.first.n = tb[0].n;
-      lp.first.w = tb[0].w;
-      lp.tb1 = tb + 1;
+      dtmm_groups_x4_table(&lp, tb);
       for (iy = n_out;;) {
         /* the blocks of a row one step apart, then the last one, which overlaps
          * its neighbour, then on to the next row (uintptr_t: wrapping sums of
          * in-bounds steps) */
         if (n_in > 1) {
-          dtmm_rect_groups(&lp, &xp, (int8_t*)orow, orow + (uintptr_t)(n_in - 1) * in_step_o, &rq,
+          dtmm_groups_x4(&lp, &xp, (int8_t*)orow, orow + (uintptr_t)(n_in - 1) * in_step_o, &rq,
                            vlo, vhi, ov);
-          dtmm_rect_move(&xp, to_last);
+          dtmm_ptrs_move(&xp, to_last);
         }
-        dtmm_rect_groups(&lp, &xp, (int8_t*)(orow + last_o), orow + last_o + in_step_o, &rq, vlo,
+        dtmm_groups_x4(&lp, &xp, (int8_t*)(orow + last_o), orow + last_o + in_step_o, &rq, vlo,
                          vhi, ov);
         if (--iy == 0) break;
-        dtmm_rect_move(&xp, iy == 1 ? to_last_row : to_row);
+        dtmm_ptrs_move(&xp, iy == 1 ? to_last_row : to_row);
         orow += iy == 1 ? out_last_o : out_step_o;
       }
     }

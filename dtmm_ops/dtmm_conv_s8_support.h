@@ -375,8 +375,9 @@ DTMM_INLINE int32x4_t dtmm_vec4(int32_t a0, int32_t a1, int32_t a2, int32_t a3) 
  * dtmm_mac_p: a += w . x_j over n >= 1 bytes for the DTMM_P pixels x_j = x + j*pitch
  *   (im2col rows, or pixels one input stride apart);
  * dtmm_mac_1: one pixel;
- * and per architecture what its drivers need besides: MVE dtmm_mac_runs_x4 (all runs
- * of a group from a run table), DSP dtmm_mac_2x2 (two channels x two pixels).
+ * and per architecture what its drivers need besides: MVE dtmm_groups_x4 (all runs
+ * of a move table for every group of a line), DSP dtmm_mac_2x2 (two channels x two
+ * pixels).
  * int32 accumulation wraps, as TFLite's. */
 
 typedef struct {
@@ -403,8 +404,8 @@ DTMM_INLINE void dtmm_acc_set(dtmm_acc* acc, int32_t v) {
 
 #if defined(DTMM_ARCH_MVE)
 
-/* The loop of every 4-pixel MVE MAC (dtmm_mac_p, dtmm_mac_p_mask, dtmm_mac_runs_x4, the
- * rectangles' row loop), asm text after its DLSTP: per 16 bytes one weight load for the
+/* The loop of every 4-pixel MVE MAC (dtmm_mac_p, dtmm_mac_p_mask, dtmm_groups_x4),
+ * asm text after its DLSTP: per 16 bytes one weight load for the
  * 4 rows; the asm's operands w, x0..x3 (advanced) and s0..s3 (even registers). */
 #define DTMM_MVE_MAC4_LOOP                                                           \
   "2:\n\t"                                                                        \
@@ -625,47 +626,186 @@ DTMM_INLINE int32_t dtmm_mac_bits16(const int8_t** w, const int8_t* x, uint32_t 
   return s;
 }
 
-/* A run of a group: pixel j reads n bytes at p + o[j], the weights at w. A table
- * ends with n == 0. */
+/* A run table of moves, for 4 pixels a constant distance apart in every run (a
+ * block of a rectangle, 4 pixels of a line): entry k moves the 4 pixel pointers d
+ * bytes, then (n > 0) each multiplies n bytes against w, which leaves it
+ * 16 * ceil(n / 16) bytes on (the MAC loop's post-increment). The table ends with
+ * n == 0, whose d moves the pointers on to the next group's first run; the first
+ * entry's d is that run's offset, where the pointers start (dtmm_groups_x4 does not
+ * read it). Moves instead of 4 offsets a run leave the group loop no origin to add:
+ * 8 instructions a run plus 12 a group (the first run and the end marker), where
+ * offsets took 12 a run plus 3. */
 typedef struct {
-  int32_t o[4];
+  int32_t d;
   int32_t n;
   const int8_t* w;
-} dtmm_run;
+} dtmm_move_run;
 
-/* All runs of a table for the 4 pixels of a group at p (3 LDRD + 4 ADD per run,
- * then the loop of dtmm_mac_p), the 4 sums returned as one vector (an empty table
- * gives acc0 in every lane). p may point outside the input: only p + o[j] is read. */
-DTMM_INLINE int32x4_t dtmm_mac_runs_x4(const dtmm_run* tb, const int8_t* p, int32_t acc0) {
-  int32_t s0 = acc0, s1 = acc0, s2 = acc0, s3 = acc0, n;
-  const int8_t *x0, *x1, *x2, *x3, *w;
-  int32x4_t v;
+/* A move table being built: its runs, the last run's offset from the group's first
+ * pixel and its bytes. */
+typedef struct {
+  int32_t nr;
+  uint32_t o_last, n_last;
+} dtmm_moves;
+
+DTMM_INLINE void dtmm_moves_start(dtmm_moves* b) {
+  b->nr = 0;
+  b->o_last = b->n_last = 0;
+}
+
+/* Offset of the pointers after the last run (uint32: wrapping; only pointers at
+ * the runs are read). */
+DTMM_INLINE uint32_t dtmm_moves_end(const dtmm_moves* b) {
+  return b->o_last + ((b->n_last + 15u) & ~15u);
+}
+
+/* Appends a run of n bytes at offset o (a run's move is final once the next one
+ * starts). */
+DTMM_INLINE void dtmm_moves_add(dtmm_move_run* tb, dtmm_moves* b, uint32_t o, int32_t n,
+                                const int8_t* w) {
+  dtmm_move_run* r = &tb[b->nr++];
+  r->d = (int32_t)(o - dtmm_moves_end(b));
+  r->n = n;
+  r->w = w;
+  b->o_last = o;
+  b->n_last = (uint32_t)n;
+}
+
+/* Lengthens the last run by n bytes. */
+DTMM_INLINE void dtmm_moves_extend(dtmm_move_run* tb, dtmm_moves* b, int32_t n) {
+  b->n_last += (uint32_t)n;
+  tb[b->nr - 1].n = (int32_t)b->n_last;
+}
+
+/* The end marker (at least one run): on to the first run of the group step bytes
+ * on. */
+DTMM_INLINE void dtmm_moves_close(dtmm_move_run* tb, const dtmm_moves* b, uint32_t step) {
+  tb[b->nr].d = (int32_t)(step + (uint32_t)tb[0].d - dtmm_moves_end(b));
+  tb[b->nr].n = 0;
+}
+
+/* The 4 pixel pointers of dtmm_groups_x4, carried from one call to the next. */
+typedef struct {
+  uintptr_t x[4];
+} dtmm_ptrs_x4;
+
+DTMM_INLINE void dtmm_ptrs_move(dtmm_ptrs_x4* x, uintptr_t d) {
+  x->x[0] += d;
+  x->x[1] += d;
+  x->x[2] += d;
+  x->x[3] += d;
+}
+
+/* What dtmm_groups_x4 reads from memory (the caller's stack: no register needed). */
+typedef struct {
+  int32_t acc[2];            /* the start value, twice: two LDRD set the 4 sums */
+  struct {
+    int32_t n;               /* the first run's bytes (> 0) and weights: one LDRD */
+    const int8_t* w;
+  } first;
+  const dtmm_move_run* tb1;  /* the table from its second entry */
+  uint32_t step_o;           /* output bytes from one group to the next */
+  int32_t out_off;
+} dtmm_groups_x4_args;
+
+/* Sets the table's first run and entries in L. */
+DTMM_INLINE void dtmm_groups_x4_table(dtmm_groups_x4_args* L, const dtmm_move_run* tb) {
+  L->first.n = tb[0].n;
+  L->first.w = tb[0].w;
+  L->tb1 = tb + 1;
+}
+
+/* The group loop's end: a register, but at -Os, where gcc 12 then finds none. */
+#if defined(__OPTIMIZE_SIZE__)
+#define DTMM_GROUPS_END "m"
+#define DTMM_GROUPS_CMP_END "ldr %[w], %[oe]\n\tcmp %[og], %[w]\n\t"
+#else
+#define DTMM_GROUPS_END "r"
+#define DTMM_GROUPS_CMP_END "cmp %[og], %[oe]\n\t"
+#endif
+
+/* Groups from the pointers x (outputs og, og + step_o, ...) until og reaches og_end
+ * (at least one group): per group every run of the move table, requantized as
+ * dtmm_requant_x4 and stored as its 4 bytes at og + ov; x is left at the next
+ * group. One asm loop: the compiler's loop spilled the sums' start value, the
+ * table, the steps and the clamp around the run loop's 13 registers. */
+DTMM_INLINE void dtmm_groups_x4(const dtmm_groups_x4_args* L, dtmm_ptrs_x4* xp, int8_t* og,
+                                uintptr_t og_end, const dtmm_rq_x4* rq, int32x4_t lo,
+                                int32x4_t hi, uint32x4_t ov) {
+#if defined(__GNUC__) && defined(__OPTIMIZE__) /* -O0 keeps r7 as frame pointer */
+  int32_t s0, s1, s2, s3;
+  const dtmm_move_run* tb;
+  const int8_t* w;
+  uintptr_t x0 = xp->x[0], x1 = xp->x[1], x2 = xp->x[2], x3 = xp->x[3];
   __asm volatile(
-      "ldrd %[n], %[w], [%[tb], #16]\n\t"
-      "cmp %[n], #0\n\t"
-      "beq 3f\n"
-      "1:\n\t"
-      "ldrd %[x0], %[x1], [%[tb]]\n\t"
-      "ldrd %[x2], %[x3], [%[tb], #8]\n\t"
-      "add %[x0], %[p]\n\t"
-      "add %[x1], %[p]\n\t"
-      "add %[x2], %[p]\n\t"
-      "add %[x3], %[p]\n\t"
-      "adds %[tb], #24\n\t"
-      "dlstp.8 lr, %[n]\n"
+      "0:\n\t"
+      "ldrd %[s0], %[s1], %[acc]\n\t"
+      "ldrd %[s2], %[s3], %[acc]\n\t"
+      "ldr %[tb], %[tb1]\n\t"
+      "ldrd lr, %[w], %[first]\n\t"
+      "dlstp.8 lr, lr\n"
       DTMM_MVE_MAC4_LOOP
-      "ldrd %[n], %[w], [%[tb], #16]\n\t"
-      "cmp %[n], #0\n\t"
-      "bne 1b\n"
+      "ldr %[w], [%[tb]], #12\n\t"
+      "add %[x0], %[w]\n\t"
+      "add %[x1], %[w]\n\t"
+      "add %[x2], %[w]\n\t"
+      "add %[x3], %[w]\n\t"
+      "ldrd lr, %[w], [%[tb], #-8]\n\t"
+      "wlstp.8 lr, lr, 3f\n\t"
+      "b 2b\n"
       "3:\n\t"
-      "vmov %q[v][2], %q[v][0], %[s0], %[s2]\n\t"
-      "vmov %q[v][3], %q[v][1], %[s1], %[s3]\n"
-      : [s0] "+Te"(s0), [s1] "+Te"(s1), [s2] "+Te"(s2), [s3] "+Te"(s3), [tb] "+r"(tb),
-        [n] "=&r"(n), [w] "=&r"(w), [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2),
-        [x3] "=&r"(x3), [v] "=&w"(v)
-      : [p] "r"(p)
-      : "q0", "q1", "lr", "memory");
-  return v;
+      "vmov q0[2], q0[0], %[s0], %[s2]\n\t"
+      "vmov q0[3], q0[1], %[s1], %[s3]\n\t"
+      "vshl.s32 q0, q0, %q[left]\n\t"
+      "vqrdmulh.s32 q0, q0, %q[mult]\n\t"
+      "vand q1, q0, %q[neg]\n\t"
+      "vshr.s32 q1, q1, #31\n\t"
+      "vqadd.s32 q0, q0, q1\n\t"
+      "vrshl.s32 q0, q0, %q[neg]\n\t"
+      "ldr %[w], %[off]\n\t"
+      "vadd.i32 q0, q0, %[w]\n\t"
+      "vmax.s32 q0, q0, %q[lo]\n\t"
+      "vmin.s32 q0, q0, %q[hi]\n\t"
+      "vstrb.32 q0, [%[og], %q[ov]]\n\t"
+      "ldr %[w], %[so]\n\t"
+      "add %[og], %[w]\n\t"
+      DTMM_GROUPS_CMP_END
+      "bne 0b\n"
+      : [s0] "=&Te"(s0), [s1] "=&Te"(s1), [s2] "=&Te"(s2), [s3] "=&Te"(s3), [tb] "=&r"(tb),
+        [w] "=&r"(w), [x0] "+r"(x0), [x1] "+r"(x1), [x2] "+r"(x2), [x3] "+r"(x3),
+        [og] "+r"(og)
+      : [acc] "m"(L->acc), [first] "m"(L->first), [tb1] "m"(L->tb1), [off] "m"(L->out_off),
+        [so] "m"(L->step_o), [oe] DTMM_GROUPS_END(og_end), [left] "w"(rq->left),
+        [mult] "w"(rq->mult), [neg] "w"(rq->neg), [lo] "w"(lo), [hi] "w"(hi), [ov] "w"(ov)
+      : "q0", "q1", "lr", "cc", "memory");
+  xp->x[0] = x0;
+  xp->x[1] = x1;
+  xp->x[2] = x2;
+  xp->x[3] = x3;
+#else
+  do {
+    int32_t s[4] = {L->acc[0], L->acc[0], L->acc[0], L->acc[0]};
+    const dtmm_move_run* r = L->tb1;
+    int32_t n = L->first.n, j, k;
+    const int8_t* w = L->first.w;
+    for (;;) {
+      for (j = 0; j < 4; ++j) {
+        const int8_t* x = (const int8_t*)xp->x[j];
+        for (k = 0; k < n; ++k) s[j] += (int32_t)x[k] * w[k];
+      }
+      dtmm_ptrs_move(xp, (uintptr_t)(((uint32_t)n + 15u) & ~15u));
+      dtmm_ptrs_move(xp, (uintptr_t)(uint32_t)r->d);
+      n = r->n;
+      w = r->w;
+      ++r;
+      if (n == 0) break;
+    }
+    vstrbq_scatter_offset_s32(og, ov,
+                              dtmm_requant_x4(vldrwq_s32(s), rq->left, rq->mult, rq->neg,
+                                              L->out_off, lo, hi));
+    og += L->step_o;
+  } while ((uintptr_t)og != og_end);
+#endif
 }
 
 /* Sum of n >= 1 int8 weights (a padded tap reads zp_in: its term is zp_in * sum). */
