@@ -293,6 +293,8 @@ void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
   const uint32_t offs_u[4] = {0, (uint32_t)out_c, 2u * (uint32_t)out_c, 3u * (uint32_t)out_c};
   const uint32x4_t offs = vld1q_u32(offs_u);
   const int32x4_t lo = vdupq_n_s32(g->act_min), hi = vdupq_n_s32(g->act_max);
+  ga.step_o = (uint32_t)(DTMM_P * out_c);
+  ga.out_off = g->out_off;
 #endif
 #if !defined(DTMM_ARCH_MVE)
   dtmm_blk_run tb[DTMM_BLK_MAX_RUNS];
@@ -355,14 +357,14 @@ void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
        * DTMM_P pixels on. */
       const int8_t* wr = w + kept_bytes;
       const uint32_t c_first = (uint32_t)tb[0].c0,
-                     end = (uint32_t)tb[nr - 1].c0 + (((uint32_t)tb[nr - 1].n + 15u) & ~15u);
+                     end = dtmm_move_end((uint32_t)tb[nr - 1].c0, (uint32_t)tb[nr - 1].n);
       xt[nr].d = (int32_t)((uint32_t)DTMM_P * (uint32_t)L.pitch + c_first - end);
       xt[nr].n = 0;
       for (r = nr - 1; r >= 0; --r) {
         const uint32_t c0 = (uint32_t)tb[r].c0;
         const int32_t n = tb[r].n;
         const uint32_t prev =
-            r > 0 ? (uint32_t)tb[r - 1].c0 + (((uint32_t)tb[r - 1].n + 15u) & ~15u) : 0;
+            r > 0 ? dtmm_move_end((uint32_t)tb[r - 1].c0, (uint32_t)tb[r - 1].n) : 0;
         wr -= n;
         xt[r].d = (int32_t)(c0 - prev);
         xt[r].n = n;
@@ -370,8 +372,6 @@ void dtmm_pointwise_blocks_s8(const dtmm_geom* g, const dtmm_fwcs_filter* f, int
       }
       dtmm_groups_x4_table(&ga, xt);
       ga.acc[0] = ga.acc[1] = q.bias;
-      ga.step_o = (uint32_t)(DTMM_P * out_c);
-      ga.out_off = g->out_off;
     }
 #endif
     for (l = 0; l < L.lines; ++l) {

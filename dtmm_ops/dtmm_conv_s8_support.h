@@ -653,10 +653,15 @@ DTMM_INLINE void dtmm_moves_start(dtmm_moves* b) {
   b->o_last = b->n_last = 0;
 }
 
-/* Offset of the pointers after the last run (uint32: wrapping; only pointers at
- * the runs are read). */
+/* Where a pointer is after a run of n bytes from offset o: the MAC loop steps 16
+ * bytes at a time (uint32: wrapping; only pointers at the runs are read). */
+DTMM_INLINE uint32_t dtmm_move_end(uint32_t o, uint32_t n) {
+  return o + ((n + 15u) & ~15u);
+}
+
+/* Offset of the pointers after the last run. */
 DTMM_INLINE uint32_t dtmm_moves_end(const dtmm_moves* b) {
-  return b->o_last + ((b->n_last + 15u) & ~15u);
+  return dtmm_move_end(b->o_last, b->n_last);
 }
 
 /* Appends a run of n bytes at offset o (a run's move is final once the next one
@@ -793,7 +798,7 @@ DTMM_INLINE void dtmm_groups_x4(const dtmm_groups_x4_args* L, dtmm_ptrs_x4* xp, 
         const int8_t* x = (const int8_t*)xp->x[j];
         for (k = 0; k < n; ++k) s[j] += (int32_t)x[k] * w[k];
       }
-      dtmm_ptrs_move(xp, (uintptr_t)(((uint32_t)n + 15u) & ~15u));
+      dtmm_ptrs_move(xp, dtmm_move_end(0, (uint32_t)n));
       dtmm_ptrs_move(xp, (uintptr_t)(uint32_t)r->d);
       n = r->n;
       w = r->w;
